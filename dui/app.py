@@ -1,0 +1,43 @@
+"""The composition root: ``create_app(settings)`` builds the Flask app and everything it runs on."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+from sqlalchemy import text
+
+from dui import __version__, logs
+from dui.clock import Clock, utc_now
+from dui.services import Services
+from dui.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flask:
+    """Build the app. Tests pass ``Settings(...)``; otherwise the environment is read once, here."""
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level, settings.log_json)
+    app = Flask("dui")
+    app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["dui"] = Services.build(settings, clock)
+
+    from dui.web import context, errors, fhir
+
+    context.register(app)
+    errors.register(app)
+    app.register_blueprint(fhir.bp)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", version=__version__)
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        svc: Services = app.extensions["dui"]
+        try:
+            with svc.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return jsonify(status="unavailable", database="unreachable"), 503
+        return jsonify(status="ok", database="ok"), 200
+
+    return app

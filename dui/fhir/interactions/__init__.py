@@ -1,0 +1,1 @@
+"""FHIR interactions, one module per interaction (http://hl7.org/fhir/R4/http.html)."""

@@ -1,0 +1,225 @@
+"""What every interaction shares: the request and response values, the context, and helpers.
+
+Interactions are plain functions ``(ctx, req, ...) -> FhirResponse``; they know nothing of Flask.
+The web layer builds a ``FhirRequest`` from HTTP; transaction and batch bundles build one per entry
+and go through the same router (``dui.fhir.router``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+from dui.auth.actor import Actor
+from dui.clock import Clock
+from dui.errors import Invalid, PreconditionFailed, UnsupportedMediaType
+from dui.fhir import jsontext
+from dui.fhir.outcomes import information
+from dui.fhir.repository import FhirRepository, ResourceVersion
+from dui.fhir.search.parameters import SearchParameterRegistry
+from dui.fhir.search.query import parse_search
+from dui.fhir.validation import Validator
+from dui.settings import Settings
+
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass(frozen=True)
+class FhirRequest:
+    """A FHIR interaction request, independent of the transport."""
+
+    method: str
+    path: str  # relative to the FHIR base, without leading slash: "Patient/123/_history"
+    query: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes | None = None
+    # Set by transaction processing: the entry's resource, already parsed and rewritten, and the
+    # id assigned to a created resource so that references to it could be resolved beforehand.
+    resource: dict[str, Any] | None = None
+    assigned_id: str | None = None
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name.lower())
+        return value if value else None
+
+    @cached_property
+    def prefer(self) -> dict[str, str]:
+        """The ``Prefer`` header as a dict: ``{"return": "minimal", "handling": "strict"}``."""
+        out: dict[str, str] = {}
+        for part in (self.header("prefer") or "").split(","):
+            for token in part.split(";"):
+                key, _, value = token.strip().partition("=")
+                if key:
+                    out[key.strip().lower()] = value.strip().strip('"').lower()
+        return out
+
+    @property
+    def strict(self) -> bool:
+        return self.prefer.get("handling") == "strict"
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: Any = None  # dict, or bytes of JSON, or None
+    headers: dict[str, str] = field(default_factory=dict)
+    version: ResourceVersion | None = None  # the version written or read, for bundle responses
+
+
+@dataclass(frozen=True)
+class FhirContext:
+    """Everything an interaction needs, passed explicitly."""
+
+    repo: FhirRepository
+    registry: SearchParameterRegistry
+    validator: Validator
+    settings: Settings
+    actor: Actor
+    clock: Clock
+
+    @property
+    def base(self) -> str:
+        return self.settings.fhir_base
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
+
+
+# -- request bodies -------------------------------------------------------------------------------
+
+
+def parse_body(ctx: FhirContext, req: FhirRequest) -> Any:
+    """The JSON body of the request (415 for another media type, 400 for bad JSON)."""
+    if req.resource is not None:
+        return req.resource
+    content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type and content_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type '{content_type}' is not supported; send application/fhir+json (FHIR R4 JSON)"
+        )
+    fhir_version = _media_parameter(req.header("content-type") or "", "fhirversion")
+    if fhir_version and not fhir_version.startswith("4.0"):
+        raise UnsupportedMediaType(f"fhirVersion {fhir_version} is not supported; this server speaks FHIR 4.0.1")
+    if not req.body:
+        raise Invalid("The request has no body; a FHIR resource in JSON was expected")
+    return jsontext.parse(req.body, ctx.settings.limits.max_json_depth)
+
+
+def resource_body(ctx: FhirContext, req: FhirRequest, rtype: str) -> dict[str, Any]:
+    """The request's resource, checked: a ``rtype`` that conforms to the base R4 structure."""
+    content = parse_body(ctx, req)
+    if not isinstance(content, dict):
+        raise Invalid("The body must be a JSON object holding a FHIR resource")
+    actual = content.get("resourceType")
+    if actual != rtype:
+        raise Invalid(f"The body holds a {actual or 'resource without resourceType'}, "
+                      f"but the URL is for {rtype}", expression="resourceType")
+    if req.resource is None:
+        ctx.validator.check(content)
+    return content
+
+
+def _media_parameter(content_type: str, name: str) -> str | None:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"')
+    return None
+
+
+# -- ids, versions and ETags ----------------------------------------------------------------------
+
+
+def check_id(rid: str) -> str:
+    if not 1 <= len(rid) <= 64 or not set(rid) <= ID_CHARS:
+        raise Invalid(f"'{rid[:80]}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
+    return rid
+
+
+def parse_version(text: str) -> int:
+    """A version id as this server writes them (a positive integer)."""
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise Invalid(f"'{text[:40]}' is not a version id of this server")
+    return int(text)
+
+
+def parse_etag(header: str) -> int:
+    """``W/"3"`` (or ``"3"``, or ``3``) -> 3."""
+    value = header.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit() or len(value) > 9:
+        raise Invalid(f"If-Match must be an ETag such as W/\"3\", not {header[:40]!r}")
+    return int(value)
+
+
+def check_if_match(req: FhirRequest, current_version: int | None) -> None:
+    header = req.header("if-match")
+    if header is None:
+        return
+    expected = parse_etag(header)
+    if current_version is None:
+        raise PreconditionFailed(f"If-Match: the resource does not exist (expected version {expected})")
+    if current_version != expected:
+        raise PreconditionFailed(
+            f"If-Match: the resource is at version {current_version}, not {expected}; "
+            "read it again and re-apply your change"
+        )
+
+
+def version_headers(version: ResourceVersion) -> dict[str, str]:
+    return {"ETag": version.etag, "Last-Modified": format_datetime(version.last_updated, usegmt=True)}
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+def respond(ctx: FhirContext, req: FhirRequest, version: ResourceVersion, status: int,
+            location: bool = False) -> FhirResponse:
+    """Answer a write as the client asked with ``Prefer: return=``."""
+    headers = version_headers(version)
+    if location:
+        headers["Location"] = f"{ctx.base}/{version.versioned_reference}"
+    wanted = req.prefer.get("return", "representation")
+    if wanted == "minimal":
+        return FhirResponse(status, None, headers, version)
+    if wanted == "operationoutcome":
+        verb = "created" if status == 201 else "updated"
+        message = f"{version.reference} {verb}, version {version.version}"
+        return FhirResponse(status, information(message), headers, version)
+    return FhirResponse(status, version.body, headers, version)
+
+
+# -- conditional interactions ---------------------------------------------------------------------
+
+
+def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
+    """The parameters of a conditional URL's query (``identifier=a|b&name=x``)."""
+    query = criteria.split("?", 1)[1] if "?" in criteria else criteria
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        raise Invalid(f"The conditional criteria '{criteria[:200]}' hold no search parameter")
+    return pairs
+
+
+def lock_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
+    return f"conditional:{rtype}?" + "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def matching_rids(ctx: FhirContext, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[int]:
+    """Row ids of current resources matching conditional criteria (at most ``limit``).
+
+    Criteria are always read strictly: an ignored parameter would widen the match and update or
+    delete the wrong resource.
+    """
+    plan = parse_search(rtype, pairs, ctx.registry, ctx.settings.limits, strict=True)
+    plan.count = limit
+    return ctx.repo.search(plan).rids

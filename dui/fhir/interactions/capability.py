@@ -1,0 +1,79 @@
+"""capabilities: the CapabilityStatement at ``/fhir/metadata`` (http://hl7.org/fhir/R4/http.html#capabilities).
+
+Generated from the router's tables and the search-parameter registry: what is listed is what the
+server does, and nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from dui import __version__
+from dui.fhir import jsontext
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
+from dui.fhir.search.query import MODIFIERS
+from dui.fhir.search.parameters import SearchParameterRegistry
+
+_cache: dict[tuple[str, int], bytes] = {}
+
+
+def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
+    key = (ctx.base, id(ctx.registry))
+    body = _cache.get(key)
+    if body is None:
+        body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry))
+    return FhirResponse(200, body)
+
+
+def capability_statement(base: str, registry: SearchParameterRegistry) -> dict[str, Any]:
+    from dui.fhir import router  # the router imports this module
+
+    tables = router.describe()
+    interactions = [*tables["instance"], *tables["type"], *tables["history"]]
+    order = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+             "search-type"]
+    resources = []
+    for rtype in router.storable_types():
+        params = [
+            {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+            {"name": "_lastUpdated", "type": "date",
+             "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+        ]
+        for code, param in sorted(registry.for_type(rtype).items()):
+            if param.indexed and param.type in MODIFIERS:
+                item = {"name": code, "type": param.type}
+                if param.url:
+                    item["definition"] = param.url
+                params.append(item)
+        resources.append({
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": c} for c in order if c in interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "local"],
+            "searchParam": params,
+        })
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date.today().isoformat(),  # the statement is generated at start-up
+        "publisher": "DUI backend",
+        "kind": "instance",
+        "software": {"name": "DUI backend", "version": __version__},
+        "implementation": {"description": "DUI backend: the resident's record of an EHPAD", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": c} for c in tables["system"]],
+        }],
+    }

@@ -1,0 +1,80 @@
+"""patch and conditional patch: http://hl7.org/fhir/R4/http.html#patch.
+
+Two formats: JSON Patch (``application/json-patch+json``) and FHIRPath Patch (a Parameters resource
+in ``application/fhir+json``). The patched resource must still be valid R4 and keep its type and id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dui.errors import Gone, Invalid, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType
+from dui.fhir import jsontext
+from dui.fhir.interactions.base import (
+    JSON_TYPES,
+    FhirContext,
+    FhirRequest,
+    FhirResponse,
+    check_id,
+    check_if_match,
+    criteria_pairs,
+    lock_key,
+    matching_rids,
+    parse_body,
+    respond,
+)
+from dui.fhir.patch import fhirpath_patch, json_patch
+
+JSON_PATCH = "application/json-patch+json"
+
+
+def patch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    current = ctx.repo.current(rtype, check_id(rid), for_update=True)
+    if current is None:
+        raise NotFound(f"{rtype}/{rid} does not exist")
+    if current.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted")
+    check_if_match(req, current.version)
+    stored = ctx.repo.read(rtype, rid)
+    assert stored is not None
+    patched = _patched(ctx, req, stored.resource())
+    if patched.get("resourceType") != rtype or patched.get("id") != rid:
+        raise Unprocessable("A patch cannot change the resource's type or id")
+    issues = ctx.validator.issues(patched)
+    if issues:
+        raise Unprocessable(f"The patched {rtype} would not be valid FHIR R4 ({len(issues)} problems)",
+                            issues=issues, code="processing")
+    version = ctx.repo.update(current, rtype, rid, patched, method="PATCH")
+    return respond(ctx, req, version, 200)
+
+
+def conditional_patch(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
+    pairs = criteria_pairs("&".join(f"{k}={v}" for k, v in req.query) if req.query else "")
+    ctx.repo.lock(lock_key(rtype, pairs))
+    matches = matching_rids(ctx, rtype, pairs)
+    if len(matches) != 1:
+        if not matches:
+            raise NotFound(f"Conditional patch: no {rtype} matches the criteria")
+        raise PreconditionFailed(f"Conditional patch: several {rtype} resources match the criteria",
+                                 code="multiple-matches")
+    found = ctx.repo.fetch(matches)[0]
+    return patch(ctx, req, rtype, found.id)
+
+
+def _patched(ctx: FhirContext, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+    content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type == JSON_PATCH:
+        if not req.body:
+            raise Invalid("The request has no body; a JSON Patch document was expected")
+        document = jsontext.parse(req.body, ctx.settings.limits.max_json_depth)
+        patched: Any = json_patch.apply(resource, document)
+    elif content_type in JSON_TYPES or req.resource is not None:
+        patched = fhirpath_patch.apply(resource, parse_body(ctx, req))
+    else:
+        raise UnsupportedMediaType(
+            f"PATCH takes {JSON_PATCH} (JSON Patch) or application/fhir+json (FHIRPath Patch), "
+            f"not '{content_type or 'no Content-Type'}'"
+        )
+    if not isinstance(patched, dict):
+        raise Unprocessable("The patch does not leave a resource")
+    return patched

@@ -1,0 +1,60 @@
+"""read and vread: http://hl7.org/fhir/R4/http.html#read, #vread (with conditional read)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from dui.errors import DuiError, Gone, NotFound
+from dui.fhir.interactions.base import (
+    FhirContext,
+    FhirRequest,
+    FhirResponse,
+    check_id,
+    parse_etag,
+    parse_version,
+    version_headers,
+)
+
+
+def read(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    """The current version; 404 if it never existed, 410 if deleted, 304 if the client's copy is current."""
+    version = ctx.repo.read(rtype, check_id(rid))
+    if version is None:
+        raise NotFound(f"{rtype}/{rid} does not exist")
+    if version.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted (version {version.version})", headers=version_headers(version))
+    headers = version_headers(version)
+    if _not_modified(req, version.version, version.last_updated):
+        return FhirResponse(304, None, headers)
+    return FhirResponse(200, version.body, headers)
+
+
+def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) -> FhirResponse:
+    """One version; 404 if there is no such version, 410 if that version is a deletion."""
+    version = ctx.repo.vread(rtype, check_id(rid), parse_version(vid))
+    if version is None:
+        raise NotFound(f"{rtype}/{rid} has no version {vid}")
+    if version.deleted:
+        raise Gone(f"Version {vid} of {rtype}/{rid} is its deletion", headers=version_headers(version))
+    return FhirResponse(200, version.body, version_headers(version))
+
+
+def _not_modified(req: FhirRequest, version: int, last_updated: datetime) -> bool:
+    """Conditional read (http://hl7.org/fhir/R4/http.html#cread)."""
+    if_none_match = req.header("if-none-match")
+    if if_none_match:
+        try:
+            return parse_etag(if_none_match) == version
+        except DuiError:
+            return False  # a malformed ETag simply does not match
+    since = req.header("if-modified-since")
+    if since:
+        try:
+            moment = parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+        if moment.tzinfo is None:
+            return False
+        return last_updated.replace(microsecond=0) <= moment
+    return False

@@ -1,0 +1,122 @@
+"""The storage contract of the FHIR engine, and its value types.
+
+Interactions (``dui.fhir.interactions``) talk to a ``FhirRepository``; ``dui.fhir.sql`` implements it
+on SQLAlchemy. The repository flushes and never commits: the edge (web request, CLI command, worker
+job) owns the transaction (http://hl7.org/fhir/R4/http.html for the semantics each method serves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dui.fhir import jsontext
+
+if TYPE_CHECKING:
+    from dui.fhir.search.query import SearchPlan
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The ``resource`` row: where a logical resource stands now."""
+
+    rid: int
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceVersion:
+    """One stored version; ``body`` is the JSON served to clients (None for a delete)."""
+
+    rid: int
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    method: str
+    body: bytes | None
+    vid: int = 0
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.type}/{self.id}"
+
+    @property
+    def versioned_reference(self) -> str:
+        return f"{self.type}/{self.id}/_history/{self.version}"
+
+    def resource(self) -> dict[str, Any]:
+        """The body as a dict (decimals keep their text)."""
+        if self.body is None:
+            raise ValueError("a deleted version has no body")
+        value: dict[str, Any] = jsontext.parse(self.body, max_depth=10_000)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    versions: list[ResourceVersion]
+    next_cursor: int | None  # vid to continue from (exclusive), None on the last page
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    rids: list[int]  # one page, in order
+    total: int | None
+    has_more: bool
+
+
+class FhirRepository(Protocol):
+    """Storage of versioned FHIR resources with a search index."""
+
+    def current(self, rtype: str, rid: str, *, for_update: bool = False) -> Current | None:
+        """The resource row, locked against concurrent writers when ``for_update``."""
+
+    def read(self, rtype: str, rid: str) -> ResourceVersion | None:
+        """The current version (possibly a delete tombstone), or None if it never existed."""
+
+    def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None: ...
+
+    def create(self, rtype: str, resource: dict[str, Any], *, rid: str | None = None,
+               method: str = "POST") -> ResourceVersion:
+        """Store version 1 under a new id (or ``rid``); raises Conflict on a unique identifier clash."""
+
+    def update(self, current: Current | None, rtype: str, rid: str, resource: dict[str, Any],
+               *, method: str = "PUT") -> ResourceVersion:
+        """Store the next version (version 1 when ``current`` is None)."""
+
+    def delete(self, current: Current) -> ResourceVersion:
+        """Write a tombstone version and drop the resource from the index."""
+
+    def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
+                before_vid: int | None = None, count: int = 20) -> HistoryPage: ...
+
+    def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
+        """Current versions for row ids, in the order given."""
+
+    def search(self, plan: SearchPlan, *, total: bool = False) -> SearchResult:
+        """One page of row ids matching ``plan``, and the total count when asked."""
+
+    def savepoint(self) -> AbstractContextManager[Any]:
+        """A nested transaction: rolled back alone if its block raises (batch entries)."""
+
+    def lock(self, key: str) -> None:
+        """Serialise, until the transaction ends, the writers working on ``key``."""
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,229 @@
+"""``SqlFhirRepository``: the FHIR store on SQLAlchemy (PostgreSQL, SQLite).
+
+A write is: the ``resource`` row (inserted, or updated under a row lock), one new
+``resource_version`` row, and the search index rows of the new version, all in the caller's
+transaction. History is append-only. Concurrency:
+
+- two writers of the same resource are serialised by ``SELECT ... FOR UPDATE`` on its row, or, when
+  it does not exist yet, by an advisory lock on its type and id (PostgreSQL); SQLite serialises
+  writers with ``BEGIN IMMEDIATE`` (``dui.db.begin_write``);
+- unique identifiers (INS) are a UNIQUE constraint: a clash becomes ``Conflict`` (409).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dui.clock import Clock
+from dui.db import advisory_lock
+from dui.errors import Conflict
+from dui.fhir import jsontext
+from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
+from dui.fhir.search.indexer import Indexer
+from dui.fhir.search.query import SearchPlan, SqlBuilder
+from dui.fhir.tables import INDEX_TABLES, resource, resource_version, unique_identifier
+
+_CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
+                    resource.c.last_updated, resource.c.deleted)
+_INDEX_TABLES = tuple(dict.fromkeys(INDEX_TABLES.values()))
+
+
+def format_instant(moment: datetime) -> str:
+    """``meta.lastUpdated`` text: UTC, milliseconds, ``Z``."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class SqlFhirRepository:
+    """One per unit of work (request, CLI command, job); holds the session."""
+
+    def __init__(self, session: Session, indexer: Indexer, clock: Clock,
+                 id_factory: Callable[[], str] = new_id) -> None:
+        self.session = session
+        self.indexer = indexer
+        self.clock = clock
+        self.id_factory = id_factory
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def current(self, rtype: str, rid: str, *, for_update: bool = False) -> Current | None:
+        stmt = select(*_CURRENT_COLUMNS).where(resource.c.res_type == rtype, resource.c.res_id == rid)
+        if for_update:
+            row = self.session.execute(stmt.with_for_update()).first()
+            if row is None:
+                # Nothing to lock yet: serialise creators of this very id instead, then look again.
+                self.lock(f"resource:{rtype}/{rid}")
+                row = self.session.execute(stmt.with_for_update()).first()
+        else:
+            row = self.session.execute(stmt).first()
+        return Current(*row) if row else None
+
+    def read(self, rtype: str, rid: str) -> ResourceVersion | None:
+        stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
+                                      resource_version.c.version == resource.c.version)
+        row = self.session.execute(stmt).first()
+        return _version(row) if row else None
+
+    def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
+        stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
+                                      resource_version.c.version == version)
+        row = self.session.execute(stmt).first()
+        return _version(row) if row else None
+
+    def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
+        found: dict[int, ResourceVersion] = {}
+        for chunk in iter_chunks(list(rids), 500):
+            stmt = self._versions().where(resource.c.rid.in_(chunk),
+                                          resource_version.c.version == resource.c.version)
+            for row in self.session.execute(stmt):
+                found[row.rid] = _version(row)
+        return [found[r] for r in rids if r in found]
+
+    def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
+                before_vid: int | None = None, count: int = 20) -> HistoryPage:
+        stmt = self._versions()
+        conditions = []
+        if rtype is not None:
+            conditions.append(resource_version.c.res_type == rtype)
+        if rid is not None:
+            conditions.append(resource.c.res_id == rid)
+        if since is not None:
+            conditions.append(resource_version.c.last_updated >= since)
+        total = None
+        if rid is not None:
+            total = self.session.execute(
+                select(func.count()).select_from(resource_version.join(resource)).where(*conditions)
+            ).scalar_one()
+        if before_vid is not None:
+            conditions.append(resource_version.c.vid < before_vid)
+        rows = self.session.execute(
+            stmt.where(*conditions).order_by(resource_version.c.vid.desc()).limit(count + 1)
+        ).all()
+        versions = [_version(r) for r in rows[:count]]
+        next_cursor = versions[-1].vid if len(rows) > count else None
+        return HistoryPage(versions, next_cursor, total)
+
+    def search(self, plan: SearchPlan, *, total: bool = False) -> SearchResult:
+        builder = SqlBuilder(self.indexer.tz, self.indexer.fhir_base, self.clock())
+        rids: list[int] = []
+        if plan.count > 0:
+            rids = list(self.session.execute(builder.select_rids(plan).limit(plan.count + 1)).scalars())
+        count = None
+        if total:
+            count = self.session.execute(
+                select(func.count()).select_from(resource).where(*builder.where(plan))
+            ).scalar_one()
+        return SearchResult(rids[:plan.count], count, len(rids) > plan.count)
+
+    def _versions(self) -> Select[Any]:
+        return select(
+            resource.c.rid, resource_version.c.res_type, resource.c.res_id, resource_version.c.version,
+            resource_version.c.last_updated, resource_version.c.method, resource_version.c.body,
+            resource_version.c.vid,
+        ).select_from(resource_version.join(resource, resource.c.rid == resource_version.c.rid))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def create(self, rtype: str, resource_: dict[str, Any], *, rid: str | None = None,
+               method: str = "POST") -> ResourceVersion:
+        return self._write(None, rtype, rid or self.id_factory(), resource_, method)
+
+    def update(self, current: Current | None, rtype: str, rid: str, resource_: dict[str, Any],
+               *, method: str = "PUT") -> ResourceVersion:
+        return self._write(current, rtype, rid, resource_, method)
+
+    def delete(self, current: Current) -> ResourceVersion:
+        now = self.clock()
+        version = current.version + 1
+        self.session.execute(update(resource).where(resource.c.rid == current.rid)
+                             .values(version=version, last_updated=now, deleted=True))
+        vid = self.session.execute(insert(resource_version).values(
+            rid=current.rid, version=version, res_type=current.type, last_updated=now, method="DELETE",
+            body=None).returning(resource_version.c.vid)).scalar_one()
+        self._drop_index(current.rid)
+        return ResourceVersion(current.rid, current.type, current.id, version, now, True, "DELETE", None, vid)
+
+    def _write(self, current: Current | None, rtype: str, res_id: str, content: dict[str, Any],
+               method: str) -> ResourceVersion:
+        now = self.clock()
+        version = 1 if current is None else current.version + 1
+        meta = dict(content.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(now)
+        stored = {"resourceType": rtype, "id": res_id, "meta": meta}
+        stored.update((k, v) for k, v in content.items() if k not in stored)
+        body = jsontext.dump(stored)
+        try:
+            if current is None:
+                row_id = self.session.execute(insert(resource).values(
+                    res_type=rtype, res_id=res_id, version=version, last_updated=now, deleted=False,
+                ).returning(resource.c.rid)).scalar_one()
+            else:
+                row_id = current.rid
+                self.session.execute(update(resource).where(resource.c.rid == row_id)
+                                     .values(version=version, last_updated=now, deleted=False))
+                self._drop_index(row_id)
+            vid = self.session.execute(insert(resource_version).values(
+                rid=row_id, version=version, res_type=rtype, last_updated=now, method=method, body=body,
+            ).returning(resource_version.c.vid)).scalar_one()
+            self._write_index(row_id, rtype, stored)
+        except IntegrityError as exc:
+            raise _conflict(exc, rtype) from None
+        return ResourceVersion(row_id, rtype, res_id, version, now, False, method, body, vid)
+
+    def _write_index(self, row_id: int, rtype: str, stored: dict[str, Any]) -> None:
+        rows = self.indexer.rows(row_id, rtype, stored)
+        for kind, items in rows.tables().items():
+            if items:
+                self.session.execute(insert(INDEX_TABLES[kind]), items)
+        if rows.unique:
+            self.session.execute(insert(unique_identifier), rows.unique)
+
+    def _drop_index(self, row_id: int) -> None:
+        for table in (*_INDEX_TABLES, unique_identifier):
+            self.session.execute(delete(table).where(table.c.rid == row_id))
+
+    def reindex(self, current: ResourceVersion) -> None:
+        """Rewrite the index rows of a stored current version (``dui reindex``)."""
+        self._drop_index(current.rid)
+        if not current.deleted:
+            self._write_index(current.rid, current.type, current.resource())
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Any]:
+        with self.session.begin_nested() as nested:
+            yield nested
+
+    def lock(self, key: str) -> None:
+        advisory_lock(self.session, key)
+
+
+def _version(row: Any) -> ResourceVersion:
+    return ResourceVersion(row.rid, row.res_type, row.res_id, row.version, row.last_updated,
+                           row.method == "DELETE", row.method, row.body, row.vid)
+
+
+def _conflict(exc: IntegrityError, rtype: str) -> Conflict:
+    text = str(exc.orig)
+    if "unique_identifier" in text:
+        return Conflict(
+            f"Another {rtype} already carries this INS: an INS identifies one resident only. Use a "
+            "conditional create (If-None-Exist: identifier=system|value) to find the existing record.",
+            code="duplicate",
+        )
+    if "resource" in text:
+        return Conflict(f"A concurrent request created the same {rtype}; retry the request", code="conflict")
+    return Conflict("The change conflicts with data written concurrently; retry the request")

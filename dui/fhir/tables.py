@@ -1,0 +1,178 @@
+"""Tables of the FHIR store: resources, their versions, and the search index.
+
+- ``resource``: one row per logical resource (type + id) pointing at its current version. The
+  surrogate ``rid`` keys every other table, so index rows stay small.
+- ``resource_version``: every version ever written, never updated or deleted (a delete writes a
+  tombstone version with no body). ``vid`` is a global, monotonic sequence used to page history.
+- ``search_*``: index rows of the current version, one table per search-parameter type, rewritten in
+  the same transaction as the resource (``dui.fhir.search.indexer``).
+- ``unique_identifier``: identifiers that must be unique in the store (the resident's INS); the
+  database refuses a second resident with the same INS, whatever the interleaving of requests.
+
+Bodies are stored as the JSON bytes the server returns (the client's text with ``id`` and ``meta``
+set by the server), so a read is one row and no re-serialisation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+from dui.db import metadata
+
+# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Lengths of indexed text: long enough for identifiers, codes and names; values are cut to fit
+# (string search matches on a prefix anyway).
+TEXT_INDEX = 255
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("rid", RowId, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    UniqueConstraint("res_type", "res_id"),
+)
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("vid", RowId, primary_key=True, autoincrement=True),
+    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    UniqueConstraint("rid", "version"),
+    Index("ix_resource_version_res_type_vid", "res_type", "vid"),
+    Index("ix_resource_version_last_updated", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(100), nullable=False),
+        *columns,
+        Index(f"ix_{name}_rid", "rid"),
+    )
+    for cols in indexes:
+        Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
+    return table
+
+
+search_string = _index_table(
+    "search_string",
+    Column("value", String(TEXT_INDEX), nullable=False),  # normalised (case, accents, punctuation)
+    Column("exact", String(TEXT_INDEX), nullable=False),  # as written, for :exact
+    indexes=(("res_type", "param", "value"),),
+)
+
+search_token = _index_table(
+    "search_token",
+    Column("system", String(TEXT_INDEX), nullable=True),
+    Column("code", String(TEXT_INDEX), nullable=True),
+    Column("text", String(TEXT_INDEX), nullable=True),  # normalised display / text, for :text
+    indexes=(("res_type", "param", "code", "system"),),
+)
+
+search_reference = _index_table(
+    "search_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("url", String(TEXT_INDEX), nullable=True),  # absolute or canonical references
+    indexes=(("res_type", "param", "target_id", "target_type"), ("target_type", "target_id")),
+)
+
+search_date = _index_table(
+    "search_date",
+    Column("low", UtcDateTime, nullable=True),  # NULL: unbounded
+    Column("high", UtcDateTime, nullable=True),
+    indexes=(("res_type", "param", "low", "high"),),
+)
+
+search_quantity = _index_table(
+    "search_quantity",
+    Column("value", Numeric(36, 12), nullable=False),
+    Column("low", Numeric(36, 12), nullable=False),  # implicit precision range of the value
+    Column("high", Numeric(36, 12), nullable=False),
+    Column("system", String(TEXT_INDEX), nullable=True),
+    Column("code", String(TEXT_INDEX), nullable=True),
+    indexes=(("res_type", "param", "value"),),
+)
+
+search_uri = _index_table(
+    "search_uri",
+    Column("uri", String(TEXT_INDEX), nullable=False),
+    indexes=(("res_type", "param", "uri"),),
+)
+
+INDEX_TABLES = {
+    "string": search_string,
+    "token": search_token,
+    "reference": search_reference,
+    "date": search_date,
+    "quantity": search_quantity,
+    "number": search_quantity,
+    "uri": search_uri,
+}
+
+unique_identifier = Table(
+    "unique_identifier",
+    metadata,
+    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("system", String(TEXT_INDEX), nullable=False),
+    Column("value", String(TEXT_INDEX), nullable=False),
+    UniqueConstraint("res_type", "system", "value"),
+    Index("ix_unique_identifier_rid", "rid"),
+)

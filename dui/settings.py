@@ -1,0 +1,123 @@
+"""Settings: the only place that reads the environment.
+
+``Settings.from_env()`` builds a frozen value once, at start-up; everything else receives it. Tests
+build ``Settings(...)`` directly. Every variable is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ENVIRONMENTS = ("dev", "prod")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or not allowed in this environment."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits: each breach gets a clear 4xx, never a 500."""
+
+    max_request_bytes: int = 20 * 1024 * 1024
+    max_bundle_entries: int = 1000
+    max_json_depth: int = 100
+    default_count: int = 20
+    max_count: int = 1000
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "dev"
+    database_url: str = "sqlite:///var/dui.sqlite"
+    base_url: str = "http://127.0.0.1:8080"
+    timezone: str = "Europe/Paris"
+    log_level: str = "INFO"
+    log_json: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def fhir_base(self) -> str:
+        """Absolute base of the FHIR REST API, used in ``fullUrl``, ``Location`` and paging links."""
+        return self.base_url.rstrip("/") + "/fhir"
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``DUI_*`` variables; raise ``SettingsError`` with one clear line on a bad value."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        d_limits = defaults.limits
+        name = env.get("DUI_ENV", defaults.env)
+        if name not in ENVIRONMENTS:
+            raise SettingsError(f"DUI_ENV must be one of {', '.join(ENVIRONMENTS)}, not {name!r}")
+        limits = Limits(
+            max_request_bytes=_int(env, "DUI_MAX_REQUEST_BYTES", d_limits.max_request_bytes, minimum=1024),
+            max_bundle_entries=_int(env, "DUI_MAX_BUNDLE_ENTRIES", d_limits.max_bundle_entries, minimum=1),
+            max_json_depth=_int(env, "DUI_MAX_JSON_DEPTH", d_limits.max_json_depth, minimum=16),
+            default_count=_int(env, "DUI_DEFAULT_COUNT", d_limits.default_count, minimum=1),
+            max_count=_int(env, "DUI_MAX_COUNT", d_limits.max_count, minimum=1),
+        )
+        if limits.default_count > limits.max_count:
+            raise SettingsError("DUI_DEFAULT_COUNT must not exceed DUI_MAX_COUNT")
+        base_url = env.get("DUI_BASE_URL", defaults.base_url)
+        if not base_url.startswith(("http://", "https://")):
+            raise SettingsError(f"DUI_BASE_URL must be an http(s) URL, not {base_url!r}")
+        settings = cls(
+            env=name,
+            database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
+            base_url=base_url.rstrip("/"),
+            timezone=_timezone(env.get("DUI_TIMEZONE", defaults.timezone)),
+            log_level=env.get("DUI_LOG_LEVEL", defaults.log_level).upper(),
+            log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
+            limits=limits,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse configurations that are unsafe for the chosen environment."""
+        if self.is_prod and not self.base_url.startswith("https://"):
+            raise SettingsError("DUI_ENV=prod requires an https DUI_BASE_URL")
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"DUI_TIMEZONE must be an IANA time zone such as Europe/Paris, not {name!r}") from None
+    return name
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key} must be true or false, not {raw!r}")

@@ -1,0 +1,71 @@
+"""Per-request context: request id, actor, and the unit of work that owns the transaction.
+
+One transaction per request: committed when the handler returns, rolled back when it raises
+(nothing half-written survives a failed request).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy.orm import Session
+
+from dui import logs
+from dui.auth.actor import ANONYMOUS, Actor
+from dui.db import begin_write
+from dui.services import Services
+
+logger = logging.getLogger("dui.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9\-_.]{8,64}")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["dui"]
+    return svc
+
+
+def current_actor() -> Actor:
+    """Who is acting. Authentication is not in place yet: everyone is anonymous."""
+    return ANONYMOUS
+
+
+@contextmanager
+def unit_of_work(write: bool) -> Iterator[Session]:
+    session = services().session_factory()
+    try:
+        if write:
+            begin_write(session)
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def register(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        logs.request_id.set(g.request_id)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "-")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        # The path only: query strings carry search values (names, INS), which never go to logs.
+        logger.info("request", extra={"method": request.method, "path": request.path,
+                                      "status": response.status_code, "ms": round(elapsed, 1)})
+        return response

@@ -1,0 +1,68 @@
+"""The /fhir blueprint: HTTP <-> ``FhirRequest``/``FhirResponse``; the FHIR logic is in ``dui.fhir``."""
+
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, request
+
+from dui.errors import NotAcceptable
+from dui.fhir import jsontext, router
+from dui.fhir.interactions.base import FhirRequest, FhirResponse
+from dui.web.context import WRITE_METHODS, current_actor, services, unit_of_work
+
+bp = Blueprint("fhir", __name__)
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+
+
+@bp.route("/fhir", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
+@bp.route("/fhir/<path:path>", methods=METHODS)
+def dispatch(path: str) -> Response:
+    _check_format()
+    req = FhirRequest(
+        method=request.method,
+        path=path,
+        query=tuple(request.args.items(multi=True)),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=request.get_data(cache=False) or None,
+    )
+    svc = services()
+    with unit_of_work(write=request.method in WRITE_METHODS) as session:
+        result = router.handle(svc.fhir_context(session, current_actor()), req)
+    return _to_flask(result)
+
+
+def _check_format() -> None:
+    """Answer JSON only; refuse explicitly what else a client asks for (406)."""
+    fmt = request.args.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
+        raise NotAcceptable(f"_format={fmt} is not available; this server answers FHIR JSON only")
+    accept = request.accept_mimetypes
+    if not accept.provided or fmt is not None:
+        return
+    if any(accept.quality(m) > 0 for m in ("application/fhir+json", "application/json", "application/json+fhir")):
+        return
+    if accept.quality("*/*") > 0 or accept.quality("application/*") > 0:
+        return
+    raise NotAcceptable(f"Accept: {request.headers.get('Accept')} cannot be served; this server answers "
+                        "application/fhir+json (FHIR JSON, 4.0.1)")
+
+
+def _to_flask(result: FhirResponse) -> Response:
+    body = result.body
+    if body is None or result.status in (204, 304):
+        payload = b""
+    elif isinstance(body, bytes):
+        payload = body
+    else:
+        payload = jsontext.dump(body)
+    if payload and request.args.get("_pretty") == "true":
+        payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000), option=orjson.OPT_INDENT_2,
+                               default=jsontext.fragment_default)
+    response = Response(payload, status=result.status, content_type=FHIR_JSON if payload else None)
+    for key, value in result.headers.items():
+        response.headers[key] = value
+    if request.method == "HEAD":
+        response.set_data(b"")
+    return response

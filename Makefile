@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Nothing else needs installing by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+export DUI_DATABASE_URL ?= sqlite:///var/dui.sqlite
+
+.PHONY: run test venv lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dui db upgrade
+	$(BIN)/dui demo load
+	@echo
+	@echo "DUI backend on http://$(HOST):$(PORT)  (FHIR R4 at /fhir; stop with Ctrl-C)"
+	@echo "  curl -s http://$(HOST):$(PORT)/fhir/metadata | head -c 300"
+	@echo "  curl -s 'http://$(HOST):$(PORT)/fhir/Patient?name=helene'"
+	@echo "No authentication yet: the demo has no credentials to give (see README, 'Not built yet')."
+	@echo
+	$(BIN)/dui serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check dui ins mssante fhir_profiles tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,50 @@
+"""The ``dui`` command: a Flask CLI group; every command is thin and says when to run it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import FlaskGroup, routes_command, shell_command
+
+from dui.settings import SettingsError
+
+
+def _create_app():  # type: ignore[no-untyped-def]
+    from dui.app import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
+             load_dotenv=False)
+@click.version_option(package_name="dui", prog_name="dui")
+def cli() -> None:
+    """DUI backend: the EHPAD resident's record as FHIR R4, keyed by the INS.
+
+    Configuration comes from DUI_* environment variables (see README.md).
+    """
+
+
+def _register() -> None:
+    from dui.cli import db, demo, serve
+
+    cli.add_command(serve.serve)
+    cli.add_command(db.db)
+    cli.add_command(demo.demo)
+    cli.add_command(routes_command)
+    cli.add_command(shell_command)
+
+
+_register()
+for _param in cli.params:
+    if _param.name in ("env_file", "app", "debug"):
+        _param.hidden = True  # Flask's own options: the app is always this one
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="dui")
+    except SettingsError as exc:
+        click.echo(f"dui: configuration error: {exc}", err=True)
+        sys.exit(2)

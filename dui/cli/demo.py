@@ -1,0 +1,51 @@
+"""``dui demo``: synthetic data to try the service."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from dui.auth.actor import CLI
+from dui.db import begin_write
+from dui.demo.data import resident_bundle, setup_bundle
+from dui.demo.load import load_bundle
+
+
+@click.group(cls=AppGroup)
+def demo() -> None:
+    """Demonstration data (test INS identities, never real people)."""
+
+
+@demo.command()
+@click.option("--residents", default=24, show_default=True, type=click.IntRange(1, 100_000),
+              help="Number of residents, shared between the two demo EHPADs.")
+def load(residents: int) -> None:
+    """Load two EHPADs, their staff, a partner hospital and RESIDENTS residents with their records.
+
+    Idempotent: running it again rewrites the same resources (unchanged ones get no new version).
+    Refused when DUI_ENV=prod.
+    """
+    svc = current_app.extensions["dui"]
+    if svc.settings.is_prod:
+        raise click.ClickException("demo data is refused when DUI_ENV=prod")
+    anchor = date.today()
+    totals: Counter[str] = Counter()
+    bundles = [setup_bundle(), *(resident_bundle(i, anchor) for i in range(1, residents + 1))]
+    with click.progressbar(bundles, label="Loading demo data", file=click.get_text_stream("stderr")) as bar:
+        for bundle in bar:
+            session = svc.session_factory()
+            try:
+                begin_write(session)
+                totals += load_bundle(svc.fhir_context(session, CLI), bundle)
+                session.commit()
+            except Exception:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+    click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
+               f"{totals.get('200', 0)} already present")

@@ -1,0 +1,1 @@
+"""Synthetic demonstration data (refused when DUI_ENV=prod)."""

@@ -21,6 +21,8 @@ from dui.fhir.fhirpath import compile_fhirpath, split_steps, unwrap
 Location = tuple[str | int, ...]
 MARK = "__dui_location__"
 _LAST_STEP = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\[([0-9]+)\])?")
+# Element names that are also FHIRPath operators (Narrative.div!) must be quoted to be read as names.
+_KEYWORD_STEP = re.compile(r"\.(div|mod|in|contains|and|or|xor|implies)(?=$|[.\[])")
 
 
 def apply(resource: dict[str, Any], parameters: Any, defs: R4 | None = None) -> dict[str, Any]:
@@ -98,7 +100,7 @@ class _Patcher:
         """Locations of the objects an expression selects, and the primitives it selects."""
         marked, locations = _mark(self.doc)
         try:
-            results = compile_fhirpath(expression)(marked)
+            results = compile_fhirpath(_KEYWORD_STEP.sub(r".`\1`", expression))(marked)
         except Exception as exc:  # fhirpathpy raises bare exceptions on syntax errors
             raise _Failed(f"cannot evaluate the path: {exc}") from None
         objects = [locations[r[MARK]] for r in results if isinstance(r, dict) and MARK in r]
@@ -313,13 +315,13 @@ def _key(node: dict[str, Any], name: str) -> str | None:
 
 
 def _remove(doc: dict[str, Any], loc: Location) -> None:
+    """Remove the item at ``loc``, then every container left empty by it (FHIR has no empty elements)."""
     parent = _get(doc, loc[:-1])
     last = loc[-1]
     if isinstance(last, int):
         del parent[last]
-        if not parent and len(loc) >= 2:
-            owner = _get(doc, loc[:-2])
-            del owner[loc[-2]]
     else:
         del parent[last]
         parent.pop("_" + str(last), None)
+    if not parent and len(loc) > 1:
+        _remove(doc, loc[:-1])

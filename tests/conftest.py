@@ -1,0 +1,101 @@
+"""Shared fixtures.
+
+Every test that touches the database runs twice: on SQLite and on PostgreSQL. PostgreSQL is used
+when ``DUI_TEST_DATABASE_URL`` is set (``.ci/run`` sets it); each test session works in a schema of
+its own, created by applying the migrations, and dropped at the end. Between tests the tables are
+emptied, so every test starts from an empty store and sees real commits and rollbacks.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from dui import migrations
+from dui.app import create_app
+from dui.db import make_engine, normalize_url
+from dui.fhir import tables
+from dui.settings import Limits, Settings
+from tests.helpers import FhirClient
+
+PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
+REQUIRE_PG = os.environ.get("DUI_REQUIRE_POSTGRESQL") == "1"
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+BASE_URL = "http://testserver"
+TEST_LIMITS = Limits(max_request_bytes=2 * 1024 * 1024, max_bundle_entries=200, max_json_depth=64,
+                     default_count=20, max_count=200)
+ALL_TABLES = [t.name for t in reversed(tables.metadata.sorted_tables)]
+
+
+def conformance_dir(*parts: str) -> Path:
+    """A folder of ../shared/conformance, or a skip that says it is missing."""
+    path = CONFORMANCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"conformance material not found at {path} (../shared/conformance is absent)")
+    return path
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'dui.sqlite'}"
+        migrations.upgrade(url)
+        yield url
+        return
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("DUI_REQUIRE_POSTGRESQL=1 but DUI_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests need DUI_TEST_DATABASE_URL (see README, 'Tests')")
+    schema = f"dui_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    url = normalize_url(PG_URL) + f"{separator}options={quote(f'-csearch_path={schema}')}"
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_settings(database_url: str, **changes: Any) -> Settings:
+    return Settings(database_url=database_url, base_url=BASE_URL, limits=TEST_LIMITS).with_(**changes)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Iterator[Flask]:
+    application = create_app(test_settings(database_url))
+    yield application
+    application.extensions["dui"].dispose()
+
+
+def empty_database(app: Flask) -> None:
+    engine = app.extensions["dui"].engine
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in ALL_TABLES:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def client(app: Flask) -> FhirClient:
+    empty_database(app)
+    return FhirClient(app.test_client())
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"

@@ -274,9 +274,7 @@ class SqlBuilder:
         rng = date_range(text, self.tz)
         if rng is None or rng[1] is None:
             raise Invalid(f"'{text}' is not a valid date for '_lastUpdated'", expression="_lastUpdated")
-        column = resource.c.last_updated
-        return _range_condition(prefix, rng[0], rng[1], column, column + timedelta(milliseconds=1), self.now,
-                                nullable=False)
+        return _point_condition(prefix, rng[0], rng[1], resource.c.last_updated, self.now)
 
     def _number(self, value: str, c: Criterion) -> ColumnElement[bool]:
         prefix, text = _prefix(value)
@@ -353,6 +351,24 @@ def _range_condition(prefix: str, slo: datetime, shi: datetime, low: Any, high: 
     # ap: overlaps the search range widened by 10 % of its distance from now (at least a day)
     margin = max(abs(now - slo) / 10, timedelta(days=1))
     return and_(above(high, slo - margin), below(low, shi + margin))
+
+
+def _point_condition(prefix: str, slo: datetime, shi: datetime, column: Any, now: datetime) -> ColumnElement[bool]:
+    """Date comparison of an instant column (``meta.lastUpdated``) with the search range [slo, shi)."""
+    if prefix == "eq":
+        return and_(column >= slo, column < shi)
+    if prefix == "ne":
+        return or_(column < slo, column >= shi)
+    if prefix in ("gt", "sa"):
+        return column >= shi
+    if prefix == "ge":
+        return column >= slo
+    if prefix in ("lt", "eb"):
+        return column < slo
+    if prefix == "le":
+        return column < shi
+    margin = max(abs(now - slo) / 10, timedelta(days=1))
+    return and_(column >= slo - margin, column < shi + margin)
 
 
 def _number_condition(prefix: str, number: Decimal, column: Any) -> ColumnElement[bool]:

@@ -41,9 +41,8 @@ def _check_format() -> None:
     accept = request.accept_mimetypes
     if not accept.provided or fmt is not None:
         return
-    if any(accept.quality(m) > 0 for m in ("application/fhir+json", "application/json", "application/json+fhir")):
-        return
-    if accept.quality("*/*") > 0 or accept.quality("application/*") > 0:
+    acceptable = {"application/fhir+json", "application/json", "application/json+fhir", "*/*", "application/*"}
+    if any(value.split(";")[0].strip().lower() in acceptable and quality > 0 for value, quality in accept):
         return
     raise NotAcceptable(f"Accept: {request.headers.get('Accept')} cannot be served; this server answers "
                         "application/fhir+json (FHIR JSON, 4.0.1)")

@@ -1,0 +1,60 @@
+"""The CapabilityStatement says what the server does, and the server does what it says
+(http://hl7.org/fhir/R4/capabilitystatement.html)."""
+
+from __future__ import annotations
+
+from tests.helpers import FhirClient, patient
+
+
+def test_metadata_describes_a_fhir_4_0_1_json_server(client: FhirClient) -> None:
+    response = client.get("metadata")
+    assert response.status_code == 200
+    cs = response.get_json()
+    assert cs["resourceType"] == "CapabilityStatement"
+    assert cs["fhirVersion"] == "4.0.1"
+    assert cs["kind"] == "instance"
+    assert cs["format"] == ["application/fhir+json", "json"]
+    assert cs["implementation"]["url"] == "http://testserver/fhir"
+    rest = cs["rest"][0]
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    types = {r["type"] for r in rest["resource"]}
+    assert {"Patient", "Observation", "MedicationRequest", "DocumentReference", "MedicinalProduct"} <= types
+    assert "Parameters" not in types
+
+
+def test_every_listed_patient_interaction_is_served(client: FhirClient) -> None:
+    rest = client.get("metadata").get_json()["rest"][0]
+    patient_cs = next(r for r in rest["resource"] if r["type"] == "Patient")
+    created = client.create(patient(identifier=[{"system": "urn:ipp", "value": "1"}]))
+    path = f"Patient/{created['id']}"
+    calls = {
+        "read": lambda: client.get(path),
+        "vread": lambda: client.get(f"{path}/_history/1"),
+        "update": lambda: client.put(path, dict(created, active=True)),
+        "patch": lambda: client.patch(path, [{"op": "add", "path": "/active", "value": False}],
+                                      content_type="application/json-patch+json"),
+        "history-instance": lambda: client.get(f"{path}/_history"),
+        "history-type": lambda: client.get("Patient/_history"),
+        "create": lambda: client.post("Patient", patient()),
+        "search-type": lambda: client.get("Patient?identifier=urn:ipp|1"),
+        "delete": lambda: client.delete(path),
+    }
+    listed = [i["code"] for i in patient_cs["interaction"]]
+    assert set(listed) == set(calls)
+    for code in listed:
+        assert calls[code]().status_code in (200, 201, 204), code
+    assert patient_cs["conditionalDelete"] == "single"
+    assert patient_cs["versioning"] == "versioned-update"
+
+
+def test_every_listed_search_parameter_is_accepted_strictly(client: FhirClient) -> None:
+    """No parameter is advertised that strict handling would refuse."""
+    rest = client.get("metadata").get_json()["rest"][0]
+    samples = {"string": "a", "token": "a", "reference": "Patient/a", "date": "2026", "number": "1",
+               "quantity": "1", "uri": "http://a"}
+    for rtype in ("Patient", "Observation", "Encounter", "DocumentReference", "MedicationRequest"):
+        resource = next(r for r in rest["resource"] if r["type"] == rtype)
+        for param in resource["searchParam"]:
+            response = client.get(f"{rtype}?{param['name']}={samples[param['type']]}",
+                                  headers={"Prefer": "handling=strict"})
+            assert response.status_code == 200, (rtype, param, response.get_data(as_text=True))

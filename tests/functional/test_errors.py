@@ -1,0 +1,123 @@
+"""Bad input gets a clear 4xx OperationOutcome, never a 500 (RELIABILITY: bad inputs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import FhirClient, diagnostics, outcome_codes, patient
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b"{", "not valid JSON"),
+    (b'{"resourceType": "Patient",}', "not valid JSON"),
+    (b"\xef\xbb\xbf{}", "byte-order mark"),
+    (b'{"resourceType": "Patient", "birthDate": NaN}', "NaN"),
+    (b'{"resourceType": "Patient", "gender": "male", "gender": "female"}', "duplicate property 'gender'"),
+    (b"\xff\xfe", "UTF-8"),
+    (b"[]", "JSON object"),
+    (b'{"gender": "male"}', "resourceType"),
+    (b'{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}', "URL is for Patient"),
+])
+def test_malformed_bodies_are_400(client: FhirClient, body: bytes, fragment: str) -> None:
+    response = client.post("Patient", body)
+    assert response.status_code == 400
+    assert fragment in diagnostics(response)
+
+
+def test_structure_problems_are_all_listed_with_locations(client: FhirClient) -> None:
+    bad = patient(gender="F", birthDate="2020-02-30", foo=1,
+                  name=[{"family": "x", "given": []}],
+                  photo=[{"data": "%%%"}], id="a" * 70)
+    response = client.post("Patient", bad)
+    assert response.status_code == 400
+    body = response.get_json()
+    expressions = {e for issue in body["issue"] for e in issue.get("expression", [])}
+    assert {"Patient.gender", "Patient.birthDate", "Patient.foo", "Patient.name[0].given",
+            "Patient.photo[0].data", "Patient.id"} <= expressions
+    assert {"code-invalid", "value", "structure"} <= set(outcome_codes(response))
+    assert client.search("Patient")["total"] == 0
+
+
+@pytest.mark.parametrize("extra", [
+    {"name": [{"family": "x\u0000y"}]},
+    {"name": [{"family": "   "}]},
+    {"contact": [{}]},
+    {"multipleBirthInteger": 2**31},
+    {"birthDate": "1932-04-05T10:00:00"},
+    {"text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>x</script></div>'}},
+    {"text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml" onclick="x">a</div>'}},
+    {"extension": [{"valueString": "sans url"}]},
+])
+def test_gaps_of_the_model_library_are_caught(client: FhirClient, extra: dict) -> None:
+    """Values fhir.resources lets through are refused by the R4 checker (ECOSYSTEM: traps)."""
+    response = client.post("Patient", patient(**extra))
+    assert response.status_code == 400, extra
+
+
+def test_deep_nesting_is_413(client: FhirClient) -> None:
+    nested = '{"url": "u", "extension": [' * 80 + '{"url": "u", "valueString": "x"}' + "]}" * 80
+    body = '{"resourceType": "Patient", "extension": [' + nested + "]}"
+    response = client.post("Patient", body)
+    assert response.status_code == 413
+    assert "nested deeper" in diagnostics(response)
+    very_deep = "[" * 50_000 + "]" * 50_000
+    assert client.post("Patient", very_deep).status_code == 413
+
+
+def test_body_over_the_limit_is_413(client: FhirClient) -> None:
+    big = patient(name=[{"family": "x" * (3 * 1024 * 1024)}])
+    response = client.post("Patient", big)
+    assert response.status_code == 413
+    assert outcome_codes(response) == ["too-costly"]
+
+
+def test_media_types(client: FhirClient) -> None:
+    xml = client.post("Patient", "<Patient xmlns='http://hl7.org/fhir'/>", content_type="application/fhir+xml")
+    assert xml.status_code == 415
+    assert outcome_codes(xml) == ["not-supported"]
+    old_version = client.post("Patient", patient(), content_type="application/fhir+json; fhirVersion=3.0")
+    assert old_version.status_code == 415
+    assert client.post("Patient", patient(), content_type="application/json").status_code == 201
+    wants_xml = client.get("metadata", headers={"Accept": "application/fhir+xml"})
+    assert wants_xml.status_code == 406
+    assert client.get("metadata?_format=xml").status_code == 406
+    assert client.get("metadata?_format=json").status_code == 200
+    assert client.get("metadata", headers={"Accept": "*/*"}).status_code == 200
+
+
+def test_methods_and_unknown_endpoints(client: FhirClient) -> None:
+    not_allowed = client.request("POST", "Patient/123", patient())
+    assert not_allowed.status_code == 405
+    assert not_allowed.headers["Allow"] == "GET, PUT, PATCH, DELETE"
+    assert outcome_codes(not_allowed) == ["not-supported"]
+    assert client.get("Patient/1/_history/1/extra").status_code == 404
+    assert client.get("Patient/$everything").status_code == 404
+    assert client.request("DELETE", "metadata").status_code == 405
+
+
+def test_error_responses_are_fhir_json_with_request_id(client: FhirClient) -> None:
+    response = client.get("Patient/nope")
+    assert response.headers["Content-Type"].startswith("application/fhir+json")
+    assert len(response.headers["X-Request-Id"]) >= 8
+    echoed = client.get("Patient/nope", headers={"X-Request-Id": "abc-12345678"})
+    assert echoed.headers["X-Request-Id"] == "abc-12345678"
+
+
+def test_hostile_search_values_never_500(client: FhirClient) -> None:
+    client.create(patient())
+    for query in ["family='; DROP TABLE resource--", "family=%00", "identifier=" + "x" * 10_000,
+                  "birthdate=ge99999-01-01", "_count=1e9", "_id=" + ",".join(["a"] * 500),
+                  "value-quantity=1e999999", "birthdate=2020-13-45", "_lastUpdated=gt", "_cursor=x",
+                  "subject=Patient/../../etc", "family:missing=maybe", "active=" + "é" * 300]:
+        response = client.get(f"Patient?{query}")
+        assert response.status_code < 500, (query, response.get_data(as_text=True))
+    assert client.search("Patient")["total"] == 1
+
+
+def test_invalid_json_in_bundle_entry_location(client: FhirClient) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST"}}]}
+    response = client.post("", json.dumps(bundle))
+    assert response.status_code == 400
+    assert "Bundle.entry[0]" in diagnostics(response)

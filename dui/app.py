@@ -20,8 +20,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flas
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["dui"] = Services.build(settings, clock)
 
+    from dui import cli
     from dui.web import context, errors, fhir
 
+    cli.register(app)
     context.register(app)
     errors.register(app)
     app.register_blueprint(fhir.bp)

@@ -63,3 +63,6 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
                          TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
+    # Libraries that narrate their start-up at INFO; their warnings still show.
+    for name in ("alembic", "gunicorn.error"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

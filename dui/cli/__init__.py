@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import Flask
 from flask.cli import FlaskGroup, routes_command, shell_command
 
 from dui.settings import SettingsError
@@ -26,17 +27,23 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from dui.cli import db, demo, serve
+def register(app: Flask) -> None:
+    """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
+    from dui.cli import db, demo
 
-    cli.add_command(serve.serve)
-    cli.add_command(db.db)
-    cli.add_command(demo.demo)
+    app.cli.add_command(db.db)
+    app.cli.add_command(demo.demo)
+
+
+def _register_top_level() -> None:
+    from dui.cli import serve
+
+    cli.add_command(serve.serve)  # needs no app in the parent process: each worker builds its own
     cli.add_command(routes_command)
     cli.add_command(shell_command)
 
 
-_register()
+_register_top_level()
 for _param in cli.params:
     if _param.name in ("env_file", "app", "debug"):
         _param.hidden = True  # Flask's own options: the app is always this one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from datetime import date
 
@@ -35,7 +36,7 @@ def load(residents: int) -> None:
     anchor = date.today()
     totals: Counter[str] = Counter()
     bundles = [setup_bundle(), *(resident_bundle(i, anchor) for i in range(1, residents + 1))]
-    with click.progressbar(bundles, label="Loading demo data", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(bundles, label="Loading demo data", file=sys.stderr) as bar:
         for bundle in bar:
             session = svc.session_factory()
             try:

@@ -48,8 +48,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _integer(text: str) -> int | FhirDecimal:
+    # Beyond 64 bits orjson cannot write an int back; such numbers can only be FHIR decimals anyway.
+    return int(text) if len(text) < 19 else FhirDecimal.from_text(text)
+
+
 _DECODER = json.JSONDecoder(
     parse_float=FhirDecimal.from_text,
+    parse_int=_integer,
     parse_constant=_reject_constant,
     object_pairs_hook=_no_duplicates,
 )

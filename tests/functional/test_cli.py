@@ -1,0 +1,98 @@
+"""The ``dui`` command: one clear line and a non-zero exit on errors; demo data idempotent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from flask import Flask
+
+from dui.cli import cli
+from dui.db import make_engine
+from tests.conftest import empty_database
+
+DUI = str(Path(sys.executable).with_name("dui"))
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DUI, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_db_upgrade_and_current_on_a_new_sqlite_file(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": f"sqlite:///{tmp_path / 'new' / 'dui.sqlite'}"}
+    upgrade = _run("db", "upgrade", env=env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "database at revision" in upgrade.stdout
+    current = _run("db", "current", env=env)
+    assert current.returncode == 0
+    assert "up to date" in current.stdout
+
+
+def test_bad_configuration_is_one_line_and_exit_2() -> None:
+    result = _run("db", "current", env={"PATH": "/usr/bin:/bin", "DUI_ENV": "staging"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["dui: configuration error: DUI_ENV must be one of dev, prod, not 'staging'"]
+
+
+def test_demo_load_is_idempotent(app: Flask) -> None:
+    empty_database(app)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["demo", "load", "--residents", "3"])
+    assert first.exit_code == 0, first.output
+    assert "3 residents" in first.output
+    engine = make_engine(app.extensions["dui"].settings.database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.exec_driver_sql("SELECT count(*) FROM resource_version").scalar_one()
+            resources = conn.exec_driver_sql("SELECT count(*) FROM resource").scalar_one()
+        second = runner.invoke(args=["demo", "load", "--residents", "3"])
+        assert second.exit_code == 0
+        assert "0 resources created" in second.output
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM resource_version").scalar_one() == versions
+        assert versions == resources
+    finally:
+        engine.dispose()
+
+
+def test_demo_residents_have_valid_test_ins_and_are_searchable(app: Flask) -> None:
+    from ins import InsKind, is_valid
+    from tests.helpers import FhirClient
+
+    empty_database(app)
+    assert app.test_cli_runner().invoke(args=["demo", "load", "--residents", "6"]).exit_code == 0
+    client = FhirClient(app.test_client())
+    bundle = client.search("Patient?_count=50")
+    assert bundle["total"] == 6
+    values = [i["value"] for e in bundle["entry"] for i in e["resource"].get("identifier", [])
+              if i.get("system") == InsKind.TEST.system]
+    assert values and all(is_valid(v) for v in values)
+    assert all(i["system"] != InsKind.NIR.system for e in bundle["entry"] for i in e["resource"]["identifier"])
+    assert client.search("Organization")["total"] == 3
+    assert client.search("Observation?code=http://loinc.org|85354-9")["total"] > 0
+    assert client.search("Patient?_tag=http://terminology.hl7.org/CodeSystem/v3-ActReason|HTEST")["total"] == 6
+
+
+def test_demo_load_is_refused_in_production(app: Flask) -> None:
+    settings = app.extensions["dui"].settings
+    prod = settings.with_(env="prod", base_url="https://dui.example.org")
+    from dui.app import create_app
+
+    prod_app = create_app(prod)
+    try:
+        result = prod_app.test_cli_runner().invoke(args=["demo", "load"])
+        assert result.exit_code != 0
+        assert "refused when DUI_ENV=prod" in result.output
+    finally:
+        prod_app.extensions["dui"].dispose()
+
+
+def test_help_of_every_command() -> None:
+    runner = CliRunner()
+    for args in (["--help"], ["serve", "--help"], ["db", "--help"], ["db", "upgrade", "--help"],
+                 ["demo", "load", "--help"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output

@@ -28,7 +28,8 @@ from tests.helpers import FhirClient
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("DUI_REQUIRE_POSTGRESQL") == "1"
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+ROOT = Path(__file__).resolve().parents[1]
+CONFORMANCE = Path(os.environ.get("DUI_CONFORMANCE_DIR") or ROOT.parent / "shared" / "conformance")
 BASE_URL = "http://testserver"
 TEST_LIMITS = Limits(max_request_bytes=2 * 1024 * 1024, max_bundle_entries=200, max_json_depth=64,
                      default_count=20, max_count=200)

@@ -1,0 +1,21 @@
+"""Profiles as data, with a small loader. No profile ships yet; see README.md.
+
+This package never imports ``dui``, Flask or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+__all__ = ["definitions"]
+
+
+def definitions() -> list[dict[str, Any]]:
+    """The profile resources shipped with the package (none yet)."""
+    import json
+
+    folder = resources.files(__name__).joinpath("definitions")
+    if not folder.is_dir():
+        return []
+    return [json.loads(item.read_text(encoding="utf-8")) for item in folder.iterdir() if item.name.endswith(".json")]

@@ -1,0 +1,4 @@
+"""Secure health messaging (MSSanté): MIME messages, IHE XDM packages, SMTP/IMAP transport.
+
+Not built yet. This package never imports ``dui``, Flask or SQLAlchemy.
+"""

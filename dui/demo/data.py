@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ins import FR_CORE_IDENTIFIER_TYPES, InsKind
 
-from dui.demo.identities import STREETS, Identity, finess, identity, rpps
+from dui.demo.identities import Identity, finess, identity, nir_for, rpps
 
 TEST_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST",
             "display": "test health data"}
@@ -124,6 +124,10 @@ def setup_bundle() -> dict[str, Any]:
 
 # -- residents ------------------------------------------------------------------------------------
 
+# The README's examples use this resident (demo-resident-001): her name exercises accents.
+FIRST_RESIDENT = Identity("Lefèvre", ["Hélène", "Marie"], None, "female", date(1931, 6, 14), ("69123", "Lyon"),
+                          nir_for("female", date(1931, 6, 14), "69123", 1))
+
 CONDITIONS = [
     ("G30.9", "Maladie d'Alzheimer, sans précision"), ("I10", "Hypertension essentielle"),
     ("E11.9", "Diabète de type 2 sans complication"), ("I50.9", "Insuffisance cardiaque"),
@@ -148,7 +152,7 @@ ALLERGIES = [
 def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any]:
     """One resident and their record, as a transaction Bundle of PUTs."""
     rng = random.Random(seed * 1000 + index)
-    person = identity(rng, index)
+    person = identity(rng, index) if index != 1 else FIRST_RESIDENT
     org = ESTABLISHMENTS[index % len(ESTABLISHMENTS)]
     pid = f"demo-resident-{index:03d}"
     patient_ref = {"reference": f"Patient/{pid}", "display": person.display}
@@ -226,7 +230,7 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
 
 def _patient(pid: str, person: Identity, org: dict[str, str], index: int, admitted: date,
              rng: random.Random, medco: dict[str, str]) -> dict[str, Any]:
-    qualified = rng.random() < 0.75
+    qualified = rng.random() < 0.75 or index == 1
     reliability: list[dict[str, Any]] = [{
         "url": "identityStatus",
         "valueCoding": {"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445",

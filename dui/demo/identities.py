@@ -42,8 +42,6 @@ BIRTH_PLACES = [
     ("99352", "Algérie"), ("99127", "Italie"), ("99139", "Portugal"), ("99134", "Espagne"),
     ("99350", "Maroc"),
 ]  # fmt: skip
-STREETS = ["rue de la République", "avenue Jean Jaurès", "rue des Lilas", "chemin des Vignes",
-           "place de la Mairie", "rue Victor Hugo", "boulevard des Belges", "allée des Tilleuls"]
 
 
 def luhn_key(digits: str) -> str:
@@ -85,8 +83,7 @@ class Identity:
 
 def nir_for(gender: str, birth: date, cog: str, order: int) -> str:
     """A NIR consistent with the identity: sex, year, month, place of birth, order, key."""
-    place = cog if not cog.startswith("99") else "99" + cog[2:]
-    first13 = f"{1 if gender == 'male' else 2}{birth.year % 100:02d}{birth.month:02d}{place}{order:03d}"
+    first13 = f"{1 if gender == 'male' else 2}{birth.year % 100:02d}{birth.month:02d}{cog}{order:03d}"
     return first13 + control_key(first13)
 
 

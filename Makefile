@@ -33,8 +33,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/pip install --quiet ruff
-	$(BIN)/ruff check dui ins mssante fhir_profiles tests
+	$(BIN)/pip install --quiet ruff mypy
+	$(BIN)/ruff check dui ins mssante fhir_profiles tests scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -14,9 +14,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ins import FR_CORE_IDENTIFIER_TYPES, InsKind
-
 from dui.demo.identities import Identity, finess, identity, nir_for, rpps
+from ins import FR_CORE_IDENTIFIER_TYPES, InsKind
 
 TEST_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST",
             "display": "test health data"}

@@ -14,10 +14,10 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 _lock = Lock()
-_compiled: dict[str, Callable[[Any], list[Any]]] = {}
+_compiled: dict[str, Callable[..., list[Any]]] = {}
 
 
-def compile_fhirpath(expression: str) -> Callable[[Any], list[Any]]:
+def compile_fhirpath(expression: str) -> Callable[..., list[Any]]:
     """Compile ``expression`` once per process; raises ``ValueError``-like errors on bad syntax."""
     fn = _compiled.get(expression)
     if fn is None:

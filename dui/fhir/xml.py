@@ -57,6 +57,7 @@ class XmlReader:
             if not isinstance(child.tag, str):
                 continue
             ns, name = _split(child.tag)
+            tcode: str | None
             if ns == XHTML_NS and name == "div":
                 el, key, tcode = children.get("div"), "div", "xhtml"
             else:

@@ -46,7 +46,5 @@ def current(url: str) -> str | None:
 
 
 def _ensure_sqlite_directory(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    elif url.startswith("sqlite:////"):
+    if (url.startswith("sqlite:///") and not url.startswith("sqlite:////")) or url.startswith("sqlite:////"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ def test_db_upgrade_and_current_on_a_new_sqlite_file(tmp_path: Path) -> None:
 def test_bad_configuration_is_one_line_and_exit_2() -> None:
     result = _run("db", "current", env={"PATH": "/usr/bin:/bin", "DUI_ENV": "staging"})
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["dui: configuration error: DUI_ENV must be one of dev, prod, not 'staging'"]
+    expected = "dui: configuration error: DUI_ENV must be one of dev, prod, not 'staging'"
+    assert result.stderr.strip().splitlines() == [expected]
 
 
 def test_demo_load_is_idempotent(app: Flask) -> None:

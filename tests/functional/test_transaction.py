@@ -52,7 +52,8 @@ def test_transaction_rolls_back_on_a_late_failure(client: FhirClient) -> None:
     response = client.post("", _bundle(
         "transaction",
         _post(patient(family="Nouveau")),
-        {"resource": patient(id="x1", identifier=[ins_identifier(INS)]), "request": {"method": "PUT", "url": "Patient/x1"}},
+        {"resource": patient(id="x1", identifier=[ins_identifier(INS)]),
+         "request": {"method": "PUT", "url": "Patient/x1"}},
     ))
     assert response.status_code == 409
     assert outcome_codes(response)[0] == "duplicate"
@@ -118,7 +119,8 @@ def test_transaction_conditional_update_and_patch(client: FhirClient) -> None:
 
 
 def test_transaction_refuses_unresolved_and_duplicate_targets(client: FhirClient) -> None:
-    unresolved = client.post("", _bundle("transaction", _post(observation("urn:uuid:00000000-0000-0000-0000-000000000000"))))
+    dangling = observation("urn:uuid:00000000-0000-0000-0000-000000000000")
+    unresolved = client.post("", _bundle("transaction", _post(dangling)))
     assert unresolved.status_code == 400
     twice = client.post("", _bundle(
         "transaction",

@@ -46,7 +46,8 @@ def test_token_kinds() -> None:
 def test_references_local_and_absolute() -> None:
     indexer = Indexer(SearchParameterRegistry(), "http://x/fhir")
     assert indexer.reference_values({"reference": "Patient/1"}, None) == [("Patient", "1", None)]
-    assert indexer.reference_values({"reference": "http://x/fhir/Patient/1/_history/2"}, None) == [("Patient", "1", None)]
+    absolute = {"reference": "http://x/fhir/Patient/1/_history/2"}
+    assert indexer.reference_values(absolute, None) == [("Patient", "1", None)]
     assert indexer.reference_values({"reference": "http://other/fhir/Patient/1"}, None) == \
         [(None, None, "http://other/fhir/Patient/1")]
     assert indexer.reference_values({"reference": "Group/1"}, "Patient") == []

@@ -43,7 +43,8 @@ def test_valid_patient_passes() -> None:
      ("value", "Patient.contained[0].active")),
     ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueInteger": 1.5},
      ("value", "Observation.valueInteger")),
-    ({"resourceType": "Patient", "meta": {"lastUpdated": "2020-01-01T10:00:00"}}, ("value", "Patient.meta.lastUpdated")),
+    ({"resourceType": "Patient", "meta": {"lastUpdated": "2020-01-01T10:00:00"}},
+     ("value", "Patient.meta.lastUpdated")),
 ])
 def test_problems_are_found_where_they_are(resource: dict[str, Any], expected: tuple[str, str]) -> None:
     assert expected in codes(jsontext.parse(json.dumps(resource)))

@@ -33,7 +33,8 @@ def test_primitive_extensions_and_narrative() -> None:
 
 
 @pytest.mark.parametrize("xml", [
-    '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><Patient xmlns="http://hl7.org/fhir"><id value="&e;"/></Patient>',
+    '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+    '<Patient xmlns="http://hl7.org/fhir"><id value="&e;"/></Patient>',
     '<Patient xmlns="http://hl7.org/fhir"><nope value="1"/></Patient>',
     '<Patient><id value="1"/></Patient>',
     "<Patient",

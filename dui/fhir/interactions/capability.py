@@ -12,8 +12,8 @@ from typing import Any
 from dui import __version__
 from dui.fhir import jsontext
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
-from dui.fhir.search.query import MODIFIERS
 from dui.fhir.search.parameters import SearchParameterRegistry
+from dui.fhir.search.query import MODIFIERS
 
 _cache: dict[tuple[str, int], bytes] = {}
 

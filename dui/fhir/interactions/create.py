@@ -18,8 +18,8 @@ from dui.fhir.interactions.base import (
     criteria_pairs,
     lock_key,
     matching_rids,
-    respond,
     resource_body,
+    respond,
 )
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from dui.errors import Invalid, UnsupportedMediaType
+from dui.errors import Invalid, Issue, UnsupportedMediaType
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 from dui.fhir.interactions.bundles import bundle, link, match_entry
 from dui.fhir.outcomes import operation_outcome
-from dui.errors import Issue
 from dui.fhir.search.query import parse_search
 
 

@@ -19,8 +19,8 @@ from dui.fhir.interactions.base import (
     criteria_pairs,
     lock_key,
     matching_rids,
-    respond,
     resource_body,
+    respond,
 )
 from dui.fhir.repository import Current
 

@@ -38,7 +38,8 @@ def apply(resource: dict[str, Any], parameters: Any, defs: R4 | None = None) -> 
         try:
             _Patcher(doc, defs).apply(op)
         except _Failed as exc:
-            raise Unprocessable(f"FHIRPath Patch operation {index} ({op['type']} {op.get('path', '')}): {exc}") from None
+            where = f"{op['type']} {op.get('path', '')}"
+            raise Unprocessable(f"FHIRPath Patch operation {index} ({where}): {exc}") from None
     return doc
 
 

@@ -25,11 +25,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ins import ins_kind
-
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.parameters import Extraction, SearchParameter, SearchParameterRegistry
 from dui.fhir.tables import TEXT_INDEX
+from ins import ins_kind
 
 _REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
 _DATE = re.compile(
@@ -84,8 +83,8 @@ class Indexer:
                 if norm:
                     out.string.append({**base, "value": norm, "exact": text[:TEXT_INDEX]})
         elif kind == "token":
-            for system, code, text in token_values(value, ex.value_types):
-                out.token.append({**base, "system": _cut(system), "code": _cut(code), "text": _cut(text)})
+            for system, code, display in token_values(value, ex.value_types):
+                out.token.append({**base, "system": _cut(system), "code": _cut(code), "text": _cut(display)})
         elif kind == "reference":
             for target_type, target_id, url in self.reference_values(value, ex.target):
                 out.reference.append({**base, "target_type": target_type, "target_id": target_id, "url": _cut(url)})
@@ -94,8 +93,8 @@ class Indexer:
                 out.date.append({**base, "low": low, "high": high})
         elif kind in ("quantity", "number"):
             for number, system, code in quantity_values(value):
-                low, high = precision_range(number)
-                out.quantity.append({**base, "value": number, "low": low, "high": high,
+                lower, upper = precision_range(number)
+                out.quantity.append({**base, "value": number, "low": lower, "high": upper,
                                      "system": _cut(system), "code": _cut(code)})
         elif kind == "uri" and isinstance(value, str):
             out.uri.append({**base, "uri": value[:TEXT_INDEX]})
@@ -137,7 +136,7 @@ class Indexer:
             start = self.date_range(value["start"]) if isinstance(value.get("start"), str) else None
             end = self.date_range(value["end"]) if isinstance(value.get("end"), str) else None
             return [(start[0] if start else None, end[1] if end else None)]
-        ranges = []
+        ranges: list[tuple[datetime | None, datetime | None]] = []
         for event in value.get("event", []) if isinstance(value.get("event"), list) else []:
             r = self.date_range(event) if isinstance(event, str) else None
             if r:
@@ -247,17 +246,15 @@ def _cut(value: Any) -> str | None:
 
 
 def quantity_values(value: Any) -> list[tuple[Decimal, str | None, str | None]]:
-    if isinstance(value, bool):
+    """(value, system, code or unit) of a Quantity, or (value, None, None) of a plain number."""
+    if isinstance(value, dict):
+        raw, system, code = value.get("value"), value.get("system"), value.get("code") or value.get("unit")
+    else:
+        raw, system, code = value, None, None
+    if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
         return []
-    if isinstance(value, int | Decimal):
-        number = Decimal(value)
-        return [(number, None, None)] if abs(number) < QUANTITY_LIMIT else []
-    if isinstance(value, dict) and isinstance(value.get("value"), int | Decimal) and not isinstance(value["value"], bool):
-        number = Decimal(value["value"])
-        if abs(number) >= QUANTITY_LIMIT:
-            return []
-        return [(number, value.get("system"), value.get("code") or value.get("unit"))]
-    return []
+    number = Decimal(raw)
+    return [(number, system, code)] if abs(number) < QUANTITY_LIMIT else []
 
 
 def precision_range(number: Decimal) -> tuple[Decimal, Decimal]:
@@ -280,7 +277,7 @@ def unique_identifiers(resource: dict[str, Any]) -> list[dict[str, str]]:
     for ident in resource.get("identifier", []):
         if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
             continue
-        type_ = ident.get("type") if isinstance(ident.get("type"), dict) else {}
+        type_: dict[str, Any] = ident["type"] if isinstance(ident.get("type"), dict) else {}
         codings = [(c.get("system"), c.get("code")) for c in type_.get("coding", []) if isinstance(c, dict)]
         kind = ins_kind(ident.get("system"), codings)
         if kind is not None and (kind.system, ident["value"]) not in seen:

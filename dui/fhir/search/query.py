@@ -353,7 +353,8 @@ def _range_condition(prefix: str, slo: datetime, shi: datetime, low: Any, high: 
     return and_(above(high, slo - margin), below(low, shi + margin))
 
 
-def _point_condition(prefix: str, slo: datetime, shi: datetime, column: Any, now: datetime) -> ColumnElement[bool]:
+def _point_condition(prefix: str, slo: datetime, shi: datetime, column: ColumnElement[Any],
+                     now: datetime) -> ColumnElement[bool]:
     """Date comparison of an instant column (``meta.lastUpdated``) with the search range [slo, shi)."""
     if prefix == "eq":
         return and_(column >= slo, column < shi)
@@ -371,7 +372,7 @@ def _point_condition(prefix: str, slo: datetime, shi: datetime, column: Any, now
     return and_(column >= slo - margin, column < shi + margin)
 
 
-def _number_condition(prefix: str, number: Decimal, column: Any) -> ColumnElement[bool]:
+def _number_condition(prefix: str, number: Decimal, column: ColumnElement[Any]) -> ColumnElement[bool]:
     lo, hi = precision_range(number)
     if prefix == "eq":
         return and_(column >= lo, column < hi)

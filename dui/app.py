@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from alembic.runtime.migration import MigrationContext
 from flask import Flask, Response, jsonify
-from sqlalchemy import text
 
-from dui import __version__, logs
+from dui import __version__, logs, migrations
 from dui.clock import Clock, utc_now
 from dui.services import Services
 from dui.settings import Settings
@@ -34,12 +34,15 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flas
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
+        """Ready when the database answers and its schema is at the code's migration head."""
         svc: Services = app.extensions["dui"]
         try:
             with svc.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+                revision = MigrationContext.configure(conn).get_current_revision()
         except Exception:
             return jsonify(status="unavailable", database="unreachable"), 503
+        if revision != migrations.head():
+            return jsonify(status="unavailable", database="migrations pending; run `dui db upgrade`"), 503
         return jsonify(status="ok", database="ok"), 200
 
     return app

@@ -6,6 +6,7 @@ SQLite and PostgreSQL, so a migration that does not run fails CI.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -30,7 +31,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@cache
 def head() -> str | None:
+    """The newest revision shipped with the code."""
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 

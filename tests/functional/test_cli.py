@@ -97,3 +97,19 @@ def test_help_of_every_command() -> None:
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.output
+
+
+def test_health_and_readiness(app: Flask, tmp_path: Path) -> None:
+    client = app.test_client()
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    from dui.app import create_app
+    from dui.settings import Settings
+
+    empty = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'empty.sqlite'}"))
+    try:
+        response = empty.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert "dui db upgrade" in response.get_json()["database"]
+    finally:
+        empty.extensions["dui"].dispose()

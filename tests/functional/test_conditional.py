@@ -130,3 +130,12 @@ def test_ins_is_unique_only_among_patients(client: FhirClient) -> None:
     related = {"resourceType": "RelatedPerson", "patient": {"reference": "Patient/x"},
                "identifier": [ins_identifier(INS)]}
     assert client.post("RelatedPerson", related).status_code == 201
+
+
+def test_conditional_update_criteria_keep_reserved_characters(client: FhirClient) -> None:
+    """A '+' or '&' inside a criterion value stays in the value (the query is not re-encoded)."""
+    created = client.create(patient(identifier=[{"system": "urn:ipp", "value": "A+B&C"}]))
+    response = client.put("Patient?identifier=urn:ipp|A%2BB%26C",
+                          patient(identifier=[{"system": "urn:ipp", "value": "A+B&C"}], active=True))
+    assert response.status_code == 200
+    assert response.get_json()["id"] == created["id"]

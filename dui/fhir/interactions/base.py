@@ -210,6 +210,13 @@ def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def query_criteria(req: FhirRequest) -> list[tuple[str, str]]:
+    """The criteria of a conditional update, patch or delete: the request's own query."""
+    if not req.query:
+        raise Invalid("A conditional interaction needs search criteria in the URL's query")
+    return list(req.query)
+
+
 def lock_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
     return f"conditional:{rtype}?" + "&".join(f"{k}={v}" for k, v in sorted(pairs))
 

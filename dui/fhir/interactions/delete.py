@@ -13,9 +13,9 @@ from dui.fhir.interactions.base import (
     FhirResponse,
     check_id,
     check_if_match,
-    criteria_pairs,
     lock_key,
     matching_rids,
+    query_criteria,
     version_headers,
 )
 from dui.fhir.outcomes import information
@@ -30,7 +30,7 @@ def delete(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResp
 
 
 def conditional_delete(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    pairs = criteria_pairs("&".join(f"{k}={v}" for k, v in req.query) if req.query else "")
+    pairs = query_criteria(req)
     ctx.repo.lock(lock_key(rtype, pairs))
     matches = matching_rids(ctx, rtype, pairs)
     if len(matches) > 1:

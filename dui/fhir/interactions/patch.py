@@ -17,10 +17,10 @@ from dui.fhir.interactions.base import (
     FhirResponse,
     check_id,
     check_if_match,
-    criteria_pairs,
     lock_key,
     matching_rids,
     parse_body,
+    query_criteria,
     respond,
 )
 from dui.fhir.patch import fhirpath_patch, json_patch
@@ -49,7 +49,7 @@ def patch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespo
 
 
 def conditional_patch(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    pairs = criteria_pairs("&".join(f"{k}={v}" for k, v in req.query) if req.query else "")
+    pairs = query_criteria(req)
     ctx.repo.lock(lock_key(rtype, pairs))
     matches = matching_rids(ctx, rtype, pairs)
     if len(matches) != 1:

@@ -16,9 +16,9 @@ from dui.fhir.interactions.base import (
     FhirResponse,
     check_id,
     check_if_match,
-    criteria_pairs,
     lock_key,
     matching_rids,
+    query_criteria,
     resource_body,
     respond,
 )
@@ -39,7 +39,7 @@ def update(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResp
 
 def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
     """PUT ``rtype?criteria``: update the one match, create if none, 412 if several."""
-    pairs = criteria_pairs("&".join(f"{k}={v}" for k, v in req.query) if req.query else "")
+    pairs = query_criteria(req)
     content = resource_body(ctx, req, rtype)
     ctx.repo.lock(lock_key(rtype, pairs))
     matches = matching_rids(ctx, rtype, pairs)

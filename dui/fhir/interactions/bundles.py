@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,7 +62,3 @@ def history_entry(base: str, version: ResourceVersion) -> dict[str, Any]:
         "lastModified": format_instant(version.last_updated),
     }
     return entry
-
-
-def http_date(moment: datetime) -> str:
-    return format_datetime(moment, usegmt=True)

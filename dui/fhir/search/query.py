@@ -15,7 +15,7 @@ write: a page continues after the last row id of the previous one (``_cursor``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,8 +40,6 @@ from dui.fhir.tables import (
 from dui.settings import Limits
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-# Result parameters handled by this module.
-RESULT_PARAMETERS = frozenset({"_count", "_cursor", "_format", "_pretty"})
 # Result parameters and features the full search engine adds (refused under handling=strict).
 NOT_YET = frozenset({
     "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained",
@@ -161,10 +159,6 @@ def _split_values(raw: str) -> list[str]:
     return values
 
 
-def _split_pipe(value: str) -> list[str]:
-    return value.split("|")
-
-
 # -- SQL ------------------------------------------------------------------------------------------
 
 
@@ -282,7 +276,7 @@ class SqlBuilder:
 
     def _quantity(self, value: str, c: Criterion) -> ColumnElement[bool]:
         prefix, text = _prefix(value)
-        parts = _split_pipe(text)
+        parts = text.split("|")
         if len(parts) not in (1, 3):
             raise Invalid(f"'{value}' is not number|system|code for '{c.code}'", expression=c.code)
         condition = _number_condition(prefix, _decimal(parts[0], c.code), search_quantity.c.value)
@@ -388,7 +382,3 @@ def _number_condition(prefix: str, number: Decimal, column: ColumnElement[Any]) 
         return column <= number
     margin = abs(number) / 10  # ap: within 10 %
     return and_(column >= number - margin, column <= number + margin)
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)

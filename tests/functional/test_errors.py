@@ -121,3 +121,11 @@ def test_invalid_json_in_bundle_entry_location(client: FhirClient) -> None:
     response = client.post("", json.dumps(bundle))
     assert response.status_code == 400
     assert "Bundle.entry[0]" in diagnostics(response)
+
+
+def test_control_characters_in_search_values_are_400(client: FhirClient) -> None:
+    """Found by the property-based tests: PostgreSQL refuses NUL in text, which once gave a 500."""
+    for value in ("%00", "a%01b", "%1F"):
+        response = client.get(f"Patient?family:exact={value}")
+        assert response.status_code == 400
+        assert "control character" in diagnostics(response)

@@ -26,6 +26,7 @@ from dui.errors import Invalid
 from dui.fhir.search.indexer import date_range, precision_range
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.parameters import SearchParameter, SearchParameterRegistry
+from dui.fhir.structure import CONTROL
 from dui.fhir.tables import (
     INDEX_TABLES,
     TEXT_INDEX,
@@ -116,6 +117,8 @@ def parse_search(rtype: str, params: list[tuple[str, str]], registry: SearchPara
         values = tuple(_split_values(raw))
         if not values or any(v == "" for v in values):
             raise Invalid(f"Search parameter '{name}' has an empty value", expression=name)
+        if CONTROL.search(raw):
+            raise Invalid(f"Search parameter '{name}' contains a control character", expression=name)
         plan.criteria.append(Criterion(code, modifier or None, values, param))
         plan.kept.append((name, raw))
     return plan

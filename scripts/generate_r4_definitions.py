@@ -149,7 +149,7 @@ def split_union(expression: str) -> list[str]:
 
 
 RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is ([A-Za-z]+)\)")
-LEADING_TYPE = re.compile(r"^\(*([A-Z][A-Za-z]+)[.\s)]")
+LEADING_TYPE = re.compile(r"^\(*([A-Z][A-Za-z]+)(?:[.\s)]|$)")
 
 
 def search_parameters(source: Path, resource_types: list[str]) -> dict:

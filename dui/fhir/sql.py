@@ -8,6 +8,12 @@ transaction. History is append-only. Concurrency:
   it does not exist yet, by an advisory lock on its type and id (PostgreSQL); SQLite serialises
   writers with ``BEGIN IMMEDIATE`` (``dui.db.begin_write``);
 - unique identifiers (INS) are a UNIQUE constraint: a clash becomes ``Conflict`` (409).
+
+Round trips are what a write costs on PostgreSQL, so the rows that no constraint can refuse (the
+version and its index rows) are queued and written in one ``executemany`` per table: before any
+read that could need them, at the end of a savepoint, and before the transaction commits. The
+``resource`` row (which gives the row id and takes the lock) and the unique identifiers (which may
+clash, and must then fail on the right entry) are written at once.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, Table, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +60,22 @@ class SqlFhirRepository:
         self.indexer = indexer
         self.clock = clock
         self.id_factory = id_factory
+        self._pending: list[tuple[Table, dict[str, Any]]] = []
+        event.listen(session, "before_commit", self._before_commit)
+
+    def _before_commit(self, _session: Session) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the queued version and index rows, one statement per table."""
+        if not self._pending:
+            return
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for table, row in self._pending:
+            by_table.setdefault(table, []).append(row)
+        self._pending = []
+        for table, rows in by_table.items():
+            self.session.execute(insert(table), rows)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -70,18 +92,21 @@ class SqlFhirRepository:
         return Current(*row) if row else None
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
+        self.flush()
         stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
                                       resource_version.c.version == resource.c.version)
         row = self.session.execute(stmt).first()
         return _version(row) if row else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
+        self.flush()
         stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
                                       resource_version.c.version == version)
         row = self.session.execute(stmt).first()
         return _version(row) if row else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
+        self.flush()
         found: dict[int, ResourceVersion] = {}
         for chunk in iter_chunks(list(rids), 500):
             stmt = self._versions().where(resource.c.rid.in_(chunk),
@@ -92,6 +117,7 @@ class SqlFhirRepository:
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
                 before_vid: int | None = None, count: int = 20) -> HistoryPage:
+        self.flush()
         stmt = self._versions()
         conditions = []
         if rtype is not None:
@@ -115,6 +141,7 @@ class SqlFhirRepository:
         return HistoryPage(versions, next_cursor, total)
 
     def search(self, plan: SearchPlan, *, total: bool = False) -> SearchResult:
+        self.flush()
         builder = SqlBuilder(self.indexer.tz, self.indexer.fhir_base, self.clock())
         rids: list[int] = []
         if plan.count > 0:
@@ -148,11 +175,11 @@ class SqlFhirRepository:
         version = current.version + 1
         self.session.execute(update(resource).where(resource.c.rid == current.rid)
                              .values(version=version, last_updated=now, deleted=True))
-        vid = self.session.execute(insert(resource_version).values(
-            rid=current.rid, version=version, res_type=current.type, last_updated=now, method="DELETE",
-            body=None).returning(resource_version.c.vid)).scalar_one()
         self._drop_index(current.rid)
-        return ResourceVersion(current.rid, current.type, current.id, version, now, True, "DELETE", None, vid)
+        self._pending.append((resource_version, {
+            "rid": current.rid, "version": version, "res_type": current.type, "last_updated": now,
+            "method": "DELETE", "body": None}))
+        return ResourceVersion(current.rid, current.type, current.id, version, now, True, "DELETE", None)
 
     def _write(self, current: Current | None, rtype: str, res_id: str, content: dict[str, Any],
                method: str) -> ResourceVersion:
@@ -174,23 +201,24 @@ class SqlFhirRepository:
                 self.session.execute(update(resource).where(resource.c.rid == row_id)
                                      .values(version=version, last_updated=now, deleted=False))
                 self._drop_index(row_id)
-            vid = self.session.execute(insert(resource_version).values(
-                rid=row_id, version=version, res_type=rtype, last_updated=now, method=method, body=body,
-            ).returning(resource_version.c.vid)).scalar_one()
+            self._pending.append((resource_version, {
+                "rid": row_id, "version": version, "res_type": rtype, "last_updated": now, "method": method,
+                "body": body}))
             self._write_index(row_id, rtype, stored)
         except IntegrityError as exc:
             raise _conflict(exc, rtype) from None
-        return ResourceVersion(row_id, rtype, res_id, version, now, False, method, body, vid)
+        return ResourceVersion(row_id, rtype, res_id, version, now, False, method, body)
 
     def _write_index(self, row_id: int, rtype: str, stored: dict[str, Any]) -> None:
         rows = self.indexer.rows(row_id, rtype, stored)
         for kind, items in rows.tables().items():
-            if items:
-                self.session.execute(insert(INDEX_TABLES[kind]), items)
+            table = INDEX_TABLES[kind]
+            self._pending.extend((table, item) for item in items)
         if rows.unique:
             self.session.execute(insert(unique_identifier), rows.unique)
 
     def _drop_index(self, row_id: int) -> None:
+        self.flush()  # queued rows of this resource must go before they can be deleted
         for table in (*_INDEX_TABLES, unique_identifier):
             self.session.execute(delete(table).where(table.c.rid == row_id))
 
@@ -204,8 +232,14 @@ class SqlFhirRepository:
 
     @contextmanager
     def savepoint(self) -> Iterator[Any]:
-        with self.session.begin_nested() as nested:
-            yield nested
+        queued = len(self._pending)
+        try:
+            with self.session.begin_nested() as nested:
+                yield nested
+                self.flush()
+        except BaseException:
+            del self._pending[queued:]  # rows of the rolled-back work
+            raise
 
     def lock(self, key: str) -> None:
         advisory_lock(self.session, key)

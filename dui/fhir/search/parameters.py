@@ -16,6 +16,7 @@ from typing import Any
 
 from dui.fhir.definitions import R4, r4, search_parameter_table
 from dui.fhir.fhirpath import compile_fhirpath, split_steps, unwrap
+from dui.fhir.search.paths import Evaluator, compile_path
 
 INDEXED_TYPES = frozenset({"string", "token", "reference", "date", "quantity", "number", "uri"})
 # Parameters answered from the resource table itself.
@@ -28,8 +29,11 @@ class Extraction:
     expression: str
     target: str | None  # keep only references to this resource type (resolve() is T)
     value_types: tuple[str, ...]  # FHIR types the expression yields, when the path tells
+    fast: Evaluator | None = field(default=None, compare=False, repr=False)  # see dui.fhir.search.paths
 
     def evaluate(self, resource: dict[str, Any]) -> list[Any]:
+        if self.fast is not None:
+            return self.fast(resource)
         return [v for v in compile_fhirpath(self.expression)(resource) if v is not None]
 
 
@@ -62,7 +66,8 @@ class SearchParameterRegistry:
 
     def _build(self, rtype: str, code: str, row: dict[str, Any]) -> SearchParameter:
         extractions = tuple(
-            Extraction(expr, target, infer_types(self.defs, rtype, expr)) for expr, target in row["expr"]
+            Extraction(expr, target, infer_types(self.defs, rtype, expr), compile_path(self.defs, expr, rtype))
+            for expr, target in row["expr"]
         )
         return SearchParameter(
             code=code,

@@ -148,6 +148,12 @@ def split_union(expression: str) -> list[str]:
     return [p for p in parts if p]
 
 
+# Known errors of the R4 definitions, corrected here (each one is listed in the README of the output).
+COMPONENT_ERRATA = {
+    # The two component expressions are swapped: relatesto is the target (a reference), relation the code.
+    "http://hl7.org/fhir/SearchParameter/DocumentReference-relationship": {"relatesto": "target", "relation": "code"},
+}
+
 RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is ([A-Za-z]+)\)")
 LEADING_TYPE = re.compile(r"^\(*([A-Z][A-Za-z]+)(?:[.\s)]|$)")
 
@@ -187,9 +193,11 @@ def search_parameters(source: Path, resource_types: list[str]) -> dict:
             if sp.get("target"):
                 item["target"] = sorted(sp["target"])
             if sp.get("component"):
-                item["component"] = [
-                    [url_to_code.get(c["definition"], c["definition"]), c["expression"]] for c in sp["component"]
-                ]
+                fixes = COMPONENT_ERRATA.get(sp["url"], {})
+                item["component"] = []
+                for c in sp["component"]:
+                    comp_code = url_to_code.get(c["definition"], c["definition"])
+                    item["component"].append([comp_code, fixes.get(comp_code, c["expression"])])
             if sp.get("modifier"):
                 item["modifier"] = sp["modifier"]
             if sp.get("comparator"):
@@ -259,6 +267,20 @@ def value_sets(source: Path, wanted: set[str]) -> dict:
     return out
 
 
+def value_set_systems(source: Path, wanted: set[str]) -> dict:
+    """The one code system of each required value set drawn from a single system (for implied systems)."""
+    out = {}
+    for fname in ("valuesets.json",):
+        for entry in load(source, fname)["entry"]:
+            vs = entry["resource"]
+            if vs["resourceType"] != "ValueSet" or vs["url"] not in wanted:
+                continue
+            systems = {inc.get("system") for inc in vs.get("compose", {}).get("include", [])}
+            if len(systems) == 1 and None not in systems:
+                out[vs["url"]] = systems.pop()
+    return dict(sorted(out.items()))
+
+
 def compartment(source: Path) -> dict:
     cd = load(source, "compartmentdefinition-patient.json")
     return {r["code"]: r["param"] for r in cd["resource"] if r.get("param")}
@@ -281,7 +303,7 @@ def main() -> None:
 
     write("structure.json", {"resourceTypes": resource_types, "regex": regexes, "types": types})
     write("search_parameters.json", {"parameters": search_parameters(source, resource_types)})
-    write("valuesets.json", {"codes": value_sets(source, bound)})
+    write("valuesets.json", {"codes": value_sets(source, bound), "systems": value_set_systems(source, bound)})
     write("compartment_patient.json", {"members": compartment(source)})
     print(f"wrote {len(types)} types, {len(resource_types)} resource types to {OUT}")
 

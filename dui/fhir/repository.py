@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dui.fhir import jsontext
 
 if TYPE_CHECKING:
-    from dui.fhir.search.query import SearchPlan
+    from dui.fhir.search.plan import Include, SearchPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,8 @@ class HistoryPage:
 class SearchResult:
     rids: list[int]  # one page, in order
     total: int | None
-    has_more: bool
+    next_cursor: dict[str, Any] | None  # positions to continue from (``dui.fhir.search.order``)
+    previous_cursor: dict[str, Any] | None
 
 
 class FhirRepository(Protocol):
@@ -107,8 +108,11 @@ class FhirRepository(Protocol):
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         """Current versions for row ids, in the order given."""
 
-    def search(self, plan: SearchPlan, *, total: bool = False) -> SearchResult:
-        """One page of row ids matching ``plan``, and the total count when asked."""
+    def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
+        """One page of row ids matching ``plan``; the total when asked ("accurate" or "estimate")."""
+
+    def include(self, include: Include, rids: Sequence[int]) -> list[int]:
+        """Row ids reached from ``rids`` by one ``_include`` / ``_revinclude`` step."""
 
     def savepoint(self) -> AbstractContextManager[Any]:
         """A nested transaction: rolled back alone if its block raises (batch entries)."""

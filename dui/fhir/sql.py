@@ -33,8 +33,10 @@ from dui.db import advisory_lock
 from dui.errors import Conflict
 from dui.fhir import jsontext
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
+from dui.fhir.search import includes, order
 from dui.fhir.search.indexer import Indexer
-from dui.fhir.search.query import SearchPlan, SqlBuilder
+from dui.fhir.search.plan import Include, SearchPlan
+from dui.fhir.search.where import Criteria
 from dui.fhir.tables import INDEX_TABLES, resource, resource_version, unique_identifier
 
 _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
@@ -140,18 +142,47 @@ class SqlFhirRepository:
         next_cursor = versions[-1].vid if len(rows) > count else None
         return HistoryPage(versions, next_cursor, total)
 
-    def search(self, plan: SearchPlan, *, total: bool = False) -> SearchResult:
+    def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
         self.flush()
-        builder = SqlBuilder(self.indexer.tz, self.indexer.fhir_base, self.clock())
-        rids: list[int] = []
+        conditions = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock()).conditions(plan)
+        rows: list[Any] = []
+        more = False
+        backwards = False
         if plan.count > 0:
-            rids = list(self.session.execute(builder.select_rids(plan).limit(plan.count + 1)).scalars())
+            stmt, backwards = order.page_query(plan, conditions, plan.count + 1)
+            rows = list(self.session.execute(stmt).all())
+            more = len(rows) > plan.count
+            rows = rows[:plan.count]
+            if backwards:
+                rows.reverse()
+        next_cursor = previous_cursor = None
+        if rows:
+            if more or backwards:
+                next_cursor = order.position(plan.sort, rows[-1], "n")
+            if (more and backwards) or (plan.cursor is not None and not backwards):
+                previous_cursor = order.position(plan.sort, rows[0], "p")
         count = None
-        if total:
-            count = self.session.execute(
-                select(func.count()).select_from(resource).where(*builder.where(plan))
-            ).scalar_one()
-        return SearchResult(rids[:plan.count], count, len(rids) > plan.count)
+        if total == "accurate":
+            count = self.session.execute(select(func.count()).select_from(resource).where(*conditions)).scalar_one()
+        elif total == "estimate":
+            count = self._estimate(select(resource.c.rid).where(*conditions))
+        return SearchResult([int(r[0]) for r in rows], count, next_cursor, previous_cursor)
+
+    def _estimate(self, stmt: Select[Any]) -> int:
+        """The planner's row estimate on PostgreSQL (cheap, approximate); an exact count elsewhere."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return int(self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+        compiled = stmt.compile(dialect=self.session.get_bind().dialect)
+        plan = self.session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
+        return int(plan.scalar_one()[0]["Plan"]["Plan Rows"])
+
+    def include(self, include: Include, rids: Sequence[int]) -> list[int]:
+        self.flush()
+        found: list[int] = []
+        for chunk in iter_chunks(list(rids), 500):
+            stmt = includes.reverse(include, chunk) if include.reverse else includes.forward(include, chunk)
+            found.extend(int(r) for r in self.session.execute(stmt).scalars())
+        return found
 
     def _versions(self) -> Select[Any]:
         return select(

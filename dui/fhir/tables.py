@@ -157,6 +157,23 @@ search_uri = _index_table(
     indexes=(("res_type", "param", "uri"),),
 )
 
+search_composite = _index_table(
+    "search_composite",
+    # first component: a token (system, code) or a reference (target type, target id)
+    Column("c1_system", String(TEXT_INDEX), nullable=True),
+    Column("c1_code", String(TEXT_INDEX), nullable=True),
+    # second component, in the columns of its type
+    Column("c2_system", String(TEXT_INDEX), nullable=True),  # token system, quantity system, reference type
+    Column("c2_code", String(TEXT_INDEX), nullable=True),  # token code, quantity code or unit, reference id
+    Column("c2_number", Numeric(36, 12), nullable=True),
+    Column("c2_low", Numeric(36, 12), nullable=True),
+    Column("c2_high", Numeric(36, 12), nullable=True),
+    Column("c2_start", UtcDateTime, nullable=True),
+    Column("c2_end", UtcDateTime, nullable=True),
+    Column("c2_text", String(TEXT_INDEX), nullable=True),  # normalised string
+    indexes=(("res_type", "param", "c1_code", "c1_system"),),
+)
+
 INDEX_TABLES = {
     "string": search_string,
     "token": search_token,
@@ -165,6 +182,7 @@ INDEX_TABLES = {
     "quantity": search_quantity,
     "number": search_quantity,
     "uri": search_uri,
+    "composite": search_composite,
 }
 
 unique_identifier = Table(

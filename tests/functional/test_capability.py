@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dui.fhir.search.parameters import SearchParameterRegistry
 from tests.helpers import FhirClient, patient
 
 
@@ -52,9 +53,13 @@ def test_every_listed_search_parameter_is_accepted_strictly(client: FhirClient) 
     rest = client.get("metadata").get_json()["rest"][0]
     samples = {"string": "a", "token": "a", "reference": "Patient/a", "date": "2026", "number": "1",
                "quantity": "1", "uri": "http://a"}
+    registry = SearchParameterRegistry()
     for rtype in ("Patient", "Observation", "Encounter", "DocumentReference", "MedicationRequest"):
         resource = next(r for r in rest["resource"] if r["type"] == rtype)
         for param in resource["searchParam"]:
-            response = client.get(f"{rtype}?{param['name']}={samples[param['type']]}",
-                                  headers={"Prefer": "handling=strict"})
+            sample = samples.get(param["type"])
+            if param["type"] == "composite":
+                first, second = registry.get(rtype, param["name"]).components
+                sample = f"{samples[first.kind]}${samples[second.kind]}"
+            response = client.get(f"{rtype}?{param['name']}={sample}", headers={"Prefer": "handling=strict"})
             assert response.status_code == 200, (rtype, param, response.get_data(as_text=True))

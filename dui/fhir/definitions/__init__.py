@@ -108,6 +108,13 @@ def value_set_codes() -> dict[str, frozenset[str]]:
 
 
 @cache
+def value_set_systems() -> dict[str, str]:
+    """The single code system of required value sets drawn from one system (implied token systems)."""
+    systems: dict[str, str] = _load("valuesets.json")["systems"]
+    return systems
+
+
+@cache
 def search_parameter_table() -> dict[str, dict[str, Any]]:
     """Raw search-parameter rows per resource type (see ``dui.fhir.search.parameters``)."""
     table: dict[str, dict[str, Any]] = _load("search_parameters.json")["parameters"]

@@ -22,7 +22,7 @@ from dui.fhir import jsontext
 from dui.fhir.outcomes import information
 from dui.fhir.repository import FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.query import parse_search
+from dui.fhir.search.plan import parse_search
 from dui.fhir.validation import Validator
 from dui.settings import Settings
 
@@ -229,4 +229,4 @@ def matching_rids(ctx: FhirContext, rtype: str, pairs: list[tuple[str, str]], li
     """
     plan = parse_search(rtype, pairs, ctx.registry, ctx.settings.limits, strict=True)
     plan.count = limit
-    return ctx.repo.search(plan).rids
+    return ctx.repo.search(plan, total=None).rids

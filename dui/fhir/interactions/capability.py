@@ -13,7 +13,7 @@ from dui import __version__
 from dui.fhir import jsontext
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.query import MODIFIERS
+from dui.fhir.search.plan import MODIFIERS
 
 _cache: dict[tuple[str, int], bytes] = {}
 
@@ -40,12 +40,18 @@ def capability_statement(base: str, registry: SearchParameterRegistry) -> dict[s
             {"name": "_lastUpdated", "type": "date",
              "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
         ]
+        references = []
         for code, param in sorted(registry.for_type(rtype).items()):
             if param.indexed and param.type in MODIFIERS:
                 item = {"name": code, "type": param.type}
                 if param.url:
                     item["definition"] = param.url
                 params.append(item)
+            if param.type == "reference":
+                references.append(f"{rtype}:{code}")
+        revincludes = sorted(f"{source}:{code}" for source in router.storable_types()
+                             for code, p in registry.for_type(source).items()
+                             if p.type == "reference" and (not p.targets or rtype in p.targets))
         resources.append({
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
@@ -58,6 +64,8 @@ def capability_statement(base: str, registry: SearchParameterRegistry) -> dict[s
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "local"],
+            "searchInclude": ["*", *references],
+            "searchRevInclude": revincludes,
             "searchParam": params,
         })
     return {

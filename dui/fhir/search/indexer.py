@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.parameters import Extraction, SearchParameter, SearchParameterRegistry
+from dui.fhir.search.paths import Evaluator, compile_path
 from dui.fhir.tables import TEXT_INDEX
 from ins import ins_kind
 
@@ -36,6 +37,9 @@ _DATE = re.compile(
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 QUANTITY_LIMIT = Decimal("1e24")  # beyond Numeric(36, 12)
+# executemany takes its columns from the first row: every composite row carries them all.
+_EMPTY_COMPOSITE = {name: None for name in ("c1_system", "c1_code", "c2_system", "c2_code", "c2_number", "c2_low",
+                                            "c2_high", "c2_start", "c2_end", "c2_text")}
 
 
 @dataclass
@@ -48,11 +52,12 @@ class IndexRows:
     date: list[dict[str, Any]] = field(default_factory=list)
     quantity: list[dict[str, Any]] = field(default_factory=list)
     uri: list[dict[str, Any]] = field(default_factory=list)
+    composite: list[dict[str, Any]] = field(default_factory=list)
     unique: list[dict[str, Any]] = field(default_factory=list)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         return {"string": self.string, "token": self.token, "reference": self.reference,
-                "date": self.date, "quantity": self.quantity, "uri": self.uri}
+                "date": self.date, "quantity": self.quantity, "uri": self.uri, "composite": self.composite}
 
 
 class Indexer:
@@ -62,13 +67,18 @@ class Indexer:
         self.registry = registry
         self.fhir_base = fhir_base.rstrip("/") + "/"
         self.tz = ZoneInfo(timezone)
+        self._components: dict[tuple[str, str], Evaluator | None] = {}
 
     def rows(self, rid: int, rtype: str, resource: dict[str, Any]) -> IndexRows:
         out = IndexRows()
         for param in self.registry.indexed(rtype):
             base = {"rid": rid, "res_type": rtype, "param": param.code}
             for extraction in param.extractions:
-                for value in extraction.evaluate(resource):
+                values = extraction.evaluate(resource)
+                if param.type == "composite":
+                    self._composite(out, param, extraction, base, values)
+                    continue
+                for value in values:
                     self._add(out, param, extraction, base, value)
         if rtype == "Patient":
             out.unique = [{"rid": rid, "res_type": rtype, **key} for key in unique_identifiers(resource)]
@@ -83,11 +93,19 @@ class Indexer:
                 if norm:
                     out.string.append({**base, "value": norm, "exact": text[:TEXT_INDEX]})
         elif kind == "token":
-            for system, code, display in token_values(value, ex.value_types):
+            for system, code, display in token_values(value, ex.value_types, ex.code_system):
                 out.token.append({**base, "system": _cut(system), "code": _cut(code), "text": _cut(display)})
+            for system, code in of_type_values(value):
+                out.token.append({**base, "param": f"{param.code}:of-type", "system": _cut(system),
+                                  "code": _cut(code), "text": None})
         elif kind == "reference":
             for target_type, target_id, url in self.reference_values(value, ex.target):
                 out.reference.append({**base, "target_type": target_type, "target_id": target_id, "url": _cut(url)})
+            identifier = value.get("identifier") if isinstance(value, dict) else None
+            if isinstance(identifier, dict):
+                for system, code, _ in token_values(identifier, ("Identifier",)):
+                    out.token.append({**base, "param": f"{param.code}:identifier", "system": _cut(system),
+                                      "code": _cut(code), "text": None})
         elif kind == "date":
             for low, high in self.date_ranges(value):
                 out.date.append({**base, "low": low, "high": high})
@@ -98,6 +116,50 @@ class Indexer:
                                      "system": _cut(system), "code": _cut(code)})
         elif kind == "uri" and isinstance(value, str):
             out.uri.append({**base, "uri": value[:TEXT_INDEX]})
+
+    # -- composites -----------------------------------------------------------------------------
+
+    def _composite(self, out: IndexRows, param: SearchParameter, ex: Extraction, base: dict[str, Any],
+                   items: list[Any]) -> None:
+        """One row per pair of values of the two components, taken from the same base value."""
+        first, second = param.components
+        for item in items:
+            if not isinstance(item, dict) or ex.root is None:
+                continue
+            lefts = self._first_component(first.kind, self._component(first.expression, ex.root)(item))
+            rights = self._second_component(second.kind, self._component(second.expression, ex.root)(item))
+            out.composite.extend({**base, **_EMPTY_COMPOSITE, **left, **right} for left in lefts for right in rights)
+
+    def _component(self, expression: str, root: str) -> Evaluator:
+        key = (expression, root)
+        if key not in self._components:
+            self._components[key] = compile_path(self.registry.defs, expression, root)
+        return self._components[key] or (lambda _item: [])
+
+    def _first_component(self, kind: str, values: list[Any]) -> list[dict[str, Any]]:
+        if kind == "token":
+            pairs = [(s, c) for v in values for s, c, _ in token_values(v, ())]
+        else:  # reference
+            pairs = [(t, i) for v in values for t, i, _ in self.reference_values(v, None) if i]
+        return [{"c1_system": _cut(s), "c1_code": _cut(c)} for s, c in pairs]
+
+    def _second_component(self, kind: str, values: list[Any]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for value in values:
+            if kind == "token":
+                rows += [{"c2_system": _cut(s), "c2_code": _cut(c)} for s, c, _ in token_values(value, ())]
+            elif kind == "reference":
+                rows += [{"c2_system": t, "c2_code": i} for t, i, _ in self.reference_values(value, None) if i]
+            elif kind in ("quantity", "number"):
+                for number, system, code in quantity_values(value):
+                    lower, upper = precision_range(number)
+                    rows.append({"c2_number": number, "c2_low": lower, "c2_high": upper,
+                                 "c2_system": _cut(system), "c2_code": _cut(code)})
+            elif kind == "date":
+                rows += [{"c2_start": low, "c2_end": high} for low, high in self.date_ranges(value)]
+            elif kind == "string":
+                rows += [{"c2_text": normalize(t)[:TEXT_INDEX]} for t in string_values(value) if normalize(t)]
+        return rows
 
     # -- references -----------------------------------------------------------------------------
 
@@ -209,11 +271,12 @@ def string_values(value: Any) -> list[str]:
     return out
 
 
-def token_values(value: Any, types: tuple[str, ...]) -> list[tuple[str | None, str | None, str | None]]:
+def token_values(value: Any, types: tuple[str, ...],
+                 code_system: str | None = None) -> list[tuple[str | None, str | None, str | None]]:
     if isinstance(value, bool):
         return [(None, "true" if value else "false", None)]
     if isinstance(value, str):
-        return [(None, value, None)]
+        return [(code_system, value, None)]
     if not isinstance(value, dict):
         return []
     if "coding" in value or types == ("CodeableConcept",) or (set(value) == {"text"}):
@@ -232,6 +295,16 @@ def token_values(value: Any, types: tuple[str, ...]) -> list[tuple[str | None, s
     if "code" in value or "system" in value:  # Coding
         return [(value.get("system"), value.get("code"), _norm(value.get("display")))]
     return []
+
+
+def of_type_values(value: Any) -> list[tuple[str | None, str]]:
+    """``identifier:of-type`` rows of an Identifier: (type system, "type code|value")."""
+    if not isinstance(value, dict) or not isinstance(value.get("value"), str):
+        return []
+    if not isinstance(value.get("type"), dict):
+        return []
+    codings = [c for c in value["type"].get("coding", []) if isinstance(c, dict) and isinstance(c.get("code"), str)]
+    return [(c.get("system"), f"{c['code']}|{value['value']}") for c in codings]
 
 
 def _norm(text: Any) -> str | None:

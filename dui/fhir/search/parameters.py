@@ -14,11 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dui.fhir.definitions import R4, r4, search_parameter_table
+from dui.fhir.definitions import R4, ElementDef, r4, search_parameter_table, value_set_systems
 from dui.fhir.fhirpath import compile_fhirpath, split_steps, unwrap
 from dui.fhir.search.paths import Evaluator, compile_path
 
 INDEXED_TYPES = frozenset({"string", "token", "reference", "date", "quantity", "number", "uri"})
+# Composite parameters indexed: two components, the first a token or reference, the second any of these.
+COMPOSITE_FIRST = frozenset({"token", "reference"})
+COMPOSITE_SECOND = frozenset({"token", "quantity", "number", "date", "string", "reference"})
 # Parameters answered from the resource table itself.
 COLUMN_PARAMETERS = frozenset({"_id", "_lastUpdated"})
 
@@ -30,11 +33,22 @@ class Extraction:
     target: str | None  # keep only references to this resource type (resolve() is T)
     value_types: tuple[str, ...]  # FHIR types the expression yields, when the path tells
     fast: Evaluator | None = field(default=None, compare=False, repr=False)  # see dui.fhir.search.paths
+    code_system: str | None = None  # the system a bare ``code`` value belongs to (its required binding)
+    root: str | None = None  # type (or backbone path) of the values, for composite components
 
     def evaluate(self, resource: dict[str, Any]) -> list[Any]:
         if self.fast is not None:
             return self.fast(resource)
         return [v for v in compile_fhirpath(self.expression)(resource) if v is not None]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of a composite parameter: a parameter of the same type, evaluated on each base value."""
+
+    code: str
+    kind: str
+    expression: str
 
 
 @dataclass(frozen=True)
@@ -44,12 +58,15 @@ class SearchParameter:
     resource_type: str
     extractions: tuple[Extraction, ...]
     targets: tuple[str, ...] = ()
-    components: tuple[tuple[str, str], ...] = ()
+    components: tuple[Component, ...] = ()
     modifiers: tuple[str, ...] = field(default=())
     url: str | None = None
 
     @property
     def indexed(self) -> bool:
+        if self.type == "composite":
+            return len(self.components) == 2 and self.components[0].kind in COMPOSITE_FIRST \
+                and self.components[1].kind in COMPOSITE_SECOND
         return self.type in INDEXED_TYPES and self.code not in COLUMN_PARAMETERS
 
 
@@ -61,13 +78,14 @@ class SearchParameterRegistry:
         raw = search_parameter_table() if table is None else table
         self._by_type: dict[str, dict[str, SearchParameter]] = {}
         for rtype, params in raw.items():
-            self._by_type[rtype] = {code: self._build(rtype, code, row) for code, row in params.items()}
+            self._by_type[rtype] = {code: self._build(rtype, code, row, raw) for code, row in params.items()}
         self._indexed: dict[str, tuple[SearchParameter, ...]] = {}
 
-    def _build(self, rtype: str, code: str, row: dict[str, Any]) -> SearchParameter:
-        extractions = tuple(
-            Extraction(expr, target, infer_types(self.defs, rtype, expr), compile_path(self.defs, expr, rtype))
-            for expr, target in row["expr"]
+    def _build(self, rtype: str, code: str, row: dict[str, Any],
+               table: dict[str, dict[str, Any]]) -> SearchParameter:
+        extractions = tuple(self._extraction(rtype, expr, target) for expr, target in row["expr"])
+        components = tuple(
+            Component(c, table.get(rtype, {}).get(c, {}).get("type", "?"), e) for c, e in row.get("component", ())
         )
         return SearchParameter(
             code=code,
@@ -75,10 +93,24 @@ class SearchParameterRegistry:
             resource_type=rtype,
             extractions=extractions,
             targets=tuple(row.get("target", ())),
-            components=tuple((c, e) for c, e in row.get("component", ())),
+            components=components,
             modifiers=tuple(row.get("modifier", ())),
             url=row.get("url"),
         )
+
+    def _extraction(self, rtype: str, expr: str, target: str | None) -> Extraction:
+        element, types = infer_element(self.defs, rtype, expr)
+        system = None
+        if element is not None and element.value_set and types == ("code",):
+            system = value_set_systems().get(element.value_set)
+        root = None
+        if types == ("BackboneElement",) and element is not None:
+            root = element.path
+        elif len(types) == 1 and not self.defs.is_primitive(types[0]):
+            root = types[0]
+        elif unwrap(expr) == rtype:
+            root = rtype
+        return Extraction(expr, target, types, compile_path(self.defs, expr, rtype), system, root)
 
     def add(self, parameter: SearchParameter) -> None:
         """Register a custom parameter (run ``dui reindex`` afterwards)."""
@@ -110,6 +142,11 @@ def infer_types(defs: R4, rtype: str, expression: str) -> tuple[str, ...]:
 
     Handles ``Type.a.b``, ``.where(...)`` filters, ``.ofType(T)``, ``(X as T)`` and ``.exists()``.
     """
+    return infer_element(defs, rtype, expression)[1]
+
+
+def infer_element(defs: R4, rtype: str, expression: str) -> tuple[ElementDef | None, tuple[str, ...]]:
+    """The last element an expression reaches and the types it yields (see ``infer_types``)."""
     expr = expression.strip()
     as_type = None
     m = re.fullmatch(r"\((.*) as ([A-Za-z]+)\)", expr)
@@ -117,35 +154,36 @@ def infer_types(defs: R4, rtype: str, expression: str) -> tuple[str, ...]:
         expr, as_type = m.group(1).strip(), m.group(2)
     expr = unwrap(expr)
     if expr.endswith(".exists()"):
-        return ("boolean",)
+        return None, ("boolean",)
     parts = split_steps(expr)
     if not parts or parts[0] != rtype:
-        return ()
+        return None, ()
     path = rtype
     types: tuple[str, ...] = ()
+    element: ElementDef | None = None
     for step in parts[1:]:
         if step.startswith("where("):
             continue
         if step.startswith("ofType(") and step.endswith(")"):
-            wanted = step[7:-1]
-            if wanted not in types:
-                return ()
+            wanted = next((t for t in types if t.lower() == step[7:-1].lower()), None)
+            if wanted is None:
+                return None, ()
             types = (wanted,)
             path = wanted
             continue
-        if not _STEP.fullmatch(step):
-            return ()
-        name = _STEP.fullmatch(step).group(1)  # type: ignore[union-attr]
-        el = defs.children(path).get(name)
-        if el is None:
-            return ()
-        if el.content_ref:
-            path, types = el.content_ref, ("BackboneElement",)
-        elif el.types in (("BackboneElement",), ("Element",)):
-            path, types = el.path, el.types
+        match = _STEP.fullmatch(step)
+        if not match:
+            return None, ()
+        element = defs.children(path).get(match.group(1))
+        if element is None:
+            return None, ()
+        if element.content_ref:
+            path, types = element.content_ref, ("BackboneElement",)
+        elif element.types in (("BackboneElement",), ("Element",)):
+            path, types = element.path, ("BackboneElement",)
         else:
-            types = el.types
+            types = element.types
             path = types[0] if len(types) == 1 else path
     if as_type:
-        return (as_type,) if as_type in types else ()
-    return types
+        return element, ((as_type,) if as_type in types else ())
+    return element, types

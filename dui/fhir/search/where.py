@@ -47,12 +47,16 @@ class Criteria:
         return out
 
     def rids(self, node: Node) -> Select[Any]:
-        """Row ids of the resources of ``node.rtype`` that match ``node``."""
+        """Row ids of the resources of ``node.rtype`` that match ``node``.
+
+        Never correlated: a subquery on ``resource`` nested in a query on ``resource`` must read the
+        table afresh, not the outer row (SQLAlchemy would otherwise correlate it).
+        """
         if isinstance(node, Chain):
-            return self._chain(node)
+            return self._chain(node).correlate(None)
         if isinstance(node, Has):
-            return self._has(node)
-        return self._leaf(node)
+            return self._has(node).correlate(None)
+        return self._leaf(node).correlate(None)
 
     # -- structure ------------------------------------------------------------------------------
 

@@ -111,6 +111,10 @@ class FhirRepository(Protocol):
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
         """One page of row ids matching ``plan``; the total when asked ("accurate" or "estimate")."""
 
+    def everything(self, patient_rid: int, patient_id: str,
+                   options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
+        """One page of ``Patient/$everything`` and the cursor of the next (None on the last)."""
+
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         """Row ids reached from ``rids`` by one ``_include`` / ``_revinclude`` step."""
 

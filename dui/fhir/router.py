@@ -11,7 +11,18 @@ from typing import Any
 
 from dui.errors import MethodNotAllowed, NotFound
 from dui.fhir.definitions import r4
-from dui.fhir.interactions import capability, create, delete, history, patch, read, search, transaction, update
+from dui.fhir.interactions import (
+    capability,
+    create,
+    delete,
+    everything,
+    history,
+    patch,
+    read,
+    search,
+    transaction,
+    update,
+)
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 
 Handler = Callable[..., FhirResponse]
@@ -37,6 +48,11 @@ INSTANCE_HISTORY = ("history-instance", history.history_instance)
 TYPE_HISTORY = ("history-type", history.history_type)
 VREAD = ("vread", read.vread)
 SYSTEM = ("transaction", "batch", "history-system")
+# (resource type, operation) -> (canonical OperationDefinition, methods, instance-level handler)
+OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], Handler]] = {
+    ("Patient", "$everything"): ("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
+                                 everything.everything),
+}
 
 
 def storable_types() -> list[str]:
@@ -59,8 +75,7 @@ def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
         _allow(method, ("GET",), "_history")
         return history.history_system(ctx, req)
     if head.startswith("$") or any(s.startswith("$") for s in segments[1:]):
-        operation = next(s for s in segments if s.startswith("$"))
-        raise NotFound(f"Operation {operation} is not supported by this server", code="not-supported")
+        return _operation(ctx, req, method, segments)
     rtype = _resource_type(head)
     if len(segments) == 1:
         if method not in TYPE:
@@ -86,6 +101,17 @@ def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
         _allow(method, ("GET",), "_history")
         return VREAD[1](ctx, req, rtype, second, segments[3])
     raise NotFound(f"No FHIR endpoint at /{req.path}")
+
+
+def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[str]) -> FhirResponse:
+    name = next(s for s in segments if s.startswith("$"))
+    if len(segments) == 3 and segments[2] == name:  # instance level: Type/id/$op
+        rtype = _resource_type(segments[0])
+        found = OPERATIONS.get((rtype, name))
+        if found is not None:
+            _allow(method, found[1], f"{rtype}/{{id}}/{name}")
+            return found[2](ctx, req, rtype, segments[1])
+    raise NotFound(f"Operation {name} is not supported at /{req.path} by this server", code="not-supported")
 
 
 def _resource_type(name: str) -> str:
@@ -115,4 +141,5 @@ def describe() -> dict[str, Any]:
         "type": sorted({code for code, _ in TYPE.values()}),
         "history": [INSTANCE_HISTORY[0], TYPE_HISTORY[0], VREAD[0]],
         "system": list(SYSTEM),
+        "operations": {key: value[0] for key, value in OPERATIONS.items()},
     }

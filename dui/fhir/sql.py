@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, event, func, insert, select, update
+from sqlalchemy import Select, Table, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,7 @@ from dui.db import advisory_lock
 from dui.errors import Conflict
 from dui.fhir import jsontext
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
-from dui.fhir.search import includes, order
+from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.plan import Include, SearchPlan
 from dui.fhir.search.where import Criteria
@@ -175,6 +175,35 @@ class SqlFhirRepository:
         compiled = stmt.compile(dialect=self.session.get_bind().dialect)
         plan = self.session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
         return int(plan.scalar_one()[0]["Plan"]["Plan Rows"])
+
+    def everything(self, patient_rid: int, patient_id: str,
+                   options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
+        """One page of a Patient's record: the Patient and its compartment, then what they point at."""
+        self.flush()
+        count = options["count"]
+        cursor = options["cursor"] or {"k": [1], "r": 0}
+        phase = cursor["k"][0] if cursor.get("k") in ([1], [2]) else 1
+        after = int(cursor["r"])
+        base = compartment.page_conditions(options)
+        members = compartment.compartment_members(patient_id)
+        phases = {
+            1: or_(resource.c.rid == patient_rid, resource.c.rid.in_(members)),
+            2: resource.c.rid.in_(compartment.referenced_outside(patient_rid, patient_id)),
+        }
+        rids: list[int] = []
+        if count == 0:
+            return rids, None
+        while phase in phases:
+            room = count - len(rids)
+            stmt = (select(resource.c.rid).where(*base, phases[phase], resource.c.rid > after)
+                    .order_by(resource.c.rid).limit(room + 1))
+            found = [int(r) for r in self.session.execute(stmt).scalars()]
+            if len(found) > room:  # more in this phase: continue after the last one taken
+                rids += found[:room]
+                return rids, {"k": [phase], "r": found[room - 1] if room else after}
+            rids += found
+            phase, after = phase + 1, 0
+        return rids, None
 
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         self.flush()

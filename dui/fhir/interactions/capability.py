@@ -68,6 +68,10 @@ def capability_statement(base: str, registry: SearchParameterRegistry) -> dict[s
             "searchRevInclude": revincludes,
             "searchParam": params,
         })
+        operations = [{"name": name.lstrip("$"), "definition": url}
+                      for (owner, name), url in tables["operations"].items() if owner == rtype]
+        if operations:
+            resources[-1]["operation"] = operations
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-from dui.errors import DuiError, Gone, NotFound
+from dui.errors import DuiError, Gone, Invalid, NotFound
+from dui.fhir.definitions import r4
 from dui.fhir.interactions.base import (
     FhirContext,
     FhirRequest,
@@ -15,6 +18,8 @@ from dui.fhir.interactions.base import (
     parse_version,
     version_headers,
 )
+from dui.fhir.search.plan import SUMMARY_MODES
+from dui.fhir.search.shaping import shape
 
 
 def read(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
@@ -27,7 +32,7 @@ def read(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespon
     headers = version_headers(version)
     if _not_modified(req, version.version, version.last_updated):
         return FhirResponse(304, None, headers)
-    return FhirResponse(200, version.body, headers)
+    return FhirResponse(200, _shaped(req, version.resource) or version.body, headers)
 
 
 def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) -> FhirResponse:
@@ -38,6 +43,18 @@ def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) ->
     if version.deleted:
         raise Gone(f"Version {vid} of {rtype}/{rid} is its deletion", headers=version_headers(version))
     return FhirResponse(200, version.body, version_headers(version))
+
+
+def _shaped(req: FhirRequest, content: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """The resource cut down by ``_summary`` / ``_elements``, when the client asked (search.html#summary)."""
+    query = dict(req.query)
+    summary, elements = query.get("_summary"), query.get("_elements")
+    if summary is None and elements is None:
+        return None
+    if summary is not None and summary not in SUMMARY_MODES:
+        raise Invalid(f"_summary takes one of {', '.join(SUMMARY_MODES)}", expression="_summary")
+    wanted = tuple(e.strip() for e in elements.split(",") if e.strip()) if elements is not None else None
+    return shape(content(), r4(), summary, wanted)
 
 
 def _not_modified(req: FhirRequest, version: int, last_updated: datetime) -> bool:

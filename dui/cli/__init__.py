@@ -29,10 +29,11 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import db, demo
+    from dui.cli import db, demo, index
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
+    app.cli.add_command(index.reindex)
 
 
 def _register_top_level() -> None:

@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from dui import migrations
+from dui.fhir import maintenance
 
 
 @click.group(cls=AppGroup)
@@ -17,9 +18,15 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply pending migrations. Run after installing or upgrading the service."""
-    url = current_app.extensions["dui"].settings.database_url
+    svc = current_app.extensions["dui"]
+    url = svc.settings.database_url
     migrations.upgrade(url)
     click.echo(f"database at revision {migrations.current(url)}")
+    with svc.session_factory() as session:
+        maintenance.record_fingerprint_if_empty(session, svc.registry, svc.clock())
+        session.commit()
+        if not maintenance.index_is_current(session, svc.registry):
+            click.echo("the search index predates this version's search parameters: run `dui reindex`", err=True)
 
 
 @db.command()

@@ -185,6 +185,14 @@ INDEX_TABLES = {
     "composite": search_composite,
 }
 
+maintenance_state = Table(
+    "maintenance_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(4000), nullable=False),  # JSON
+    Column("updated", UtcDateTime, nullable=False),
+)
+
 unique_identifier = Table(
     "unique_identifier",
     metadata,

@@ -113,3 +113,40 @@ def test_health_and_readiness(app: Flask, tmp_path: Path) -> None:
         assert "dui db upgrade" in response.get_json()["database"]
     finally:
         empty.extensions["dui"].dispose()
+
+
+def test_reindex_rebuilds_resumes_and_records_the_fingerprint(app: Flask) -> None:
+    from sqlalchemy import text
+
+    from dui.fhir import maintenance
+    from tests.helpers import FhirClient, observation, patient
+
+    empty_database(app)
+    svc = app.extensions["dui"]
+    client = FhirClient(app.test_client())
+    subject = client.create(patient(family="Réindexée"))["id"]
+    for i in range(5):
+        client.create(observation(f"Patient/{subject}", value=50 + i))
+    with svc.engine.begin() as conn:  # an index lost (as after a change of search parameters)
+        conn.execute(text("DELETE FROM search_string"))
+        conn.execute(text("DELETE FROM search_quantity"))
+        conn.execute(text("DELETE FROM maintenance_state"))
+    assert client.search("Patient?family=reindexee")["total"] == 0
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["reindex", "--check"]).exit_code == 1
+    # a rebuild interrupted after the first batch of 2 resumes from its position
+    with svc.session_factory() as session:
+        maintenance.write_state(session, maintenance.REINDEX, {"after": 0, "types": []}, svc.clock())
+        rids = maintenance.reindex_batch(svc.repository(session), (), 0, 2)
+        maintenance.write_state(session, maintenance.REINDEX, {"after": rids[-1], "types": []}, svc.clock())
+        session.commit()
+    result = runner.invoke(args=["reindex", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert "resuming the rebuild after row" in result.output
+    assert "4 resources" in result.output
+    assert client.search("Patient?family=reindexee")["total"] == 1
+    assert client.search("Observation?value-quantity=ge52")["total"] == 3
+    assert runner.invoke(args=["reindex", "--check"]).exit_code == 0
+    assert runner.invoke(args=["reindex", "--type", "Nope"]).exit_code != 0
+    only = runner.invoke(args=["reindex", "--type", "Observation"])
+    assert "5 resources" in only.output

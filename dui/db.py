@@ -79,6 +79,13 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options={_WRITE_OPTION: True})
 
 
+def begin_read(session: Session) -> None:
+    """Run a read-only unit of work without an explicit transaction (PostgreSQL: no BEGIN/COMMIT round
+    trips). Each statement sees the committed state at its own start."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 

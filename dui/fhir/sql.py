@@ -76,6 +76,17 @@ class SqlFhirRepository:
         for table, row in self._pending:
             by_table.setdefault(table, []).append(row)
         self._pending = []
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            # COPY: one stream per table, several times faster than INSERTs for index rows.
+            driver = connection.connection.driver_connection
+            with driver.cursor() as cursor:  # type: ignore[union-attr]
+                for table, rows in by_table.items():
+                    columns = list(rows[0])
+                    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row([row[c] for c in columns])
+            return
         for table, rows in by_table.items():
             self.session.execute(insert(table), rows)
 
@@ -148,9 +159,13 @@ class SqlFhirRepository:
         rows: list[Any] = []
         more = False
         backwards = False
+        count = None
+        windowed = total == "accurate" and plan.cursor is None
         if plan.count > 0:
-            stmt, backwards = order.page_query(plan, conditions, plan.count + 1)
+            stmt, backwards = order.page_query(plan, conditions, plan.count + 1, with_total=windowed)
             rows = list(self.session.execute(stmt).all())
+            if windowed:
+                count = int(rows[0][-1]) if rows else 0
             more = len(rows) > plan.count
             rows = rows[:plan.count]
             if backwards:
@@ -161,8 +176,7 @@ class SqlFhirRepository:
                 next_cursor = order.position(plan.sort, rows[-1], "n")
             if (more and backwards) or (plan.cursor is not None and not backwards):
                 previous_cursor = order.position(plan.sort, rows[0], "p")
-        count = None
-        if total == "accurate":
+        if total == "accurate" and count is None:
             count = self.session.execute(select(func.count()).select_from(resource).where(*conditions)).scalar_one()
         elif total == "estimate":
             count = self._estimate(select(resource.c.rid).where(*conditions))

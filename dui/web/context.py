@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dui import logs
 from dui.auth.actor import ANONYMOUS, Actor
-from dui.db import begin_write
+from dui.db import begin_read, begin_write
 from dui.services import Services
 
 logger = logging.getLogger("dui.access")
@@ -42,6 +42,8 @@ def unit_of_work(write: bool) -> Iterator[Session]:
     try:
         if write:
             begin_write(session)
+        else:
+            begin_read(session)
         yield session
         session.commit()
     except BaseException:

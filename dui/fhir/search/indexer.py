@@ -37,6 +37,7 @@ _DATE = re.compile(
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 QUANTITY_LIMIT = Decimal("1e24")  # beyond Numeric(36, 12)
+_MISSING: Any = object()
 # executemany takes its columns from the first row: every composite row carries them all.
 _EMPTY_COMPOSITE = {name: None for name in ("c1_system", "c1_code", "c2_system", "c2_code", "c2_number", "c2_low",
                                             "c2_high", "c2_start", "c2_end", "c2_text")}
@@ -71,12 +72,15 @@ class Indexer:
 
     def rows(self, rid: int, rtype: str, resource: dict[str, Any]) -> IndexRows:
         out = IndexRows()
+        memo: dict[tuple[int, str], list[Any]] = {}  # component values per (base value, expression)
         for param in self.registry.indexed(rtype):
             base = {"rid": rid, "res_type": rtype, "param": param.code}
             for extraction in param.extractions:
+                if extraction.needs is not None and extraction.needs.isdisjoint(resource):
+                    continue
                 values = extraction.evaluate(resource)
                 if param.type == "composite":
-                    self._composite(out, param, extraction, base, values)
+                    self._composite(out, param, extraction, base, values, memo)
                     continue
                 for value in values:
                     self._add(out, param, extraction, base, value)
@@ -120,21 +124,28 @@ class Indexer:
     # -- composites -----------------------------------------------------------------------------
 
     def _composite(self, out: IndexRows, param: SearchParameter, ex: Extraction, base: dict[str, Any],
-                   items: list[Any]) -> None:
+                   items: list[Any], memo: dict[tuple[int, str], list[Any]]) -> None:
         """One row per pair of values of the two components, taken from the same base value."""
         first, second = param.components
         for item in items:
             if not isinstance(item, dict) or ex.root is None:
                 continue
-            lefts = self._first_component(first.kind, self._component(first.expression, ex.root)(item))
-            rights = self._second_component(second.kind, self._component(second.expression, ex.root)(item))
+            right_values = self._component_values(second.expression, ex.root, item, memo)
+            if not right_values:
+                continue
+            lefts = self._first_component(first.kind, self._component_values(first.expression, ex.root, item, memo))
+            rights = self._second_component(second.kind, right_values)
             out.composite.extend({**base, **_EMPTY_COMPOSITE, **left, **right} for left in lefts for right in rights)
 
-    def _component(self, expression: str, root: str) -> Evaluator:
-        key = (expression, root)
-        if key not in self._components:
-            self._components[key] = compile_path(self.registry.defs, expression, root)
-        return self._components[key] or (lambda _item: [])
+    def _component_values(self, expression: str, root: str, item: dict[str, Any],
+                          memo: dict[tuple[int, str], list[Any]]) -> list[Any]:
+        key = (id(item), expression)
+        if key not in memo:
+            compiled = self._components.get((expression, root), _MISSING)
+            if compiled is _MISSING:
+                compiled = self._components[(expression, root)] = compile_path(self.registry.defs, expression, root)
+            memo[key] = compiled(item) if compiled is not None else []
+        return memo[key]
 
     def _first_component(self, kind: str, values: list[Any]) -> list[dict[str, Any]]:
         if kind == "token":

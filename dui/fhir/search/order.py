@@ -50,8 +50,13 @@ def key_expression(plan: SearchPlan, key: SortKey) -> Any:
             .scalar_subquery())
 
 
-def page_query(plan: SearchPlan, conditions: list[ColumnElement[bool]], limit: int) -> tuple[Select[Any], bool]:
-    """The query of one page (``limit`` rows) and whether it reads backwards (a previous link)."""
+def page_query(plan: SearchPlan, conditions: list[ColumnElement[bool]], limit: int,
+               with_total: bool = False) -> tuple[Select[Any], bool]:
+    """The query of one page (``limit`` rows) and whether it reads backwards (a previous link).
+
+    Rows are (rid, sort keys...) and, ``with_total``, the count of all matches as a last column (a
+    window count: one round trip for the first page and its total).
+    """
     keys = plan.sort
     inner = select(resource.c.rid.label("rid"),
                    *(key_expression(plan, k).label(f"k{i}") for i, k in enumerate(keys))).where(*conditions)
@@ -59,7 +64,8 @@ def page_query(plan: SearchPlan, conditions: list[ColumnElement[bool]], limit: i
     columns = [sub.c[f"k{i}"] for i in range(len(keys))]
     cursor = plan.cursor
     backwards = bool(cursor and cursor.get("d") == "p")
-    stmt = select(sub.c.rid, *columns)
+    extra = [func.count().over().label("total")] if with_total else []
+    stmt = select(sub.c.rid, *columns, *extra)
     if cursor is not None:
         values = [_decode(k, v) for k, v in zip(keys, cursor.get("k", []), strict=False)]
         if len(values) != len(keys):

@@ -16,7 +16,7 @@ from typing import Any
 
 from dui.fhir.definitions import R4, ElementDef, r4, search_parameter_table, value_set_systems
 from dui.fhir.fhirpath import compile_fhirpath, split_steps, unwrap
-from dui.fhir.search.paths import Evaluator, compile_path
+from dui.fhir.search.paths import Evaluator, compile_path, top_keys
 
 INDEXED_TYPES = frozenset({"string", "token", "reference", "date", "quantity", "number", "uri"})
 # Composite parameters indexed: two components, the first a token or reference, the second any of these.
@@ -35,6 +35,7 @@ class Extraction:
     fast: Evaluator | None = field(default=None, compare=False, repr=False)  # see dui.fhir.search.paths
     code_system: str | None = None  # the system a bare ``code`` value belongs to (its required binding)
     root: str | None = None  # type (or backbone path) of the values, for composite components
+    needs: frozenset[str] | None = None  # top-level keys without which the expression yields nothing
 
     def evaluate(self, resource: dict[str, Any]) -> list[Any]:
         if self.fast is not None:
@@ -110,7 +111,9 @@ class SearchParameterRegistry:
             root = types[0]
         elif unwrap(expr) == rtype:
             root = rtype
-        return Extraction(expr, target, types, compile_path(self.defs, expr, rtype), system, root)
+        fast = compile_path(self.defs, expr, rtype)
+        needs = top_keys(self.defs, expr, rtype) if fast is not None else None
+        return Extraction(expr, target, types, fast, system, root, needs)
 
     def add(self, parameter: SearchParameter) -> None:
         """Register a custom parameter (run ``dui reindex`` afterwards)."""

@@ -27,6 +27,27 @@ _WHERE = re.compile(r"where\(\s*([A-Za-z][A-Za-z0-9]*)\s*=\s*'([^'\\]*)'\s*\)")
 Step = tuple[str, Any]
 
 
+def top_keys(defs: R4, expression: str, root: str) -> frozenset[str] | None:
+    """The top-level keys an expression can start from (None when it starts from the root itself).
+
+    A resource without any of them yields nothing: the indexer skips such parameters without
+    evaluating them, which is most of the ~60 parameters of an Observation.
+    """
+    keys: set[str] = set()
+    for part in _split_union(expression):
+        steps = _parse(unwrap(part), root)
+        if not steps or steps[0][0] != "member":
+            return None
+        el = defs.children(root).get(steps[0][1])
+        if el is None:
+            continue
+        if el.is_choice:
+            keys.update(el.name + t[:1].upper() + t[1:] for t in el.types)
+        else:
+            keys.add(el.name)
+    return frozenset(keys)
+
+
 def compile_path(defs: R4, expression: str, root: str) -> Evaluator | None:
     """An evaluator of ``expression`` on a ``root`` (a resource type, or an element path for
     composite components); None when the expression is not of the simple forms."""

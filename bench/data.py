@@ -114,7 +114,8 @@ def _post(resource: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return {"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}
 
 
-def _vital(subject: dict[str, str], when: str, code: str, label: str, quantity: dict[str, Any] | None) -> dict[str, Any]:
+def _vital(subject: dict[str, str], when: str, code: str, label: str,
+           quantity: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {"resourceType": "Observation", "status": "final", "category": [{"coding": [VITALS]}],
                            "code": {"coding": [{"system": LOINC, "code": code, "display": label}]},
                            "subject": subject, "effectiveDateTime": when}

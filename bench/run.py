@@ -159,8 +159,9 @@ def workloads(base: str, residents: int, rng: random.Random, everything_urls: li
                               for i in picks],
         "search name": [("GET", f"{base}/Patient?family={f[:4]}", None) for f in families],
         "search code + date range": [
-            ("GET", f"{base}/Observation?code=http://loinc.org|{code}&date=ge2026-{m:02d}-01&date=lt2026-{m + 1:02d}-01",
-             None) for code in ("29463-7", "8867-4", "8310-5") for m in range(7, 11)],
+            ("GET", f"{base}/Observation?code=http://loinc.org|{code}"
+                    f"&date=ge2026-{m:02d}-01&date=lt2026-{m + 1:02d}-01", None)
+            for code in ("29463-7", "8867-4", "8310-5") for m in range(7, 11)],
         "search with _include": [
             ("GET", f"{base}/Observation?subject=Patient/{data.resident_id(i)}&code=http://loinc.org|29463-7"
                     "&_include=Observation:subject", None) for i in picks],

@@ -44,6 +44,10 @@ RowId = BigInteger().with_variant(Integer(), "sqlite")
 # (string search matches on a prefix anyway).
 TEXT_INDEX = 255
 
+# Text searched by prefix (LIKE 'abc%'). PostgreSQL can walk a B-tree for a prefix only under the "C"
+# collation (byte order); SQLite's default BINARY collation already is.
+PrefixText = String(TEXT_INDEX).with_variant(String(TEXT_INDEX, collation="C"), "postgresql")
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC)."""
@@ -113,7 +117,7 @@ def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...
 
 search_string = _index_table(
     "search_string",
-    Column("value", String(TEXT_INDEX), nullable=False),  # normalised (case, accents, punctuation)
+    Column("value", PrefixText, nullable=False),  # normalised (case, accents, punctuation)
     Column("exact", String(TEXT_INDEX), nullable=False),  # as written, for :exact
     indexes=(("res_type", "param", "value"),),
 )
@@ -122,7 +126,7 @@ search_token = _index_table(
     "search_token",
     Column("system", String(TEXT_INDEX), nullable=True),
     Column("code", String(TEXT_INDEX), nullable=True),
-    Column("text", String(TEXT_INDEX), nullable=True),  # normalised display / text, for :text
+    Column("text", PrefixText, nullable=True),  # normalised display / text, for :text
     indexes=(("res_type", "param", "code", "system"),),
 )
 
@@ -153,7 +157,7 @@ search_quantity = _index_table(
 
 search_uri = _index_table(
     "search_uri",
-    Column("uri", String(TEXT_INDEX), nullable=False),
+    Column("uri", PrefixText, nullable=False),
     indexes=(("res_type", "param", "uri"),),
 )
 

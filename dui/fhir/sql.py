@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, event, func, insert, or_, select, update
+from sqlalchemy import Select, Table, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,14 +155,14 @@ class SqlFhirRepository:
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
         self.flush()
-        conditions = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock()).conditions(plan)
+        matches = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock()).matches(plan)
         rows: list[Any] = []
         more = False
         backwards = False
         count = None
         windowed = total == "accurate" and plan.cursor is None
         if plan.count > 0:
-            stmt, backwards = order.page_query(plan, conditions, plan.count + 1, with_total=windowed)
+            stmt, backwards = order.page_query(plan, matches, plan.count + 1, with_total=windowed)
             rows = list(self.session.execute(stmt).all())
             if windowed:
                 count = int(rows[0][-1]) if rows else 0
@@ -177,9 +177,9 @@ class SqlFhirRepository:
             if (more and backwards) or (plan.cursor is not None and not backwards):
                 previous_cursor = order.position(plan.sort, rows[0], "p")
         if total == "accurate" and count is None:
-            count = self.session.execute(select(func.count()).select_from(resource).where(*conditions)).scalar_one()
+            count = self.session.execute(matches.select(func.count())).scalar_one()
         elif total == "estimate":
-            count = self._estimate(select(resource.c.rid).where(*conditions))
+            count = self._estimate(matches.select(matches.rid))
         return SearchResult([int(r[0]) for r in rows], count, next_cursor, previous_cursor)
 
     def _estimate(self, stmt: Select[Any]) -> int:
@@ -192,25 +192,19 @@ class SqlFhirRepository:
 
     def everything(self, patient_rid: int, patient_id: str,
                    options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
-        """One page of a Patient's record: the Patient and its compartment, then what they point at."""
+        """One page of a Patient's record: the Patient, its compartment, then what they point at."""
         self.flush()
         count = options["count"]
-        cursor = options["cursor"] or {"k": [1], "r": 0}
-        phase = cursor["k"][0] if cursor.get("k") in ([1], [2]) else 1
+        cursor = options["cursor"] or {"k": [0], "r": 0}
+        phase = cursor["k"][0] if cursor.get("k") in ([0], [1], [2]) else 0
         after = int(cursor["r"])
-        base = compartment.page_conditions(options)
-        members = compartment.compartment_members(patient_id)
-        phases = {
-            1: or_(resource.c.rid == patient_rid, resource.c.rid.in_(members)),
-            2: resource.c.rid.in_(compartment.referenced_outside(patient_rid, patient_id)),
-        }
+        phases = {0: compartment.patient_page, 1: compartment.record_page, 2: compartment.referenced_page}
         rids: list[int] = []
         if count == 0:
             return rids, None
         while phase in phases:
             room = count - len(rids)
-            stmt = (select(resource.c.rid).where(*base, phases[phase], resource.c.rid > after)
-                    .order_by(resource.c.rid).limit(room + 1))
+            stmt = phases[phase](patient_rid, patient_id, after, options, room + 1)
             found = [int(r) for r in self.session.execute(stmt).scalars()]
             if len(found) > room:  # more in this phase: continue after the last one taken
                 rids += found[:room]

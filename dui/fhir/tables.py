@@ -119,7 +119,7 @@ search_string = _index_table(
     "search_string",
     Column("value", PrefixText, nullable=False),  # normalised (case, accents, punctuation)
     Column("exact", String(TEXT_INDEX), nullable=False),  # as written, for :exact
-    indexes=(("res_type", "param", "value"),),
+    indexes=(("res_type", "param", "value", "rid"),),
 )
 
 search_token = _index_table(
@@ -127,7 +127,7 @@ search_token = _index_table(
     Column("system", String(TEXT_INDEX), nullable=True),
     Column("code", String(TEXT_INDEX), nullable=True),
     Column("text", PrefixText, nullable=True),  # normalised display / text, for :text
-    indexes=(("res_type", "param", "code", "system"),),
+    indexes=(("res_type", "param", "code", "system", "rid"),),
 )
 
 search_reference = _index_table(
@@ -135,14 +135,14 @@ search_reference = _index_table(
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
     Column("url", String(TEXT_INDEX), nullable=True),  # absolute or canonical references
-    indexes=(("res_type", "param", "target_id", "target_type"), ("target_type", "target_id")),
+    indexes=(("res_type", "param", "target_id", "target_type", "rid"), ("target_type", "target_id", "rid")),
 )
 
 search_date = _index_table(
     "search_date",
     Column("low", UtcDateTime, nullable=True),  # NULL: unbounded
     Column("high", UtcDateTime, nullable=True),
-    indexes=(("res_type", "param", "low", "high"),),
+    indexes=(("res_type", "param", "low", "high", "rid"),),
 )
 
 search_quantity = _index_table(
@@ -152,13 +152,13 @@ search_quantity = _index_table(
     Column("high", Numeric(36, 12), nullable=False),
     Column("system", String(TEXT_INDEX), nullable=True),
     Column("code", String(TEXT_INDEX), nullable=True),
-    indexes=(("res_type", "param", "value"),),
+    indexes=(("res_type", "param", "value", "rid"),),
 )
 
 search_uri = _index_table(
     "search_uri",
     Column("uri", PrefixText, nullable=False),
-    indexes=(("res_type", "param", "uri"),),
+    indexes=(("res_type", "param", "uri", "rid"),),
 )
 
 search_composite = _index_table(
@@ -175,7 +175,7 @@ search_composite = _index_table(
     Column("c2_start", UtcDateTime, nullable=True),
     Column("c2_end", UtcDateTime, nullable=True),
     Column("c2_text", String(TEXT_INDEX), nullable=True),  # normalised string
-    indexes=(("res_type", "param", "c1_code", "c1_system"),),
+    indexes=(("res_type", "param", "c1_code", "c1_system", "rid"),),
 )
 
 INDEX_TABLES = {

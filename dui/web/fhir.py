@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from flask import Blueprint, Response, request
+from sqlalchemy.exc import DBAPIError
 
 from dui.errors import NotAcceptable
 from dui.fhir import jsontext, router
@@ -28,8 +29,16 @@ def dispatch(path: str) -> Response:
         body=request.get_data(cache=False) or None,
     )
     svc = services()
-    with unit_of_work(write=request.method in WRITE_METHODS) as session:
-        result = router.handle(svc.fhir_context(session, current_actor()), req)
+    write = request.method in WRITE_METHODS
+    try:
+        with unit_of_work(write=write) as session:
+            result = router.handle(svc.fhir_context(session, current_actor()), req)
+    except DBAPIError as exc:
+        if write or not exc.connection_invalidated:
+            raise
+        # The database restarted since this pooled connection was opened: a read is safe to retry.
+        with unit_of_work(write=False) as session:
+            result = router.handle(svc.fhir_context(session, current_actor()), req)
     return _to_flask(result)
 
 

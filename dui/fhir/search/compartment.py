@@ -10,37 +10,72 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select
 
 from dui.fhir.definitions import patient_compartment
 from dui.fhir.tables import resource, search_reference
 
 
 @cache
-def _compartment_pairs() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple((rtype, tuple(params)) for rtype, params in sorted(patient_compartment().items())
-                 if rtype != "Patient" or params)
+def _compartment_pairs() -> tuple[str, ...]:
+    """"Type.parameter" of the references that place a resource in a Patient's compartment."""
+    return tuple(f"{rtype}.{param}" for rtype, params in sorted(patient_compartment().items()) for param in params)
 
 
-def compartment_members(patient_id: str) -> Any:
-    """Row ids of the resources in the compartment of Patient ``patient_id`` (without the Patient)."""
+def compartment_members(patient_id: str) -> Select[Any]:
+    """Row ids of the resources in the compartment of Patient ``patient_id``.
+
+    Deleted resources have no index rows, so every row here is a live resource. The type and
+    parameter of each reference are checked as one string: a filter, which the planner applies to
+    the rows of the (target type, target id, row id) index rather than trying to index it.
+    """
     ref = search_reference.alias()
-    by_type = [and_(ref.c.res_type == rtype, ref.c.param.in_(params)) for rtype, params in _compartment_pairs()]
-    return (select(ref.c.rid)
-            .where(ref.c.target_type == "Patient", ref.c.target_id == patient_id, or_(*by_type))
+    return (select(ref.c.rid.label("rid"))
+            .where(ref.c.target_type == "Patient", ref.c.target_id == patient_id,
+                   (ref.c.res_type + literal(".") + ref.c.param).in_(_compartment_pairs()))
             .correlate(None))
 
 
-def referenced_outside(patient_rid: int, patient_id: str) -> Any:
-    """Row ids of what the record points at, outside the compartment; never another Patient."""
+def patient_page(patient_rid: int, patient_id: str, after: int, options: dict[str, Any],
+                 limit: int) -> Select[Any]:
+    """Phase 0 of $everything: the Patient itself (if the filters keep it)."""
+    return select(resource.c.rid).where(resource.c.rid == patient_rid, resource.c.rid > after,
+                                        *page_conditions(options))
+
+
+def record_page(patient_rid: int, patient_id: str, after: int, options: dict[str, Any], limit: int) -> Select[Any]:
+    """Phase 1 of $everything: the compartment, after row ``after``, in row-id order.
+
+    Read from the reference index in row-id order and stopped at ``limit``: the cost of a page does
+    not depend on the size of the record. ``_since`` is checked row by row on the resource.
+    """
+    ref = search_reference.alias()
+    conditions: list[ColumnElement[bool]] = [
+        ref.c.target_type == "Patient", ref.c.target_id == patient_id, ref.c.rid > after,
+        (ref.c.res_type + literal(".") + ref.c.param).in_(_compartment_pairs()),
+    ]
+    if options["types"]:
+        conditions.append(ref.c.res_type.in_(options["types"]))
+    if options["since"] is not None:
+        conditions.append(exists().where(resource.c.rid == ref.c.rid, resource.c.last_updated >= options["since"]))
+    return select(ref.c.rid).where(*conditions).distinct().order_by(ref.c.rid).limit(limit)
+
+
+def referenced_page(patient_rid: int, patient_id: str, after: int, options: dict[str, Any],
+                    limit: int) -> Select[Any]:
+    """Phase 2 of $everything: what the record points at outside the compartment; never a Patient."""
     ref = search_reference.alias()
     target = resource.alias()
     members = compartment_members(patient_id)
-    return (select(target.c.rid)
-            .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
-            .where(or_(ref.c.rid.in_(members), ref.c.rid == patient_rid), target.c.res_type != "Patient",
-                   target.c.rid.not_in(members))
-            .distinct().correlate(None))
+    referenced = (select(target.c.rid.label("rid"))
+                  .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
+                  .where(or_(ref.c.rid.in_(members), ref.c.rid == patient_rid), target.c.res_type != "Patient",
+                         target.c.rid.not_in(members), target.c.rid > after)
+                  .distinct().subquery("referenced"))
+    return (select(referenced.c.rid)
+            .join(resource, resource.c.rid == referenced.c.rid)
+            .where(*page_conditions(options))
+            .order_by(referenced.c.rid).limit(limit))
 
 
 def page_conditions(options: dict[str, Any]) -> list[ColumnElement[bool]]:

@@ -37,6 +37,10 @@ _DATE = re.compile(
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 QUANTITY_LIMIT = Decimal("1e24")  # beyond Numeric(36, 12)
+# Open ends of date ranges (a Period without end...). Bounds, not NULLs: a plain comparison lets the
+# planner estimate and index it, where "IS NULL OR >" does not.
+MIN_INSTANT = datetime(1, 1, 2, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 _MISSING: Any = object()
 # executemany takes its columns from the first row: every composite row carries them all.
 _EMPTY_COMPOSITE = {name: None for name in ("c1_system", "c1_code", "c2_system", "c2_code", "c2_number", "c2_low",
@@ -199,21 +203,21 @@ class Indexer:
 
     # -- dates ----------------------------------------------------------------------------------
 
-    def date_ranges(self, value: Any) -> list[tuple[datetime | None, datetime | None]]:
+    def date_ranges(self, value: Any) -> list[tuple[datetime, datetime]]:
         if isinstance(value, str):
             r = self.date_range(value)
-            return [r] if r else []
+            return [(r[0], r[1] or MAX_INSTANT)] if r else []
         if not isinstance(value, dict):
             return []
         if "start" in value or "end" in value:  # Period
             start = self.date_range(value["start"]) if isinstance(value.get("start"), str) else None
             end = self.date_range(value["end"]) if isinstance(value.get("end"), str) else None
-            return [(start[0] if start else None, end[1] if end else None)]
-        ranges: list[tuple[datetime | None, datetime | None]] = []
+            return [(start[0] if start else MIN_INSTANT, end[1] if end and end[1] else MAX_INSTANT)]
+        ranges: list[tuple[datetime, datetime]] = []
         for event in value.get("event", []) if isinstance(value.get("event"), list) else []:
             r = self.date_range(event) if isinstance(event, str) else None
             if r:
-                ranges.append(r)
+                ranges.append((r[0], r[1] or MAX_INSTANT))
         bounds = (value.get("repeat") or {}).get("boundsPeriod") if isinstance(value.get("repeat"), dict) else None
         if isinstance(bounds, dict):
             ranges.extend(self.date_ranges(bounds))

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 
 from dui.errors import Invalid
 from dui.fhir.search.plan import SearchPlan, SortKey
+from dui.fhir.search.where import Matches
 from dui.fhir.tables import INDEX_TABLES, resource
 
 _VALUE_COLUMN = {"string": "value", "token": "code", "number": "value", "quantity": "value", "uri": "uri",
@@ -34,7 +35,8 @@ class Page:
     previous_cursor: dict[str, Any] | None
 
 
-def key_expression(plan: SearchPlan, key: SortKey) -> Any:
+def key_expression(plan: SearchPlan, key: SortKey, rid: Any) -> Any:
+    """The sort value of a key, for the row whose id is the column ``rid``."""
     if key.kind == "id":
         return resource.c.res_id
     if key.kind == "lastUpdated":
@@ -46,11 +48,11 @@ def key_expression(plan: SearchPlan, key: SortKey) -> Any:
         column = table.c[_VALUE_COLUMN[key.kind]]
     aggregate = func.max(column) if key.descending else func.min(column)
     return (select(aggregate)
-            .where(table.c.rid == resource.c.rid, table.c.param == key.code, table.c.res_type == plan.resource_type)
+            .where(table.c.rid == rid, table.c.param == key.code, table.c.res_type == plan.resource_type)
             .scalar_subquery())
 
 
-def page_query(plan: SearchPlan, conditions: list[ColumnElement[bool]], limit: int,
+def page_query(plan: SearchPlan, matches: Matches, limit: int,
                with_total: bool = False) -> tuple[Select[Any], bool]:
     """The query of one page (``limit`` rows) and whether it reads backwards (a previous link).
 
@@ -58,8 +60,8 @@ def page_query(plan: SearchPlan, conditions: list[ColumnElement[bool]], limit: i
     window count: one round trip for the first page and its total).
     """
     keys = plan.sort
-    inner = select(resource.c.rid.label("rid"),
-                   *(key_expression(plan, k).label(f"k{i}") for i, k in enumerate(keys))).where(*conditions)
+    inner = matches.select(matches.rid.label("rid"),
+                           *(key_expression(plan, k, matches.rid).label(f"k{i}") for i, k in enumerate(keys)))
     sub = inner.subquery("matches")
     columns = [sub.c[f"k{i}"] for i in range(len(keys))]
     cursor = plan.cursor

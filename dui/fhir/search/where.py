@@ -8,12 +8,13 @@ http://hl7.org/fhir/R4/search.html#prefix on [low, high) ranges where NULL is op
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, FromClause, Select, and_, false, not_, or_, select, true
 
 from dui.errors import Invalid
 from dui.fhir.search.indexer import date_range, precision_range
@@ -33,18 +34,45 @@ from dui.fhir.tables import (
 )
 
 
+@dataclass(frozen=True)
+class Matches:
+    """The matching row ids: a FROM clause, its row-id column, and conditions on it."""
+
+    source: FromClause
+    rid: Any
+    conditions: list[ColumnElement[bool]]
+
+    def select(self, *columns: Any) -> Select[Any]:
+        return select(*columns).select_from(self.source).where(*self.conditions)
+
+
 class Criteria:
-    """Builds the WHERE clause of a search; one instance per query (it knows "now" for ``ap``)."""
+    """Builds the query of a search; one instance per query (it knows "now" for ``ap``)."""
 
     def __init__(self, tz: ZoneInfo, fhir_base: str, now: datetime) -> None:
         self.tz = tz
         self.fhir_base = fhir_base.rstrip("/") + "/"
         self.now = now
 
-    def conditions(self, plan: SearchPlan) -> list[ColumnElement[bool]]:
-        out: list[ColumnElement[bool]] = [resource.c.res_type == plan.resource_type, resource.c.deleted == false()]
-        out.extend(resource.c.rid.in_(self.rids(node)) for node in plan.criteria)
-        return out
+    def matches(self, plan: SearchPlan) -> Matches:
+        """The matching rows, driven by the criterion likely to select the fewest.
+
+        The planner, left to itself, tends to walk every resource of the type in row-id order and
+        probe each criterion (a merge semi-join): fine for a few thousand rows, linear in the size of
+        the store. Starting from the row ids of one indexed criterion and joining the rest keeps the
+        work proportional to the matches.
+        """
+        nodes = sorted(plan.criteria, key=_cost)
+        if not nodes:
+            return Matches(resource, resource.c.rid,
+                           [resource.c.res_type == plan.resource_type, resource.c.deleted == false()])
+        # Every criterion yields live resources of the searched type only (index rows exist for
+        # current versions alone), so the driving criterion's row ids need no join to ``resource``.
+        driver = self.rids(nodes[0]).distinct().subquery("driver")
+        if any(k.kind in ("id", "lastUpdated") for k in plan.sort):
+            source = driver.join(resource, resource.c.rid == driver.c.rid)
+            return Matches(source, resource.c.rid, [resource.c.rid.in_(self.rids(n)) for n in nodes[1:]])
+        return Matches(driver, driver.c.rid, [driver.c.rid.in_(self.rids(n)) for n in nodes[1:]])
 
     def rids(self, node: Node) -> Select[Any]:
         """Row ids of the resources of ``node.rtype`` that match ``node``.
@@ -76,18 +104,20 @@ class Criteria:
         return (select(target.c.rid)
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .where(ref.c.res_type == node.source, ref.c.param == node.code, target.c.res_type == node.rtype,
-                       ref.c.rid.in_(self.rids(node.inner))))
+                       target.c.deleted == false(), ref.c.rid.in_(self.rids(node.inner))))
 
     def _leaf(self, leaf: Leaf) -> Select[Any]:
         if leaf.kind == "id":
             if leaf.modifier == "missing":
                 keep = leaf.values[0] == "false"
-                return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, true() if keep else false())
-            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.res_id.in_(leaf.values))
+                return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                    true() if keep else false())
+            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                resource.c.res_id.in_(leaf.values))
         if leaf.kind == "lastUpdated":
             column = resource.c.last_updated
-            return select(resource.c.rid).where(
-                resource.c.res_type == leaf.rtype, or_(*(self._point(v, column) for v in leaf.values)))
+            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                or_(*(self._point(v, column) for v in leaf.values)))
         if leaf.kind == "list":
             return self._list(leaf)
         if leaf.modifier == "identifier":
@@ -102,10 +132,12 @@ class Criteria:
             present = select(table.c.rid).where(base)
             if leaf.values[0] == "false":
                 return present
-            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.rid.not_in(present))
+            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                resource.c.rid.not_in(present))
         if leaf.kind == "token" and leaf.modifier == "not":
             matching = select(table.c.rid).where(base, or_(*(self._token(v, None) for v in leaf.values)))
-            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.rid.not_in(matching))
+            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                resource.c.rid.not_in(matching))
         build: Any = {
             "string": self._string, "token": self._token, "reference": self._reference, "date": self._date,
             "number": self._number, "quantity": self._quantity, "uri": self._uri, "composite": self._composite,
@@ -120,7 +152,7 @@ class Criteria:
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .join(lists, lists.c.rid == ref.c.rid)
                 .where(lists.c.res_type == "List", lists.c.res_id.in_(leaf.values), lists.c.deleted == false(),
-                       ref.c.param == "item", target.c.res_type == leaf.rtype))
+                       ref.c.param == "item", target.c.res_type == leaf.rtype, target.c.deleted == false()))
 
     def _tokens(self, leaf: Leaf, param: str, values: tuple[str, ...]) -> Select[Any]:
         return select(search_token.c.rid).where(search_token.c.res_type == leaf.rtype, search_token.c.param == param,
@@ -253,6 +285,19 @@ class Criteria:
         return and_(left, right)
 
 
+def _cost(node: Node) -> int:
+    """A rough rank of how many rows a criterion selects (lower first), to pick the driving one."""
+    if isinstance(node, Leaf):
+        if node.modifier in ("not", "missing"):
+            return 5
+        if node.kind in ("id", "token", "reference", "uri", "composite", "list"):
+            return 0 if node.modifier != "text" else 1
+        if node.kind == "string":
+            return 1
+        return 2
+    return 3
+
+
 def _prefix(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and not value[2:3].isalpha():
         return value[:2], value[2:]
@@ -271,32 +316,30 @@ def _decimal(text: str, code: str) -> Decimal:
 
 def range_condition(prefix: str, slo: datetime, shi: datetime, low: Any, high: Any,
                     now: datetime) -> ColumnElement[bool]:
-    """A target range [low, high) against the search range [slo, shi); NULL bounds are open-ended."""
-    def above(col: Any, value: datetime) -> ColumnElement[bool]:
-        return or_(col.is_(None), col > value)
+    """A target range [low, high) against the search range [slo, shi).
 
-    def below(col: Any, value: datetime) -> ColumnElement[bool]:
-        return or_(col.is_(None), col < value)
-
-    within = and_(low.is_not(None), high.is_not(None), low >= slo, high <= shi)
+    Open ends are stored as far-away bounds (``MIN_INSTANT``, ``MAX_INSTANT``), so they compare
+    like any date: a Period without end is after every date and never within a bounded range.
+    """
+    within = and_(low >= slo, high <= shi)
     if prefix == "eq":
         return within
     if prefix == "ne":
         return not_(within)
     if prefix == "gt":
-        return above(high, shi)
+        return high > shi  # type: ignore[no-any-return]
     if prefix == "ge":
-        return above(high, slo)
+        return high > slo  # type: ignore[no-any-return]
     if prefix == "lt":
-        return below(low, slo)
+        return low < slo  # type: ignore[no-any-return]
     if prefix == "le":
-        return below(low, shi)
+        return low < shi  # type: ignore[no-any-return]
     if prefix == "sa":
-        return and_(low.is_not(None), low >= shi)
+        return low >= shi  # type: ignore[no-any-return]
     if prefix == "eb":
-        return and_(high.is_not(None), high <= slo)
+        return high <= slo  # type: ignore[no-any-return]
     margin = max(abs(now - slo) / 10, timedelta(days=1))  # ap: 10 % of the distance to now, at least a day
-    return and_(above(high, slo - margin), below(low, shi + margin))
+    return and_(high > slo - margin, low < shi + margin)
 
 
 def point_condition(prefix: str, slo: datetime, shi: datetime, column: Any, now: datetime) -> ColumnElement[bool]:

@@ -48,8 +48,10 @@ JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+jso
 
 
 class Server:
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, workdir: Path) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, workdir: Path,
+                 database: str = "") -> None:
         self.name, self.command, self.env, self.port, self.workdir = name, command, env, port, workdir
+        self.database = database  # a PostgreSQL URL or an SQLite file, for ANALYZE
         self.base = f"http://127.0.0.1:{port}/fhir"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -65,6 +67,16 @@ class Server:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"{self.name} did not start; see {self.workdir / (self.name + '.log')}")
+
+    def analyze(self) -> None:
+        """Refresh the planner statistics after a bulk load, as autovacuum would (off on some machines)."""
+        if self.database.startswith("postgresql"):
+            subprocess.run(["psql", self.database, "-qc", "VACUUM ANALYZE"], check=True)
+        elif self.database:
+            import sqlite3
+
+            with sqlite3.connect(self.database) as db:
+                db.execute("ANALYZE")
 
     def rss_mb(self) -> float:
         assert self.process is not None
@@ -91,8 +103,9 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
     env = {**os.environ, "DUI_DATABASE_URL": url, "DUI_BASE_URL": f"http://127.0.0.1:{port}",
            "DUI_LOG_LEVEL": "WARNING", "DUI_MAX_COUNT": "1000"}
     subprocess.run([str(DUI), "db", "upgrade"], env=env, check=True, capture_output=True)
+    database = url if kind == "postgresql" else str(workdir / "dui.sqlite")
     return Server(f"dui-{kind}", [str(DUI), "serve", "--port", str(port), "--workers", str(workers),
-                                  "--threads", "8"], env, port, workdir)
+                                  "--threads", "8"], env, port, workdir, database)
 
 
 def sekmet_server(port: int, workdir: Path) -> Server:
@@ -106,7 +119,7 @@ def sekmet_server(port: int, workdir: Path) -> Server:
         "log_inbound: false\nsimulator:\n  enabled: false\nvalidation:\n  inbound: strict\n"
     )
     return Server("sekmet", [str(venv / "bin" / "sekmet"), "serve", "-c", str(settings)], dict(os.environ), port,
-                  workdir)
+                  workdir, str(workdir / "data" / "sekmet.db"))
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -251,6 +264,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[{name}] loading", file=sys.stderr, flush=True)
                 loaded = ingest(server.base, bundles(0, args.residents, args.weeks, heavy=args.heavy),
                                 args.ingest_clients)
+                server.analyze()
                 result: dict[str, Any] = {"ingest": loaded, "workloads": {}}
                 urls = everything_pages(server.base)
                 for label, reqs in workloads(server.base, args.residents, random.Random(1), urls).items():
@@ -276,6 +290,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
             for target in (args.from_residents, args.to_residents):
                 ingested = ingest(server.base, bundles(loaded_to, target, args.weeks, heavy=loaded_to == 0),
                                   args.ingest_clients)
+                server.analyze()
                 loaded_to = target
                 count = requests.get(f"{server.base}/Observation?_summary=count", timeout=600).json()["total"]
                 mix = workloads(server.base, target, random.Random(2), [])

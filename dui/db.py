@@ -37,8 +37,12 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine with the settings this service relies on for each backend."""
+def make_engine(url: str, statement_timeout: int = 0, **kwargs: Any) -> Engine:
+    """Create an engine with the settings this service relies on for each backend.
+
+    ``statement_timeout`` (seconds, PostgreSQL) stops a statement that runs longer: a runaway query
+    must not keep a core busy after its client gave up.
+    """
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -50,6 +54,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    if statement_timeout:
+        kwargs.setdefault("connect_args", {"options": f"-c statement_timeout={statement_timeout * 1000}"})
     return create_engine(url, **kwargs)
 
 

@@ -34,7 +34,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now) -> Services:
-        engine = make_engine(settings.database_url, hide_parameters=True)
+        engine = make_engine(settings.database_url, settings.statement_timeout, hide_parameters=True)
         registry = SearchParameterRegistry()
         return cls(
             settings=settings,

@@ -36,6 +36,7 @@ class Settings:
     database_url: str = "sqlite:///var/dui.sqlite"
     base_url: str = "http://127.0.0.1:8080"
     timezone: str = "Europe/Paris"
+    statement_timeout: int = 30  # seconds a database statement may run (PostgreSQL); 0: no limit
     log_level: str = "INFO"
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
@@ -78,6 +79,7 @@ class Settings:
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
             base_url=base_url.rstrip("/"),
             timezone=_timezone(env.get("DUI_TIMEZONE", defaults.timezone)),
+            statement_timeout=_int(env, "DUI_STATEMENT_TIMEOUT", defaults.statement_timeout),
             log_level=env.get("DUI_LOG_LEVEL", defaults.log_level).upper(),
             log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
             limits=limits,

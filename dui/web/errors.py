@@ -42,7 +42,13 @@ def _http(exc: HTTPException) -> Response:
 
 
 def _database(exc: OperationalError) -> Response:
-    logger.error("database unavailable", extra={"error": type(exc.orig).__name__ if exc.orig else "?"})
+    reason = type(exc.orig).__name__ if exc.orig else "?"
+    if reason == "QueryCanceled":  # DUI_STATEMENT_TIMEOUT
+        logger.warning("statement timeout", extra={"path": request.path})
+        return _render(Unavailable("The request took too long and was stopped; narrow the search (fewer "
+                                   "results, fewer _include) or retry later", code="timeout",
+                                   headers={"Retry-After": "5"}))
+    logger.error("database unavailable", extra={"error": reason})
     return _render(Unavailable("The database is unavailable; retry in a moment", headers={"Retry-After": "5"}))
 
 

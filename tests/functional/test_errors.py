@@ -129,3 +129,32 @@ def test_control_characters_in_search_values_are_400(client: FhirClient) -> None
         response = client.get(f"Patient?family:exact={value}")
         assert response.status_code == 400
         assert "control character" in diagnostics(response)
+
+
+def test_statement_timeout_answers_503_timeout(database_url: str) -> None:
+    """A statement that runs past DUI_STATEMENT_TIMEOUT is stopped: 503 timeout, not a hung worker."""
+    import pytest
+    from sqlalchemy import text
+
+    from dui.app import create_app
+    from dui.web import context
+    from tests.conftest import test_settings
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("statement timeouts are a PostgreSQL setting")
+    app = create_app(test_settings(database_url, statement_timeout=1))
+
+    @app.get("/fhir-slow-probe")
+    def slow() -> str:
+        with context.unit_of_work(write=False) as session:
+            session.execute(text("SELECT pg_sleep(3)"))
+        return "done"
+
+    try:
+        response = app.test_client().get("/fhir-slow-probe")
+        assert response.status_code == 503
+        assert outcome_codes(response) == ["timeout"]
+        assert "too long" in diagnostics(response)
+        assert response.headers["Retry-After"] == "5"
+    finally:
+        app.extensions["dui"].dispose()

@@ -12,12 +12,14 @@ processes, one keep-alive connection each) for a fixed time per workload. Result
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +59,8 @@ class Server:
 
     def start(self) -> None:
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=self.workdir, stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=self.workdir, stdout=log, stderr=log,
+                                        start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -84,12 +87,15 @@ class Server:
         return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """Stop the server and every process it started (gunicorn workers included)."""
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:

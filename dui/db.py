@@ -55,7 +55,10 @@ def make_engine(url: str, statement_timeout: int = 0, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     if statement_timeout:
-        kwargs.setdefault("connect_args", {"options": f"-c statement_timeout={statement_timeout * 1000}"})
+        # Added to the URL's own libpq options (a deployment may already set some there).
+        parsed = make_url(url)
+        options = f"{parsed.query.get('options', '')} -c statement_timeout={statement_timeout * 1000}".strip()
+        url = parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
     return create_engine(url, **kwargs)
 
 

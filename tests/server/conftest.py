@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,26 +37,26 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     process = subprocess.Popen([str(dui), "serve", "--port", str(port), "--workers", "2", "--threads", "16"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
         yield f"{base}/fhir"
     finally:
-        process.terminate()
-        try:
+        os.killpg(process.pid, signal.SIGTERM)  # the master and its workers
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         log.close()
         SERVER_LOGS.append(log_path)
 

@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine
 
+from bench import data
+
 from dui.db import normalize_url
 from dui.fhir.search import compartment, order
 from dui.fhir.search.parameters import SearchParameterRegistry
@@ -25,7 +27,7 @@ from dui.settings import Limits
 SEARCHES = [
     "Observation?code=http://loinc.org|29463-7&date=ge2026-08-01&date=lt2026-09-01",
     "Observation?subject=Patient/bench-000007&code=http://loinc.org|29463-7",
-    "Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|279035121518989",
+    f"Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|{data.ins_of(7)}",
     "Patient?family=mart",
 ]
 

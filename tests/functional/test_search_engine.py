@@ -202,3 +202,25 @@ def test_cursor_tampering_is_400(client: FhirClient, ward: dict[str, Any]) -> No
     response = client.get("Patient?_cursor=not-a-cursor")
     assert response.status_code == 400
     assert "cursor" in diagnostics(response)
+
+
+def test_uri_modifiers_number_and_meta_parameters(client: FhirClient) -> None:
+    """uri (exact, :below, :above), number prefixes, _security and _source (search.html#uri, #number)."""
+    base = "https://hl7.fr/ig/fhir/core/Questionnaire"
+    q = client.create({"resourceType": "Questionnaire", "status": "active", "url": f"{base}/aggir",
+                       "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                                              "code": "R"}], "source": "https://ehpad.example/dui"}})
+    assert ids(client.search(f"Questionnaire?url={base}/aggir")) == [q["id"]]
+    assert ids(client.search(f"Questionnaire?url:below={base}")) == [q["id"]]
+    assert ids(client.search(f"Questionnaire?url:above={base}/aggir/v2")) == [q["id"]]
+    assert ids(client.search(f"Questionnaire?url={base}")) == []
+    assert ids(client.search("Questionnaire?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R"))\
+        == [q["id"]]
+    assert ids(client.search("Questionnaire?_source=https://ehpad.example/dui")) == [q["id"]]
+    risk = client.create({"resourceType": "RiskAssessment", "status": "final",
+                          "subject": {"reference": "Patient/x"},
+                          "prediction": [{"outcome": {"text": "chute"}, "probabilityDecimal": 0.72}]})
+    assert ids(client.search("RiskAssessment?probability=gt0.5")) == [risk["id"]]
+    assert ids(client.search("RiskAssessment?probability=0.72")) == [risk["id"]]
+    assert ids(client.search("RiskAssessment?probability=lt0.5")) == []
+    assert ids(client.search("RiskAssessment?probability=ap0.7")) == [risk["id"]]

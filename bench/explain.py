@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import create_engine
 
 from bench import data
-
 from dui.db import normalize_url
 from dui.fhir.search import compartment, order
 from dui.fhir.search.parameters import SearchParameterRegistry

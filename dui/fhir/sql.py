@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, event, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,9 +35,9 @@ from dui.fhir import jsontext
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
 from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
-from dui.fhir.search.plan import Include, SearchPlan
+from dui.fhir.search.plan import Include, Leaf, SearchPlan, split_values
 from dui.fhir.search.where import Criteria
-from dui.fhir.tables import INDEX_TABLES, resource, resource_version, unique_identifier
+from dui.fhir.tables import INDEX_TABLES, resource, resource_version, search_token, unique_identifier
 
 _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
                     resource.c.last_updated, resource.c.deleted)
@@ -106,25 +106,19 @@ class SqlFhirRepository:
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         self.flush()
-        stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
-                                      resource_version.c.version == resource.c.version)
-        row = self.session.execute(stmt).first()
+        row = self.session.execute(_READ, {"rtype": rtype, "id": rid}).first()
         return _version(row) if row else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
         self.flush()
-        stmt = self._versions().where(resource.c.res_type == rtype, resource.c.res_id == rid,
-                                      resource_version.c.version == version)
-        row = self.session.execute(stmt).first()
+        row = self.session.execute(_VREAD, {"rtype": rtype, "id": rid, "version": version}).first()
         return _version(row) if row else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         self.flush()
         found: dict[int, ResourceVersion] = {}
         for chunk in iter_chunks(list(rids), 500):
-            stmt = self._versions().where(resource.c.rid.in_(chunk),
-                                          resource_version.c.version == resource.c.version)
-            for row in self.session.execute(stmt):
+            for row in self.session.execute(_FETCH, {"rids": list(chunk)}):
                 found[row.rid] = _version(row)
         return [found[r] for r in rids if r in found]
 
@@ -155,15 +149,20 @@ class SqlFhirRepository:
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
         self.flush()
-        matches = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock()).matches(plan)
+        criteria = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock())
         rows: list[Any] = []
         more = False
         backwards = False
         count = None
         windowed = total == "accurate" and plan.cursor is None
         if plan.count > 0:
-            stmt, backwards = order.page_query(plan, matches, plan.count + 1, with_total=windowed)
-            rows = list(self.session.execute(stmt).all())
+            simple = _simple_token(plan)
+            if simple is not None:  # the commonest search (by identifier): a statement built once
+                simple["limit"] = plan.count + 1
+                rows = list(self.session.execute(_TOKEN_PAGES[windowed, "system" in simple], simple).all())
+            else:
+                stmt, backwards = order.page_query(plan, criteria.matches(plan), plan.count + 1, with_total=windowed)
+                rows = list(self.session.execute(stmt).all())
             if windowed:
                 count = int(rows[0][-1]) if rows else 0
             more = len(rows) > plan.count
@@ -177,8 +176,10 @@ class SqlFhirRepository:
             if (more and backwards) or (plan.cursor is not None and not backwards):
                 previous_cursor = order.position(plan.sort, rows[0], "p")
         if total == "accurate" and count is None:
+            matches = criteria.matches(plan)
             count = self.session.execute(matches.select(func.count())).scalar_one()
         elif total == "estimate":
+            matches = criteria.matches(plan)
             count = self._estimate(matches.select(matches.rid))
         return SearchResult([int(r[0]) for r in rows], count, next_cursor, previous_cursor)
 
@@ -222,11 +223,7 @@ class SqlFhirRepository:
         return found
 
     def _versions(self) -> Select[Any]:
-        return select(
-            resource.c.rid, resource_version.c.res_type, resource.c.res_id, resource_version.c.version,
-            resource_version.c.last_updated, resource_version.c.method, resource_version.c.body,
-            resource_version.c.vid,
-        ).select_from(resource_version.join(resource, resource.c.rid == resource_version.c.rid))
+        return _versions()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -311,6 +308,52 @@ class SqlFhirRepository:
 
     def lock(self, key: str) -> None:
         advisory_lock(self.session, key)
+
+
+def _versions() -> Select[Any]:
+    return select(
+        resource.c.rid, resource_version.c.res_type, resource.c.res_id, resource_version.c.version,
+        resource_version.c.last_updated, resource_version.c.method, resource_version.c.body,
+        resource_version.c.vid,
+    ).select_from(resource_version.join(resource, resource.c.rid == resource_version.c.rid))
+
+
+def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
+    """Parameters of the prebuilt token query when the plan is one plain token value, unsorted."""
+    if len(plan.criteria) != 1 or plan.sort or (plan.cursor is not None and plan.cursor.get("d") == "p"):
+        return None
+    leaf = plan.criteria[0]
+    if not isinstance(leaf, Leaf) or leaf.kind != "token" or leaf.modifier or len(leaf.values) != 1:
+        return None
+    parts = split_values(leaf.values[0], "|")
+    if len(parts) > 2 or any(p == "" for p in parts):
+        return None
+    params: dict[str, Any] = {"rtype": leaf.rtype, "param": leaf.code, "code": parts[-1],
+                              "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    if len(parts) == 2:
+        params["system"] = parts[0]
+    return params
+
+
+def _token_page(windowed: bool, with_system: bool) -> Select[Any]:
+    conditions = [search_token.c.res_type == bindparam("rtype"), search_token.c.param == bindparam("param"),
+                  search_token.c.code == bindparam("code"), search_token.c.rid > bindparam("after")]
+    if with_system:
+        conditions.append(search_token.c.system == bindparam("system"))
+    matches = select(search_token.c.rid).where(*conditions).distinct().subquery("matches")
+    columns = [matches.c.rid, func.count().over().label("total")] if windowed else [matches.c.rid]
+    return select(*columns).order_by(matches.c.rid).limit(bindparam("limit"))
+
+
+_TOKEN_PAGES = {(w, s): _token_page(w, s) for w in (True, False) for s in (True, False)}
+
+# The hottest statements, built once: constructing a statement costs more than running it here.
+_READ = _versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
+                          resource_version.c.version == resource.c.version)
+_VREAD = _versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
+                           resource_version.c.version == bindparam("version"))
+_FETCH = _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
+                           resource_version.c.version == resource.c.version)
 
 
 def _version(row: Any) -> ResourceVersion:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,9 @@ SEARCHES = [
 
 
 def main() -> None:
-    engine = create_engine(normalize_url(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("database_url", help="the PostgreSQL database `bench/run.py compare` loaded")
+    engine = create_engine(normalize_url(parser.parse_args().database_url))
     registry = SearchParameterRegistry()
     with engine.connect() as conn:
         for query in SEARCHES:

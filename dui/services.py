@@ -6,6 +6,8 @@ asks it for a FHIR context bound to its own session.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -13,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
 from dui.clock import Clock, utc_now
-from dui.db import make_engine, make_session_factory
+from dui.db import begin_write, make_engine, make_session_factory
 from dui.fhir.interactions.base import FhirContext
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
@@ -58,6 +60,20 @@ class Services:
             actor=actor,
             clock=self.clock,
         )
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """A session in a write transaction, committed if the block ends normally, else rolled back."""
+        session = self.session_factory()
+        try:
+            begin_write(session)
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

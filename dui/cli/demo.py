@@ -11,9 +11,9 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from dui.auth.actor import CLI
-from dui.db import begin_write
 from dui.demo.data import resident_bundle, setup_bundle
 from dui.demo.load import load_bundle
+from dui.services import Services
 
 
 @click.group(cls=AppGroup)
@@ -30,7 +30,7 @@ def load(residents: int) -> None:
     Idempotent: running it again rewrites the same resources (unchanged ones get no new version).
     Refused when DUI_ENV=prod.
     """
-    svc = current_app.extensions["dui"]
+    svc: Services = current_app.extensions["dui"]
     if svc.settings.is_prod:
         raise click.ClickException("demo data is refused when DUI_ENV=prod")
     anchor = date.today()
@@ -38,15 +38,7 @@ def load(residents: int) -> None:
     bundles = [setup_bundle(), *(resident_bundle(i, anchor) for i in range(1, residents + 1))]
     with click.progressbar(bundles, label="Loading demo data", file=sys.stderr) as bar:
         for bundle in bar:
-            session = svc.session_factory()
-            try:
-                begin_write(session)
+            with svc.write_transaction() as session:
                 totals += load_bundle(svc.fhir_context(session, CLI), bundle)
-                session.commit()
-            except Exception:
-                session.rollback()
-                raise
-            finally:
-                session.close()
     click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
                f"{totals.get('200', 0)} already present")

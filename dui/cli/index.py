@@ -8,7 +8,6 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from dui.db import begin_write
 from dui.fhir import maintenance
 from dui.services import Services
 
@@ -48,9 +47,7 @@ def reindex(types: tuple[str, ...], batch: int, restart: bool, check: bool) -> N
     done = 0
     with click.progressbar(length=total, label="Rebuilding the search index", file=sys.stderr) as bar:
         while True:
-            session = svc.session_factory()
-            try:
-                begin_write(session)
+            with svc.write_transaction() as session:
                 rids = maintenance.reindex_batch(svc.repository(session), types, after, batch)
                 if rids:
                     after = rids[-1]
@@ -61,12 +58,6 @@ def reindex(types: tuple[str, ...], batch: int, restart: bool, check: bool) -> N
                     if not types:
                         maintenance.write_state(session, maintenance.FINGERPRINT,
                                                 {"fingerprint": maintenance.fingerprint(svc.registry)}, svc.clock())
-                session.commit()
-            except Exception:
-                session.rollback()
-                raise
-            finally:
-                session.close()
             if not rids:
                 break
             done += len(rids)

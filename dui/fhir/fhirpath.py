@@ -44,7 +44,12 @@ def unwrap(expr: str) -> str:
 
 def split_steps(expr: str) -> list[str]:
     """Split a path expression on the dots that are not inside parentheses or quotes."""
-    steps, depth, quote, current = [], 0, False, ""
+    return split_top_level(expr, ".")
+
+
+def split_top_level(expr: str, separator: str) -> list[str]:
+    """Split ``expr`` on the ``separator`` characters outside parentheses and quotes, stripped."""
+    parts, depth, quote, current = [], 0, False, ""
     for ch in expr:
         if ch == "'":
             quote = not quote
@@ -52,10 +57,10 @@ def split_steps(expr: str) -> list[str]:
             depth += 1
         elif not quote and ch == ")":
             depth -= 1
-        if ch == "." and depth == 0 and not quote:
-            steps.append(current)
+        if ch == separator and depth == 0 and not quote:
+            parts.append(current)
             current = ""
         else:
             current += ch
-    steps.append(current)
-    return [s.strip() for s in steps]
+    parts.append(current)
+    return [part.strip() for part in parts]

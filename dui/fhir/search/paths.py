@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dui.fhir.definitions import R4
-from dui.fhir.fhirpath import split_steps, unwrap
+from dui.fhir.fhirpath import split_steps, split_top_level, unwrap
 
 Evaluator = Callable[[Any], list[Any]]
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -61,21 +61,7 @@ def compile_path(defs: R4, expression: str, root: str) -> Evaluator | None:
 
 
 def _split_union(expression: str) -> list[str]:
-    parts, depth, quote, current = [], 0, False, ""
-    for ch in expression:
-        if ch == "'":
-            quote = not quote
-        elif not quote and ch == "(":
-            depth += 1
-        elif not quote and ch == ")":
-            depth -= 1
-        if ch == "|" and depth == 0 and not quote:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    parts.append(current.strip())
-    return [p for p in parts if p]
+    return [part for part in split_top_level(expression, "|") if part]
 
 
 def _parse(expression: str, root: str) -> list[Step] | None:

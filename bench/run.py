@@ -1,7 +1,7 @@
 """Benchmark driver: the same data and the same requests against DUI (PostgreSQL, SQLite) and a baseline.
 
     python bench/run.py compare --residents 500 --weeks 17          # DUI vs the baseline, ~110,000 resources
-    python bench/run.py scale --from-residents 45 --to-residents 4600   # DUI on PostgreSQL, 10,000 -> 1,000,000
+    python bench/run.py scale --from-residents 46 --to-residents 4600   # DUI on PostgreSQL, 10,000 -> 1,000,000
 
 Each server is started here (``dui serve`` with gunicorn, 2 workers; the baseline ``sekmet serve``),
 loaded through FHIR transactions of 100 entries, then driven by a closed-loop load generator (several
@@ -294,7 +294,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
         with multiprocessing.Pool(args.clients) as pool:
             loaded_to = 0
             for target in (args.from_residents, args.to_residents):
-                ingested = ingest(server.base, bundles(loaded_to, target, args.weeks, heavy=loaded_to == 0),
+                ingested = ingest(server.base, bundles(loaded_to, target, args.weeks, heavy=False),
                                   args.ingest_clients)
                 server.analyze()
                 loaded_to = target
@@ -355,7 +355,7 @@ def main() -> None:
     sub.choices["compare"].add_argument("--servers", default="dui-postgresql,dui-sqlite,sekmet")
     sub.choices["compare"].add_argument("--no-heavy", dest="heavy", action="store_false",
                                         help="leave out the resident with 10,000 resources")
-    sub.choices["scale"].add_argument("--from-residents", type=int, default=45)
+    sub.choices["scale"].add_argument("--from-residents", type=int, default=46)
     sub.choices["scale"].add_argument("--to-residents", type=int, default=4600)
     args = parser.parse_args()
     report = compare(args) if args.command == "compare" else scale(args)

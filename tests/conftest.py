@@ -40,7 +40,7 @@ def conformance_dir(*parts: str) -> Path:
     """A folder of ../shared/conformance, or a skip that says it is missing."""
     path = CONFORMANCE.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"conformance material not found at {path} (../shared/conformance is absent)")
+        pytest.skip(f"conformance material absent: {path} (../shared/conformance, or DUI_CONFORMANCE_DIR)")
     return path
 
 

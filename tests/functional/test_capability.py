@@ -48,14 +48,23 @@ def test_every_listed_patient_interaction_is_served(client: FhirClient) -> None:
     assert patient_cs["versioning"] == "versioned-update"
 
 
+# The resource types a resident's record is made of (issue 3's list).
+DUI_TYPES = ("Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization", "Location", "Encounter",
+             "EpisodeOfCare", "Observation", "Condition", "AllergyIntolerance", "MedicationRequest",
+             "MedicationAdministration", "MedicationStatement", "Immunization", "Procedure", "CarePlan", "Goal",
+             "ServiceRequest", "Task", "QuestionnaireResponse", "Questionnaire", "Consent", "DocumentReference",
+             "Composition", "Flag", "Communication", "Device", "Appointment", "Provenance", "AuditEvent", "List")
+
+
 def test_every_listed_search_parameter_is_accepted_strictly(client: FhirClient) -> None:
-    """No parameter is advertised that strict handling would refuse."""
+    """No parameter is advertised that strict handling would refuse, on every type the DUI uses."""
     rest = client.get("metadata").get_json()["rest"][0]
     samples = {"string": "a", "token": "a", "reference": "Patient/a", "date": "2026", "number": "1",
                "quantity": "1", "uri": "http://a"}
     registry = SearchParameterRegistry()
-    for rtype in ("Patient", "Observation", "Encounter", "DocumentReference", "MedicationRequest"):
+    for rtype in DUI_TYPES:
         resource = next(r for r in rest["resource"] if r["type"] == rtype)
+        assert len(resource["searchParam"]) == len(registry.for_type(rtype)), rtype
         for param in resource["searchParam"]:
             sample = samples.get(param["type"])
             if param["type"] == "composite":

@@ -1,7 +1,7 @@
 """Search as far as the store needs it (http://hl7.org/fhir/R4/search.html).
 
 French names are matched the way staff type them: case, accents, apostrophes and hyphens do not
-matter (docs/search.md).
+matter (docs/fhir-api.md, "Search").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""String normalisation for search (docs/search.md)."""
+"""String normalisation for search (docs/fhir-api.md, "Search")."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
 from dui.clock import Clock, utc_now
-from dui.db import begin_write, make_engine, make_session_factory
+from dui.db import begin_read, begin_write, make_engine, make_session_factory
 from dui.fhir.interactions.base import FhirContext
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
@@ -62,11 +62,18 @@ class Services:
         )
 
     @contextmanager
-    def write_transaction(self) -> Iterator[Session]:
-        """A session in a write transaction, committed if the block ends normally, else rolled back."""
+    def unit_of_work(self, write: bool = True) -> Iterator[Session]:
+        """A session in a transaction, committed if the block ends normally, else rolled back.
+
+        A writing unit starts with ``begin_write`` (BEGIN IMMEDIATE on SQLite); a reading one with
+        ``begin_read`` (no transaction round trips on PostgreSQL).
+        """
         session = self.session_factory()
         try:
-            begin_write(session)
+            if write:
+                begin_write(session)
+            else:
+                begin_read(session)
             yield session
             session.commit()
         except BaseException:

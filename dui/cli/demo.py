@@ -38,7 +38,7 @@ def load(residents: int) -> None:
     bundles = [setup_bundle(), *(resident_bundle(i, anchor) for i in range(1, residents + 1))]
     with click.progressbar(bundles, label="Loading demo data", file=sys.stderr) as bar:
         for bundle in bar:
-            with svc.write_transaction() as session:
+            with svc.unit_of_work(write=True) as session:
                 totals += load_bundle(svc.fhir_context(session, CLI), bundle)
     click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
                f"{totals.get('200', 0)} already present")

@@ -47,7 +47,7 @@ def reindex(types: tuple[str, ...], batch: int, restart: bool, check: bool) -> N
     done = 0
     with click.progressbar(length=total, label="Rebuilding the search index", file=sys.stderr) as bar:
         while True:
-            with svc.write_transaction() as session:
+            with svc.unit_of_work(write=True) as session:
                 rids = maintenance.reindex_batch(svc.repository(session), types, after, batch)
                 if rids:
                     after = rids[-1]

@@ -10,15 +10,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session
 
 from dui import logs
 from dui.auth.actor import ANONYMOUS, Actor
-from dui.db import begin_read, begin_write
 from dui.services import Services
 
 logger = logging.getLogger("dui.access")
@@ -36,21 +34,9 @@ def current_actor() -> Actor:
     return ANONYMOUS
 
 
-@contextmanager
-def unit_of_work(write: bool) -> Iterator[Session]:
-    session = services().session_factory()
-    try:
-        if write:
-            begin_write(session)
-        else:
-            begin_read(session)
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+def unit_of_work(write: bool) -> AbstractContextManager[Session]:
+    """The request's transaction (see ``Services.unit_of_work``)."""
+    return services().unit_of_work(write)
 
 
 def register(app: Flask) -> None:

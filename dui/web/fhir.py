@@ -29,7 +29,8 @@ def dispatch(path: str) -> Response:
         body=request.get_data(cache=False) or None,
     )
     svc = services()
-    write = request.method in WRITE_METHODS
+    # POST [type]/_search is a read: it must not queue behind writers (BEGIN IMMEDIATE on SQLite).
+    write = request.method in WRITE_METHODS and path.rstrip("/").rsplit("/", 1)[-1] != "_search"
     try:
         with unit_of_work(write=write) as session:
             result = router.handle(svc.fhir_context(session, current_actor()), req)

@@ -7,7 +7,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from dui.errors import DuiError, Gone, Invalid, NotFound
+from dui.errors import DuiError, Gone, NotFound
 from dui.fhir.definitions import r4
 from dui.fhir.interactions.base import (
     FhirContext,
@@ -18,7 +18,7 @@ from dui.fhir.interactions.base import (
     parse_version,
     version_headers,
 )
-from dui.fhir.search.plan import SUMMARY_MODES
+from dui.fhir.search.plan import SUMMARY_MODES, element_names, one_of
 from dui.fhir.search.shaping import shape
 
 
@@ -51,9 +51,9 @@ def _shaped(req: FhirRequest, content: Callable[[], dict[str, Any]]) -> dict[str
     summary, elements = query.get("_summary"), query.get("_elements")
     if summary is None and elements is None:
         return None
-    if summary is not None and summary not in SUMMARY_MODES:
-        raise Invalid(f"_summary takes one of {', '.join(SUMMARY_MODES)}", expression="_summary")
-    wanted = tuple(e.strip() for e in elements.split(",") if e.strip()) if elements is not None else None
+    if summary is not None:
+        one_of("_summary", summary, SUMMARY_MODES)
+    wanted = element_names(elements) if elements is not None else None
     return shape(content(), r4(), summary, wanted)
 
 

@@ -153,17 +153,13 @@ class Parser:
                                                    modifier in ("iterate", "recurse"), name))
             plan.kept.append((name, raw))
         elif name == "_summary":
-            if raw not in SUMMARY_MODES:
-                raise Invalid(f"_summary takes one of {', '.join(SUMMARY_MODES)}", expression=name)
-            plan.summary = raw
+            plan.summary = one_of(name, raw, SUMMARY_MODES)
             plan.kept.append((name, raw))
         elif name == "_elements":
-            plan.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+            plan.elements = element_names(raw)
             plan.kept.append((name, raw))
         elif name == "_total":
-            if raw not in TOTAL_MODES:
-                raise Invalid(f"_total takes one of {', '.join(TOTAL_MODES)}", expression=name)
-            plan.total = raw
+            plan.total = one_of(name, raw, TOTAL_MODES)
             plan.kept.append((name, raw))
 
     def _sort(self, rtype: str, raw: str) -> list[SortKey]:
@@ -314,6 +310,18 @@ def split_values(raw: str, separator: str = ",") -> list[str]:
             current += ch
     values.append(current + ("\\" if escaped else ""))
     return values
+
+
+def one_of(name: str, raw: str, modes: tuple[str, ...]) -> str:
+    """``raw`` if it is one of ``modes``, else a 400 naming them."""
+    if raw not in modes:
+        raise Invalid(f"{name} takes one of {', '.join(modes)}", expression=name)
+    return raw
+
+
+def element_names(raw: str) -> tuple[str, ...]:
+    """The names of an ``_elements`` value."""
+    return tuple(e.strip() for e in raw.split(",") if e.strip())
 
 
 def _integer(name: str, raw: str, minimum: int) -> int:

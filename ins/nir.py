@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 
+from ins.errors import NirError
+
 _SHAPE = re.compile(r"[12378][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2[AB]|[0-9]{2})[0-9]{3}[0-9]{3}[0-9]{2}")
-
-
-class NirError(ValueError):
-    """A matricule that is not a well-formed NIR/NIA."""
 
 
 def _numeric(first13: str) -> int:

@@ -8,7 +8,11 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-__all__ = ["definitions"]
+__all__ = ["CANONICAL", "definitions"]
+
+# The canonical base of the DUI's own conformance resources (StructureDefinitions, CodeSystems,
+# OperationDefinitions): ``{CANONICAL}/StructureDefinition/<id>``.
+CANONICAL = "https://dui.example.org/fhir"
 
 
 def definitions() -> list[dict[str, Any]]:

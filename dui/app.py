@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alembic.runtime.migration import MigrationContext
 from flask import Flask, Response, jsonify
 
@@ -9,16 +11,19 @@ from dui import __version__, logs, migrations
 from dui.clock import Clock, utc_now
 from dui.services import Services
 from dui.settings import Settings
+from ins.insi.client import InsiClient
 
 
-def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flask:
-    """Build the app. Tests pass ``Settings(...)``; otherwise the environment is read once, here."""
+def create_app(settings: Settings | None = None, clock: Clock = utc_now,
+               insi: Callable[[], InsiClient] | None = None) -> Flask:
+    """Build the app. Tests pass ``Settings(...)`` (and may pass an INSi client); otherwise the environment
+    is read once, here."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_json)
     app = Flask("dui")
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["dui"] = Services.build(settings, clock)
+    app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
     from dui.web import context, errors, fhir

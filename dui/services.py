@@ -6,9 +6,13 @@ asks it for a FHIR context bound to its own session.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,12 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from dui.auth.actor import Actor
 from dui.clock import Clock, utc_now
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
-from dui.fhir.interactions.base import FhirContext
+from dui.errors import Unavailable
+from dui.fhir.interactions.base import FhirContext, Operation, WriteRule
+from dui.fhir.repository import FhirRepository
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
+from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings
+from ins.insi.client import InsiClient
+
+
+class SimulatorWarning(UserWarning):
+    """A development stand-in for a national service is in use."""
 
 
 @dataclass
@@ -33,9 +45,20 @@ class Services:
     indexer: Indexer
     validator: Validator
     clock: Clock = field(default=utc_now)
+    insi_factory: Callable[[], InsiClient] | None = None
+    write_rules: Mapping[str, WriteRule] = field(default_factory=lambda: {"Patient": rules.prepare_patient})
+    operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
+    _insi: InsiClient | None = None
+    _simulator: Any = None
+    _insi_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.operations = fhir_operations.build(self.insi)
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock = utc_now) -> Services:
+    def build(cls, settings: Settings, clock: Clock = utc_now,
+              insi: Callable[[], InsiClient] | None = None) -> Services:
+        """``insi`` replaces the INSi client the settings describe (tests pass the in-memory twin)."""
         engine = make_engine(settings.database_url, settings.statement_timeout, hide_parameters=True)
         registry = SearchParameterRegistry()
         return cls(
@@ -46,14 +69,48 @@ class Services:
             indexer=Indexer(registry, settings.fhir_base, settings.timezone),
             validator=Validator(),
             clock=clock,
+            insi_factory=insi,
         )
+
+    def insi(self) -> InsiClient:
+        """The INSi client, built on first use: the configured service, or the local simulator in ``dev``."""
+        with self._insi_lock:
+            if self._insi is None:
+                self._insi = self.insi_factory() if self.insi_factory else self._configured_insi()
+            return self._insi
+
+    def _configured_insi(self) -> InsiClient:
+        from ins.insi.soap import SoapInsiClient
+
+        conf = self.settings.insi
+        if conf.url and conf.cert and conf.key and conf.ca:
+            return SoapInsiClient(conf.url, conf.cert, conf.key, conf.ca, timeout=conf.timeout,
+                                  allow_simulator=not self.settings.is_prod)
+        if self.settings.is_prod:
+            raise Unavailable("INSi is not configured: set DUI_INSI_URL, DUI_INSI_CERT, DUI_INSI_KEY and DUI_INSI_CA")
+        from ins.insi.pki import make_pki
+        from ins.insi.simulator import InsiSimulator
+
+        warnings.warn("DUI_INSI_URL is not set: INSi calls go to the local INSi simulator (development only)",
+                      SimulatorWarning, stacklevel=2)
+        pki = make_pki(Path(conf.simulator_dir))
+        self._simulator = InsiSimulator(pki=pki)
+        self._simulator.start()
+        return SoapInsiClient(self._simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
+                              timeout=conf.timeout)
 
     def repository(self, session: Session) -> SqlFhirRepository:
         return SqlFhirRepository(session, self.indexer, self.clock)
 
     def fhir_context(self, session: Session, actor: Actor) -> FhirContext:
+        """The context of one unit of work; an actor outside the establishment sees through the sharing gate."""
+        store = self.repository(session)
+        repo: FhirRepository = sharing.GatedRepository(store) if sharing.is_external(actor) else store
         return FhirContext(
-            repo=self.repository(session),
+            repo=repo,
+            store=store,
+            write_rules=self.write_rules,
+            operations=self.operations,
             registry=self.registry,
             validator=self.validator,
             settings=self.settings,
@@ -83,4 +140,6 @@ class Services:
             session.close()
 
     def dispose(self) -> None:
+        if self._simulator is not None:
+            self._simulator.stop()
         self.engine.dispose()

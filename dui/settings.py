@@ -31,6 +31,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class InsiSettings:
+    """The INSi téléservice: endpoint and structure certificate (mutual TLS). No URL: in ``dev``, the local
+    simulator (started on first use, certificates under ``simulator_dir``); in ``prod``, INSi calls are refused."""
+
+    url: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    timeout: float = 10.0
+    simulator_dir: str = "var/insi-simulator"
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -40,6 +53,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
+    insi: InsiSettings = field(default_factory=InsiSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -74,6 +88,12 @@ class Settings:
         base_url = env.get("DUI_BASE_URL", defaults.base_url)
         if not base_url.startswith(("http://", "https://")):
             raise SettingsError(f"DUI_BASE_URL must be an http(s) URL, not {base_url!r}")
+        insi = InsiSettings(
+            url=env.get("DUI_INSI_URL") or None, cert=env.get("DUI_INSI_CERT") or None,
+            key=env.get("DUI_INSI_KEY") or None, ca=env.get("DUI_INSI_CA") or None,
+            timeout=float(_int(env, "DUI_INSI_TIMEOUT", int(defaults.insi.timeout), minimum=1)),
+            simulator_dir=env.get("DUI_INSI_SIMULATOR_DIR", defaults.insi.simulator_dir),
+        )
         settings = cls(
             env=name,
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
@@ -83,6 +103,7 @@ class Settings:
             log_level=env.get("DUI_LOG_LEVEL", defaults.log_level).upper(),
             log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
             limits=limits,
+            insi=insi,
         )
         settings.check()
         return settings
@@ -91,6 +112,15 @@ class Settings:
         """Refuse configurations that are unsafe for the chosen environment."""
         if self.is_prod and not self.base_url.startswith("https://"):
             raise SettingsError("DUI_ENV=prod requires an https DUI_BASE_URL")
+        insi = self.insi
+        if insi.url is not None:
+            if not insi.url.startswith("https://"):
+                raise SettingsError("DUI_INSI_URL must be an https URL (INSi is reached over mutual TLS)")
+            missing = [name for name, value in (("DUI_INSI_CERT", insi.cert), ("DUI_INSI_KEY", insi.key),
+                                                ("DUI_INSI_CA", insi.ca)) if not value]
+            if missing:
+                raise SettingsError(f"DUI_INSI_URL needs {', '.join(missing)} (the structure certificate, its key "
+                                    "and the CA that signs INSi's server certificate)")
 
 
 def _timezone(name: str) -> str:

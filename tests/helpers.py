@@ -8,7 +8,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from ins import InsKind
+from ins import InsKind, ins_kind
 
 FHIR_JSON = "application/fhir+json"
 INS_TYPE_SYSTEM = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
@@ -76,8 +76,15 @@ def ins_identifier(value: str, kind: InsKind = InsKind.TEST) -> dict[str, Any]:
 
 
 def patient(family: str = "Lefèvre", given: str = "Hélène", **extra: Any) -> dict[str, Any]:
+    """A Patient; when it carries an INS, its sex and birth month agree with the matricule (INS rules)."""
     resource = {"resourceType": "Patient", "name": [{"use": "official", "family": family, "given": [given]}],
                 "gender": "female", "birthDate": "1932-04-05"}
+    for ident in extra.get("identifier") or []:
+        codings = [(c.get("system"), c.get("code")) for c in ident.get("type", {}).get("coding", [])]
+        if ins_kind(ident.get("system"), codings) is not None:
+            value = ident["value"]
+            resource["gender"] = "male" if value[0] in "17" else "female"
+            resource["birthDate"] = f"19{value[1:3]}-{value[3:5]}-05"
     resource.update(extra)
     return resource
 

@@ -115,6 +115,9 @@ class FhirRepository(Protocol):
                    options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
         """One page of ``Patient/$everything`` and the cursor of the next (None on the last)."""
 
+    def referrers(self, rtype: str, rid: str) -> list[int]:
+        """Row ids of current resources whose indexed references point at ``rtype/rid`` (merges)."""
+
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         """Row ids reached from ``rids`` by one ``_include`` / ``_revinclude`` step."""
 

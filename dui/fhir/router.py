@@ -6,7 +6,7 @@ generated from them (``dui.fhir.interactions.capability``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dui.errors import MethodNotAllowed, NotFound
@@ -23,7 +23,7 @@ from dui.fhir.interactions import (
     transaction,
     update,
 )
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id
 
 Handler = Callable[..., FhirResponse]
 
@@ -48,10 +48,10 @@ INSTANCE_HISTORY = ("history-instance", history.history_instance)
 TYPE_HISTORY = ("history-type", history.history_type)
 VREAD = ("vread", read.vread)
 SYSTEM = ("transaction", "batch", "history-system")
-# (resource type, operation) -> (canonical OperationDefinition, methods, instance-level handler)
-OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], Handler]] = {
-    ("Patient", "$everything"): ("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
-                                 everything.everything),
+# (resource type, operation) -> the operation; use-case packages add theirs through ``FhirContext.operations``
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("Patient", "$everything"): Operation("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
+                                          "instance", everything.everything),
 }
 
 
@@ -105,12 +105,16 @@ def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
 
 def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[str]) -> FhirResponse:
     name = next(s for s in segments if s.startswith("$"))
-    if len(segments) == 3 and segments[2] == name:  # instance level: Type/id/$op
+    if len(segments) in (2, 3) and segments[-1] == name:  # Type/$op or Type/id/$op
         rtype = _resource_type(segments[0])
-        found = OPERATIONS.get((rtype, name))
-        if found is not None:
-            _allow(method, found[1], f"{rtype}/{{id}}/{name}")
-            return found[2](ctx, req, rtype, segments[1])
+        found = OPERATIONS.get((rtype, name)) or ctx.operations.get((rtype, name))
+        level = "type" if len(segments) == 2 else "instance"
+        if found is not None and found.level == level:
+            where = f"{rtype}/{name}" if level == "type" else f"{rtype}/{{id}}/{name}"
+            _allow(method, found.methods, where)
+            if level == "type":
+                return found.handler(ctx, req, rtype)
+            return found.handler(ctx, req, rtype, check_id(segments[1]))
     raise NotFound(f"Operation {name} is not supported at /{req.path} by this server", code="not-supported")
 
 
@@ -134,12 +138,12 @@ def _not_allowed(method: str, where: str, allowed: tuple[str, ...], hint: str = 
     return MethodNotAllowed(message + (f" ({hint})" if hint else ""), headers={"Allow": ", ".join(allowed)})
 
 
-def describe() -> dict[str, Any]:
-    """The routing tables, for the CapabilityStatement."""
+def describe(extra: Mapping[tuple[str, str], Operation] | None = None) -> dict[str, Any]:
+    """The routing tables, for the CapabilityStatement (``extra``: the operations of use-case packages)."""
     return {
         "instance": [code for code, _ in INSTANCE.values()],
         "type": sorted({code for code, _ in TYPE.values()}),
         "history": [INSTANCE_HISTORY[0], TYPE_HISTORY[0], VREAD[0]],
         "system": list(SYSTEM),
-        "operations": {key: value[0] for key, value in OPERATIONS.items()},
+        "operations": {key: value.canonical for key, value in {**OPERATIONS, **(extra or {})}.items()},
     }

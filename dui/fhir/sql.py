@@ -37,7 +37,14 @@ from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.plan import Include, Leaf, SearchPlan, split_values
 from dui.fhir.search.where import Criteria
-from dui.fhir.tables import INDEX_TABLES, resource, resource_version, search_token, unique_identifier
+from dui.fhir.tables import (
+    INDEX_TABLES,
+    resource,
+    resource_version,
+    search_reference,
+    search_token,
+    unique_identifier,
+)
 
 _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
                     resource.c.last_updated, resource.c.deleted)
@@ -221,6 +228,14 @@ class SqlFhirRepository:
             stmt = includes.reverse(include, chunk) if include.reverse else includes.forward(include, chunk)
             found.extend(int(r) for r in self.session.execute(stmt).scalars())
         return found
+
+    def referrers(self, rtype: str, rid: str) -> list[int]:
+        """Row ids of the current resources whose indexed references point at ``rtype/rid``, in order."""
+        self.flush()
+        stmt = (select(search_reference.c.rid).distinct()
+                .where(search_reference.c.target_type == rtype, search_reference.c.target_id == rid)
+                .order_by(search_reference.c.rid))
+        return [int(r) for r in self.session.execute(stmt).scalars()]
 
     def _versions(self) -> Select[Any]:
         return _versions()

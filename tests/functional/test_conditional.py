@@ -94,7 +94,7 @@ def test_ins_is_unique_in_the_store(client: FhirClient) -> None:
 
 def test_ins_uniqueness_holds_on_update_too(client: FhirClient) -> None:
     client.create(patient(identifier=[ins_identifier(INS)]))
-    other = client.create(patient(family="Autre"))
+    other = client.create(patient(family="Autre", birthDate="1979-03-05"))
     response = client.put(f"Patient/{other['id']}", dict(other, identifier=[ins_identifier(INS)]))
     assert response.status_code == 409
     assert client.get(f"Patient/{other['id']}").headers["ETag"] == 'W/"1"'
@@ -113,7 +113,7 @@ def test_each_ins_kind_is_unique_and_nss_is_not(client: FhirClient) -> None:
 
 
 def test_nia_system_alone_marks_an_ins(client: FhirClient) -> None:
-    untyped = {"system": InsKind.NIA.system, "value": "785057512345673"}
+    untyped = {"system": InsKind.NIA.system, "value": "785057512345664"}
     assert client.post("Patient", patient(identifier=[untyped])).status_code == 201
     assert client.post("Patient", patient(identifier=[untyped])).status_code == 409
 

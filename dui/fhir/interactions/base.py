@@ -7,8 +7,9 @@ and go through the same router (``dui.fhir.router``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from email.utils import format_datetime
 from functools import cached_property
 from typing import Any
@@ -20,7 +21,7 @@ from dui.clock import Clock
 from dui.errors import Invalid, PreconditionFailed, UnsupportedMediaType
 from dui.fhir import jsontext
 from dui.fhir.outcomes import information
-from dui.fhir.repository import FhirRepository, ResourceVersion
+from dui.fhir.repository import Current, FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import parse_search
 from dui.fhir.validation import Validator
@@ -72,9 +73,28 @@ class FhirResponse:
     version: ResourceVersion | None = None  # the version written or read, for bundle responses
 
 
+# A rule every write of a resource type must pass: (resource, loader of the stored version, actor, today)
+# -> the resource to store, or a ``DuiError``. Use-case packages provide them at wiring time.
+WriteRule = Callable[[dict[str, Any], Callable[[], "dict[str, Any] | None"], Actor, date], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A FHIR operation served at ``Type/$name`` ("type") or ``Type/{id}/$name`` ("instance")."""
+
+    canonical: str  # its OperationDefinition
+    methods: tuple[str, ...]
+    level: str
+    handler: Callable[..., FhirResponse]  # (ctx, req, rtype) or (ctx, req, rtype, rid)
+
+
 @dataclass(frozen=True)
 class FhirContext:
-    """Everything an interaction needs, passed explicitly."""
+    """Everything an interaction needs, passed explicitly.
+
+    ``repo`` is what the actor may see (``Services`` may wrap the store in the sharing gate); ``store``
+    is the repository itself, for the server's own reads before a write.
+    """
 
     repo: FhirRepository
     registry: SearchParameterRegistry
@@ -82,10 +102,31 @@ class FhirContext:
     settings: Settings
     actor: Actor
     clock: Clock
+    store: FhirRepository | None = None
+    write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
+    operations: Mapping[tuple[str, str], Operation] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
         return self.settings.fhir_base
+
+    @property
+    def internal(self) -> FhirRepository:
+        return self.store if self.store is not None else self.repo
+
+    def prepare(self, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
+        """The resource to store after the write rules of its type (which may refuse it)."""
+        rule = self.write_rules.get(rtype)
+        if rule is None:
+            return resource
+
+        def previous() -> dict[str, Any] | None:
+            if current is None or current.deleted:
+                return None
+            stored = self.internal.read(rtype, current.id)
+            return stored.resource() if stored is not None and stored.body is not None else None
+
+        return rule(resource, previous, self.actor, self.clock().astimezone(self.tz).date())
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -6,30 +6,32 @@ server does, and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from dui import __version__
 from dui.fhir import jsontext
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import MODIFIERS
 
-_cache: dict[tuple[str, int], bytes] = {}
+_cache: dict[tuple[str, int, int], bytes] = {}
 
 
 def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    key = (ctx.base, id(ctx.registry))
+    key = (ctx.base, id(ctx.registry), id(ctx.operations))
     body = _cache.get(key)
     if body is None:
-        body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry))
+        body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry, ctx.operations))
     return FhirResponse(200, body)
 
 
-def capability_statement(base: str, registry: SearchParameterRegistry) -> dict[str, Any]:
+def capability_statement(base: str, registry: SearchParameterRegistry,
+                         operations: Mapping[tuple[str, str], Operation] | None = None) -> dict[str, Any]:
     from dui.fhir import router  # the router imports this module
 
-    tables = router.describe()
+    tables = router.describe(operations)
     interactions = [*tables["instance"], *tables["type"], *tables["history"]]
     order = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
              "search-type"]

@@ -29,6 +29,7 @@ def create(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
     criteria = req.header("if-none-exist")
     if criteria:
         return _conditional(ctx, req, rtype, content, criteria)
+    content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id)
     return respond(ctx, req, version, 201, location=True)
 
@@ -44,6 +45,7 @@ def _conditional(ctx: FhirContext, req: FhirRequest, rtype: str, content: dict[s
     if matches:
         existing = ctx.repo.fetch(matches)[0]
         return respond(ctx, req, existing, 200, location=True)
+    content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id)
     if version.rid not in matching_rids(ctx, rtype, pairs, limit=1000):
         # A resource that does not match its own criteria would let the next identical request

@@ -44,6 +44,7 @@ def patch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespo
     if issues:
         raise Unprocessable(f"The patched {rtype} would not be valid FHIR R4 ({len(issues)} problems)",
                             issues=issues, code="processing")
+    patched = ctx.prepare(rtype, patched, current)
     version = ctx.repo.update(current, rtype, rid, patched, method="PATCH")
     return respond(ctx, req, version, 200)
 

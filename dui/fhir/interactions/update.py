@@ -58,6 +58,7 @@ def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRe
     if body_id is not None:
         check_id(body_id)
         return _store(ctx, req, rtype, body_id, content)
+    content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id, method="PUT")
     return respond(ctx, req, version, 201, location=True)
 
@@ -65,6 +66,7 @@ def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRe
 def _store(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, content: dict[str, Any]) -> FhirResponse:
     current = ctx.repo.current(rtype, rid, for_update=True)
     check_if_match(req, current.version if current else None)
+    content = ctx.prepare(rtype, content, current)
     if current is not None and not current.deleted:
         unchanged = _unchanged(ctx, current, content)
         if unchanged is not None:
@@ -75,7 +77,7 @@ def _store(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, content: di
 
 
 def _unchanged(ctx: FhirContext, current: Current, content: dict[str, Any]) -> Any:
-    stored = ctx.repo.read(current.type, current.id)
+    stored = ctx.internal.read(current.type, current.id)
     if stored is None or stored.body is None:
         return None
     before = stored.resource()
@@ -84,4 +86,4 @@ def _unchanged(ctx: FhirContext, current: Current, content: dict[str, Any]) -> A
     meta["lastUpdated"] = before["meta"]["lastUpdated"]
     after = {"resourceType": current.type, "id": current.id, "meta": meta}
     after.update((k, v) for k, v in content.items() if k not in after)
-    return stored if jsontext.dump(after) == stored.body else None
+    return ctx.repo.read(current.type, current.id) if jsontext.dump(after) == stored.body else None

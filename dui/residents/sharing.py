@@ -1,0 +1,120 @@
+"""The one gate for sharing: the matricule INS leaves the system only when the identity is qualified.
+
+Every adapter that sends resident data out goes through this module: the FHIR API for actors outside
+the establishment (``GatedRepository``, installed by ``Services.fhir_context``), and the document,
+DMP, MSSanté and export adapters (``shareable_patient``, ``require_shareable_ins``). A non-qualified
+identity goes out with its traits and without any INS identifier (RNIV; FR Core fr-core-1).
+
+Until staff authentication exists, every HTTP actor counts as outside the establishment.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from dui.auth.actor import Actor
+from dui.errors import Unprocessable
+from dui.fhir import jsontext
+from dui.fhir.repository import FhirRepository, HistoryPage, ResourceVersion
+from dui.residents import mapping
+from ins.status import IdentityStatus
+
+# Every INS OID starts with this (NIR, NIA, TEST, DEMO): a Patient body without it has no INS.
+_INS_OID_PREFIX = b"1.2.250.1.213.1.4."
+INTERNAL_ACTORS = frozenset({"cli", "system", "staff"})
+
+
+def is_external(actor: Actor) -> bool:
+    """True for actors outside the establishment's care team (partners, anonymous callers)."""
+    return actor.kind not in INTERNAL_ACTORS
+
+
+def may_share_ins(patient: dict[str, Any]) -> bool:
+    return mapping.status_of(patient).may_share_ins
+
+
+def shareable_patient(patient: dict[str, Any]) -> dict[str, Any]:
+    """The Patient as it may leave the system: without INS identifiers unless the identity is qualified."""
+    if may_share_ins(patient) or not mapping.ins_identifiers(patient):
+        return patient
+    drop = {i.index for i in mapping.ins_identifiers(patient)}
+    out = copy.deepcopy(patient)
+    out["identifier"] = [ident for n, ident in enumerate(patient.get("identifier") or []) if n not in drop]
+    if not out["identifier"]:
+        del out["identifier"]
+    return out
+
+
+def require_shareable_ins(patient: dict[str, Any]) -> mapping.InsIdentifierAt:
+    """The INS to reference a shared document with (DMP, MSSanté); 422 when the identity is not qualified."""
+    status = mapping.status_of(patient)
+    ins = mapping.active_ins(patient)
+    if status is not IdentityStatus.QUAL or ins is None:
+        raise Unprocessable(f"The resident's identity is {status.label.lower()}: the INS may be shared only once "
+                            "the identity is qualified (INSi result and high-trust identity document)",
+                            code="business-rule", expression="Patient.identifier")
+    return ins
+
+
+def restore_withheld(incoming: dict[str, Any], stored: dict[str, Any], actor: Actor) -> dict[str, Any]:
+    """Put back the INS identifiers the gate withheld from ``actor``: what it could not see, it cannot remove."""
+    if not is_external(actor) or may_share_ins(stored) or mapping.ins_identifiers(incoming):
+        return incoming
+    withheld = [ident for ident in stored.get("identifier") or []
+                if isinstance(ident, dict) and ident in _ins_identifier_values(stored)]
+    if not withheld:
+        return incoming
+    out = copy.deepcopy(incoming)
+    out["identifier"] = [*withheld, *(incoming.get("identifier") or [])]
+    return out
+
+
+def _ins_identifier_values(patient: dict[str, Any]) -> list[dict[str, Any]]:
+    identifiers = patient.get("identifier") or []
+    return [identifiers[i.index] for i in mapping.ins_identifiers(patient)]
+
+
+def gate_version(version: ResourceVersion) -> ResourceVersion:
+    """``version`` as it may go out: a Patient's INS removed unless its identity is qualified."""
+    if version.type != "Patient" or version.body is None or _INS_OID_PREFIX not in version.body:
+        return version
+    patient = version.resource()
+    shared = shareable_patient(patient)
+    return version if shared is patient else replace(version, body=jsontext.dump(shared))
+
+
+class GatedRepository:
+    """A ``FhirRepository`` whose every returned Patient has passed the sharing gate."""
+
+    def __init__(self, inner: FhirRepository) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self, rtype: str, rid: str) -> ResourceVersion | None:
+        found = self.inner.read(rtype, rid)
+        return None if found is None else gate_version(found)
+
+    def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
+        found = self.inner.vread(rtype, rid, version)
+        return None if found is None else gate_version(found)
+
+    def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
+        return [gate_version(v) for v in self.inner.fetch(rids)]
+
+    def history(self, **kwargs: Any) -> HistoryPage:
+        page = self.inner.history(**kwargs)
+        return replace(page, versions=[gate_version(v) for v in page.versions])
+
+    def create(self, rtype: str, resource: dict[str, Any], **kwargs: Any) -> ResourceVersion:
+        return gate_version(self.inner.create(rtype, resource, **kwargs))
+
+    def update(self, *args: Any, **kwargs: Any) -> ResourceVersion:
+        return gate_version(self.inner.update(*args, **kwargs))
+
+    def delete(self, *args: Any, **kwargs: Any) -> ResourceVersion:
+        return gate_version(self.inner.delete(*args, **kwargs))

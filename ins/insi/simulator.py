@@ -256,9 +256,6 @@ class InsiSimulator:
         return answer_vitale(self.identities, fields)
 
     def _serve(self, handler: _Handler) -> None:
-        if handler.path != PATH:
-            handler.send(404, b"not found: the INSi simulator answers POST " + PATH.encode(), "text/plain")
-            return
         try:
             length = int(handler.headers.get("Content-Length", ""))
         except ValueError:
@@ -268,6 +265,9 @@ class InsiSimulator:
             reply = _Reply(413, fault_envelope("Sender", f"the request is larger than {MAX_REQUEST_BYTES} bytes"))
         else:
             data = handler.rfile.read(length)
+            if handler.path != PATH:
+                handler.send(404, b"not found: the INSi simulator answers POST " + PATH.encode(), "text/plain")
+                return
             self.received.append(data)
             reply = self.reply(handler.headers.get("Content-Type", ""), data)
         wait = self.delay + (self.slow_seconds if reply.slow else 0.0)
@@ -317,18 +317,37 @@ class _Server(ThreadingHTTPServer):
         """TLS handshake in the request's own thread, so a bad client never blocks the others."""
         request.settimeout(_IO_TIMEOUT)
         try:
-            tls = self.simulator._tls.wrap_socket(request, server_side=True)
+            tls = self.simulator._tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
         except (OSError, ValueError):
-            return  # refused: no certificate, an unknown CA, not TLS at all
+            return
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError):  # refused: no certificate, an unknown CA, not TLS at all
+            _close_gracefully(tls)
+            return
         try:
             _Handler(tls, client_address, self)
         except (OSError, ValueError):
             pass  # the client went away (for example after its own timeout)
         finally:
-            tls.close()
+            _close_gracefully(tls)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet: a broken connection is the client's business."""
+
+
+def _close_gracefully(tls: ssl.SSLSocket) -> None:
+    """Close so that the client reads what was sent (a TLS alert, an early answer) rather than a reset:
+    send FIN, then read what the client had already sent (closing with unread data sends an RST)."""
+    try:
+        tls.shutdown(socket.SHUT_WR)  # drops the TLS layer: the reads below are plain TCP
+        tls.settimeout(0.5)
+        while tls.recv(65536):
+            pass
+    except (OSError, ValueError):
+        pass
+    finally:
+        tls.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

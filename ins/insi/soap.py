@@ -101,7 +101,8 @@ class SoapInsiClient:
 
     ``cert_file``/``key_file``: the structure's client certificate and key (PEM). Empty strings
     present no certificate, which INSi refuses: only useful to test that refusal. ``ca_file``: the
-    trust anchors for the INSi server certificate (empty: the system's).
+    trust anchors for the INSi server certificate (empty: the system's). ``timeout`` bounds the
+    connection and each read (not the whole exchange).
     """
 
     def __init__(self, url: str, cert_file: str, key_file: str, ca_file: str, *, timeout: float = 10.0,
@@ -175,7 +176,7 @@ class SoapInsiClient:
     def _call(self, action: str, request: etree._Element) -> InsiResult:
         message_id = f"{MESSAGE_ID_PREFIX}{uuid.uuid4()}"
         status, simulator_header, data = self._post(action, self.envelope(action, message_id, request))
-        return self._read(status, simulator_header, data, message_id)
+        return read_answer(status, simulator_header, data, message_id, allow_simulator=self._allow_simulator)
 
     def _post(self, action: str, envelope: bytes) -> tuple[int, bool, bytes]:
         headers = {
@@ -195,6 +196,8 @@ class SoapInsiClient:
         except ssl.SSLCertVerificationError as exc:
             raise InsiUnavailable(
                 f"TLS handshake with INSi failed: certificate verify failed ({exc.verify_message})") from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            raise InsiUnavailable("TLS session with INSi closed by the server (client certificate refused?)") from None
         except ssl.SSLError as exc:
             raise InsiUnavailable(f"TLS handshake with INSi failed: {_ssl_reason(exc)}") from None
         except ConnectionRefusedError:
@@ -211,43 +214,46 @@ class SoapInsiClient:
         finally:
             connection.close()
 
-    def _read(self, status: int, simulator_header: bool, data: bytes, message_id: str) -> InsiResult:
-        if simulator_header and not self._allow_simulator:
-            raise InsiError(SIMULATOR_REFUSED)
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise InsiProtocolError(f"INSi's answer is larger than {MAX_RESPONSE_BYTES} bytes")
-        try:
-            root = parse_xml(data)
-        except XmlRefused as exc:
-            if status >= 500:
-                raise InsiUnavailable(f"INSi answered HTTP {status}") from None
-            raise InsiProtocolError(f"INSi's answer (HTTP {status}) is refused: {exc}") from None
-        if root.tag != q(NS_SOAP, "Envelope"):
-            if status >= 500:
-                raise InsiUnavailable(f"INSi answered HTTP {status}")
-            raise InsiProtocolError(f"INSi's answer (HTTP {status}) is not a SOAP 1.2 envelope")
-        header, body = root.find(q(NS_SOAP, "Header")), root.find(q(NS_SOAP, "Body"))
-        simulated = simulator_header or (header is not None and header.find(q(NS_SIMULATOR, SIMULATOR_MARKER))
-                                         is not None)
-        if simulated and not self._allow_simulator:
-            raise InsiError(SIMULATOR_REFUSED)
-        if body is None:
-            raise InsiProtocolError("INSi's answer has no SOAP Body")
-        fault = body.find(q(NS_SOAP, "Fault"))
-        if fault is not None:
-            raise read_fault(fault)
+
+def read_answer(status: int, simulator_header: bool, data: bytes, message_id: str, *,
+                allow_simulator: bool) -> InsiResult:
+    """The result of one INSi HTTP answer (``status``, whether it had the simulator header, its body)."""
+    if simulator_header and not allow_simulator:
+        raise InsiError(SIMULATOR_REFUSED)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise InsiProtocolError(f"INSi's answer is larger than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        root = parse_xml(data)
+    except XmlRefused as exc:
+        if status >= 500:
+            raise InsiUnavailable(f"INSi answered HTTP {status}") from None
+        raise InsiProtocolError(f"INSi's answer (HTTP {status}) is refused: {exc}") from None
+    if root.tag != q(NS_SOAP, "Envelope"):
         if status >= 500:
             raise InsiUnavailable(f"INSi answered HTTP {status}")
-        if status != 200:
-            raise InsiProtocolError(f"INSi answered HTTP {status} without a SOAP fault")
-        relates_to = header.find(q(NS_WSA, "RelatesTo")) if header is not None else None
-        if relates_to is not None and (relates_to.text or "").strip() != message_id:
-            raise InsiProtocolError("INSi's answer relates to another message (wsa:RelatesTo)")
-        result = body.find(q(NS_RESULTAT, RESULT))
-        if result is None:
-            raise InsiProtocolError(f"INSi's answer has no {RESULT} in its Body")
-        code, identity = read_result(result)
-        return InsiResult(code, identity, simulated)
+        raise InsiProtocolError(f"INSi's answer (HTTP {status}) is not a SOAP 1.2 envelope")
+    header, body = root.find(q(NS_SOAP, "Header")), root.find(q(NS_SOAP, "Body"))
+    simulated = simulator_header or (header is not None and header.find(q(NS_SIMULATOR, SIMULATOR_MARKER))
+                                     is not None)
+    if simulated and not allow_simulator:
+        raise InsiError(SIMULATOR_REFUSED)
+    if body is None:
+        raise InsiProtocolError("INSi's answer has no SOAP Body")
+    fault = body.find(q(NS_SOAP, "Fault"))
+    if fault is not None:
+        raise read_fault(fault)
+    if status >= 500:
+        raise InsiUnavailable(f"INSi answered HTTP {status}")
+    if status != 200:
+        raise InsiProtocolError(f"INSi answered HTTP {status} without a SOAP fault")
+    relates_to = header.find(q(NS_WSA, "RelatesTo")) if header is not None else None
+    if relates_to is not None and (relates_to.text or "").strip() != message_id:
+        raise InsiProtocolError("INSi's answer relates to another message (wsa:RelatesTo)")
+    result = body.find(f".//{q(NS_RESULTAT, RESULT)}")  # directly in the Body in every public sample
+    if result is None:
+        raise InsiProtocolError(f"INSi's answer has no {RESULT} in its Body")
+    code, identity = read_result(result)
+    return InsiResult(code, identity, simulated)
 
 
 def _tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
@@ -268,4 +274,6 @@ def _tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
     reason = exc.reason if isinstance(exc.reason, str) else None
-    return reason.lower().replace("_", " ") if reason else re.sub(r"\s+", " ", str(exc)).strip()
+    if reason:
+        return reason.lower().replace("_", " ")
+    return re.sub(r"\s+", " ", re.sub(r"\(_ssl\.c:[0-9]+\)", "", str(exc))).strip()

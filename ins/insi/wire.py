@@ -15,8 +15,11 @@ is kept in the single block of constants below so that it is easy to correct. Po
 - the carte Vitale matricules as ``NumIdentifiant`` (13 characters) + ``Cle`` (2), as in the JAXB
   ``Matricule`` type of ``INSiRecSans``; that ``INSiRecVit`` uses the same type is inferred;
 - the field rules: the nom/prénom pattern ``^[A-Z][A-Z\\-' ]*$`` is what public clients enforce, not
-  what INSi documents; the date is ``YYYY-MM-DD`` with "lunar" dates (month or day ``00``) allowed
-  because the schema type is named ``DateLunaire``;
+  what INSi documents (one Java client forbids the space in a prénom; we allow it); the date is
+  ``YYYY-MM-DD`` with "lunar" dates (month or day ``00``) allowed because the schema type is named
+  ``DateLunaire``;
+- the answer: ``RESULTAT`` directly in the Body, ``ListePrenom`` holding the birth given names
+  separated by spaces, ``INSHISTO`` for former matricules;
 - the fault detail ``siram:Erreur`` (``code``, ``severite``) and the subcode values.
 """
 

@@ -23,7 +23,7 @@ from dui import migrations
 from dui.app import create_app
 from dui.db import make_engine, normalize_url
 from dui.fhir import tables
-from dui.settings import Limits, Settings
+from dui.settings import InsiSettings, Limits, Settings
 from tests.helpers import FhirClient
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
@@ -75,8 +75,15 @@ def test_settings(database_url: str, **changes: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def app(database_url: str) -> Iterator[Flask]:
-    application = create_app(test_settings(database_url))
+def insi_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the INSi simulator keeps its development certificates during the test session."""
+    return str(tmp_path_factory.mktemp("insi-simulator"))
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, insi_dir: str) -> Iterator[Flask]:
+    """The app; INSi calls go to the local simulator over mutual TLS (DUI_INSI_URL unset in dev)."""
+    application = create_app(test_settings(database_url, insi=InsiSettings(simulator_dir=insi_dir, timeout=3.0)))
     yield application
     application.extensions["dui"].dispose()
 

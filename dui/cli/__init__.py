@@ -29,17 +29,20 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import db, demo, index
+    from dui.cli import db, demo, identity, index
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
     app.cli.add_command(index.reindex)
+    app.cli.add_command(identity.ins)
+    app.cli.add_command(identity.residents)
 
 
 def _register_top_level() -> None:
-    from dui.cli import serve
+    from dui.cli import identity, serve
 
-    cli.add_command(serve.serve)  # needs no app in the parent process: each worker builds its own
+    cli.add_command(serve.serve)
+    cli.add_command(identity.insi_simulator)  # needs no app in the parent process: each worker builds its own
     cli.add_command(routes_command)
     cli.add_command(shell_command)
 

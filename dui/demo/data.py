@@ -15,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dui.demo.identities import Identity, finess, identity, nir_for, rpps
-from ins import FR_CORE_IDENTIFIER_TYPES, InsKind
+from dui.residents import mapping
+from ins import FR_CORE_IDENTIFIER_TYPES, Evidence, IdentityStatus, InsKind
 
 TEST_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST",
             "display": "test health data"}
@@ -229,26 +230,15 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
 
 def _patient(pid: str, person: Identity, org: dict[str, str], index: int, admitted: date,
              rng: random.Random, medco: dict[str, str]) -> dict[str, Any]:
-    qualified = rng.random() < 0.75 or index == 1
-    reliability: list[dict[str, Any]] = [{
-        "url": "identityStatus",
-        "valueCoding": {"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445",
-                        "code": "VALI" if qualified else "PROV",
-                        "display": "Identité validée" if qualified else "Identité provisoire"},
-    }]
-    if qualified:
-        reliability += [
-            {"url": "validationDate", "valueDate": admitted.isoformat()},
-            {"url": "validationMode", "valueCoding": {
-                "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-mode-validation-identity",
-                "code": "CN", "display": "Carte nationale d'identité"}},
-        ]
+    draw = rng.random()
+    status = IdentityStatus.QUAL if draw < 0.65 or index == 1 else (
+        IdentityStatus.RECUP if draw < 0.8 else IdentityStatus.PROV)
     identifiers: list[dict[str, Any]] = [{
         "use": "usual", "type": _type("PI", "http://terminology.hl7.org/CodeSystem/v2-0203"),
         "system": "https://identifiant-medicosocial-localusager.esante.gouv.fr",
         "value": f"3{org['finess']}/{index:06d}",
     }]
-    if qualified:
+    if status.insi:
         identifiers.insert(0, {"use": "official", "type": _type(InsKind.TEST.type_code),
                                "system": InsKind.TEST.system, "value": person.nir})
     names: list[dict[str, Any]] = [{
@@ -267,11 +257,13 @@ def _patient(pid: str, person: Identity, org: dict[str, str], index: int, admitt
         birth_place["country"] = label
     else:
         birth_place["city"] = label
+    evidence = Evidence(document="CN" if status.document else None,
+                        document_date=admitted if status.document else None,
+                        insi_date=admitted if status.insi else None)
     child_given = rng.choice(["Isabelle", "Philippe", "Catherine", "Alain", "Sylvie", "Patrick"])
-    return {
+    return mapping.with_identity({
         "resourceType": "Patient", "id": pid,
         "extension": [
-            {"url": f"{FR_CORE}fr-core-identity-reliability", "extension": reliability},
             {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace", "valueAddress": birth_place},
         ],
         "identifier": identifiers,
@@ -292,7 +284,7 @@ def _patient(pid: str, person: Identity, org: dict[str, str], index: int, admitt
         }],
         "generalPractitioner": [medco],
         "managingOrganization": {"reference": f"Organization/{org['id']}", "display": org["name"]},
-    }
+    }, status, evidence)
 
 
 def _instant(day: date, hour: int, minute: int = 0) -> str:

@@ -22,6 +22,7 @@ from dui.errors import Invalid
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id, parse_body
 from dui.residents import duplicates, merge, operations
 from dui.residents.operations import IdentityOutcome
+from dui.residents.sharing import visible
 from fhir_profiles import CANONICAL
 from ins.insi.client import InsiClient, VitaleQuery
 
@@ -34,11 +35,11 @@ def build(insi: InsiProvider) -> dict[tuple[str, str], Operation]:
     def ins_fetch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
         params = _parameters(ctx, req, ("matriculeIndividu", "matriculeOD", "birthRank"))
         vitale = _vitale(ctx, rid, params) if params else None
-        return _identity_response(operations.fetch_ins(ctx, insi(), rid, vitale))
+        return _identity_response(ctx, operations.fetch_ins(ctx, insi(), rid, vitale))
 
     def ins_verify(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
         _parameters(ctx, req, ())
-        return _identity_response(operations.verify(ctx, insi(), rid))
+        return _identity_response(ctx, operations.verify(ctx, insi(), rid))
 
     def ours(name: str) -> str:
         return f"{CANONICAL}/OperationDefinition/Patient-{name}"
@@ -65,7 +66,7 @@ def identity_check(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> 
         if not isinstance(checked, str) or len(checked) != 10:
             raise Invalid("date is a full date (YYYY-MM-DD)", expression="date")
         when = date.fromisoformat(checked)
-    return _identity_response(operations.check_document(ctx, rid, str(document), when))
+    return _identity_response(ctx, operations.check_document(ctx, rid, str(document), when))
 
 
 def identity_withdraw(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
@@ -74,7 +75,7 @@ def identity_withdraw(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) 
     reason = _value(params, "reason", "valueString")
     if not isinstance(reason, str) or not reason.strip():
         raise Invalid("reason (valueString) is required to withdraw evidence", expression="reason")
-    return _identity_response(operations.withdraw(ctx, rid, str(evidence), reason))
+    return _identity_response(ctx, operations.withdraw(ctx, rid, str(evidence), reason))
 
 
 def match(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
@@ -93,7 +94,7 @@ def merge_patients(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRespon
     params = _parameters(ctx, req, ("source-patient", "target-patient", "preview"))
     source, target = _patient_id(params, "source-patient"), _patient_id(params, "target-patient")
     preview = _value(params, "preview", "valueBoolean") is True
-    return FhirResponse(200, _merge_parameters(merge.merge(ctx, source, target, preview=preview)))
+    return FhirResponse(200, _merge_parameters(ctx, merge.merge(ctx, source, target, preview=preview)))
 
 
 def unmerge_patient(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
@@ -101,7 +102,7 @@ def unmerge_patient(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRespo
     reason = _value(params, "reason", "valueString")
     if not isinstance(reason, str):
         raise Invalid("reason (valueString) is required to undo a merge", expression="reason")
-    return FhirResponse(200, _merge_parameters(merge.unmerge(ctx, _patient_id(params, "source-patient"), reason)))
+    return FhirResponse(200, _merge_parameters(ctx, merge.unmerge(ctx, _patient_id(params, "source-patient"), reason)))
 
 
 # -- Parameters in and out --------------------------------------------------------------------------
@@ -162,26 +163,27 @@ def _vitale(ctx: FhirContext, rid: str, params: dict[str, list[dict[str, Any]]])
     if not isinstance(rank, int) or not 1 <= rank <= 9:
         raise Invalid("birthRank is the rang de naissance read on the carte Vitale (1-9)", expression="birthRank")
     traits = operations.mapping.traits_of(patient)
-    return VitaleQuery(nir_individu=str(_value(params, "matriculeIndividu", "valueString") or ""),
-                       nir_od=str(_value(params, "matriculeOD", "valueString") or ""),
+    individu = str(_value(params, "matriculeIndividu", "valueString") or "")
+    return VitaleQuery(nir_individu=individu,
+                       nir_od=str(_value(params, "matriculeOD", "valueString") or individu),
                        birth_family=traits.birth_family if traits else "",
                        birth_date=traits.birth_date if traits else "", birth_rank=rank)
 
 
-def _identity_response(outcome: IdentityOutcome) -> FhirResponse:
+def _identity_response(ctx: FhirContext, outcome: IdentityOutcome) -> FhirResponse:
     body = {"resourceType": "Parameters", "parameter": [
         {"name": "result", "valueCode": outcome.outcome},
         {"name": "identityStatus", "valueCode": outcome.status.code},
         {"name": "message", "valueString": outcome.message},
-        {"name": "patient", "resource": outcome.patient.resource()},
+        {"name": "patient", "resource": visible(ctx.actor, outcome.patient).resource()},
     ]}
     return FhirResponse(200, body, {"ETag": outcome.patient.etag})
 
 
-def _merge_parameters(outcome: merge.MergeOutcome) -> dict[str, Any]:
+def _merge_parameters(ctx: FhirContext, outcome: merge.MergeOutcome) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [
         {"name": "preview", "valueBoolean": outcome.preview},
-        {"name": "source", "resource": outcome.source.resource()},
-        {"name": "result", "resource": outcome.target.resource()},
+        {"name": "source", "resource": visible(ctx.actor, outcome.source).resource()},
+        {"name": "result", "resource": visible(ctx.actor, outcome.target).resource()},
         *({"name": "moved", "valueReference": {"reference": ref}} for ref in outcome.moved),
     ]}

@@ -18,7 +18,7 @@ from dui.fhir.repository import Current, ResourceVersion
 from dui.fhir.search.plan import parse_search
 from dui.residents import mapping, provenance, rules
 from ins import InsKind, InsTraits
-from ins.errors import InsiError, InsiFault, InsiUnavailable, TransitionError
+from ins.errors import InsiError, InsiFault, InsiUnavailable, TraitError, TransitionError
 from ins.insi.client import InsiClient, InsiIdentity, InsiResult, TraitsQuery, VitaleQuery
 from ins.status import Event, IdentityStatus, apply
 from ins.traits import check_traits, differences
@@ -28,6 +28,11 @@ INSI_MESSAGES = {
           "birth given name, or search with the carte Vitale",
     "02": "INSi found several identities for these traits: add the birth place (COG) and try again",
 }
+
+
+# INSi query fields that are not Patient traits -> the operation parameter they come from
+QUERY_FIELDS = {"given": mapping.TRAIT_PATHS["birth_given_names"], "nir_individu": "matriculeIndividu",
+                "nir_od": "matriculeOD", "birth_rank": "birthRank"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,9 @@ def _call(insi: InsiClient, traits: InsTraits, vitale: VitaleQuery | None, statu
             if result.code != "01":
                 break
         return result
+    except TraitError as exc:
+        raise Unprocessable(str(exc), code="business-rule",
+                            expression=QUERY_FIELDS.get(exc.field, mapping.TRAIT_PATHS.get(exc.field))) from None
     except InsiUnavailable as exc:
         raise Unavailable(f"INSi is unreachable ({exc}); the identity stays {status.label.lower()}: retry later",
                           headers={"Retry-After": "60"}) from None

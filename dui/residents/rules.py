@@ -7,7 +7,9 @@
 - The stated status agrees with its evidence: récupérée and qualifiée need an INS, validée and
   qualifiée a high-trust identity document; FR Core VALI needs an INS (fr-core-1).
 - Once an identity is above provisoire, its status, evidence, INS and traits change only through the
-  identity operations (``dui.residents.operations``), which record each change with its reason.
+  identity operations (``dui.residents.operations``), which record each change with its reason. The
+  administrator at the command line and the system itself (imports, demo data) are trusted with plain
+  writes.
 
 A write that breaks a rule is refused with 422, every problem listed with its FHIRPath location.
 """
@@ -28,6 +30,7 @@ from ins.errors import NirError, TransitionError
 from ins.status import IdentityStatus, check_document
 from ins.traits import TraitProblem, check_coherence, check_traits, differences
 
+TRUSTED_WRITERS = frozenset({"cli", "system"})
 IDENTITY_OPERATIONS = "$ins-fetch, $identity-check, $identity-withdraw or $ins-verify"
 
 
@@ -38,7 +41,7 @@ def prepare_patient(resource: dict[str, Any], previous: Callable[[], dict[str, A
     if stored is not None:
         resource = restore_withheld(resource, stored, actor)
     issues = identity_issues(resource, today)
-    if stored is not None and not issues:
+    if stored is not None and not issues and actor.kind not in TRUSTED_WRITERS:
         issues = _locked(resource, stored)
     if issues:
         count = len(issues)

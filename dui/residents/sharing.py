@@ -86,6 +86,11 @@ def gate_version(version: ResourceVersion) -> ResourceVersion:
     return version if shared is patient else replace(version, body=jsontext.dump(shared))
 
 
+def visible(actor: Actor, version: ResourceVersion) -> ResourceVersion:
+    """``version`` as ``actor`` may see it (for operation outputs built from the store)."""
+    return gate_version(version) if is_external(actor) else version
+
+
 class GatedRepository:
     """A ``FhirRepository`` whose every returned Patient has passed the sharing gate."""
 

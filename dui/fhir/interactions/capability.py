@@ -70,10 +70,10 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             "searchRevInclude": revincludes,
             "searchParam": params,
         })
-        operations = [{"name": name.lstrip("$"), "definition": url}
-                      for (owner, name), url in tables["operations"].items() if owner == rtype]
-        if operations:
-            resources[-1]["operation"] = operations
+        listed = [{"name": name.lstrip("$"), "definition": url}
+                  for (owner, name), url in tables["operations"].items() if owner == rtype]
+        if listed:
+            resources[-1]["operation"] = listed
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -11,6 +11,7 @@ the CNAM.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 from dataclasses import dataclass, fields
@@ -55,11 +56,21 @@ def _paths(directory: Path) -> Pki:
 
 
 def make_pki(directory: Path) -> Pki:
-    """Create the PKI in ``directory``, or reuse the one already there while its certificates are valid."""
+    """Create the PKI in ``directory``, or reuse the one already there while its certificates are valid.
+
+    Safe when several processes start at once (server workers): they take turns on a lock file, and
+    the first one creates what the others then reuse.
+    """
     pki = _paths(directory)
-    if _usable(pki):
-        return pki
     directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _usable(pki):
+            _create(pki)
+    return pki
+
+
+def _create(pki: Pki) -> None:
     ca_key, ca_cert = _ca("DUI EHPAD - AC de test INSi (simulateur)")
     other_key, other_cert = _ca("Autre AC (non reconnue par le simulateur)")
     server_key, server_cert = _leaf("localhost", ca_key, ca_cert, server=True)
@@ -73,7 +84,6 @@ def make_pki(directory: Path) -> Pki:
     _write_cert(pki.client_cert, client_cert)
     _write_key(pki.untrusted_client_key, rogue_key)
     _write_cert(pki.untrusted_client_cert, rogue_cert)
-    return pki
 
 
 def _usable(pki: Pki) -> bool:

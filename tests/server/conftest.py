@@ -32,7 +32,8 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
     """Start ``dui serve`` against the test database; yield its FHIR base URL."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DUI_DATABASE_URL": database_url, "DUI_BASE_URL": base, "DUI_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "DUI_DATABASE_URL": database_url, "DUI_BASE_URL": base, "DUI_LOG_LEVEL": "INFO",
+           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator"))}
     dui = Path(sys.executable).with_name("dui")
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)

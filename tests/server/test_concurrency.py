@@ -93,3 +93,59 @@ def test_concurrent_update_as_create_of_one_id(fhir_base: str) -> None:
                       birthDate=f"1931-03-{i + 1:02d}"), headers=JSON, timeout=60))
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {201: 1, 200: 9}, statuses
+
+
+def _parameters(**refs: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [
+        {"name": name.replace("_", "-"), "valueReference": {"reference": f"Patient/{pid}"}}
+        for name, pid in refs.items()]}
+
+
+def _resident(fhir_base: str, **extra: Any) -> str:
+    from tests.functional.test_identity import resident
+
+    response = requests.post(f"{fhir_base}/Patient", json=resident(**extra), headers=JSON, timeout=30)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_twenty_concurrent_merges_in_both_directions_leave_one_record(fhir_base: str) -> None:
+    """Merges of the same two records, half one way and half the other: one wins, nothing lost or doubled."""
+    a, b = _resident(fhir_base), _resident(fhir_base)
+    observations = []
+    for pid in (a, b):
+        for i in range(3):
+            body = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{pid}"},
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                    "valueQuantity": {"value": 60 + i, "unit": "kg"}}
+            observations.append(requests.post(f"{fhir_base}/Observation", json=body, headers=JSON,
+                                              timeout=30).json()["id"])
+    responses = _race(20, lambda i: requests.post(
+        f"{fhir_base}/Patient/$merge", headers=JSON, timeout=60,
+        json=_parameters(source_patient=a, target_patient=b) if i % 2 else _parameters(source_patient=b,
+                                                                                       target_patient=a)))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 1, 409: 19}, statuses
+    winner = next(r.json() for r in responses if r.status_code == 200)
+    survivor = next(p["resource"]["id"] for p in winner["parameter"] if p["name"] == "result")
+    subjects = {requests.get(f"{fhir_base}/Observation/{oid}", headers=JSON, timeout=30).json()["subject"]["reference"]
+                for oid in observations}
+    assert subjects == {f"Patient/{survivor}"}
+    assert _count(fhir_base, "Patient") == 2 and _count(fhir_base, "Patient?active=false") == 1
+    assert _count(fhir_base, "Observation") == 6
+    assert _count(fhir_base, f"Provenance?target=Patient/{survivor}") == 1
+
+
+def test_concurrent_insi_fetches_never_give_one_ins_to_two_records(fhir_base: str) -> None:
+    """Two records of one person ask INSi at once: one gets the INS, the other is told it is a duplicate."""
+    first, second = _resident(fhir_base), _resident(fhir_base)
+    responses = _race(20, lambda i: requests.post(f"{fhir_base}/Patient/{(first, second)[i % 2]}/$ins-fetch",
+                                                  headers=JSON, timeout=60))
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {200, 409} and statuses[200] >= 1 and statuses[409] >= 1, statuses
+    assert all(r.json()["issue"][0]["code"] == "duplicate" for r in responses if r.status_code == 409)
+    holders = {r.url.split("/")[-2] for r in responses if r.status_code == 200}
+    assert len(holders) == 1
+    from ins.insi.table import LYON
+
+    assert _count(fhir_base, f"Patient?identifier={LYON.identity.matricule}") == 1

@@ -10,12 +10,15 @@ import logging
 
 import pytest
 
+from ins.insi.table import LYON
 from tests.helpers import FhirClient, ins_identifier, patient
 from tests.server.conftest import SERVER_LOGS
 
 # Identifying values used by the server tests and below.
 SENSITIVE = ["Lefèvre", "Lefevre", "lefevre", "Hélène", "helene", "Dupont", "Jean-Pierre", "279035121518989",
-             "185057512345673", "1932-04-05", "R-0042", "Zéphirine", "Quintal", "285031512345659"]
+             "185057512345673", "1932-04-05", "R-0042", "Zéphirine", "Quintal", "285031512345659",
+             # the INSi identity the server tests retrieve, as sent and as answered
+             "Berthier", "BERTHIER", "HELENE JEANNE", "1938-04-12", LYON.identity.matricule]
 
 
 def test_server_logs_hold_no_health_data() -> None:
@@ -36,6 +39,10 @@ def test_app_logs_hold_no_health_data(client: FhirClient, caplog: pytest.LogCapt
     client.get("Patient?family=quintal&given=zephirine&identifier=285031512345659")
     client.put(f"Patient/{created['id']}", dict(body, id="other"))  # 400
     client.post("Patient", b'{"resourceType": "Patient", "name": [{"family": "Quintal"}], "gender": "F"}')
+    resident = client.create(patient(family="Berthier", given="Marie", birthDate="1938-04-12"))
+    client.post(f"Patient/{resident['id']}/$ins-fetch", None)  # INSi over TLS: 00
+    client.post(f"Patient/{resident['id']}/$ins-verify", None)
+    client.post("Patient", patient(identifier=[ins_identifier(LYON.identity.matricule[:14] + "0")]))  # bad key
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "request" in logged
     for value in SENSITIVE:

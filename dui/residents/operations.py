@@ -91,7 +91,7 @@ def check_document(ctx: FhirContext, pid: str, document: str, checked_on: date |
     evidence = replace(mapping.evidence_of(patient), document=document, document_date=when)
     version = save_patient(ctx, current, mapping.with_identity(patient, change.after, evidence))
     provenance.record(ctx, Event.DOCUMENT_CHECKED.value, [version], change=change)
-    return IdentityOutcome("recorded", change.after, version, f"identity {change.after.label.lower()}")
+    return IdentityOutcome("recorded", change.after, version, f"the identity is now {change.after.label.lower()}")
 
 
 def withdraw(ctx: FhirContext, pid: str, evidence_kind: str, reason: str) -> IdentityOutcome:
@@ -111,7 +111,7 @@ def withdraw(ctx: FhirContext, pid: str, evidence_kind: str, reason: str) -> Ide
         evidence = replace(evidence, document=None, document_date=None)
     version = save_patient(ctx, current, mapping.with_identity(patient, change.after, evidence))
     provenance.record(ctx, change.event.value, [version], change=change, reason=reason)
-    return IdentityOutcome("withdrawn", change.after, version, f"identity {change.after.label.lower()}")
+    return IdentityOutcome("withdrawn", change.after, version, f"the identity is now {change.after.label.lower()}")
 
 
 def verify(ctx: FhirContext, insi: InsiClient, pid: str) -> IdentityOutcome:

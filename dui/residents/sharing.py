@@ -11,6 +11,8 @@ Until staff authentication exists, every HTTP actor counts as outside the establ
 from __future__ import annotations
 
 import copy
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -78,12 +80,35 @@ def _ins_identifier_values(patient: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def gate_version(version: ResourceVersion) -> ResourceVersion:
-    """``version`` as it may go out: a Patient's INS removed unless its identity is qualified."""
-    if version.type != "Patient" or version.body is None or _INS_OID_PREFIX not in version.body:
+    """``version`` as it may go out: a Patient's INS removed unless its identity is qualified.
+
+    A stored version never changes, so the answer is kept per (row, version) with a hash of the body it was
+    made for: a Patient read again costs a hash and a lookup instead of a parse, and a body the answer was
+    not made for (another database, a restore) is decided afresh.
+    """
+    body = version.body
+    if version.type != "Patient" or body is None or _INS_OID_PREFIX not in body:
         return version
-    patient = version.resource()
-    shared = shareable_patient(patient)
-    return version if shared is patient else replace(version, body=jsontext.dump(shared))
+    key, digest = (version.rid, version.version), hash(body)
+    with _decisions_lock:
+        known = _decisions.get(key)
+        if known is not None:
+            _decisions.move_to_end(key)
+    if known is None or known[0] != digest:
+        patient = version.resource()
+        shared = shareable_patient(patient)
+        known = (digest, b"" if shared is patient else jsontext.dump(shared))
+        with _decisions_lock:
+            _decisions[key] = known
+            if len(_decisions) > _DECISIONS_KEPT:
+                _decisions.popitem(last=False)
+    return version if known[1] == b"" else replace(version, body=known[1])
+
+
+# (row id, version) -> (hash of the stored body, b"" when it may go out as it is, else the body that may)
+_decisions: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
+_decisions_lock = threading.Lock()
+_DECISIONS_KEPT = 20_000
 
 
 def visible(actor: Actor, version: ResourceVersion) -> ResourceVersion:

@@ -25,6 +25,7 @@ run: $(STAMP)
 	@echo "DUI backend on http://$(HOST):$(PORT)  (FHIR R4 at /fhir; stop with Ctrl-C)"
 	@echo "  curl -s http://$(HOST):$(PORT)/fhir/metadata | head -c 300"
 	@echo "  curl -s 'http://$(HOST):$(PORT)/fhir/Patient?name=helene'"
+	@echo "INSi: the local INSi simulator answers (fictitious identities: ins/insi/table.py; README, 'Try it')."
 	@echo "No authentication yet: the demo has no credentials to give (see README, 'Not built yet')."
 	@echo
 	$(BIN)/dui serve --host $(HOST) --port $(PORT)

@@ -18,9 +18,9 @@ from dui.auth.actor import CLI
 from dui.errors import DuiError
 from dui.fhir.interactions.base import FhirContext
 from dui.fhir.search.plan import parse_search
-from dui.residents import duplicates, merge, operations
+from dui.residents import admission, duplicates, merge, operations
 from dui.services import Services
-from ins import InsKind
+from ins import InsKind, InsTraits
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def _run(action: Callable[[FhirContext], T], write: bool = True) -> T:
         with svc.unit_of_work(write=write) as session:
             return action(svc.fhir_context(session, CLI))
     except DuiError as exc:
-        details = "; ".join(i.diagnostics for i in exc.issues[1:] if i.diagnostics)
+        details = "; ".join(i.diagnostics for i in exc.issues if i.diagnostics and i.diagnostics != exc.message)
         raise click.ClickException(exc.message + (f" ({details})" if details else "")) from None
 
 
@@ -118,6 +118,23 @@ def _residents_with_ins() -> Iterator[str]:
 @click.group(cls=AppGroup)
 def residents() -> None:
     """Residents' records: potential duplicates, merge, and undoing a merge."""
+
+
+@residents.command("admit")
+@click.option("--family", required=True, help="Birth family name.")
+@click.option("--given", required=True, help="Birth given names, in order, separated by spaces.")
+@click.option("--birth-date", required=True, metavar="YYYY-MM-DD")
+@click.option("--sex", required=True, type=click.Choice(["F", "M", "I"]))
+@click.option("--birth-place", metavar="COG", help="INSEE code of the birth commune, or 99xxx for a country.")
+@click.option("--local-id", help="The establishment's own identifier of the resident (IPP).")
+def admit_command(family: str, given: str, birth_date: str, sex: str, birth_place: str | None,
+                  local_id: str | None) -> None:
+    """Admit a resident with a provisional identity; list the records that may be the same person."""
+    traits = InsTraits(family, tuple(given.split()), birth_date, sex, birth_place)
+    done = _run(lambda ctx: admission.admit(ctx, traits, local_id))
+    click.echo(f"Patient/{done.patient.id} admitted, identity provisoire")
+    for version, found in done.duplicates:
+        click.echo(f"  may be the same resident as Patient/{version.id} ({found.grade}, {found.score:.3f})")
 
 
 @residents.command("duplicates")

@@ -23,6 +23,7 @@ STATUS_CHANGE = f"{CANONICAL}/StructureDefinition/dui-identity-status-change"
 ACTOR_SYSTEM = f"{CANONICAL}/actor"
 
 # Activities beyond the status events of ``ins.status.Event``.
+ADMITTED = "admitted"  # a new record with a provisional identity
 VERIFIED = "ins-verified"  # INSi confirmed the stored INS; nothing else changed
 MATRICULE_CHANGED = "matricule-changed"  # INSi now returns a NIR where the record held an NIA
 MERGE = "merge"

@@ -115,3 +115,27 @@ def test_simulator_command_is_refused_in_production() -> None:
                             env={"PATH": "/usr/bin:/bin", "DUI_ENV": "prod", "DUI_BASE_URL": "https://x.example"})
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: the INSi simulator is refused when DUI_ENV=prod"
+
+
+def test_admission_with_a_provisional_identity_lists_likely_duplicates(app: Flask, client: FhirClient) -> None:
+    runner = app.test_cli_runner()
+    existing = client.create(resident("Lefebvre", "Hélène", "1932-04-05"))["id"]
+    admitted = runner.invoke(args=["residents", "admit", "--family", "Lefèvre", "--given", "Hélène Marie",
+                                   "--birth-date", "1932-04-05", "--sex", "F", "--birth-place", "69123",
+                                   "--local-id", "3690002662/000099"])
+    assert admitted.exit_code == 0, admitted.output
+    assert "admitted, identity provisoire" in admitted.output
+    assert f"may be the same resident as Patient/{existing}" in admitted.output
+    pid = admitted.output.split()[0].split("/")[1]
+    record = stored(app, pid)
+    assert mapping.status_of(record).code == "PROV"
+    assert mapping.traits_of(record).birth_given_names == ("Hélène", "Marie")  # type: ignore[union-attr]
+    activities = [e["resource"]["activity"]["coding"][0]["code"]
+                  for e in client.search(f"Provenance?target=Patient/{pid}")["entry"]]
+    assert activities == ["admitted"]
+    bad = runner.invoke(args=["residents", "admit", "--family", "Dupont2", "--given", "Jean",
+                              "--birth-date", "1938-02-30", "--sex", "M"])
+    assert bad.exit_code == 1
+    assert bad.output.startswith("Error: The identity traits break the INS rules (the birth family name may hold")
+    assert "not a real calendar date" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert client.search("Patient")["total"] == 2

@@ -29,13 +29,14 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import db, demo, identity, index
+    from dui.cli import audit, db, demo, identity, index
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
     app.cli.add_command(index.reindex)
     app.cli.add_command(identity.ins)
     app.cli.add_command(identity.residents)
+    app.cli.add_command(audit.audit)
 
 
 def _register_top_level() -> None:

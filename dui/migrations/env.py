@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import dui.fhir.tables  # noqa: F401  (registers the tables on the metadata)
+import dui.audit.tables
+import dui.fhir.tables  # noqa: F401
 from dui.db import make_engine, metadata
 
 config = context.config

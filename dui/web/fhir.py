@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import DBAPIError
 
-from dui.errors import NotAcceptable
+from dui.auth.actor import ANONYMOUS
+from dui.errors import DuiError, NotAcceptable
 from dui.fhir import jsontext, router
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
+from dui.web import audit
 from dui.web.context import WRITE_METHODS, current_actor, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
@@ -31,16 +33,33 @@ def dispatch(path: str) -> Response:
     svc = services()
     # POST [type]/_search is a read: it must not queue behind writers (BEGIN IMMEDIATE on SQLite).
     write = request.method in WRITE_METHODS and path.rstrip("/").rsplit("/", 1)[-1] != "_search"
+    audited = path.strip("/") != "metadata"
+    actor = ANONYMOUS
     try:
-        with unit_of_work(write=write) as session:
-            result = router.handle(svc.fhir_context(session, current_actor()), req)
-    except DBAPIError as exc:
-        if write or not exc.connection_invalidated:
-            raise
-        # The database restarted since this pooled connection was opened: a read is safe to retry.
-        with unit_of_work(write=False) as session:
-            result = router.handle(svc.fhir_context(session, current_actor()), req)
+        actor = current_actor()
+        try:
+            with unit_of_work(write=write) as session:
+                result = router.handle(svc.fhir_context(session, actor), req)
+                if write and audited:  # a write and its audit entry commit together
+                    audit.record_fhir(session, svc.clock(), actor, req, result, _where())
+        except DBAPIError as exc:
+            if write or not exc.connection_invalidated:
+                raise
+            # The database restarted since this pooled connection was opened: a read is safe to retry.
+            with unit_of_work(write=False) as session:
+                result = router.handle(svc.fhir_context(session, actor), req)
+    except DuiError as exc:
+        if audited:
+            audit.record_refusal(svc, actor, req, exc.status, type(exc).__name__, _where())
+        raise
+    if audited and not write:  # nothing is served that was not recorded
+        with unit_of_work(write=True) as session:
+            audit.record_fhir(session, svc.clock(), actor, req, result, _where())
     return _to_flask(result)
+
+
+def _where() -> tuple[str | None, str | None]:
+    return request.remote_addr, g.get("request_id")
 
 
 def _check_format() -> None:

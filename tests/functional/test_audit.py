@@ -1,0 +1,165 @@
+"""The audit trail: every read, search, write and refusal recorded; append-only; hash chain that
+`dui audit verify` checks; export as FHIR AuditEvent; a resident's access report."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from dui.audit import trail
+from dui.fhir.validation import Validator
+from dui.services import Services
+from tests.helpers import FhirClient, observation, patient
+
+
+def rows(app: Flask) -> list[tuple[Any, list[str]]]:
+    svc: Services = app.extensions["dui"]
+    with svc.unit_of_work(write=False) as session:
+        return list(trail.entries(session))
+
+
+def maintenance(conn: Any, dialect: str) -> None:
+    if dialect == "postgresql":
+        conn.execute(text("SET LOCAL dui.audit_maintenance = 'on'"))
+    else:
+        conn.execute(text("INSERT INTO audit_maintenance (id) VALUES (1)"))
+
+
+def end_maintenance(conn: Any, dialect: str) -> None:
+    if dialect == "sqlite":
+        conn.execute(text("DELETE FROM audit_maintenance"))
+
+
+def test_every_access_is_recorded_with_the_resident(app: Flask, client: FhirClient) -> None:
+    pid = client.create(patient())["id"]
+    oid = client.create(observation(f"Patient/{pid}"))["id"]
+    client.get(f"Patient/{pid}", headers={"X-Request-Id": "req-0000001"})
+    client.get(f"Observation?subject=Patient/{pid}")
+    client.get(f"Patient/{pid}/$everything")
+    client.get("Patient/nope")
+    client.put(f"Observation/{oid}", dict(observation(f"Patient/{pid}"), id="other"))  # 400
+    client.get("metadata")  # not patient data: not recorded
+    found = [(r["action"], r["detail"], r["resource_type"], r["outcome"], r["status"], tuple(p)) for r, p in rows(app)]
+    assert found == [
+        ("create", None, "Patient", "success", 201, (pid,)),
+        ("create", None, "Observation", "success", 201, (pid,)),
+        ("read", None, "Patient", "success", 200, (pid,)),
+        ("search", None, "Observation", "success", 200, (pid,)),
+        ("operation", "$everything", "Patient", "success", 200, (pid,)),
+        ("read", "NotFound", "Patient", "failed", 404, ("nope",)),
+        ("update", "Invalid", "Observation", "failed", 400, ()),
+    ]
+    third = rows(app)[2][0]
+    assert third["request_id"] == "req-0000001" and third["actor_kind"] == "anonymous"
+    assert rows(app)[3][0]["count"] == 1
+
+
+def test_a_refused_write_leaves_no_success_entry(app: Flask, client: FhirClient) -> None:
+    from tests.helpers import ins_identifier
+
+    client.create(patient(identifier=[ins_identifier("279035121518989")]))
+    duplicate = client.post("Patient", patient(identifier=[ins_identifier("279035121518989")]))
+    assert duplicate.status_code == 409
+    outcomes = [(r["action"], r["outcome"], r["status"]) for r, _ in rows(app)]
+    assert outcomes == [("create", "success", 201), ("create", "failed", 409)]
+
+
+def test_the_database_refuses_to_change_the_trail(app: Flask, client: FhirClient, backend: str) -> None:
+    client.create(patient())
+    engine = app.extensions["dui"].engine
+    for statement in ("UPDATE audit_event SET actor_id = 'someone-else'", "DELETE FROM audit_event_patient",
+                      "DELETE FROM audit_event"):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    assert len(rows(app)) == 1
+
+
+def _seal_and_verify(app: Flask) -> trail.Verification:
+    svc: Services = app.extensions["dui"]
+    with svc.unit_of_work() as session:
+        trail.seal(session)
+    with svc.unit_of_work(write=False) as session:
+        return trail.verify(session)
+
+
+@pytest.mark.parametrize("tamper", ["alter", "delete", "reorder"])
+def test_verify_finds_any_alteration(app: Flask, client: FhirClient, backend: str, tamper: str) -> None:
+    pid = client.create(patient())["id"]
+    for _ in range(4):
+        client.get(f"Patient/{pid}")
+    result = _seal_and_verify(app)
+    assert result.ok and result.sealed == 5 and result.unsealed == 0
+    engine = app.extensions["dui"].engine
+    with engine.begin() as conn:
+        maintenance(conn, backend)
+        if tamper == "alter":
+            conn.execute(text("UPDATE audit_event SET actor_id = 'quelqu-un' WHERE chain_pos = 3"))
+        elif tamper == "delete":
+            conn.execute(text("DELETE FROM audit_event_patient WHERE seq IN "
+                              "(SELECT seq FROM audit_event WHERE chain_pos = 2)"))
+            conn.execute(text("DELETE FROM audit_event WHERE chain_pos = 2"))
+        else:
+            conn.execute(text("UPDATE audit_event SET chain_pos = 100 WHERE chain_pos = 4"))
+            conn.execute(text("UPDATE audit_event SET chain_pos = 4 WHERE chain_pos = 5"))
+            conn.execute(text("UPDATE audit_event SET chain_pos = 5 WHERE chain_pos = 100"))
+        end_maintenance(conn, backend)
+    result = _seal_and_verify(app)
+    assert not result.ok
+    expected = {"alter": "position 3", "delete": "missing at chain position 2", "reorder": "position 4"}[tamper]
+    assert expected in (result.problem or "")
+    verify = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert verify.exit_code == 1 and "ALTERED" in verify.output
+
+
+def test_entries_written_while_sealing_all_end_up_chained(app: Flask, client: FhirClient) -> None:
+    pid = client.create(patient())["id"]
+    stop = threading.Event()
+
+    def reader() -> None:
+        http = app.test_client()
+        for _ in range(15):
+            assert http.get(f"/fhir/Patient/{pid}").status_code == 200
+
+    def sealer() -> None:
+        while not stop.is_set():
+            _seal_and_verify(app)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    sealing = threading.Thread(target=sealer)
+    sealing.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sealing.join()
+    result = _seal_and_verify(app)
+    assert result.ok, result.problem
+    assert result.sealed == 1 + 4 * 15 and result.unsealed == 0
+
+
+def test_export_as_audit_events_and_access_report(app: Flask, client: FhirClient) -> None:
+    pid = client.create(patient())["id"]
+    other = client.create(patient(family="Autre"))["id"]
+    client.get(f"Patient/{pid}")
+    client.get(f"Patient/{other}")
+    runner = app.test_cli_runner()
+    exported = runner.invoke(args=["audit", "export", "--patient", pid])
+    assert exported.exit_code == 0, exported.output
+    events = [json.loads(line) for line in exported.stdout.splitlines() if line.startswith("{")]
+    assert [e["action"] for e in events] == ["C", "R"]
+    validator = Validator()
+    for event in events:
+        validator.check(event)
+        assert {"reference": f"Patient/{pid}"} in [e["what"] for e in event["entity"]]
+    report = runner.invoke(args=["audit", "report", pid])
+    assert report.exit_code == 0
+    assert len([line for line in report.stdout.splitlines() if "anonymous:anonymous" in line]) == 2
+    assert "2 accesses" in report.output
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import BigInteger, Select, bindparam, func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from dui.audit.tables import audit_event, audit_event_patient
 from dui.auth.actor import Actor
 from dui.db import advisory_lock, is_postgresql
+from dui.fhir.tables import UtcDateTime
 
 GENESIS = "0" * 64
 CONTENT_COLUMNS = ("seq", "recorded", "actor_kind", "actor_id", "roles", "establishment", "client_id", "action",
@@ -54,7 +55,8 @@ class AuditEntry:
 
 
 def record(session: Session, entry: AuditEntry, now: datetime) -> int:
-    """Insert ``entry`` in the session's transaction; return its sequence number."""
+    """Insert ``entry`` in the session's transaction (or, in an autocommit read on PostgreSQL, as one
+    statement of its own); return its sequence number."""
     actor = entry.actor
     values: dict[str, Any] = {
         "recorded": now, "actor_kind": actor.kind, "actor_id": actor.id[:128],
@@ -64,13 +66,23 @@ def record(session: Session, entry: AuditEntry, now: datetime) -> int:
         "status": entry.status, "source": _cut(entry.source, 64), "request_id": _cut(entry.request_id, 64),
         "purpose": _cut(entry.purpose, 255), "count": entry.count,
     }
-    if is_postgresql(session):
-        values["xid"] = literal_column("pg_current_xact_id()::text::bigint", BigInteger)
-    seq = int(session.execute(insert(audit_event).values(**values).returning(audit_event.c.seq)).scalar_one())
     patients = sorted({p[:64] for p in entry.patients if p})
+    if is_postgresql(session):  # one round trip: the entry and its residents together
+        return int(session.execute(_PG_RECORD, {**values, "patients": patients}).scalar_one())
+    seq = int(session.execute(insert(audit_event).values(**values).returning(audit_event.c.seq)).scalar_one())
     if patients:
         session.execute(insert(audit_event_patient), [{"seq": seq, "patient_id": p} for p in patients])
     return seq
+
+
+_COLUMNS = ("recorded", "actor_kind", "actor_id", "roles", "establishment", "client_id", "action", "detail",
+            "resource_type", "resource_id", "outcome", "status", "source", "request_id", "purpose", "count")
+_PG_RECORD = text(
+    f"WITH e AS (INSERT INTO audit_event (xid, {', '.join(_COLUMNS)}) "
+    f"VALUES (pg_current_xact_id()::text::bigint, {', '.join(':' + c for c in _COLUMNS)}) RETURNING seq), "
+    "p AS (INSERT INTO audit_event_patient (seq, patient_id) SELECT e.seq, unnest(CAST(:patients AS text[])) FROM e) "
+    "SELECT seq FROM e"
+).bindparams(bindparam("recorded", type_=UtcDateTime()))
 
 
 def seal(session: Session) -> int:

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import DBAPIError
 
 from dui.auth.actor import ANONYMOUS
+from dui.db import is_postgresql
 from dui.errors import DuiError, NotAcceptable
 from dui.fhir import jsontext, router
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
@@ -40,7 +41,10 @@ def dispatch(path: str) -> Response:
         try:
             with unit_of_work(write=write) as session:
                 result = router.handle(svc.fhir_context(session, actor), req)
-                if write and audited:  # a write and its audit entry commit together
+                # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records
+                # its entry in one statement of its own.
+                recorded = audited and (write or is_postgresql(session))
+                if recorded:
                     audit.record_fhir(session, svc.clock(), actor, req, result, _where())
         except DBAPIError as exc:
             if write or not exc.connection_invalidated:
@@ -48,11 +52,12 @@ def dispatch(path: str) -> Response:
             # The database restarted since this pooled connection was opened: a read is safe to retry.
             with unit_of_work(write=False) as session:
                 result = router.handle(svc.fhir_context(session, actor), req)
+                recorded = False
     except DuiError as exc:
         if audited:
             audit.record_refusal(svc, actor, req, exc.status, type(exc).__name__, _where())
         raise
-    if audited and not write:  # nothing is served that was not recorded
+    if audited and not recorded:  # nothing is served that was not recorded (SQLite: a write of its own)
         with unit_of_work(write=True) as session:
             audit.record_fhir(session, svc.clock(), actor, req, result, _where())
     return _to_flask(result)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
 from dui.clock import Clock, utc_now
+from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
 from dui.errors import Unavailable
 from dui.fhir.interactions.base import FhirContext, Operation, WriteRule
@@ -51,9 +52,12 @@ class Services:
     _insi: InsiClient | None = None
     _simulator: Any = None
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
+    keyring: Keyring = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
+        # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
+        self.keyring = keyring_for(self.settings)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now,
@@ -100,7 +104,7 @@ class Services:
                               timeout=conf.timeout)
 
     def repository(self, session: Session) -> SqlFhirRepository:
-        return SqlFhirRepository(session, self.indexer, self.clock)
+        return SqlFhirRepository(session, self.indexer, self.clock, self.keyring)
 
     def fhir_context(self, session: Session, actor: Actor) -> FhirContext:
         """The context of one unit of work; an actor outside the establishment sees through the sharing gate."""

@@ -44,6 +44,18 @@ class InsiSettings:
 
 
 @dataclass(frozen=True)
+class EncryptionSettings:
+    """Encryption at rest (docs/security.md): the master key that wraps the data keys, as base64 or a file; the
+    previous one during a rotation. None configured: a development key under ``dev_key_dir``; refused in ``prod``."""
+
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: str | None = None
+    previous_master_key: str | None = field(default=None, repr=False)
+    previous_master_key_file: str | None = None
+    dev_key_dir: str = "var/keys"
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -54,6 +66,7 @@ class Settings:
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
     insi: InsiSettings = field(default_factory=InsiSettings)
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -94,6 +107,11 @@ class Settings:
             timeout=float(_int(env, "DUI_INSI_TIMEOUT", int(defaults.insi.timeout), minimum=1)),
             simulator_dir=env.get("DUI_INSI_SIMULATOR_DIR", defaults.insi.simulator_dir),
         )
+        encryption = EncryptionSettings(
+            master_key=env.get("DUI_MASTER_KEY") or None, master_key_file=env.get("DUI_MASTER_KEY_FILE") or None,
+            previous_master_key=env.get("DUI_MASTER_KEY_PREVIOUS") or None,
+            previous_master_key_file=env.get("DUI_MASTER_KEY_PREVIOUS_FILE") or None,
+        )
         settings = cls(
             env=name,
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
@@ -104,6 +122,7 @@ class Settings:
             log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
             limits=limits,
             insi=insi,
+            encryption=encryption,
         )
         settings.check()
         return settings
@@ -112,6 +131,9 @@ class Settings:
         """Refuse configurations that are unsafe for the chosen environment."""
         if self.is_prod and not self.base_url.startswith("https://"):
             raise SettingsError("DUI_ENV=prod requires an https DUI_BASE_URL")
+        if self.is_prod and not (self.encryption.master_key or self.encryption.master_key_file):
+            raise SettingsError("DUI_ENV=prod requires a master key for encryption at rest: set DUI_MASTER_KEY_FILE "
+                                "(create one with `dui keys generate FILE`)")
         insi = self.insi
         if insi.url is not None:
             if not insi.url.startswith("https://"):

@@ -8,7 +8,10 @@ emptied, so every test starts from an empty store and sees real commits and roll
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +25,10 @@ from sqlalchemy import text
 import dui.audit.tables  # noqa: F401  (registers the audit tables)
 from dui import migrations
 from dui.app import create_app
+from dui.crypto.master import KEY_BYTES, write_key_file
 from dui.db import make_engine, normalize_url
 from dui.fhir import tables
-from dui.settings import InsiSettings, Limits, Settings
+from dui.settings import EncryptionSettings, InsiSettings, Limits, Settings
 from tests.helpers import FhirClient
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
@@ -34,7 +38,16 @@ CONFORMANCE = Path(os.environ.get("DUI_CONFORMANCE_DIR") or ROOT.parent / "share
 BASE_URL = "http://testserver"
 TEST_LIMITS = Limits(max_request_bytes=2 * 1024 * 1024, max_bundle_entries=200, max_json_depth=64,
                      default_count=20, max_count=200)
-ALL_TABLES = [t.name for t in reversed(tables.metadata.sorted_tables)]
+# Emptied between tests. Not the data keys: the test app and the `dui serve` of tests/server cache them, and
+# a key whose row vanished under a running server is not a situation the service has to handle.
+ALL_TABLES = [t.name for t in reversed(tables.metadata.sorted_tables) if t.name != "data_key"]
+
+# Encryption at rest: a master key of this test session, in a temporary folder (never var/keys).
+TEST_KEYS = Path(tempfile.mkdtemp(prefix="dui-test-keys-"))
+atexit.register(shutil.rmtree, TEST_KEYS, True)
+TEST_MASTER_KEY_FILE = TEST_KEYS / "master.key"
+write_key_file(TEST_MASTER_KEY_FILE, os.urandom(KEY_BYTES))
+TEST_ENCRYPTION = EncryptionSettings(master_key_file=str(TEST_MASTER_KEY_FILE), dev_key_dir=str(TEST_KEYS / "dev"))
 
 
 def conformance_dir(*parts: str) -> Path:
@@ -72,7 +85,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 def test_settings(database_url: str, **changes: Any) -> Settings:
-    return Settings(database_url=database_url, base_url=BASE_URL, limits=TEST_LIMITS).with_(**changes)
+    return Settings(database_url=database_url, base_url=BASE_URL, limits=TEST_LIMITS,
+                    encryption=TEST_ENCRYPTION).with_(**changes)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from dui.crypto.master import configured_keys
 from dui.settings import Settings
 
 
@@ -38,7 +39,8 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     service's own (path without query string, so no search value reaches the logs); gunicorn's
     is off for that reason.
     """
-    Settings.from_env()  # fail now, with one line, on a bad configuration
+    settings = Settings.from_env()  # fail now, with one line, on a bad configuration
+    configured_keys(settings.encryption, prod=settings.is_prod)  # and on an unreadable or development master key
     _Server({
         "bind": f"{host}:{port}",
         "workers": workers,

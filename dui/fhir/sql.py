@@ -14,6 +14,10 @@ version and its index rows) are queued and written in one ``executemany`` per ta
 read that could need them, at the end of a savepoint, and before the transaction commits. The
 ``resource`` row (which gives the row id and takes the lock) and the unique identifiers (which may
 clash, and must then fail on the right entry) are written at once.
+
+Bodies are stored encrypted (``dui.fhir.bodies``, ``dui.crypto``): sealed when the version row is queued,
+bound to its row id, version and type; opened when a version is read. Plaintext bodies written before
+encryption existed are read as they are.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dui.clock import Clock
+from dui.crypto.keyring import Keyring
 from dui.db import advisory_lock
 from dui.errors import Conflict
 from dui.fhir import jsontext
+from dui.fhir.bodies import Bodies
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
 from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
@@ -63,9 +69,10 @@ def new_id() -> str:
 class SqlFhirRepository:
     """One per unit of work (request, CLI command, job); holds the session."""
 
-    def __init__(self, session: Session, indexer: Indexer, clock: Clock,
+    def __init__(self, session: Session, indexer: Indexer, clock: Clock, keyring: Keyring,
                  id_factory: Callable[[], str] = new_id) -> None:
         self.session = session
+        self.bodies = Bodies(session, keyring)
         self.indexer = indexer
         self.clock = clock
         self.id_factory = id_factory
@@ -114,19 +121,19 @@ class SqlFhirRepository:
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         self.flush()
         row = self.session.execute(_READ, {"rtype": rtype, "id": rid}).first()
-        return _version(row) if row else None
+        return self._version(row) if row else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
         self.flush()
         row = self.session.execute(_VREAD, {"rtype": rtype, "id": rid, "version": version}).first()
-        return _version(row) if row else None
+        return self._version(row) if row else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         self.flush()
         found: dict[int, ResourceVersion] = {}
         for chunk in iter_chunks(list(rids), 500):
             for row in self.session.execute(_FETCH, {"rids": list(chunk)}):
-                found[row.rid] = _version(row)
+                found[row.rid] = self._version(row)
         return [found[r] for r in rids if r in found]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
@@ -150,7 +157,7 @@ class SqlFhirRepository:
         rows = self.session.execute(
             stmt.where(*conditions).order_by(resource_version.c.vid.desc()).limit(count + 1)
         ).all()
-        versions = [_version(r) for r in rows[:count]]
+        versions = [self._version(r) for r in rows[:count]]
         next_cursor = versions[-1].vid if len(rows) > count else None
         return HistoryPage(versions, next_cursor, total)
 
@@ -240,6 +247,11 @@ class SqlFhirRepository:
     def _versions(self) -> Select[Any]:
         return _versions()
 
+    def _version(self, row: Any) -> ResourceVersion:
+        body = self.bodies.open(row.res_type, row.rid, row.version, row.body)
+        return ResourceVersion(row.rid, row.res_type, row.res_id, row.version, row.last_updated,
+                               row.method == "DELETE", row.method, body, row.vid)
+
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, rtype: str, resource_: dict[str, Any], *, rid: str | None = None,
@@ -283,7 +295,7 @@ class SqlFhirRepository:
                 self._drop_index(row_id)
             self._pending.append((resource_version, {
                 "rid": row_id, "version": version, "res_type": rtype, "last_updated": now, "method": method,
-                "body": body}))
+                "body": self.bodies.seal(rtype, row_id, version, body)}))
             self._write_index(row_id, rtype, stored)
         except IntegrityError as exc:
             raise _conflict(exc, rtype) from None
@@ -313,12 +325,14 @@ class SqlFhirRepository:
     @contextmanager
     def savepoint(self) -> Iterator[Any]:
         queued = len(self._pending)
+        key = self.bodies.mark()
         try:
             with self.session.begin_nested() as nested:
                 yield nested
                 self.flush()
         except BaseException:
             del self._pending[queued:]  # rows of the rolled-back work
+            self.bodies.rolled_back(key)  # a data key created inside is gone too
             raise
 
     def lock(self, key: str) -> None:
@@ -369,11 +383,6 @@ _VREAD = _versions().where(resource.c.res_type == bindparam("rtype"), resource.c
                            resource_version.c.version == bindparam("version"))
 _FETCH = _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
                            resource_version.c.version == resource.c.version)
-
-
-def _version(row: Any) -> ResourceVersion:
-    return ResourceVersion(row.rid, row.res_type, row.res_id, row.version, row.last_updated,
-                           row.method == "DELETE", row.method, row.body, row.vid)
 
 
 def _conflict(exc: IntegrityError, rtype: str) -> Conflict:

@@ -16,7 +16,7 @@ import pytest
 import requests
 from flask import Flask
 
-from tests.conftest import empty_database
+from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,8 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DUI_DATABASE_URL": database_url, "DUI_BASE_URL": base, "DUI_LOG_LEVEL": "INFO",
-           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator"))}
+           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
+           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE)}  # the test app's key: both read the same bodies
     dui = Path(sys.executable).with_name("dui")
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)

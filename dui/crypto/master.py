@@ -1,0 +1,205 @@
+"""Master keys: what wraps the data keys.
+
+``MasterKey`` is the interface a key-management backend implements: an id recorded next to each wrapped
+data key, ``wrap`` and ``unwrap``. ``LocalMasterKey`` is a 32-byte AES-256 key held by the process, read
+from ``DUI_MASTER_KEY`` (base64) or ``DUI_MASTER_KEY_FILE``. A KMS (``Encrypt``/``Decrypt`` with an encryption
+context) or an HSM (PKCS#11 ``C_WrapKey``/``C_UnwrapKey``) implementation keeps the key outside the process
+and fits the same three members; ``context`` is then the KMS encryption context or the GCM associated data.
+
+A key file holds one line of base64 (comment lines start with ``#``). In development, when no key is
+configured, one is generated on first use under ``var/keys/`` with a ``DevMasterKeyWarning``. Its key line
+starts with ``dev:`` and ``DUI_ENV=prod`` refuses it, even copied elsewhere or into ``DUI_MASTER_KEY``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dui.crypto.errors import KeyUnavailable, MasterKeyError
+from dui.settings import EncryptionSettings, SettingsError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+DEV_PREFIX = "dev:"
+DEV_KEY_NAME = "master-key.dev"
+_WRAP_DOMAIN = b"dui/data-key/v1|"
+
+
+class DevMasterKeyWarning(UserWarning):
+    """A development secret is in use: the master key was generated on this machine."""
+
+
+class MasterKeyConfigError(SettingsError, MasterKeyError):
+    """The master key configuration is unusable (the CLI reports it as a configuration error)."""
+
+
+class MasterKey(Protocol):
+    """Wraps and unwraps data keys. Implementations must be safe to call from several threads."""
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret id (at most 64 characters), stored with each data key it wraps."""
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+        """The data key encrypted and authenticated together with ``context`` (the data key's own id)."""
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """The data key; raises ``KeyUnavailable`` if ``wrapped`` or ``context`` was not made by ``wrap``."""
+
+
+@dataclass(frozen=True)
+class LocalMasterKey:
+    """An AES-256 key in process memory; wraps with AES-256-GCM (random nonce, ``context`` authenticated)."""
+
+    secret: bytes = field(repr=False)
+    development: bool = False
+    source: str = ""  # where it was read from, for messages
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != KEY_BYTES:
+            raise MasterKeyConfigError(f"a master key is {KEY_BYTES} bytes, not {len(self.secret)}")
+
+    @property
+    def key_id(self) -> str:
+        digest = hmac.new(self.secret, b"dui master key id", hashlib.sha256).hexdigest()[:16]
+        return f"local-dev:{digest}" if self.development else f"local:{digest}"
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + AESGCM(self.secret).encrypt(nonce, data_key, _WRAP_DOMAIN + context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        try:
+            return AESGCM(self.secret).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _WRAP_DOMAIN + context)
+        except InvalidTag:
+            raise KeyUnavailable(f"master key {self.key_id} cannot unwrap this data key: wrong key, or the "
+                                 "wrapped key was altered") from None
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """The master keys a process holds: ``current`` wraps new data keys; ``previous`` only unwraps, during a
+    rotation (``DUI_MASTER_KEY_PREVIOUS_FILE``)."""
+
+    current: MasterKey
+    previous: tuple[MasterKey, ...] = ()
+
+    def find(self, key_id: str) -> MasterKey | None:
+        for key in (self.current, *self.previous):
+            if key.key_id == key_id:
+                return key
+        return None
+
+    @property
+    def ids(self) -> list[str]:
+        return [key.key_id for key in (self.current, *self.previous)]
+
+
+def parse_key(text: str, source: str) -> LocalMasterKey:
+    """A key from the text of a key file or of ``DUI_MASTER_KEY``: one base64 line, ``dev:`` for development."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) != 1:
+        raise MasterKeyConfigError(f"{source} must hold one line of base64 (a 32-byte key), not {len(lines)}")
+    line = lines[0]
+    development = line.startswith(DEV_PREFIX)
+    try:
+        secret = base64.b64decode(line.removeprefix(DEV_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise MasterKeyConfigError(f"{source} is not valid base64") from None
+    if len(secret) != KEY_BYTES:
+        raise MasterKeyConfigError(f"{source} must decode to {KEY_BYTES} bytes, not {len(secret)}")
+    return LocalMasterKey(secret, development, source)
+
+
+def read_key_file(path: str | Path) -> LocalMasterKey:
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except OSError as exc:
+        raise MasterKeyConfigError(f"cannot read the master key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise MasterKeyConfigError(f"the master key file {path} is not base64 text") from None
+    return parse_key(text, str(path))
+
+
+def key_file_text(secret: bytes, development: bool = False) -> str:
+    """The text of a key file for ``secret``."""
+    encoded = base64.b64encode(secret).decode("ascii")
+    if development:
+        return ("# DUI DEVELOPMENT MASTER KEY: generated by `dui` on first use; refused when DUI_ENV=prod\n"
+                f"{DEV_PREFIX}{encoded}\n")
+    return ("# DUI master key (AES-256, base64). Keep it secret, apart from the database and its backups;\n"
+            "# without it the stored resources cannot be read.\n"
+            f"{encoded}\n")
+
+
+def write_key_file(path: str | Path, secret: bytes, development: bool = False) -> None:
+    """Create ``path`` (mode 0600) atomically; ``FileExistsError`` if it exists."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".master-key-")  # mode 0600
+    try:
+        os.write(fd, key_file_text(secret, development).encode("ascii"))
+        os.close(fd)
+        os.link(tmp, target)  # atomic, and never replaces a key another process just made
+    finally:
+        os.unlink(tmp)
+
+
+def configured_keys(conf: EncryptionSettings, *, prod: bool) -> MasterKeys | None:
+    """The configured master keys, checked; None when none is configured (``development_keys`` then)."""
+    dev_dir = Path(conf.dev_key_dir)
+    current = _one(conf.master_key, conf.master_key_file, "DUI_MASTER_KEY", prod, dev_dir)
+    previous = _one(conf.previous_master_key, conf.previous_master_key_file, "DUI_MASTER_KEY_PREVIOUS", prod,
+                    dev_dir)
+    if current is None:
+        if previous is not None:
+            raise MasterKeyConfigError("DUI_MASTER_KEY_PREVIOUS needs DUI_MASTER_KEY or DUI_MASTER_KEY_FILE")
+        return None
+    if previous is not None and previous.key_id == current.key_id:
+        previous = None
+    return MasterKeys(current, (previous,) if previous else ())
+
+
+def development_keys(dev_dir: str, *, prod: bool) -> MasterKeys:
+    """The development master key under ``dev_dir``, generated on first use (with a warning)."""
+    if prod:
+        raise MasterKeyConfigError("DUI_ENV=prod requires a master key: set DUI_MASTER_KEY_FILE (create one with "
+                                   "`dui keys generate FILE`)")
+    path = Path(dev_dir) / DEV_KEY_NAME
+    warnings.warn(f"DUI_MASTER_KEY_FILE is not set: resources are encrypted under a development master key in "
+                  f"{path} (development only)", DevMasterKeyWarning, stacklevel=3)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):  # another worker made it first: use theirs
+            write_key_file(path, os.urandom(KEY_BYTES), development=True)
+    return MasterKeys(read_key_file(path))
+
+
+def _one(value: str | None, path: str | None, name: str, prod: bool, dev_dir: Path) -> LocalMasterKey | None:
+    if value and path:
+        raise MasterKeyConfigError(f"set {name} or {name}_FILE, not both")
+    if value:
+        key = parse_key(value, name)
+    elif path:
+        key = read_key_file(path)
+        if prod and Path(path).resolve().is_relative_to(dev_dir.resolve()):
+            raise MasterKeyConfigError(f"{name}_FILE ({path}) lies in the development key folder {dev_dir}: "
+                                       "production refuses it; create one with `dui keys generate FILE`")
+    else:
+        return None
+    if prod and key.development:
+        raise MasterKeyConfigError(f"{name} ({key.source}) is a development key generated by `dui`: production "
+                                   "refuses it; create one with `dui keys generate FILE`")
+    return key

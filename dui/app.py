@@ -26,12 +26,13 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import context, errors, fhir
+    from dui.web import auth, context, errors, fhir
 
     cli.register(app)
     context.register(app)
     errors.register(app)
     app.register_blueprint(fhir.bp)
+    app.register_blueprint(auth.bp)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
             return jsonify(status="unavailable", database="unreachable"), 503
         if revision != migrations.head():
             return jsonify(status="unavailable", database="migrations pending; run `dui db upgrade`"), 503
+        problem = svc.authenticator.problem()  # no usable token-signing key (production)
+        if problem is not None:
+            return jsonify(status="unavailable", database="ok", authentication=problem), 503
         return jsonify(status="ok", database="ok"), 200
 
     return app

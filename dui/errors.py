@@ -53,6 +53,14 @@ class Unprocessable(DuiError):
     code = "processing"
 
 
+class Unauthorized(DuiError):
+    """401: no valid credentials (missing where required, expired, forged, revoked). The web layer adds
+    ``WWW-Authenticate: Bearer`` (RFC 6750 §3) from ``headers``."""
+
+    status = 401
+    code = "login"
+
+
 class Forbidden(DuiError):
     """403: the actor may not do this."""
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
+from dui.auth.authenticator import Authenticator
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
@@ -53,11 +54,14 @@ class Services:
     _simulator: Any = None
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
+    authenticator: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
         # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
         self.keyring = keyring_for(self.settings)
+        # Who is calling: access tokens, OIDC issuers (DUI_AUTH_OIDC_ISSUERS is read here: a bad file stops start-up).
+        self.authenticator = Authenticator(self.settings, self.session_factory, self.clock)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now,

@@ -56,6 +56,19 @@ class EncryptionSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Authentication (docs/security.md, "Authentication"). ``None`` for the two switches means "by
+    environment": on in ``dev``, off in ``prod``."""
+
+    signing_key: str | None = None  # PEM file of the server's EC P-256 token-signing key; dev: generated
+    dev_key_dir: str = "var/auth"  # where ``dev`` generates its signing key when none is configured
+    token_lifetime: int = 300  # seconds an access token lives
+    allow_anonymous: bool | None = None  # requests without a token run as ANONYMOUS
+    password_grant: bool | None = None  # grant_type=password for local staff accounts
+    oidc_issuers: str | None = None  # JSON file describing the trusted OIDC issuers (Pro Santé Connect, IdP)
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -67,6 +80,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     insi: InsiSettings = field(default_factory=InsiSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -112,6 +126,13 @@ class Settings:
             previous_master_key=env.get("DUI_MASTER_KEY_PREVIOUS") or None,
             previous_master_key_file=env.get("DUI_MASTER_KEY_PREVIOUS_FILE") or None,
         )
+        auth = AuthSettings(
+            signing_key=env.get("DUI_AUTH_SIGNING_KEY") or None,
+            token_lifetime=_int(env, "DUI_AUTH_TOKEN_LIFETIME", defaults.auth.token_lifetime, minimum=30),
+            allow_anonymous=_bool(env, "DUI_AUTH_ALLOW_ANONYMOUS", name != "prod"),
+            password_grant=_bool(env, "DUI_AUTH_PASSWORD_GRANT", name != "prod"),
+            oidc_issuers=env.get("DUI_AUTH_OIDC_ISSUERS") or None,
+        )
         settings = cls(
             env=name,
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
@@ -123,6 +144,7 @@ class Settings:
             limits=limits,
             insi=insi,
             encryption=encryption,
+            auth=auth,
         )
         settings.check()
         return settings
@@ -134,6 +156,11 @@ class Settings:
         if self.is_prod and not (self.encryption.master_key or self.encryption.master_key_file):
             raise SettingsError("DUI_ENV=prod requires a master key for encryption at rest: set DUI_MASTER_KEY_FILE "
                                 "(create one with `dui keys generate FILE`)")
+        if self.is_prod and self.auth.allow_anonymous:
+            raise SettingsError("DUI_AUTH_ALLOW_ANONYMOUS is refused when DUI_ENV=prod: every request must carry "
+                                "a token")
+        if not 30 <= self.auth.token_lifetime <= 3600:
+            raise SettingsError("DUI_AUTH_TOKEN_LIFETIME must be between 30 and 3600 seconds")
         insi = self.insi
         if insi.url is not None:
             if not insi.url.startswith("https://"):

@@ -29,7 +29,7 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import audit, db, demo, identity, index
+    from dui.cli import audit, auth, db, demo, identity, index
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
@@ -37,6 +37,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(identity.ins)
     app.cli.add_command(identity.residents)
     app.cli.add_command(audit.audit)
+    app.cli.add_command(auth.clients)
+    app.cli.add_command(auth.users)
 
 
 def _register_top_level() -> None:

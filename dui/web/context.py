@@ -16,7 +16,7 @@ from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session
 
 from dui import logs
-from dui.auth.actor import ANONYMOUS, Actor
+from dui.auth.actor import Actor
 from dui.services import Services
 
 logger = logging.getLogger("dui.access")
@@ -30,8 +30,15 @@ def services() -> Services:
 
 
 def current_actor() -> Actor:
-    """Who is acting. Authentication is not in place yet: everyone is anonymous."""
-    return ANONYMOUS
+    """Who is acting: the actor of the request's bearer token (``dui.auth.authenticator``), resolved once per
+    request. ``Unauthorized`` (401) for a bad token, or for none where anonymous requests are not allowed;
+    the CapabilityStatement is served without a token."""
+    actor: Actor | None = g.get("actor")
+    if actor is None:
+        public = request.method in ("GET", "HEAD") and request.path.rstrip("/") == "/fhir/metadata"
+        actor = services().authenticator.actor_for(request.headers.get("Authorization"), public=public)
+        g.actor = actor
+    return actor
 
 
 def unit_of_work(write: bool) -> AbstractContextManager[Session]:

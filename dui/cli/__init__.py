@@ -8,6 +8,7 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup, routes_command, shell_command
 
+from dui.crypto.errors import CryptoError
 from dui.settings import SettingsError
 
 
@@ -29,13 +30,14 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import audit, auth, db, demo, identity, index
+    from dui.cli import audit, auth, db, demo, identity, index, keys
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
     app.cli.add_command(index.reindex)
     app.cli.add_command(identity.ins)
     app.cli.add_command(identity.residents)
+    app.cli.add_command(keys.keys)
     app.cli.add_command(audit.audit)
     app.cli.add_command(auth.clients)
     app.cli.add_command(auth.users)
@@ -62,3 +64,6 @@ def main() -> None:
     except SettingsError as exc:
         click.echo(f"dui: configuration error: {exc}", err=True)
         sys.exit(2)
+    except CryptoError as exc:  # a stored body or a key that cannot be read: one line, no traceback
+        click.echo(f"dui: encryption at rest: {exc}", err=True)
+        sys.exit(1)

@@ -153,6 +153,17 @@ def disable_user(session: Session, login: str, now: datetime) -> StaffUser:
     return replace(user, enabled=False)
 
 
+def set_password(session: Session, login: str, password: str) -> StaffUser:
+    """Replace an account's password (checked for strength); ``AccountError`` if there is no such account."""
+    user = get_user(session, login.strip().lower())
+    if user is None:
+        raise AccountError(f"no account {login!r}")
+    passwords.check_strength(password, user.login)
+    stored = passwords.hash_password(password)
+    session.execute(update(staff_user).where(staff_user.c.login == user.login).values(password_hash=stored))
+    return replace(user, password_hash=stored)
+
+
 def authenticate_user(session: Session, login: str, password: str) -> StaffUser | None:
     """The enabled account ``login`` if ``password`` is its password, else None.
 

@@ -147,6 +147,7 @@ class Authenticator:
 
 def invalid_token(description: str) -> Unauthorized:
     """401 with the RFC 6750 §3 challenge; the description quotes nothing of the token."""
-    safe = description.replace("\\", "").replace('"', "'")
+    # Parts of the description come from the token (an alg, an acr): keep printable ASCII, no quote or backslash.
+    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in description)[:300]
     return Unauthorized(f"Invalid access token: {description}", headers={
         "WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token", error_description="{safe}"'})

@@ -59,7 +59,7 @@ def load_signing_key(path: str | None, dev_dir: str, prod: bool) -> SigningKey:
     if path is None:
         if prod:
             raise SigningKeyError("DUI_AUTH_SIGNING_KEY is not set: production needs its own token-signing key "
-                                  "(openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
+                                  "(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out FILE)")
         warnings.warn(f"DUI_AUTH_SIGNING_KEY is not set: access tokens are signed with a development key generated "
                       f"under {dev_dir} (development only)", DevKeyWarning, stacklevel=3)
         key_path = Path(dev_dir) / DEV_KEY_NAME

@@ -50,7 +50,7 @@ def unverified_header(token: str) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise TokenError("malformed token: unreadable header") from None
+        raise TokenError("malformed token: its parts are not base64url-encoded JSON and signature") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg.lower() == "none":
         raise TokenError("unsigned token (alg: none) refused")

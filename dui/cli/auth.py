@@ -113,7 +113,24 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
 def create_user(login: str, roles: tuple[str, ...], establishment: str, password_stdin: bool) -> None:
     """Create a local account; the password is asked twice without echo (or read with --password-stdin)."""
-    if password_stdin:
+    password = _password(password_stdin, login)
+    now = _services().clock()
+    user = _run(lambda s: accounts.create_user(s, login, password, roles, establishment, now))
+    click.echo(f"account {user.login} created: {', '.join(user.roles)} at {user.establishment}")
+
+
+@users.command("set-password")
+@click.argument("login")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def set_password(login: str, password_stdin: bool) -> None:
+    """Replace an account's password (asked twice without echo, or read with --password-stdin)."""
+    password = _password(password_stdin, login)
+    user = _run(lambda s: accounts.set_password(s, login, password))
+    click.echo(f"password of {user.login} replaced")
+
+
+def _password(from_stdin: bool, login: str) -> str:
+    if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -121,9 +138,7 @@ def create_user(login: str, roles: tuple[str, ...], establishment: str, password
         passwords.check_strength(password, login)
     except passwords.WeakPassword as exc:
         raise click.ClickException(str(exc)) from None
-    now = _services().clock()
-    user = _run(lambda s: accounts.create_user(s, login, password, roles, establishment, now))
-    click.echo(f"account {user.login} created: {', '.join(user.roles)} at {user.establishment}")
+    return password
 
 
 @users.command("list")

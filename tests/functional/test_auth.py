@@ -384,6 +384,14 @@ def test_user_commands(auth_app: Flask, http: FlaskClient) -> None:
         assert result.exit_code != 0 and reason in result.output, (args, result.output)
     listed = runner.invoke(args=["users", "list"]).output
     assert "dr.roux" in listed and "dr.blanc" in listed and PARC in listed and "scrypt" not in listed
+    changed = runner.invoke(args=["users", "set-password", "dr.roux", "--password-stdin"], input="Parc-du-Rhone-7\n")
+    assert changed.exit_code == 0, changed.output
+    assert ask(http, {"grant_type": "password", "username": "dr.roux", "password": PASSWORD}).status_code == 400
+    renewed = {"grant_type": "password", "username": "dr.roux", "password": "Parc-du-Rhone-7"}
+    assert ask(http, renewed).status_code == 200
+    assert runner.invoke(args=["users", "set-password", "dr.roux", "--password-stdin"], input="weak\n").exit_code == 1
+    assert runner.invoke(args=["users", "set-password", "ghost", "--password-stdin"],
+                         input="Parc-du-Rhone-7\n").exit_code == 1
     assert runner.invoke(args=["users", "disable", "dr.roux"]).exit_code == 0
     assert runner.invoke(args=["users", "disable", "ghost"]).exit_code == 1
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dui.errors import MethodNotAllowed, NotFound
+from dui.fhir.authorization import authorize
 from dui.fhir.definitions import r4
 from dui.fhir.interactions import (
     capability,
@@ -60,7 +61,8 @@ def storable_types() -> list[str]:
 
 
 def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    """Route one request. Raises ``DuiError`` subclasses for every client mistake."""
+    """Route one request (after authorizing it). Raises ``DuiError`` subclasses for every client mistake."""
+    authorize(ctx, req)
     method = "GET" if req.method == "HEAD" else req.method
     segments = [s for s in req.path.split("/") if s]
     if not segments:

@@ -54,8 +54,9 @@ def record_fhir(session: object, now: datetime, actor: Actor, req: FhirRequest, 
         rid = result.version.id
     count = len(payload.get("entry") or []) if isinstance(payload, dict) and payload.get(
         "resourceType") == "Bundle" else None
-    entry = trail.AuditEntry(action, "success", actor, rtype, rid, detail, result.status, where[0], where[1],
-                             count=count, patients=tuple(patients))
+    glass = req.header("x-break-glass")
+    entry = trail.AuditEntry(action, "success", actor, rtype, rid, detail or ("break-the-glass" if glass else None),
+                             result.status, where[0], where[1], purpose=glass, count=count, patients=tuple(patients))
     trail.record(session, entry, now)  # type: ignore[arg-type]
 
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from dui.auth.actor import Actor
+from dui.auth.policy import Policy
 from dui.clock import Clock
 from dui.errors import Invalid, PreconditionFailed, UnsupportedMediaType
 from dui.fhir import jsontext
@@ -105,6 +106,7 @@ class FhirContext:
     store: FhirRepository | None = None
     write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: Mapping[tuple[str, str], Operation] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def base(self) -> str:

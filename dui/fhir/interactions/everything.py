@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dui.auth.policy import readable_types
 from dui.errors import Gone, Invalid, NotFound
+from dui.fhir.authorization import BREAK_GLASS
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id
 from dui.fhir.interactions.bundles import bundle, link, match_entry
 from dui.fhir.search.indexer import date_range
@@ -71,4 +73,8 @@ def _options(ctx: FhirContext, req: FhirRequest) -> dict[str, Any]:
         elif name not in PARAMETERS and req.strict:
             raise Invalid(f"'{name}' is not a parameter of $everything here (Prefer: handling=strict)",
                           code="not-supported", expression=name)
+    readable = readable_types(ctx.actor, list(ctx.registry.resource_types()), ctx.policy,
+                              break_glass=req.header(BREAK_GLASS))
+    if readable is not None:  # only what the actor may read
+        out["types"] = [t for t in (out["types"] or readable) if t in set(readable)]
     return out

@@ -26,7 +26,7 @@ run: $(STAMP)
 	@echo "  curl -s http://$(HOST):$(PORT)/fhir/metadata | head -c 300"
 	@echo "  curl -s 'http://$(HOST):$(PORT)/fhir/Patient?name=helene'"
 	@echo "INSi: the local INSi simulator answers (fictitious identities: ins/insi/table.py; README, 'Try it')."
-	@echo "No authentication yet: the demo has no credentials to give (see README, 'Not built yet')."
+	@echo "Tokens: README, 'Get a token' (in dev, requests without a token are still served, as anonymous)."
 	@echo
 	$(BIN)/dui serve --host $(HOST) --port $(PORT)
 

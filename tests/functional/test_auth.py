@@ -21,6 +21,7 @@ from werkzeug.test import TestResponse
 
 from dui.app import create_app
 from dui.auth import passwords
+from dui.auth.tokens import TokenError
 from dui.settings import AuthSettings
 from tests.authkit import (
     ASSERTION_TYPE,
@@ -247,6 +248,25 @@ def test_disabling_a_client_stops_its_tokens(auth_app: Flask, http: FlaskClient,
     refused(ask(http, token_form(client_id, TOKEN_URL)), "invalid_client", 401, "disabled client")
     missing = runner.invoke(args=["clients", "disable", "no-such-client"])
     assert missing.exit_code == 1 and "no client" in missing.output
+
+
+def test_a_verified_token_is_remembered_until_it_expires(auth_app: Flask, http: FlaskClient, jwks_file: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    auth = auth_app.extensions["dui"].authenticator
+    client_id = register(auth_app, jwks_file)
+    token = ask(http, token_form(client_id, TOKEN_URL)).get_json()["access_token"]
+    first = auth.verify(token)
+    checks: list[str] = []
+    real = auth.tokens.verify
+    monkeypatch.setattr(auth.tokens, "verify", lambda *a: checks.append("signature") or real(*a))
+    assert auth.verify(token) == first and checks == []  # no second signature check
+    later = auth.clock() + timedelta(seconds=300 + 31)
+    monkeypatch.setattr(auth, "clock", lambda: later)
+    with pytest.raises(TokenError, match="expired"):
+        auth.verify(token)
+    assert checks == ["signature"]
 
 
 def test_client_registration_checks_its_input(auth_app: Flask, http: FlaskClient, tmp_path: Path) -> None:

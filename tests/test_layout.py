@@ -57,3 +57,10 @@ def test_the_fhir_engine_does_not_import_the_edges() -> None:
         names = _imports(path)
         for edge in ("dui.web", "dui.cli", "dui.app", "dui.services", "dui.demo"):
             assert not _uses(names, edge), f"{path.relative_to(ROOT)} imports {edge}"
+
+
+def test_encryption_at_rest_sits_below_the_fhir_engine() -> None:
+    for path in _modules("dui/crypto"):
+        names = _imports(path)
+        for upper in ("dui.fhir", "dui.residents", "dui.web", "dui.cli", "dui.app", "dui.services", "flask"):
+            assert not _uses(names, upper), f"{path.relative_to(ROOT)} imports {upper}"

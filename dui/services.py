@@ -25,6 +25,8 @@ from dui.db import begin_read, begin_write, make_engine, make_session_factory
 from dui.errors import Unavailable
 from dui.fhir.interactions.base import FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
+from dui.fhir.scope import Scope
+from dui.fhir.scoped import ScopedRepository
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
@@ -32,6 +34,8 @@ from dui.fhir.validation import Validator
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings
 from ins.insi.client import InsiClient
+
+SCOPED_KINDS = frozenset({"staff", "client"})  # actors who see only their organization's residents
 
 
 class SimulatorWarning(UserWarning):
@@ -111,9 +115,14 @@ class Services:
         return SqlFhirRepository(session, self.indexer, self.clock, self.keyring)
 
     def fhir_context(self, session: Session, actor: Actor) -> FhirContext:
-        """The context of one unit of work; an actor outside the establishment sees through the sharing gate."""
+        """The context of one unit of work. An actor tied to an organization sees only its residents
+        (``ScopedRepository``); an actor outside the establishment sees through the sharing gate."""
         store = self.repository(session)
-        repo: FhirRepository = sharing.GatedRepository(store) if sharing.is_external(actor) else store
+        repo: FhirRepository = store
+        if actor.establishment and actor.kind in SCOPED_KINDS:
+            repo = ScopedRepository(store, Scope(actor.establishment))
+        if sharing.is_external(actor):
+            repo = sharing.GatedRepository(repo)
         return FhirContext(
             repo=repo,
             store=store,

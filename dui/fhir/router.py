@@ -116,7 +116,10 @@ def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[s
             _allow(method, found.methods, where)
             if level == "type":
                 return found.handler(ctx, req, rtype)
-            return found.handler(ctx, req, rtype, check_id(segments[1]))
+            rid = check_id(segments[1])
+            if ctx.repo.read(rtype, rid) is None:  # unknown, or outside what the actor may see
+                raise NotFound(f"{rtype}/{rid} does not exist")
+            return found.handler(ctx, req, rtype, rid)
     raise NotFound(f"Operation {name} is not supported at /{req.path} by this server", code="not-supported")
 
 

@@ -116,7 +116,11 @@ def merged_into(patient: dict[str, Any]) -> str | None:
 
 
 def _lock_both(ctx: FhirContext, a: str, b: str) -> dict[str, tuple[Current, dict[str, Any]]]:
-    """Both rows locked in id order, so that concurrent merges of the same records never deadlock."""
+    """Both rows locked in id order, so that concurrent merges of the same records never deadlock; each
+    must be a record the actor may see."""
+    for pid in (a, b):
+        if ctx.repo.read("Patient", pid) is None:
+            raise NotFound(f"Patient/{pid} does not exist")
     return {pid: load_patient(ctx, pid) for pid in sorted((a, b))}
 
 

@@ -44,9 +44,15 @@ def call(app: Flask, who: Actor, method: str, path: str, body: Any = None, polic
         return result.status, body_out
 
 
+def organization(client: FhirClient, finess: str = FINESS) -> str:
+    return str(client.create({"resourceType": "Organization", "name": f"EHPAD {finess}", "identifier": [
+        {"system": "https://finess.esante.gouv.fr", "value": finess}]})["id"])
+
+
 @pytest.fixture
 def record(client: FhirClient) -> dict[str, str]:
-    pid = client.create(patient())["id"]
+    org = organization(client)
+    pid = client.create(patient(managingOrganization={"reference": f"Organization/{org}"}))["id"]
     condition = client.create({"resourceType": "Condition", "subject": {"reference": f"Patient/{pid}"},
                                "code": {"text": "Démence"}})["id"]
     obs = client.create(observation(f"Patient/{pid}"))["id"]
@@ -71,9 +77,10 @@ def test_everything_returns_only_what_the_role_may_read(app: Flask, record: dict
     status, bundle = call(app, actor("aide-soignant"), "GET", f"Patient/{record['patient']}/$everything")
     assert status == 200
     types = {e["resource"]["resourceType"] for e in bundle["entry"]}
-    assert types == {"Patient", "Observation"}
+    assert types == {"Patient", "Observation", "Organization"}
     status, bundle = call(app, actor("medecin"), "GET", f"Patient/{record['patient']}/$everything")
-    assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Patient", "Observation", "Condition"}
+    assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Patient", "Observation", "Condition",
+                                                                         "Organization"}
 
 
 def test_bundle_entries_are_authorized_one_by_one(app: Flask, client: FhirClient, record: dict[str, str]) -> None:

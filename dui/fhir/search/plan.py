@@ -73,7 +73,15 @@ class Has:
     inner: Node
 
 
-Node = Leaf | Chain | Has
+@dataclass(frozen=True)
+class Within:
+    """Only the resources of ``rtype`` that ``rows`` (a query of row ids) selects: the actor's scope."""
+
+    rtype: str
+    rows: Any
+
+
+Node = Leaf | Chain | Has | Within
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, and_, false, not_, or_
 from dui.errors import Invalid
 from dui.fhir.search.indexer import date_range, precision_range
 from dui.fhir.search.normalize import normalize
-from dui.fhir.search.plan import PREFIXES, Chain, Has, Leaf, Node, SearchPlan, split_values
+from dui.fhir.search.plan import PREFIXES, Chain, Has, Leaf, Node, SearchPlan, Within, split_values
 from dui.fhir.tables import (
     INDEX_TABLES,
     TEXT_INDEX,
@@ -84,6 +84,8 @@ class Criteria:
             return self._chain(node).correlate(None)
         if isinstance(node, Has):
             return self._has(node).correlate(None)
+        if isinstance(node, Within):
+            return node.rows  # type: ignore[no-any-return]
         return self._leaf(node).correlate(None)
 
     # -- structure ------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ def _cost(node: Node) -> int:
         if node.kind == "string":
             return 1
         return 2
-    return 3
+    return 4 if isinstance(node, Within) else 3
 
 
 def _prefix(value: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import dui.audit.tables
-import dui.auth.tables  # noqa: F401  (registers the authentication tables)
+import dui.auth.tables
 import dui.crypto.tables
 import dui.fhir.tables  # noqa: F401
 from dui.db import make_engine, metadata

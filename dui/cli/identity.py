@@ -14,6 +14,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from dui.audit import trail
 from dui.auth.actor import CLI
 from dui.errors import DuiError
 from dui.fhir.interactions.base import FhirContext
@@ -30,13 +31,21 @@ def _services() -> Services:
     return services
 
 
-def _run(action: Callable[[FhirContext], T], write: bool = True) -> T:
-    """Run ``action`` in one unit of work; a ``DuiError`` becomes one clear line and exit status 1."""
+def _run(action: Callable[[FhirContext], T], patients: tuple[str, ...] = ()) -> T:
+    """Run ``action`` in one unit of work, recorded in the audit trail with the command's name; a
+    ``DuiError`` becomes one clear line and exit status 1."""
     svc = _services()
+    command = click.get_current_context().command_path.removeprefix("dui ")[:64]
     try:
-        with svc.unit_of_work(write=write) as session:
-            return action(svc.fhir_context(session, CLI))
+        with svc.unit_of_work(write=True) as session:
+            result = action(svc.fhir_context(session, CLI))
+            trail.record(session, trail.AuditEntry("operation", "success", CLI, "Patient", None, command,
+                                                   source="cli", patients=patients), svc.clock())
+            return result
     except DuiError as exc:
+        with svc.unit_of_work(write=True) as session:
+            trail.record(session, trail.AuditEntry("operation", "failed", CLI, "Patient", None, command,
+                                                   exc.status, "cli", patients=patients), svc.clock())
         details = "; ".join(i.diagnostics for i in exc.issues if i.diagnostics and i.diagnostics != exc.message)
         raise click.ClickException(exc.message + (f" ({details})" if details else "")) from None
 
@@ -50,7 +59,7 @@ def ins() -> None:
 @click.argument("patient_id")
 def fetch(patient_id: str) -> None:
     """Retrieve the INS of resident PATIENT_ID through INSi (search by its traits)."""
-    outcome = _run(lambda ctx: operations.fetch_ins(ctx, _services().insi(), patient_id))
+    outcome = _run(lambda ctx: operations.fetch_ins(ctx, _services().insi(), patient_id), patients=(patient_id,))
     click.echo(f"Patient/{patient_id}: INSi {outcome.outcome}, identity {outcome.status.label.lower()}: "
                f"{outcome.message}")
     sys.exit(0 if outcome.outcome == "00" else 1)
@@ -64,7 +73,8 @@ def fetch(patient_id: str) -> None:
 def check(patient_id: str, document: str, checked: Any) -> None:
     """Record that resident PATIENT_ID's identity was checked against an identity document."""
     day: date | None = checked.date() if checked else None
-    outcome = _run(lambda ctx: operations.check_document(ctx, patient_id, document.upper(), day))
+    outcome = _run(lambda ctx: operations.check_document(ctx, patient_id, document.upper(), day),
+                   patients=(patient_id,))
     click.echo(f"Patient/{patient_id}: {outcome.message}")
 
 
@@ -85,7 +95,8 @@ def verify(patient_ids: tuple[str, ...], all_: bool) -> None:
     with click.progressbar(ids, label="Verifying INS", file=sys.stderr) as bar:
         for pid in bar:
             try:
-                outcome = _run(lambda ctx, pid=pid: operations.verify(ctx, _services().insi(), pid))  # type: ignore[misc]
+                outcome = _run(lambda ctx, pid=pid: operations.verify(ctx, _services().insi(), pid),  # type: ignore[misc]
+                               patients=(pid,))
                 report[outcome.outcome] += 1
                 if outcome.outcome in ("withdrawn", "matricule-changed"):
                     click.echo(f"\nPatient/{pid}: {outcome.outcome}: {outcome.message}", err=True)
@@ -109,7 +120,7 @@ def _residents_with_ins() -> Iterator[str]:
             result = ctx.internal.search(plan, total=None)
             return [v.id for v in ctx.internal.fetch(result.rids)], result.next_cursor
 
-        ids, cursor = _run(page, write=False)
+        ids, cursor = _run(page)
         yield from ids
         if cursor is None:
             return
@@ -145,7 +156,7 @@ def duplicates_command(patient_id: str) -> None:
         _, patient = operations.load_patient(ctx, patient_id, lock=False)
         return [(v.id, m.grade, m.score) for v, m in duplicates.find_matches(ctx, patient)]
 
-    found = _run(find, write=False)
+    found = _run(find, patients=(patient_id,))
     for pid, grade, score in found:
         click.echo(f"Patient/{pid}\t{grade}\t{score:.3f}")
     click.echo(f"{len(found)} potential duplicate(s) of Patient/{patient_id}", err=True)
@@ -157,7 +168,7 @@ def duplicates_command(patient_id: str) -> None:
 @click.option("--preview", is_flag=True, help="Say what would move, and change nothing.")
 def merge_command(source: str, target: str, preview: bool) -> None:
     """Merge resident SOURCE into TARGET: SOURCE's resources move to TARGET, SOURCE becomes inactive."""
-    outcome = _run(lambda ctx: merge.merge(ctx, source, target, preview=preview))
+    outcome = _run(lambda ctx: merge.merge(ctx, source, target, preview=preview), patients=(source, target))
     verb = "would move" if preview else "moved"
     click.echo(f"Patient/{source} -> Patient/{target}: {verb} {len(outcome.moved)} resource(s)")
 
@@ -167,7 +178,7 @@ def merge_command(source: str, target: str, preview: bool) -> None:
 @click.option("--reason", required=True, help="Why the merge is undone (recorded).")
 def unmerge_command(source: str, reason: str) -> None:
     """Undo the merge of resident SOURCE: its resources move back and its record is restored."""
-    outcome = _run(lambda ctx: merge.unmerge(ctx, source, reason))
+    outcome = _run(lambda ctx: merge.unmerge(ctx, source, reason), patients=(source,))
     click.echo(f"Patient/{source} restored: {len(outcome.moved)} resource(s) moved back")
 
 

@@ -9,6 +9,7 @@
 ``Patient/$match``             potential duplicates (http://hl7.org/fhir/R4/patient-operation-match.html)
 ``Patient/$merge``             merge ``source-patient`` into ``target-patient`` (``preview``)
 ``Patient/$unmerge``           undo the merge of ``source-patient`` (administrators; ``reason``)
+``Patient/{id}/$access-report``  who opened the record: the audit trail as AuditEvents (direction, admin)
 =============================  ==========================================================================
 """
 
@@ -18,8 +19,11 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from dui.errors import Invalid
+from dui.audit import trail
+from dui.audit.export import audit_event
+from dui.errors import Forbidden, Invalid
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id, parse_body
+from dui.fhir.interactions.bundles import bundle
 from dui.residents import duplicates, merge, operations
 from dui.residents.operations import IdentityOutcome
 from dui.residents.sharing import visible
@@ -54,7 +58,22 @@ def build(insi: InsiProvider) -> dict[tuple[str, str], Operation]:
                                          match),
         ("Patient", "$merge"): Operation(ours("merge"), post, "type", merge_patients),
         ("Patient", "$unmerge"): Operation(ours("unmerge"), post, "type", unmerge_patient),
+        ("Patient", "$access-report"): Operation(ours("access-report"), ("GET",), "instance", access_report),
     }
+
+
+REPORT_READERS = frozenset({"administrateur", "direction"})
+
+
+def access_report(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    """Who opened this resident's record: the audit trail's entries touching it, as AuditEvents, oldest first."""
+    if ctx.actor.kind not in ("cli", "system", "anonymous") and not ctx.actor.roles & REPORT_READERS:
+        raise Forbidden("Not allowed: the access report is for the direction and administrators")
+    session = ctx.internal.session  # type: ignore[attr-defined]
+    events = [{"fullUrl": f"{ctx.base}/AuditEvent/audit-{row['seq']}",
+               "resource": audit_event(row, patients, ctx.settings.base_url)}
+              for row, patients in trail.entries(session, patient=rid)]
+    return FhirResponse(200, bundle("collection", ctx.clock(), events, [], total=None))
 
 
 def identity_check(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:

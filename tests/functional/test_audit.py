@@ -163,3 +163,29 @@ def test_export_as_audit_events_and_access_report(app: Flask, client: FhirClient
     assert len([line for line in report.stdout.splitlines() if "anonymous:anonymous" in line]) == 2
     assert "2 accesses" in report.output
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+
+def test_access_report_is_one_call_for_the_direction(app: Flask, client: FhirClient) -> None:
+    import dataclasses
+
+    from dui.auth.actor import Actor
+    from dui.errors import Forbidden
+    from dui.fhir import router
+    from dui.fhir.interactions.base import FhirRequest
+
+    pid = client.create(patient())["id"]
+    client.get(f"Patient/{pid}")
+    report = client.get(f"Patient/{pid}/$access-report").get_json()
+    assert report["type"] == "collection"
+    assert [e["resource"]["action"] for e in report["entry"]] == ["C", "R"]
+    Validator().check(report["entry"][0]["resource"])
+    svc: Services = app.extensions["dui"]
+    for roles, allowed in ((frozenset({"direction"}), True), (frozenset({"infirmier"}), False)):
+        with svc.unit_of_work(write=False) as session:
+            ctx = svc.fhir_context(session, Actor("staff", "s", roles))
+            req = FhirRequest("GET", f"Patient/{pid}/$access-report")
+            if allowed:
+                assert router.handle(dataclasses.replace(ctx), req).status == 200
+            else:
+                with pytest.raises(Forbidden):
+                    router.handle(ctx, req)

@@ -61,6 +61,11 @@ def test_residents_duplicates_merge_and_unmerge(app: Flask, client: FhirClient) 
     undone = runner.invoke(args=["residents", "unmerge", source, "--reason", "deux personnes"])
     assert undone.exit_code == 0, undone.output
     assert client.get(f"Observation/{obs}").get_json()["subject"]["reference"] == f"Patient/{source}"
+    from tests.functional.test_audit import rows
+
+    commands = [(r["actor_kind"], r["detail"], r["outcome"], tuple(p)) for r, p in rows(app) if r["source"] == "cli"]
+    assert ("cli", "residents merge", "failed", tuple(sorted((target, source)))) in commands
+    assert ("cli", "residents unmerge", "success", (source,)) in commands
 
 
 def test_dev_uses_the_simulator_and_says_so(tmp_path: Path, database_url: str) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from dui.audit import trail
 from dui.auth import grants
+from dui.auth.actor import ANONYMOUS, Actor
 from dui.auth.jwks import ALGORITHMS
 from dui.web.context import services, unit_of_work
 
@@ -36,11 +38,22 @@ def token() -> Response:
             answer = grants.token_request(auth, session, form)
     except grants.OAuthError as exc:
         logger.info("token refused", extra={"grant_type": _grant(form), "error": exc.error})
+        _audit_login(ANONYMOUS, "denied", exc.status, f"{_grant(form)}: {exc.error}")
         return _answer(exc.body(), exc.status)
     actor = answer.actor
     logger.info("token issued", extra={"grant_type": _grant(form), "actor_kind": actor.kind, "actor_id": actor.id,
                                        "token_id": actor.token_id})
+    _audit_login(actor, "success", 200, _grant(form))
     return _answer(answer.body, 200)
+
+
+def _audit_login(actor: Actor, outcome: str, status: int, detail: str) -> None:
+    """Every token asked for, given or refused, goes to the audit trail (the login of the API)."""
+    svc = services()
+    entry = trail.AuditEntry("login", outcome, actor, detail=detail[:64], status=status,
+                             source=request.remote_addr, request_id=g.get("request_id"))
+    with svc.unit_of_work(write=True) as session:
+        trail.record(session, entry, svc.clock())
 
 
 @bp.get("/.well-known/smart-configuration")

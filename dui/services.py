@@ -6,6 +6,7 @@ asks it for a FHIR context bound to its own session.
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
 from dui.auth.authenticator import Authenticator
+from dui.auth.policy import Policy
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
@@ -32,8 +34,22 @@ from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
 from dui.residents import fhir_operations, rules, sharing
-from dui.settings import Settings
+from dui.settings import Settings, SettingsError
 from ins.insi.client import InsiClient
+
+
+def load_policy(path: str | None) -> Policy:
+    """The authorization policy: the defaults, overridden by the JSON file ``DUI_POLICY_FILE`` names."""
+    if not path:
+        return Policy()
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("expected a JSON object")
+        return Policy.with_overrides(config)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"DUI_POLICY_FILE {path}: {exc}") from None
+
 
 SCOPED_KINDS = frozenset({"staff", "client"})  # actors who see only their organization's residents
 
@@ -59,6 +75,7 @@ class Services:
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
     authenticator: Authenticator = field(init=False)
+    policy: Policy = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
@@ -66,6 +83,8 @@ class Services:
         self.keyring = keyring_for(self.settings)
         # Who is calling: access tokens, OIDC issuers (DUI_AUTH_OIDC_ISSUERS is read here: a bad file stops start-up).
         self.authenticator = Authenticator(self.settings, self.session_factory, self.clock)
+        # What each role may do: the defaults, with the establishment's overrides (a bad file stops start-up).
+        self.policy = load_policy(self.settings.policy_file)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now,
@@ -128,6 +147,7 @@ class Services:
             store=store,
             write_rules=self.write_rules,
             operations=self.operations,
+            policy=self.policy,
             registry=self.registry,
             validator=self.validator,
             settings=self.settings,

@@ -81,6 +81,7 @@ class Settings:
     insi: InsiSettings = field(default_factory=InsiSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    policy_file: str | None = None  # JSON overrides of the authorization policy (docs/security.md)
 
     @property
     def fhir_base(self) -> str:
@@ -145,6 +146,7 @@ class Settings:
             insi=insi,
             encryption=encryption,
             auth=auth,
+            policy_file=env.get("DUI_POLICY_FILE") or None,
         )
         settings.check()
         return settings

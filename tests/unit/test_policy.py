@@ -85,3 +85,22 @@ def test_unrestricted_actors_and_readable_types() -> None:
     assert readable_types(CLI, ["Patient", "Condition"], POLICY) is None
     assert readable_types(staff("aide-soignant"), ["Patient", "Condition", "Observation"], POLICY) == [
         "Patient", "Observation"]
+
+
+def test_policy_file_is_read_at_start_and_refused_when_wrong(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from dui.services import load_policy
+    from dui.settings import SettingsError
+
+    folder = Path(str(tmp_path))
+    good = folder / "policy.json"
+    good.write_text('{"690002662": {"direction": {"care": "rs"}}}', encoding="utf-8")
+    assert may(Actor("staff", "d", frozenset({"direction"}), "690002662"), "r", "Observation", load_policy(str(good)))
+    bad = folder / "bad.json"
+    bad.write_text('{"default": {"chef": {}}}', encoding="utf-8")
+    with pytest.raises(SettingsError, match="unknown role 'chef'"):
+        load_policy(str(bad))
+    with pytest.raises(SettingsError, match="DUI_POLICY_FILE"):
+        load_policy(str(folder / "missing.json"))
+    assert load_policy(None) == Policy()

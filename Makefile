@@ -26,7 +26,12 @@ run: $(STAMP)
 	@echo "  curl -s http://$(HOST):$(PORT)/fhir/metadata | head -c 300"
 	@echo "  curl -s 'http://$(HOST):$(PORT)/fhir/Patient?name=helene'"
 	@echo "INSi: the local INSi simulator answers (fictitious identities: ins/insi/table.py; README, 'Try it')."
-	@echo "Tokens: README, 'Get a token' (in dev, requests without a token are still served, as anonymous)."
+	@echo "Demo accounts (EHPAD Les Tilleuls): demo.medecin, demo.infirmier, demo.aide-soignant, demo.administratif,"
+	@echo "  demo.direction; password Demo-Tilleuls-2026. A nurse's token, then her residents only:"
+	@echo "  TOKEN=\$$(curl -s http://$(HOST):$(PORT)/auth/token -d grant_type=password -d username=demo.infirmier \\"
+	@echo "    -d password=Demo-Tilleuls-2026 | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+	@echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" 'http://$(HOST):$(PORT)/fhir/Patient?_summary=count'"
+	@echo "In dev, requests without a token are still served, as anonymous (README, 'Get a token')."
 	@echo
 	$(BIN)/dui serve --host $(HOST) --port $(PORT)
 

@@ -10,10 +10,17 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from dui.auth import accounts
 from dui.auth.actor import CLI
-from dui.demo.data import resident_bundle, setup_bundle
+from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
 from dui.demo.load import load_bundle
 from dui.services import Services
+
+# Local accounts of the demo (development only: demo data and the password grant are refused in prod).
+DEMO_FINESS = ESTABLISHMENTS[0]["finess"]
+DEMO_PASSWORD = "Demo-Tilleuls-2026"
+DEMO_ACCOUNTS = (("demo.medecin", "medecin"), ("demo.infirmier", "infirmier"), ("demo.aide-soignant", "aide-soignant"),
+                 ("demo.administratif", "administratif"), ("demo.direction", "direction"))
 
 
 @click.group(cls=AppGroup)
@@ -42,3 +49,8 @@ def load(residents: int) -> None:
                 totals += load_bundle(svc.fhir_context(session, CLI), bundle)
     click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
                f"{totals.get('200', 0)} already present")
+    with svc.unit_of_work(write=True) as session:
+        made = [login for login, role in DEMO_ACCOUNTS if accounts.get_user(session, login) is None
+                and accounts.create_user(session, login, DEMO_PASSWORD, [role], DEMO_FINESS, svc.clock())]
+    click.echo(f"demo accounts at {ESTABLISHMENTS[0]['name']} ({len(made)} created): "
+               f"{', '.join(login for login, _ in DEMO_ACCOUNTS)}; password {DEMO_PASSWORD}")

@@ -150,3 +150,23 @@ def test_reindex_rebuilds_resumes_and_records_the_fingerprint(app: Flask) -> Non
     assert runner.invoke(args=["reindex", "--type", "Nope"]).exit_code != 0
     only = runner.invoke(args=["reindex", "--type", "Observation"])
     assert "5 resources" in only.output
+
+
+def test_demo_accounts_see_their_establishment_only(app: Flask) -> None:
+    from tests.helpers import FhirClient
+
+    empty_database(app)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["demo", "load", "--residents", "4"])
+    assert first.exit_code == 0, first.output
+    assert "demo accounts at EHPAD Les Tilleuls (démo) (5 created)" in first.output
+    again = runner.invoke(args=["demo", "load", "--residents", "4"])
+    assert "(0 created)" in again.output
+    web = app.test_client()
+    token = web.post("/auth/token", data={"grant_type": "password", "username": "demo.infirmier",
+                                          "password": "Demo-Tilleuls-2026"}).get_json()["access_token"]
+    everyone = FhirClient(web).search("Patient?_count=50")["entry"]
+    mine = web.get("/fhir/Patient?_count=50", headers={"Authorization": f"Bearer {token}",
+                                                        "Accept": "application/fhir+json"}).get_json()["entry"]
+    homes = {e["resource"]["managingOrganization"]["reference"] for e in mine}
+    assert homes == {"Organization/demo-ehpad-les-tilleuls"} and 0 < len(mine) < len(everyone)

@@ -72,3 +72,10 @@ def test_every_listed_search_parameter_is_accepted_strictly(client: FhirClient) 
                 sample = f"{samples[first.kind]}${samples[second.kind]}"
             response = client.get(f"{rtype}?{param['name']}={sample}", headers={"Prefer": "handling=strict"})
             assert response.status_code == 200, (rtype, param, response.get_data(as_text=True))
+
+
+def test_metadata_says_how_to_authenticate(client: FhirClient) -> None:
+    security = client.get("metadata").get_json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = security["extension"][0]["extension"]
+    assert uris == [{"url": "token", "valueUri": "http://testserver/auth/token"}]

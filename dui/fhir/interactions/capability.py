@@ -87,6 +87,16 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
+            "security": {
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                         "code": "SMART-on-FHIR"}]}],
+                "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": [{"url": "token",
+                                              "valueUri": base.removesuffix("/fhir") + "/auth/token"}]}],
+                "description": "Bearer access tokens: SMART Backend Services (client credentials with a signed "
+                               "assertion) for systems, OIDC or local accounts for staff; see "
+                               "/.well-known/smart-configuration",
+            },
             "resource": resources,
             "interaction": [{"code": c} for c in tables["system"]],
         }],

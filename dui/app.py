@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from alembic.runtime.migration import MigrationContext
 from flask import Flask, Response, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dui import __version__, logs, migrations
 from dui.clock import Clock, utc_now
@@ -26,11 +27,15 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import auth, context, errors, fhir
+    from dui.web import auth, context, errors, fhir, headers, throttle
 
+    if settings.http.trusted_proxies:  # the client's address, as the reverse proxies in front of us saw it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
     cli.register(app)
-    context.register(app)
+    context.register(app)  # first: the request id, on every answer and log line
     errors.register(app)
+    headers.register(app)  # security headers; CORS preflights, answered before authentication
+    throttle.register(app)  # rate limits, after authentication and before the handler
     app.register_blueprint(fhir.bp)
     app.register_blueprint(auth.bp)
 

@@ -124,6 +124,13 @@ class UnsupportedMediaType(DuiError):
     code = "not-supported"
 
 
+class Throttled(DuiError):
+    """429: this client sent more requests than its rate limit allows; ``Retry-After`` says when to retry."""
+
+    status = 429
+    code = "throttled"
+
+
 class Unavailable(DuiError):
     """503: a dependency (database, national service) is unreachable; retry later."""
 

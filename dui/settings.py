@@ -7,8 +7,10 @@ build ``Settings(...)`` directly. Every variable is documented in README.md ("Co
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,6 +71,31 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class RateLimits:
+    """Token buckets (docs/security.md, "Hardening"): ``per_minute`` requests a minute, ``burst`` at once, per
+    actor (API client, staff member, else remote address); ``auth_*`` for ``/auth/token`` per remote address.
+    0 per minute turns a limit off. Off when built in code (tests); ``from_env`` starts from
+    ``DEFAULT_RATE_LIMITS``."""
+
+    per_minute: int = 0
+    burst: int = 0
+    auth_per_minute: int = 0
+    auth_burst: int = 0
+
+
+DEFAULT_RATE_LIMITS = RateLimits(per_minute=1200, burst=200, auth_per_minute=30, auth_burst=10)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP edge: the browser origins CORS allows (none: no CORS headers at all), and how many reverse
+    proxies in front of the service append to ``X-Forwarded-For`` (0: the peer's address is the client's)."""
+
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -81,6 +108,8 @@ class Settings:
     insi: InsiSettings = field(default_factory=InsiSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    rate: RateLimits = field(default_factory=RateLimits)
+    http: HttpSettings = field(default_factory=HttpSettings)
     policy_file: str | None = None  # JSON overrides of the authorization policy (docs/security.md)
 
     @property
@@ -134,6 +163,17 @@ class Settings:
             password_grant=_bool(env, "DUI_AUTH_PASSWORD_GRANT", name != "prod"),
             oidc_issuers=env.get("DUI_AUTH_OIDC_ISSUERS") or None,
         )
+        d_rate = DEFAULT_RATE_LIMITS
+        rate = RateLimits(
+            per_minute=_int(env, "DUI_RATE_LIMIT", d_rate.per_minute),
+            burst=_int(env, "DUI_RATE_LIMIT_BURST", d_rate.burst, minimum=1),
+            auth_per_minute=_int(env, "DUI_AUTH_RATE_LIMIT", d_rate.auth_per_minute),
+            auth_burst=_int(env, "DUI_AUTH_RATE_LIMIT_BURST", d_rate.auth_burst, minimum=1),
+        )
+        http = HttpSettings(
+            cors_origins=_origins(env.get("DUI_CORS_ORIGINS", "")),
+            trusted_proxies=_int(env, "DUI_TRUSTED_PROXIES", 0),
+        )
         settings = cls(
             env=name,
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
@@ -146,6 +186,8 @@ class Settings:
             insi=insi,
             encryption=encryption,
             auth=auth,
+            rate=rate,
+            http=http,
             policy_file=env.get("DUI_POLICY_FILE") or None,
         )
         settings.check()
@@ -161,6 +203,12 @@ class Settings:
         if self.is_prod and self.auth.allow_anonymous:
             raise SettingsError("DUI_AUTH_ALLOW_ANONYMOUS is refused when DUI_ENV=prod: every request must carry "
                                 "a token")
+        if self.is_prod:
+            plain = [origin for origin in self.http.cors_origins if not origin.startswith("https://")]
+            if plain:
+                raise SettingsError(f"DUI_CORS_ORIGINS must list https origins only when DUI_ENV=prod, not {plain[0]}")
+        if not 0 <= self.http.trusted_proxies <= 5:
+            raise SettingsError("DUI_TRUSTED_PROXIES must be between 0 and 5")
         if not 30 <= self.auth.token_lifetime <= 3600:
             raise SettingsError("DUI_AUTH_TOKEN_LIFETIME must be between 30 and 3600 seconds")
         insi = self.insi
@@ -172,6 +220,11 @@ class Settings:
             if missing:
                 raise SettingsError(f"DUI_INSI_URL needs {', '.join(missing)} (the structure certificate, its key "
                                     "and the CA that signs INSi's server certificate)")
+            simulator = Path(insi.simulator_dir).resolve()
+            for name, value in (("DUI_INSI_CERT", insi.cert), ("DUI_INSI_KEY", insi.key), ("DUI_INSI_CA", insi.ca)):
+                if self.is_prod and value and Path(value).resolve().is_relative_to(simulator):
+                    raise SettingsError(f"{name} is a file of the development INSi simulator ({insi.simulator_dir}): "
+                                        "production refuses it")
 
 
 def _timezone(name: str) -> str:
@@ -180,6 +233,23 @@ def _timezone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"DUI_TIMEZONE must be an IANA time zone such as Europe/Paris, not {name!r}") from None
     return name
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """``DUI_CORS_ORIGINS``: origins separated by commas or spaces, each ``scheme://host[:port]`` as a browser
+    sends it in ``Origin`` (no path, no trailing slash, no wildcard)."""
+    origins: list[str] = []
+    for item in raw.replace(",", " ").split():
+        origin = item.lower()
+        if not _ORIGIN.fullmatch(origin):
+            raise SettingsError(f"DUI_CORS_ORIGINS: {item!r} is not an origin such as https://app.example.org "
+                                "(scheme, host and port only; no path, no wildcard)")
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from dui import logs
 from dui.auth.actor import Actor
+from dui.errors import DuiError
 from dui.services import Services
 
 logger = logging.getLogger("dui.access")
@@ -32,11 +33,19 @@ def services() -> Services:
 def current_actor() -> Actor:
     """Who is acting: the actor of the request's bearer token (``dui.auth.authenticator``), resolved once per
     request. ``Unauthorized`` (401) for a bad token, or for none where anonymous requests are not allowed;
-    the CapabilityStatement is served without a token."""
+    the CapabilityStatement is served without a token. A refusal is remembered too: the rate limit
+    (``dui.web.throttle``) asks first, the handler raises it."""
     actor: Actor | None = g.get("actor")
     if actor is None:
+        refused: DuiError | None = g.get("actor_refused")
+        if refused is not None:
+            raise refused
         public = request.method in ("GET", "HEAD") and request.path.rstrip("/") == "/fhir/metadata"
-        actor = services().authenticator.actor_for(request.headers.get("Authorization"), public=public)
+        try:
+            actor = services().authenticator.actor_for(request.headers.get("Authorization"), public=public)
+        except DuiError as exc:
+            g.actor_refused = exc
+            raise
         g.actor = actor
     return actor
 

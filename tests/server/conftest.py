@@ -34,7 +34,10 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DUI_DATABASE_URL": database_url, "DUI_BASE_URL": base, "DUI_LOG_LEVEL": "INFO",
            "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
-           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE)}  # the test app's key: both read the same bodies
+           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),  # the test app's key: both read the same bodies
+           # the limiter runs, but tests that race from one address are not throttled (tests/server/test_hardening.py)
+           "DUI_RATE_LIMIT": "600000", "DUI_RATE_LIMIT_BURST": "100000", "DUI_AUTH_RATE_LIMIT": "600000",
+           "DUI_AUTH_RATE_LIMIT_BURST": "100000"}
     dui = Path(sys.executable).with_name("dui")
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)

@@ -1,0 +1,195 @@
+"""Rate limits per client and the security headers of every answer, through the Flask test client.
+
+The app of this module allows 3 requests at once per actor and 2 token requests per address, refilled at one a
+minute, so that a test's fourth request is refused whatever the machine's speed. Each test starts with empty
+buckets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from dui.app import create_app
+from dui.ratelimit import InProcessRateLimiter
+from dui.settings import AuthSettings, HttpSettings, RateLimits
+from dui.web.throttle import Reports
+from tests.authkit import TILLEULS, client_jwks, ec256, psc_config, psc_token, token_form, write_json
+from tests.conftest import BASE_URL, empty_database
+from tests.conftest import test_settings as settings_for
+from tests.helpers import FHIR_JSON, outcome_codes
+
+LIMITS = RateLimits(per_minute=1, burst=3, auth_per_minute=1, auth_burst=2)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@pytest.fixture(scope="module")
+def limited_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    tmp = tmp_path_factory.mktemp("hardening")
+    app = create_app(settings_for(database_url, rate=LIMITS, auth=AuthSettings(
+        dev_key_dir=str(tmp / "keys"), oidc_issuers=str(psc_config(tmp)))))
+    yield app
+    app.extensions["dui"].dispose()
+
+
+@pytest.fixture
+def web(limited_app: Flask) -> FlaskClient:
+    empty_database(limited_app)
+    limited_app.extensions["dui.ratelimit"] = InProcessRateLimiter()
+    limited_app.extensions["dui.ratelimit.reports"] = Reports()
+    return limited_app.test_client()
+
+
+def fhir(web: FlaskClient, path: str = "metadata", address: str = "192.0.2.1", token: str | None = None,
+         **headers: str) -> TestResponse:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return web.get(f"/fhir/{path}", headers={"Accept": FHIR_JSON, **headers}, environ_base={"REMOTE_ADDR": address})
+
+
+def statuses(responses: list[TestResponse]) -> list[int]:
+    return [r.status_code for r in responses]
+
+
+def throttled(response: TestResponse) -> None:
+    assert response.status_code == 429, response.get_data(as_text=True)
+    assert 55 <= int(response.headers["Retry-After"]) <= 60
+
+
+def client_token(app: Flask, web: FlaskClient, tmp: Path, name: str) -> str:
+    jwks = write_json(tmp / f"{name}.jwks.json", client_jwks())
+    result = app.test_cli_runner().invoke(args=["clients", "create", name, "--scope", "system/Patient.rs",
+                                                "--jwks-file", str(jwks), "--establishment", TILLEULS])
+    assert result.exit_code == 0, result.output
+    client_id = result.stdout.strip()
+    answer = web.post("/auth/token", data=token_form(client_id, BASE_URL + "/auth/token"),
+                      environ_base={"REMOTE_ADDR": f"198.51.100.{len(name)}"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return str(answer.get_json()["access_token"])
+
+
+# -- rate limits ----------------------------------------------------------------------------------------------
+
+
+def test_anonymous_requests_are_limited_per_address(web: FlaskClient) -> None:
+    assert statuses([fhir(web) for _ in range(3)]) == [200, 200, 200]
+    refused = fhir(web, "Patient?family=Quintal")
+    throttled(refused)
+    assert outcome_codes(refused) == ["throttled"]
+    assert "at most 1 a minute, 3 at once" in refused.get_json()["issue"][0]["diagnostics"]
+    assert fhir(web, address="192.0.2.2").status_code == 200  # another address, another bucket
+
+
+def test_each_api_client_has_its_own_bucket(limited_app: Flask, web: FlaskClient, tmp_path: Path) -> None:
+    first, second = client_token(limited_app, web, tmp_path, "a"), client_token(limited_app, web, tmp_path, "bb")
+    assert statuses([fhir(web, token=first, address=f"10.0.0.{i}") for i in range(3)]) == [200, 200, 200]
+    throttled(fhir(web, token=first, address="10.0.0.9"))  # the client, whatever address it calls from
+    assert fhir(web, token=second, address="10.0.0.9").status_code == 200
+    assert fhir(web, address="10.0.0.9").status_code == 200  # the same address without the token
+
+
+def test_each_staff_member_has_their_own_bucket(web: FlaskClient) -> None:
+    nurse, doctor = psc_token(SubjectNameID="810000000001"), psc_token(SubjectNameID="810000000002")
+    assert statuses([fhir(web, token=nurse) for _ in range(3)]) == [200, 200, 200]
+    throttled(fhir(web, token=nurse))
+    assert fhir(web, token=doctor).status_code == 200
+
+
+def test_refused_tokens_count_against_the_address_and_are_still_answered_401(web: FlaskClient) -> None:
+    answers = [fhir(web, "Patient", token="not-a-token") for _ in range(3)]
+    assert statuses(answers) == [401, 401, 401]
+    assert all('error="invalid_token"' in a.headers["WWW-Authenticate"] for a in answers)
+    throttled(fhir(web, "Patient", token="still-not-a-token"))
+    assert fhir(web, "Patient", token="not-a-token", address="192.0.2.77").status_code == 401
+
+
+def test_token_endpoint_has_its_own_lower_limit_per_address(web: FlaskClient) -> None:
+    form = {"grant_type": "password", "username": "ide.demo", "password": "guess"}
+    answers = [web.post("/auth/token", data=form, environ_base={"REMOTE_ADDR": "203.0.113.7"}) for _ in range(3)]
+    assert statuses(answers) == [400, 400, 429]  # two guesses a minute, then refused before any check
+    throttled(answers[2])
+    problem = answers[2].get_json()
+    assert answers[2].mimetype == "application/problem+json"
+    assert problem["status"] == 429 and "token requests from this address" in problem["title"]
+    assert web.post("/auth/token", data=form, environ_base={"REMOTE_ADDR": "203.0.113.8"}).status_code == 400
+    assert fhir(web, address="203.0.113.7").status_code == 200  # the API bucket of that address is apart
+
+
+def test_health_probes_are_not_limited(web: FlaskClient) -> None:
+    assert all(web.get("/healthz").status_code == 200 for _ in range(20))
+
+
+def test_a_refusal_is_logged_once_a_minute_without_the_query(web: FlaskClient,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dui.security")
+    for _ in range(3):
+        fhir(web)
+    for _ in range(5):
+        throttled(fhir(web, "Patient?family=Quintal&birthdate=1932-04-05"))
+    lines = [r for r in caplog.records if r.name == "dui.security"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.getMessage() == "rate limited"
+    assert vars(line)["bucket"] == "api" and vars(line)["remote"] == "192.0.2.1"
+    assert vars(line)["path"] == "/fhir/Patient" and vars(line)["refused"] == 1
+    assert "Quintal" not in str(vars(line)) and "1932" not in str(vars(line))
+
+
+def test_the_client_address_behind_trusted_proxies(database_url: str) -> None:
+    def app_with(proxies: int) -> Flask:
+        return create_app(settings_for(database_url, rate=RateLimits(per_minute=1, burst=1),
+                                       http=HttpSettings(trusted_proxies=proxies)))
+
+    for proxies, spoofed in ((0, "refused"), (1, "own bucket")):
+        app = app_with(proxies)
+        try:
+            web = app.test_client()
+            first = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"})
+            second = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"})
+            assert first.status_code == 200
+            # No trusted proxy: X-Forwarded-For is the client's word, and does not give it a new bucket.
+            assert second.status_code == (429 if spoofed == "refused" else 200)
+        finally:
+            app.extensions["dui"].dispose()
+
+
+# -- security headers -----------------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(web: FlaskClient) -> None:
+    answers = [fhir(web), fhir(web, "Patient/nope"), web.post("/auth/token", data={}), web.get("/healthz"),
+               web.get("/nowhere"), fhir(web), fhir(web)]
+    assert statuses(answers) == [200, 404, 400, 200, 404, 200, 429]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, (answer.request.path, name)
+        assert "Strict-Transport-Security" not in answer.headers  # dev: http
+        assert "Server" not in answer.headers
+
+
+def test_production_adds_strict_transport_security(database_url: str, tmp_path: Path) -> None:
+    key = tmp_path / "signing.pem"
+    key.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    app = create_app(settings_for(database_url, env="prod", base_url="https://dui.example.org",
+                                  auth=AuthSettings(signing_key=str(key))))
+    try:
+        web = app.test_client()
+        for answer in (web.get("/healthz"), fhir(web, "Patient"), fhir(web)):
+            assert answer.headers["Strict-Transport-Security"] == "max-age=31536000"
+            assert answer.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    finally:
+        app.extensions["dui"].dispose()

@@ -2,8 +2,8 @@
 
 XML does not say which elements repeat or what type a primitive has; the definitions do, so the
 reader knows when to build an array, when ``value="true"`` is a boolean, and when a decimal must
-keep its text. Untrusted XML goes through a hardened parser: no DTD, no entities, no network, and a
-DOCTYPE is refused outright.
+keep its text. Untrusted XML goes through ``dui.fhir.xmlsafe``: no DTD, no entities, no network, UTF-8 only,
+and limits on size and nesting.
 """
 
 from __future__ import annotations
@@ -12,25 +12,27 @@ from typing import Any
 
 from lxml import etree
 
-from dui.errors import Invalid
+from dui.errors import Invalid, TooLarge
 from dui.fhir.definitions import R4, ElementDef, r4
 from dui.fhir.jsontext import FhirDecimal
+from dui.fhir.xmlsafe import MAX_BYTES, MAX_DEPTH, UnsafeXml, parse_untrusted
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                          remove_comments=True, remove_pis=True)
 
 
-def parse_xml(data: bytes | str) -> dict[str, Any]:
-    """Read one FHIR resource in XML into its JSON form; raise ``Invalid`` on anything else."""
+def parse_xml(data: bytes | str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Read one FHIR resource in XML into its JSON form; raise ``Invalid`` on anything else (``TooLarge`` beyond
+    ``max_bytes`` or ``max_depth``)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise TooLarge(f"The XML body is larger than {max_bytes} bytes")
     try:
-        root = etree.fromstring(raw, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise Invalid(f"The body is not well-formed XML: {exc.msg}") from None
-    if root.getroottree().docinfo.doctype:
-        raise Invalid("FHIR XML must not contain a DOCTYPE")
+        root = parse_untrusted(raw, max_bytes=max_bytes, max_depth=max_depth)
+    except UnsafeXml as exc:
+        if "nested deeper" in str(exc):
+            raise TooLarge(f"The XML body is refused: {exc}") from None
+        raise Invalid(f"The XML body is refused: {exc}") from None
     return XmlReader(r4()).resource(root)
 
 

@@ -224,12 +224,21 @@ class XmlRefused(ValueError):
     """Bytes that are not one well-formed, DTD-free, UTF-8 XML document."""
 
 
-_FORBIDDEN = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+_FORBIDDEN = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_ENCODING = re.compile(rb"""^(?:\xef\xbb\xbf)?\s*<\?xml\b[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+MAX_XML_BYTES = 1 << 20  # an INSi message is a few kilobytes
+MAX_XML_DEPTH = 64  # an INSi message nests about ten elements deep
 
 
-def parse_xml(data: bytes) -> etree._Element:
-    """Parse untrusted XML: no DTD, no entity, no network, no huge tree; a DOCTYPE is refused outright."""
+def parse_xml(data: bytes, *, max_bytes: int = MAX_XML_BYTES, max_depth: int = MAX_XML_DEPTH) -> etree._Element:
+    """Parse untrusted XML: at most ``max_bytes`` and ``max_depth`` levels, UTF-8 only, no DTD, no entity, no
+    network, no huge tree; a DOCTYPE is refused outright (the rules of ``dui.fhir.xmlsafe``)."""
+    if len(data) > max_bytes:
+        raise XmlRefused(f"larger than {max_bytes} bytes")
     if b"\x00" in data or data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x4c\x6f\xa7\x94")):
+        raise XmlRefused("only UTF-8 XML is accepted")
+    declared = _ENCODING.match(data)
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
         raise XmlRefused("only UTF-8 XML is accepted")
     if _FORBIDDEN.search(data):
         raise XmlRefused("a DOCTYPE or an entity declaration is refused")
@@ -241,6 +250,12 @@ def parse_xml(data: bytes) -> etree._Element:
         raise XmlRefused("not well-formed XML") from None
     if root.getroottree().docinfo.doctype:
         raise XmlRefused("a DOCTYPE is refused")
+    stack = [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > max_depth:
+            raise XmlRefused(f"elements are nested deeper than {max_depth} levels")
+        stack.extend((child, level + 1) for child in node if isinstance(child.tag, str))
     return root
 
 

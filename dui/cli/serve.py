@@ -7,8 +7,9 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from dui.auth.keys import SigningKeyError, load_signing_key
 from dui.crypto.master import configured_keys
-from dui.settings import Settings
+from dui.settings import Settings, SettingsError
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -26,6 +27,18 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
+def startup_checks(settings: Settings) -> None:
+    """Refuse now, with one ``dui: configuration error:`` line, what would otherwise fail in every worker: an
+    unreadable or development master key; in ``prod``, a missing or development token-signing key (without one,
+    workers would start and answer 503 to every token)."""
+    configured_keys(settings.encryption, prod=settings.is_prod)
+    if settings.is_prod:
+        try:
+            load_signing_key(settings.auth.signing_key, settings.auth.dev_key_dir, prod=True)
+        except SigningKeyError as exc:
+            raise SettingsError(str(exc)) from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
@@ -40,7 +53,7 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     is off for that reason.
     """
     settings = Settings.from_env()  # fail now, with one line, on a bad configuration
-    configured_keys(settings.encryption, prod=settings.is_prod)  # and on an unreadable or development master key
+    startup_checks(settings)
     _Server({
         "bind": f"{host}:{port}",
         "workers": workers,

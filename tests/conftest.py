@@ -29,6 +29,7 @@ from dui.crypto.master import KEY_BYTES, write_key_file
 from dui.db import make_engine, normalize_url
 from dui.fhir import tables
 from dui.settings import EncryptionSettings, InsiSettings, Limits, Settings
+from tests import logscan
 from tests.helpers import FhirClient
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
@@ -48,6 +49,26 @@ atexit.register(shutil.rmtree, TEST_KEYS, True)
 TEST_MASTER_KEY_FILE = TEST_KEYS / "master.key"
 write_key_file(TEST_MASTER_KEY_FILE, os.urandom(KEY_BYTES))
 TEST_ENCRYPTION = EncryptionSettings(master_key_file=str(TEST_MASTER_KEY_FILE), dev_key_dir=str(TEST_KEYS / "dev"))
+
+
+_SESSION_LOG = pytest.StashKey[logscan.SessionLogHandler]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every log record of the session goes to one file, scanned by the last test (tests/zzz/test_log_scan.py)."""
+    config.stash[_SESSION_LOG] = logscan.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    logscan.uninstall(config.stash[_SESSION_LOG])
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has regrouped the tests by database
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The log scan runs last, once every other test (and every server it started) has logged."""
+    last = [item for item in items if item.nodeid.startswith("tests/zzz/")]
+    if last:
+        items[:] = [item for item in items if not item.nodeid.startswith("tests/zzz/")] + last
 
 
 def conformance_dir(*parts: str) -> Path:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class Services:
     validator: Validator
     clock: Clock = field(default=utc_now)
     insi_factory: Callable[[], InsiClient] | None = None
-    write_rules: Mapping[str, WriteRule] = field(default_factory=lambda: {"Patient": rules.prepare_patient})
+    write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
     _insi: InsiClient | None = None
     _simulator: Any = None
@@ -79,6 +80,8 @@ class Services:
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
+        if not self.write_rules:
+            self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
         # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
         self.keyring = keyring_for(self.settings)
         # Who is calling: access tokens, OIDC issuers (DUI_AUTH_OIDC_ISSUERS is read here: a bad file stops start-up).

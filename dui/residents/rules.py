@@ -35,12 +35,18 @@ IDENTITY_OPERATIONS = "$ins-fetch, $identity-check, $identity-withdraw or $ins-v
 
 
 def prepare_patient(resource: dict[str, Any], previous: Callable[[], dict[str, Any] | None], actor: Actor,
-                    today: date) -> dict[str, Any]:
-    """The Patient to store (a withheld INS put back), or ``Unprocessable`` listing every problem."""
+                    today: date, *, production: bool = False) -> dict[str, Any]:
+    """The Patient to store (a withheld INS put back), or ``Unprocessable`` listing every problem.
+
+    In production (``DUI_ENV=prod``) an INS of the test or demonstration OIDs is refused: those identities
+    are fictitious and must never mix with real residents."""
     stored = previous()
     if stored is not None:
         resource = restore_withheld(resource, stored, actor)
     issues = identity_issues(resource, today)
+    if production:
+        issues += [_issue(f"an INS of the {i.kind.usage} OID ({i.kind.system}) is refused in production", i.path)
+                   for i in mapping.ins_identifiers(resource) if not i.kind.is_production]
     if stored is not None and not issues and actor.kind not in TRUSTED_WRITERS:
         issues = _locked(resource, stored)
     if issues:

@@ -315,3 +315,18 @@ def test_gate_for_adapters_that_send_documents(app: Flask, client: FhirClient) -
     record = stored(app, pid)
     assert require_shareable_ins(record).value == LYON.identity.matricule
     assert shareable_patient(record) is record
+
+
+def test_test_and_demo_ins_are_refused_in_production() -> None:
+    from datetime import date
+
+    from dui.auth.actor import ANONYMOUS
+    from dui.errors import Unprocessable
+    from dui.residents.rules import prepare_patient
+
+    body = resident(identifier=[ins_identifier(LYON.identity.matricule)])
+    assert prepare_patient(body, lambda: None, ANONYMOUS, date(2026, 11, 24)) is body
+    with pytest.raises(Unprocessable) as refused:
+        prepare_patient(body, lambda: None, ANONYMOUS, date(2026, 11, 24), production=True)
+    assert "test OID" in refused.value.issues[0].diagnostics
+    assert refused.value.issues[0].expression == ("Patient.identifier[0].value",)

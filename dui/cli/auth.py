@@ -22,6 +22,7 @@ from dui.auth import accounts, passwords
 from dui.auth.jwks import JwksError, parse_jwks
 from dui.auth.roles import ROLES
 from dui.auth.scopes import ScopeError, ScopeSet
+from dui.cli.auditing import record_command
 from dui.services import Services
 
 T = TypeVar("T")
@@ -34,11 +35,17 @@ def _services() -> Services:
 
 def _run(action: Callable[[Session], T], write: bool = True) -> T:
     """Run ``action`` in one transaction; a refusal becomes one clear line and exit status 1."""
+    svc = _services()
     try:
-        with _services().unit_of_work(write=write) as session:
-            return action(session)
+        with svc.unit_of_work(write=write) as session:
+            result = action(session)
     except (ValueError, ScopeError, JwksError) as exc:  # AccountError, WeakPassword, bad role or FINESS
+        if write:
+            record_command(svc, "failed")
         raise click.ClickException(str(exc)) from None
+    if write:  # accounts and clients created, changed or disabled are administrative writes
+        record_command(svc)
+    return result
 
 
 def _when(epoch: int | None) -> str:

@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from dui.cli.auditing import record_command
 from dui.crypto import admin
 from dui.crypto.errors import CryptoError
 from dui.crypto.master import KEY_BYTES, read_key_file, write_key_file
@@ -101,6 +102,7 @@ def rotate(new_key_file: Path | None, data_key: bool) -> None:
     if data_key:
         with _clear_errors(), svc.unit_of_work(write=True) as session:
             key, retired = admin.rotate_data_key(session, svc.keyring)
+        record_command(svc)
         click.echo(f"data key {key.id} is active" + (f"; data key {retired} retired" if retired else "")
                    + ": servers switch within a minute; then run `dui keys reencrypt`")
         return
@@ -111,6 +113,7 @@ def rotate(new_key_file: Path | None, data_key: bool) -> None:
             raise click.ClickException(f"{new_key_file} is a development key: production refuses it")
         with svc.unit_of_work(write=True) as session:
             result = admin.rotate_master(session, svc.keyring, new)
+    record_command(svc)
     click.echo(f"{result.rewrapped} data key(s) now wrapped by master key {new.key_id}"
                + (f" ({result.unchanged} already were)" if result.unchanged else ""))
     if svc.keyring.masters().current.key_id != new.key_id:
@@ -155,4 +158,5 @@ def reencrypt_command(batch: int, restart: bool) -> None:
                 after = result.last_vid
                 done += result.reencrypted
                 bar.update(result.reencrypted)
+    record_command(svc)
     click.echo(f"{done} bodies re-encrypted with data key {key.id}")

@@ -213,3 +213,16 @@ def test_logins_are_recorded_given_or_refused(app: Flask, client: FhirClient) ->
               if r["action"] == "login"]
     assert logins == [("login", "denied", "anonymous", "anonymous", "password: invalid_grant"),
                       ("login", "success", "staff", "ide.audit", "password")]
+
+
+def test_administrative_commands_are_recorded(app: Flask, client: FhirClient) -> None:
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["users", "create", "adm.audit", "--role", "administrateur", "--establishment",
+                               "690002662", "--password-stdin"], input="Journal-des-acces-2026!\n").exit_code == 0
+    assert runner.invoke(args=["users", "create", "adm.audit", "--role", "administrateur", "--establishment",
+                               "690002662", "--password-stdin"], input="Journal-des-acces-2026!\n").exit_code == 1
+    assert runner.invoke(args=["users", "disable", "adm.audit"]).exit_code == 0
+    assert runner.invoke(args=["keys", "rotate", "--data-key"]).exit_code == 0
+    admin = [(r["actor_kind"], r["detail"], r["outcome"]) for r, _ in rows(app) if r["action"] == "admin"]
+    assert admin == [("cli", "users create", "success"), ("cli", "users create", "failed"),
+                     ("cli", "users disable", "success"), ("cli", "keys rotate", "success")]

@@ -1,0 +1,17 @@
+"""Administrative commands go to the audit trail too: who (the CLI administrator), which command, outcome."""
+
+from __future__ import annotations
+
+import click
+
+from dui.audit import trail
+from dui.auth.actor import CLI
+from dui.services import Services
+
+
+def record_command(svc: Services, outcome: str = "success", status: int | None = None) -> None:
+    """One entry for the running command (``users create``, ``keys rotate``...), in a transaction of its own."""
+    command = click.get_current_context().command_path.removeprefix("dui ")[:64]
+    entry = trail.AuditEntry("admin", outcome, CLI, detail=command, status=status, source="cli")
+    with svc.unit_of_work(write=True) as session:
+        trail.record(session, entry, svc.clock())

@@ -107,7 +107,9 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
     else:
         url = f"sqlite:///{workdir / 'dui.sqlite'}"
     env = {**os.environ, "DUI_DATABASE_URL": url, "DUI_BASE_URL": f"http://127.0.0.1:{port}",
-           "DUI_LOG_LEVEL": "WARNING", "DUI_MAX_COUNT": "1000"}
+           "DUI_LOG_LEVEL": "WARNING", "DUI_MAX_COUNT": "1000",
+           # every load-generator process calls from 127.0.0.1: per-address rate limits would throttle the run
+           "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0"}
     subprocess.run([str(DUI), "db", "upgrade"], env=env, check=True, capture_output=True)
     database = url if kind == "postgresql" else str(workdir / "dui.sqlite")
     return Server(f"dui-{kind}", [str(DUI), "serve", "--port", str(port), "--workers", str(workers),

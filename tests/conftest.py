@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -90,7 +91,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         if REQUIRE_PG:
             pytest.fail("DUI_REQUIRE_POSTGRESQL=1 but DUI_TEST_DATABASE_URL is not set")
         pytest.skip("PostgreSQL tests need DUI_TEST_DATABASE_URL (see README, 'Tests')")
-    schema = f"dui_test_{uuid.uuid4().hex[:12]}"
+    with migrated_schema("dui_test") as url:
+        yield url
+
+
+@contextmanager
+def migrated_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own (on ``DUI_TEST_DATABASE_URL``), migrated to the head, dropped afterwards."""
+    assert PG_URL
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = make_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import date
 
+from dui.auth.finess import luhn_key
 from ins import control_key
 
 FAMILY_NAMES = [
@@ -42,18 +43,6 @@ BIRTH_PLACES = [
     ("99352", "Algérie"), ("99127", "Italie"), ("99139", "Portugal"), ("99134", "Espagne"),
     ("99350", "Maroc"),
 ]  # fmt: skip
-
-
-def luhn_key(digits: str) -> str:
-    """The Luhn check digit that completes ``digits`` (FINESS, RPPS)."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2 == 0:
-            n *= 2
-            n = n - 9 if n > 9 else n
-        total += n
-    return str((10 - total % 10) % 10)
 
 
 def finess(departement: str, body: str) -> str:

@@ -15,15 +15,12 @@ set by the server), so a read is one row and no re-serialisation.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -33,11 +30,12 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
-from sqlalchemy.types import TypeDecorator
 
-from dui.db import metadata
+from dui.db import UtcDateTime, metadata
 
 # BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+__all__ = ["RowId", "UtcDateTime"]  # with the tables below
+
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 
 # Lengths of indexed text: long enough for identifiers, codes and names; values are cut to fit
@@ -47,29 +45,6 @@ TEXT_INDEX = 255
 # Text searched by prefix (LIKE 'abc%'). PostgreSQL can walk a B-tree for a prefix only under the "C"
 # collation (byte order); SQLite's default BINARY collation already is.
 PrefixText = String(TEXT_INDEX).with_variant(String(TEXT_INDEX, collation="C"), "postgresql")
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        moment: datetime = value
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
 
 
 resource = Table(

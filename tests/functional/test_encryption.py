@@ -12,11 +12,9 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -34,11 +32,10 @@ from dui.crypto.master import (
     read_key_file,
     write_key_file,
 )
-from dui.db import make_engine, normalize_url
 from dui.fhir import maintenance, reencrypt
 from dui.services import Services
 from dui.settings import EncryptionSettings, Settings
-from tests.conftest import PG_URL
+from tests.conftest import migrated_schema
 from tests.conftest import test_settings as settings_for
 from tests.helpers import FhirClient, ins_identifier, observation, patient
 
@@ -71,20 +68,8 @@ def fresh_url(database_url: str, tmp_path: Path) -> Iterator[str]:
         migrations.upgrade(url)
         yield url
         return
-    assert PG_URL
-    schema = f"dui_enc_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in PG_URL else "?"
-    url = normalize_url(PG_URL) + f"{separator}options={quote(f'-csearch_path={schema}')}"
-    try:
-        migrations.upgrade(url)
+    with migrated_schema("dui_enc") as url:
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

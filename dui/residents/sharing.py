@@ -5,7 +5,8 @@ the establishment (``GatedRepository``, installed by ``Services.fhir_context``),
 DMP, MSSanté and export adapters (``shareable_patient``, ``require_shareable_ins``). A non-qualified
 identity goes out with its traits and without any INS identifier (RNIV; FR Core fr-core-1).
 
-Until staff authentication exists, every HTTP actor counts as outside the establishment.
+API clients (partner systems) and anonymous callers count as outside the establishment; staff, the CLI
+administrator and the system itself are inside.
 """
 
 from __future__ import annotations

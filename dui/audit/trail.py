@@ -61,7 +61,7 @@ def record(session: Session, entry: AuditEntry, now: datetime) -> int:
     values: dict[str, Any] = {
         "recorded": now, "actor_kind": actor.kind, "actor_id": actor.id[:128],
         "roles": ",".join(sorted(actor.roles))[:255], "establishment": actor.establishment,
-        "client_id": getattr(actor, "client_id", None), "action": entry.action, "detail": _cut(entry.detail, 64),
+        "client_id": actor.client_id, "action": entry.action, "detail": _cut(entry.detail, 64),
         "resource_type": entry.resource_type, "resource_id": _cut(entry.resource_id, 64), "outcome": entry.outcome,
         "status": entry.status, "source": _cut(entry.source, 64), "request_id": _cut(entry.request_id, 64),
         "purpose": _cut(entry.purpose, 255), "count": entry.count,

@@ -117,7 +117,7 @@ def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[s
             if level == "type":
                 return found.handler(ctx, req, rtype)
             rid = check_id(segments[1])
-            if ctx.repo.read(rtype, rid) is None:  # unknown, or outside what the actor may see
+            if ctx.repo.current(rtype, rid) is None:  # unknown (a scoped repository refuses what the actor may not see)
                 raise NotFound(f"{rtype}/{rid} does not exist")
             return found.handler(ctx, req, rtype, rid)
     raise NotFound(f"Operation {name} is not supported at /{req.path} by this server", code="not-supported")

@@ -14,11 +14,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from dui.errors import Forbidden, NotFound
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult
 from dui.fhir.scope import Scope, is_resident_data
 from dui.fhir.search.plan import Include, SearchPlan, Within
 from dui.fhir.sql import SqlFhirRepository
+from dui.fhir.tables import resource
 
 
 class ScopedRepository:
@@ -90,8 +93,12 @@ class ScopedRepository:
 
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         found = self.inner.include(include, rids)
-        versions = self.inner.fetch(found)
-        seen = self._visible([(v.rid, v.type) for v in versions])
+        if not found:
+            return found
+        # The types alone decide which rows need a look (not the bodies, which the page fetches afterwards).
+        typed = self.inner.session.execute(
+            select(resource.c.rid, resource.c.res_type).where(resource.c.rid.in_(found))).all()
+        seen = self._visible([(int(rid), str(rtype)) for rid, rtype in typed])
         return [r for r in found if r in seen]
 
     def referrers(self, rtype: str, rid: str) -> list[int]:

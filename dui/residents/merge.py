@@ -119,7 +119,7 @@ def _lock_both(ctx: FhirContext, a: str, b: str) -> dict[str, tuple[Current, dic
     """Both rows locked in id order, so that concurrent merges of the same records never deadlock; each
     must be a record the actor may see."""
     for pid in (a, b):
-        if ctx.repo.read("Patient", pid) is None:
+        if ctx.repo.current("Patient", pid) is None:  # a scoped repository refuses other residents
             raise NotFound(f"Patient/{pid} does not exist")
     return {pid: load_patient(ctx, pid) for pid in sorted((a, b))}
 

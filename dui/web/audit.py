@@ -11,7 +11,6 @@ import orjson
 from dui.audit import trail
 from dui.audit.subjects import patients_in
 from dui.auth.actor import Actor
-from dui.fhir import jsontext
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
 from dui.services import Services
 
@@ -42,11 +41,8 @@ def act(req: FhirRequest) -> tuple[str, str | None, str | None, str | None]:
 def record_fhir(session: object, now: datetime, actor: Actor, req: FhirRequest, result: FhirResponse,
                 where: Where) -> None:
     action, detail, rtype, rid = act(req)
-    payload = result.body
-    if isinstance(payload, bytes):
-        payload = orjson.loads(payload) if payload else None
-    elif isinstance(payload, dict):
-        payload = orjson.loads(jsontext.dump(payload))
+    body = result.body  # bytes: the web edge encodes the response once (dui.web.fhir)
+    payload = orjson.loads(body) if isinstance(body, bytes) and body else None
     patients = patients_in(payload)
     if rtype == "Patient" and rid:
         patients = [rid, *patients]

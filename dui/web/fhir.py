@@ -40,7 +40,7 @@ def dispatch(path: str) -> Response:
         actor = current_actor()
         try:
             with unit_of_work(write=write) as session:
-                result = router.handle(svc.fhir_context(session, actor), req)
+                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records
                 # its entry in one statement of its own.
                 recorded = audited and (write or is_postgresql(session))
@@ -51,7 +51,7 @@ def dispatch(path: str) -> Response:
                 raise
             # The database restarted since this pooled connection was opened: a read is safe to retry.
             with unit_of_work(write=False) as session:
-                result = router.handle(svc.fhir_context(session, actor), req)
+                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
                 recorded = False
     except DuiError as exc:
         if audited:
@@ -61,6 +61,13 @@ def dispatch(path: str) -> Response:
         with unit_of_work(write=True) as session:
             audit.record_fhir(session, svc.clock(), actor, req, result, _where())
     return _to_flask(result)
+
+
+def _encoded(result: FhirResponse) -> FhirResponse:
+    """The response with its body as JSON bytes, written once for the audit entry and the client alike."""
+    if isinstance(result.body, dict):
+        result.body = jsontext.dump(result.body)
+    return result
 
 
 def _where() -> tuple[str | None, str | None]:

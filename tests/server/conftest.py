@@ -27,34 +27,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``dui serve`` against the test database; yield its FHIR base URL."""
+@contextlib.contextmanager
+def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 16) -> Iterator[str]:
+    """``dui serve`` on a free port with ``env`` added to this process's environment; yields its base URL.
+
+    Its log is kept in ``SERVER_LOGS`` for the log hygiene test. The master and its workers are stopped at the end.
+    """
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DUI_DATABASE_URL": database_url, "DUI_BASE_URL": base, "DUI_LOG_LEVEL": "INFO",
-           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
-           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),  # the test app's key: both read the same bodies
-           # the limiter runs, but tests that race from one address are not throttled (tests/server/test_hardening.py)
-           "DUI_RATE_LIMIT": "600000", "DUI_RATE_LIMIT_BURST": "100000", "DUI_AUTH_RATE_LIMIT": "600000",
-           "DUI_AUTH_RATE_LIMIT_BURST": "100000"}
-    dui = Path(sys.executable).with_name("dui")
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    log_path = log_dir / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
-    process = subprocess.Popen([str(dui), "serve", "--port", str(port), "--workers", "2", "--threads", "16"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port), "--workers", str(workers),
+         "--threads", str(threads)],
+        cwd=ROOT, env={**os.environ, "DUI_BASE_URL": base, **env}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while True:
-            try:
+            with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                     break
-            except requests.RequestException:
-                pass
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
-        yield f"{base}/fhir"
+        yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the master and its workers
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -64,6 +61,19 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
         process.wait()
         log.close()
         SERVER_LOGS.append(log_path)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start ``dui serve`` against the test database; yield its FHIR base URL."""
+    env = {"DUI_DATABASE_URL": database_url, "DUI_LOG_LEVEL": "INFO",
+           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
+           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),  # the test app's key: both read the same bodies
+           # the limiter runs, but tests that race from one address are not throttled (tests/server/test_hardening.py)
+           "DUI_RATE_LIMIT": "600000", "DUI_RATE_LIMIT_BURST": "100000", "DUI_AUTH_RATE_LIMIT": "600000",
+           "DUI_AUTH_RATE_LIMIT_BURST": "100000"}
+    with running_server(env, tmp_path_factory.mktemp("server")) as base:
+        yield f"{base}/fhir"
 
 
 # Every server log of the session, for the log hygiene test (tests/server/test_zz_logs.py).

@@ -4,21 +4,14 @@ ones."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from dui import migrations
 from tests.conftest import TEST_MASTER_KEY_FILE
-from tests.server.conftest import ROOT, SERVER_LOGS, _free_port
+from tests.server.conftest import running_server
 
 APP = "https://app.example.org"
 
@@ -28,37 +21,13 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("hardened")
     url = f"sqlite:///{tmp / 'dui.sqlite'}"
     migrations.upgrade(url)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DUI_DATABASE_URL": url, "DUI_BASE_URL": base,
-           "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE), "DUI_INSI_SIMULATOR_DIR": str(tmp / "insi"),
+    env = {"DUI_DATABASE_URL": url, "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+           "DUI_INSI_SIMULATOR_DIR": str(tmp / "insi"),
            "DUI_AUTH_RATE_LIMIT": "1", "DUI_AUTH_RATE_LIMIT_BURST": "2",
            "DUI_RATE_LIMIT": "6000", "DUI_RATE_LIMIT_BURST": "1000", "DUI_TRUSTED_PROXIES": "1",
            "DUI_CORS_ORIGINS": APP}
-    log_path = tmp / "serve.log"
-    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
-    process = subprocess.Popen([str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port),
-                                "--workers", "1", "--threads", "4"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    with running_server(env, tmp, workers=1, threads=4) as base:
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        log.close()
-        SERVER_LOGS.append(log_path)
 
 
 def test_headers_as_served_by_gunicorn(hardened: str) -> None:

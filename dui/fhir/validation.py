@@ -5,6 +5,7 @@ Profile validation (FR Core, TDDUI, the DUI's own profiles) plugs in here as a f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dui.errors import Invalid, Issue
@@ -33,3 +34,12 @@ class Validator:
             count = len(issues)
             summary = f"The resource does not conform to FHIR R4 ({count} problem{'s' if count > 1 else ''})"
             raise Invalid(summary, issues=issues, code="structure")
+
+    def check_profiles(self, resource: Any, profiles: Sequence[str] = (), *, policy: str = "reject") -> list[Issue]:
+        """Validate against ``profiles`` (plus ``meta.profile`` and the default profile of the type).
+
+        With ``policy="reject"`` an error raises ``Unprocessable`` (422) listing every problem; the
+        warnings (and, with ``policy="warn"``, the errors) are returned.
+        Not wired yet: profile validation arrives with ``fhir_profiles.validator``.
+        """
+        return []

@@ -6,6 +6,7 @@ asks it for a FHIR context bound to its own session.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import warnings
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,8 +27,8 @@ from dui.auth.policy import Policy
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
-from dui.errors import Unavailable
-from dui.fhir.interactions.base import FhirContext, Operation, WriteRule
+from dui.errors import Issue, Unavailable
+from dui.fhir.interactions.base import BundleRule, FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
 from dui.fhir.scope import Scope
 from dui.fhir.scoped import ScopedRepository
@@ -34,8 +36,10 @@ from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
+from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
+from dui.tddui import consumer as tddui_consumer
 from ins.insi.client import InsiClient
 
 
@@ -52,6 +56,7 @@ def load_policy(path: str | None) -> Policy:
         raise SettingsError(f"DUI_POLICY_FILE {path}: {exc}") from None
 
 
+PROFILE_VALIDATION = importlib.util.find_spec("fhir_profiles.validator") is not None  # TEMPORARY until it lands
 SCOPED_KINDS = frozenset({"staff", "client"})  # actors who see only their organization's residents
 
 
@@ -71,12 +76,14 @@ class Services:
     insi_factory: Callable[[], InsiClient] | None = None
     write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
+    bundle_rules: tuple[BundleRule, ...] = (tddui_consumer.transfer_rule,)
     _insi: InsiClient | None = None
     _simulator: Any = None
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
     authenticator: Authenticator = field(init=False)
     policy: Policy = field(init=False)
+    profiles: ProfileRegistry = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
@@ -88,6 +95,11 @@ class Services:
         self.authenticator = Authenticator(self.settings, self.session_factory, self.clock)
         # What each role may do: the defaults, with the establishment's overrides (a bad file stops start-up).
         self.policy = load_policy(self.settings.policy_file)
+        # The profiles in force (shipped + installed packages) and the business rules ``$validate`` reports.
+        self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
+        if PROFILE_VALIDATION:
+            self.validator.profiles = self.profiles.validator
+        self.validator.rules.setdefault("Patient", self._identity_issues)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now,
@@ -105,6 +117,10 @@ class Services:
             clock=clock,
             insi_factory=insi,
         )
+
+    def _identity_issues(self, patient: dict[str, Any]) -> list[Issue]:
+        today = self.clock().astimezone(ZoneInfo(self.settings.timezone)).date()
+        return rules.identity_issues(patient, today)
 
     def insi(self) -> InsiClient:
         """The INSi client, built on first use: the configured service, or the local simulator in ``dev``."""
@@ -150,6 +166,7 @@ class Services:
             store=store,
             write_rules=self.write_rules,
             operations=self.operations,
+            bundle_rules=self.bundle_rules,
             policy=self.policy,
             registry=self.registry,
             validator=self.validator,

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fhir_profiles import CANONICAL
+
 ENVIRONMENTS = ("dev", "prod")
 
 
@@ -95,6 +97,26 @@ class HttpSettings:
     trusted_proxies: int = 0
 
 
+VALIDATION_MODES = ("reject", "warn", "off")
+DEFAULT_PROFILES = f"Patient={CANONICAL}/StructureDefinition/dui-resident"
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Profile validation on write (docs/profiles.md): a mode per resource type, default profiles per type."""
+
+    modes: tuple[tuple[str, str], ...] = (("*", "warn"),)  # (type or "*", reject | warn | off)
+    default_profiles: tuple[tuple[str, str], ...] = (("Patient", f"{CANONICAL}/StructureDefinition/dui-resident"),)
+
+    def mode(self, rtype: str) -> str:
+        """The write policy of ``rtype``: its own entry, else the ``*`` entry, else ``warn``."""
+        found = dict(self.modes)
+        return found.get(rtype) or found.get("*") or "warn"
+
+    def profiles_for(self, rtype: str) -> tuple[str, ...]:
+        return tuple(url for t, url in self.default_profiles if t == rtype)
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "dev"
@@ -111,6 +133,7 @@ class Settings:
     rate: RateLimits = field(default_factory=RateLimits)
     http: HttpSettings = field(default_factory=HttpSettings)
     policy_file: str | None = None  # JSON overrides of the authorization policy (docs/security.md)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -189,6 +212,10 @@ class Settings:
             rate=rate,
             http=http,
             policy_file=env.get("DUI_POLICY_FILE") or None,
+            validation=ValidationSettings(
+                modes=_validation_modes(env.get("DUI_VALIDATION", "warn")),
+                default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
+            ),
         )
         settings.check()
         return settings
@@ -250,6 +277,36 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin not in origins:
             origins.append(origin)
     return tuple(origins)
+
+
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def _validation_modes(raw: str) -> tuple[tuple[str, str], ...]:
+    """``DUI_VALIDATION``: ``warn``, or ``Patient=reject,*=warn`` (a mode per resource type, ``*`` for the rest)."""
+    modes: dict[str, str] = {}
+    for item in raw.replace(",", " ").split():
+        rtype, _, mode = item.rpartition("=")
+        rtype = rtype or "*"
+        if mode not in VALIDATION_MODES or not (rtype == "*" or _TYPE_NAME.fullmatch(rtype)):
+            raise SettingsError(f"DUI_VALIDATION: {item!r} is not MODE or TYPE=MODE with MODE one of "
+                                f"{', '.join(VALIDATION_MODES)} (e.g. Patient=reject,*=warn)")
+        modes[rtype] = mode
+    return tuple(modes.items()) or (("*", "warn"),)
+
+
+def _default_profiles(raw: str) -> tuple[tuple[str, str], ...]:
+    """``DUI_DEFAULT_PROFILES``: ``Type=canonical`` pairs (a type may be repeated), or ``none``."""
+    if raw.strip().lower() == "none":
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for item in raw.replace(",", " ").split():
+        rtype, _, url = item.partition("=")
+        if not _TYPE_NAME.fullmatch(rtype) or not url.startswith(("http://", "https://", "urn:")):
+            raise SettingsError(f"DUI_DEFAULT_PROFILES: {item!r} is not TYPE=CANONICAL "
+                                f"(e.g. {DEFAULT_PROFILES}), or 'none'")
+        pairs.append((rtype, url))
+    return tuple(pairs)
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:

@@ -45,6 +45,8 @@ def needs(ctx: FhirContext, req: FhirRequest) -> list[tuple[str, str]]:
                         "history of a type or a resource")
     rtype = parts[0]
     operation = next((p for p in parts if p.startswith("$")), None)
+    if operation == "$validate":
+        return []  # checks the body it is given; reads and stores nothing
     if operation == "$everything":
         return [("r", rtype)]  # the types returned are filtered (``readable_types``)
     if operation in IDENTITY_OPERATIONS:

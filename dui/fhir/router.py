@@ -23,6 +23,7 @@ from dui.fhir.interactions import (
     search,
     transaction,
     update,
+    validate,
 )
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id
 
@@ -107,6 +108,9 @@ def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
 
 def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[str]) -> FhirResponse:
     name = next(s for s in segments if s.startswith("$"))
+    if name == "$validate" and len(segments) <= 2 and segments[-1] == name:  # [base]/$validate, [base]/Type/$validate
+        _allow(method, ("POST",), "/".join(segments))
+        return validate.validate(ctx, req, _resource_type(segments[0]) if len(segments) == 2 else None)
     if len(segments) in (2, 3) and segments[-1] == name:  # Type/$op or Type/id/$op
         rtype = _resource_type(segments[0])
         found = OPERATIONS.get((rtype, name)) or ctx.operations.get((rtype, name))

@@ -8,7 +8,8 @@ from sqlalchemy.engine import Connection
 import dui.audit.tables
 import dui.auth.tables
 import dui.crypto.tables
-import dui.fhir.tables  # noqa: F401
+import dui.fhir.tables
+import dui.profiles.tables  # noqa: F401
 from dui.db import make_engine, metadata
 
 config = context.config

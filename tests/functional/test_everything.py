@@ -112,4 +112,6 @@ def test_capability_lists_everything(client: FhirClient) -> None:
     names = {op["name"] for op in patient_cs["operation"]}
     assert {"match", "merge", "unmerge", "ins-fetch", "ins-verify", "identity-check", "identity-withdraw"} <= names
     observation_cs = next(r for r in rest["resource"] if r["type"] == "Observation")
-    assert "operation" not in observation_cs
+    assert [op["name"] for op in observation_cs["operation"]] == ["validate"]  # the Patient ones stay on Patient
+    assert {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"} \
+        in rest["operation"]

@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 from dui.auth.actor import Actor
 from dui.auth.policy import Policy
 from dui.clock import Clock
-from dui.errors import Invalid, PreconditionFailed, UnsupportedMediaType
+from dui.errors import Invalid, Issue, PreconditionFailed, UnsupportedMediaType
 from dui.fhir import jsontext
-from dui.fhir.outcomes import information
+from dui.fhir.outcomes import operation_outcome
 from dui.fhir.repository import Current, FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import parse_search
@@ -78,6 +78,11 @@ class FhirResponse:
 # -> the resource to store, or a ``DuiError``. Use-case packages provide them at wiring time.
 WriteRule = Callable[[dict[str, Any], Callable[[], "dict[str, Any] | None"], Actor, date], dict[str, Any]]
 
+# A step every Bundle POSTed at the FHIR base goes through before its entries are read: (context, bundle) -> the
+# bundle to run (the same one when the step does not concern it), or a ``DuiError``. Use-case packages provide
+# them at wiring time (``dui.tddui.consumer.transfer_rule``: TDDUI transfers).
+BundleRule = Callable[["FhirContext", dict[str, Any]], dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -106,7 +111,9 @@ class FhirContext:
     store: FhirRepository | None = None
     write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: Mapping[tuple[str, str], Operation] = field(default_factory=dict)
+    bundle_rules: tuple[BundleRule, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    warnings: list[Issue] = field(default_factory=list)  # profile problems of writes under the ``warn`` mode
 
     @property
     def base(self) -> str:
@@ -117,10 +124,14 @@ class FhirContext:
         return self.store if self.store is not None else self.repo
 
     def prepare(self, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
-        """The resource to store after the write rules of its type (which may refuse it)."""
+        """The resource to store after the write rules of its type and its profiles (either may refuse it)."""
         rule = self.write_rules.get(rtype)
-        if rule is None:
-            return resource
+        if rule is not None:
+            resource = self._apply(rule, rtype, resource, current)
+        self.warnings.extend(self.validator.check_profiles(resource, policy=self.settings.validation.mode(rtype)))
+        return resource
+
+    def _apply(self, rule: WriteRule, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
 
         def previous() -> dict[str, Any] | None:
             if current is None or current.deleted:
@@ -227,7 +238,9 @@ def version_headers(version: ResourceVersion) -> dict[str, str]:
 
 def respond(ctx: FhirContext, req: FhirRequest, version: ResourceVersion, status: int,
             location: bool = False) -> FhirResponse:
-    """Answer a write as the client asked with ``Prefer: return=``."""
+    """Answer a write as the client asked with ``Prefer: return=`` (an OperationOutcome carries the warnings)."""
+    warnings = list(ctx.warnings)
+    ctx.warnings.clear()
     headers = version_headers(version)
     if location:
         headers["Location"] = f"{ctx.base}/{version.versioned_reference}"
@@ -237,7 +250,8 @@ def respond(ctx: FhirContext, req: FhirRequest, version: ResourceVersion, status
     if wanted == "operationoutcome":
         verb = "created" if status == 201 else "updated"
         message = f"{version.reference} {verb}, version {version.version}"
-        return FhirResponse(status, information(message), headers, version)
+        notes = [Issue(message, "informational", severity="information"), *warnings]
+        return FhirResponse(status, operation_outcome(notes), headers, version)
     return FhirResponse(status, version.body, headers, version)
 
 

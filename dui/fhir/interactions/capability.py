@@ -12,6 +12,7 @@ from typing import Any
 
 from dui import __version__
 from dui.fhir import jsontext
+from dui.fhir.interactions import validate
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import MODIFIERS
@@ -72,8 +73,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         })
         listed = [{"name": name.lstrip("$"), "definition": url}
                   for (owner, name), url in tables["operations"].items() if owner == rtype]
-        if listed:
-            resources[-1]["operation"] = listed
+        resources[-1]["operation"] = [*listed, {"name": "validate", "definition": validate.OPERATION}]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -99,5 +99,6 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             },
             "resource": resources,
             "interaction": [{"code": c} for c in tables["system"]],
+            "operation": [{"name": "validate", "definition": validate.OPERATION}],
         }],
     }

@@ -63,6 +63,10 @@ class _Index:
                 self.transcriptions.setdefault(target, entry)
                 self.transcriptions.setdefault(target.split("|")[0], entry)
 
+    def transcription(self, url: str) -> _Entry | None:
+        """The shipped transcription of ``url``; for ``url|version``, one of that version or of the bare url."""
+        return self.transcriptions.get(url) or self.transcriptions.get(url.split("|")[0])
+
 
 def _transcribed(resource: dict[str, Any]) -> list[str]:
     return [
@@ -111,7 +115,7 @@ class Context:
         resource = self._base(kind, url)
         if resource is not None:
             return _Entry(resource, BASE_PACKAGE)
-        return index.transcriptions.get(url)
+        return index.transcription(url)
 
     @staticmethod
     def _base(kind: str, url: str) -> dict[str, Any] | None:
@@ -156,7 +160,7 @@ class Context:
             if direct is not None or self._base(kind, url) is not None:
                 return None
         for kind in _KINDS:
-            entry = self._indexes[kind].transcriptions.get(url)
+            entry = self._indexes[kind].transcription(url)
             if entry is not None:
                 found: str = entry.resource["url"]
                 return found

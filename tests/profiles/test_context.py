@@ -89,6 +89,7 @@ def test_a_shipped_transcription_stands_in_for_a_missing_profile(monkeypatch: py
     ctx = Context()
     assert ctx.structure_definition(TDDUI_PATIENT) is transcription
     assert ctx.structure_definition(TDDUI_PATIENT + "|2.2.0") is transcription
+    assert ctx.structure_definition(TDDUI_PATIENT + "|2.1.0") is transcription  # a stand-in, whatever the version
     assert ctx.stands_in_for(TDDUI_PATIENT) == ours
     assert ctx.source_of(TDDUI_PATIENT) == shipped_source()
     assert ctx.stands_in_for(ours) is None  # present itself

@@ -30,7 +30,7 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import audit, auth, db, demo, identity, index, keys, profiles
+    from dui.cli import audit, auth, db, demo, identity, index, keys, profiles, transfer
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
@@ -41,6 +41,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(audit.audit)
     app.cli.add_command(auth.clients)
     app.cli.add_command(auth.users)
+    app.cli.add_command(transfer.export_command)
+    app.cli.add_command(transfer.import_command)
     app.cli.add_command(profiles.profiles)
 
 

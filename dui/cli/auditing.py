@@ -9,9 +9,13 @@ from dui.auth.actor import CLI
 from dui.services import Services
 
 
-def record_command(svc: Services, outcome: str = "success", status: int | None = None) -> None:
-    """One entry for the running command (``users create``, ``keys rotate``...), in a transaction of its own."""
+def record_command(svc: Services, outcome: str = "success", status: int | None = None, *,
+                   patients: tuple[str, ...] = (), count: int | None = None) -> None:
+    """One entry for the running command (``users create``, ``keys rotate``...), in a transaction of its own;
+    ``patients``: the residents whose records it read or wrote (``export``, ``import``), ``count``: how many
+    resources."""
     command = click.get_current_context().command_path.removeprefix("dui ")[:64]
-    entry = trail.AuditEntry("admin", outcome, CLI, detail=command, status=status, source="cli")
+    entry = trail.AuditEntry("admin", outcome, CLI, detail=command, status=status, source="cli", count=count,
+                             patients=patients)
     with svc.unit_of_work(write=True) as session:
         trail.record(session, entry, svc.clock())

@@ -75,6 +75,8 @@ def process_bundle(ctx: FhirContext, req: FhirRequest, dispatch: Dispatch) -> Fh
     content = parse_body(ctx, req)
     if not isinstance(content, dict) or content.get("resourceType") != "Bundle":
         raise Invalid("POST to the FHIR base takes a Bundle of type transaction or batch")
+    for rule in ctx.bundle_rules:  # e.g. a TDDUI transfer, checked and normalised by dui.tddui
+        content = rule(ctx, content)
     kind = content.get("type")
     if kind not in ("transaction", "batch"):
         raise Invalid(f"POST to the FHIR base takes a transaction or batch Bundle, not type {kind!r}",

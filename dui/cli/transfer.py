@@ -1,0 +1,102 @@
+"""``dui export`` and ``dui import``: residents' records to and from another DUI (TDDUI flux 1, ``dui.tddui``).
+
+Run ``dui export --tddui`` when residents leave for another establishment or an establishment changes software,
+and ``dui import --tddui FILE`` on the receiving side. Both run as the CLI administrator and go to the audit trail
+with the residents they concern (never their data).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from dui.auth.actor import CLI
+from dui.cli.auditing import record_command
+from dui.errors import DuiError
+from dui.fhir import jsontext
+from dui.services import Services
+from dui.tddui import consumer
+from dui.tddui.export import Selection, export_bundle, select_residents
+
+
+def _services() -> Services:
+    svc: Services = current_app.extensions["dui"]
+    return svc
+
+
+@contextmanager
+def _one_line(svc: Services, patients: tuple[str, ...] = ()) -> Iterator[None]:
+    """A refusal becomes one line and exit status 1, recorded in the audit trail as failed."""
+    try:
+        yield
+    except DuiError as exc:
+        record_command(svc, "failed", exc.status, patients=patients)
+        details = "; ".join(i.diagnostics for i in exc.issues if i.diagnostics and i.diagnostics != exc.message)
+        raise click.ClickException(exc.message + (f" ({details})" if details else "")) from None
+    except OSError as exc:
+        record_command(svc, "failed", patients=patients)
+        raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
+
+
+@click.command("export")
+@click.option("--tddui", is_flag=True, help="A TDDUI 2.2.0 transfer Bundle (tddui-bundle, flux 1).")
+@click.option("--resident", "residents", multiple=True, metavar="ID", help="A resident's Patient id (repeatable).")
+@click.option("--establishment", metavar="FINESS", help="Every resident the establishment's Organization manages.")
+@click.option("--all", "everyone", is_flag=True, help="Every resident.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the Bundle to this file (default: standard output).")
+@with_appcontext
+def export_command(tddui: bool, residents: tuple[str, ...], establishment: str | None, everyone: bool,
+                   output: Path | None) -> None:
+    """Export residents' records: with --tddui, one TDDUI transaction Bundle for another DUI.
+
+    The INS of an identity that is not qualified is left out (the sharing gate). Progress goes to standard
+    error; the Bundle to standard output or --output.
+    """
+    if not tddui:
+        raise click.ClickException("only the TDDUI export exists yet: add --tddui (the NDJSON export comes later)")
+    if sum((bool(residents), establishment is not None, everyone)) != 1:
+        raise click.UsageError("say whose records: --resident ID (repeatable), --establishment FINESS or --all")
+    svc = _services()
+    selection = Selection(residents, establishment, everyone)
+    with _one_line(svc, residents), svc.unit_of_work(write=False) as session:
+        ctx = svc.fhir_context(session, CLI)
+        chosen = select_residents(ctx, selection)
+        with click.progressbar(length=len(chosen), label="Exporting residents", file=sys.stderr) as bar:
+            done = export_bundle(ctx, chosen, progress=lambda _pid: bar.update(1))
+        body = jsontext.dump(done.bundle)
+    with _one_line(svc, done.residents):
+        if output is None:
+            sys.stdout.buffer.write(body + b"\n")
+            sys.stdout.buffer.flush()
+        else:
+            output.write_bytes(body + b"\n")
+    count = len(done.bundle["entry"])
+    record_command(svc, patients=done.residents, count=count)
+    click.echo(f"TDDUI export: {len(done.residents)} resident(s), {count} resource(s)"
+               + (f" written to {output}" if output else ""), err=True)
+
+
+@click.command("import")
+@click.option("--tddui", "file", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="A TDDUI transfer Bundle (tddui-bundle) to create in this store.")
+@with_appcontext
+def import_command(file: Path) -> None:
+    """Import a TDDUI transfer Bundle: every resource created, all or nothing, under the same rules as a
+    POST at the FHIR base."""
+    svc = _services()
+    with _one_line(svc):
+        body = file.read_bytes()
+        click.echo(f"Importing {file} ({len(body)} bytes)", err=True)
+        with svc.unit_of_work(write=True) as session:
+            done = consumer.import_transfer(svc.fhir_context(session, CLI), body)
+    total = sum(done.created.values())
+    record_command(svc, patients=done.residents, count=total)
+    summary = ", ".join(f"{n} {rtype}" for rtype, n in sorted(done.created.items()))
+    click.echo(f"TDDUI import: {total} resource(s) created ({summary})")

@@ -44,7 +44,7 @@ def transfer_rule(ctx: FhirContext, bundle: dict[str, Any]) -> dict[str, Any]:
         raise Unprocessable(f"A TDDUI transfer is a Bundle of type transaction, not {bundle.get('type')!r}",
                             code="business-rule", expression="Bundle.type")
     out = copy.deepcopy(bundle)
-    issues = [issue for index, entry in enumerate(_entries(out)) for issue in _entry_issues(index, entry)]
+    issues = [issue for index, entry in enumerate(_entries(out)) for issue in _check_entry(index, entry)]
     if issues:
         count = len(issues)
         raise Unprocessable(f"The TDDUI transfer has {count} problem{'s' if count > 1 else ''}; nothing was stored",
@@ -54,7 +54,8 @@ def transfer_rule(ctx: FhirContext, bundle: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _entry_issues(index: int, entry: Any) -> list[Issue]:
+def _check_entry(index: int, entry: Any) -> list[Issue]:
+    """The entry's problems; a profile name in its ``request.url`` is replaced by the resource type."""
     where = f"Bundle.entry[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
         return []  # the transaction machinery names what is missing
@@ -73,7 +74,8 @@ def _entry_issues(index: int, entry: Any) -> list[Issue]:
         return [Issue(f"{where} (POST {url}): the profile {profile.name} is for a {profile.rtype}, but the entry "
                       f"holds {'a ' + str(actual) if actual else 'no resource'}", "business-rule",
                       expression=(f"{where}.request.url",))]
-    request["url"] = profile.rtype + str(url)[len(path):]
+    _, mark, query = str(url).partition("?")
+    request["url"] = profile.rtype + mark + query
     return []
 
 

@@ -21,6 +21,7 @@ from tests.conftest import conformance_dir, empty_database
 from tests.helpers import FhirClient, diagnostics, ins_identifier
 
 TDDUI = "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/"
+TDDUI_CS = "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"
 FINESS = finess("69", "000142")
 OTHER_FINESS = finess("69", "000266")
 NIR = nir_for("female", date(1931, 6, 14), "69123", 1)
@@ -75,13 +76,17 @@ def _record(pid: str, org: str, nurse: str, role: str, n: int) -> list[dict[str,
     stay, event = _urn(100 + n), _urn(110 + n)
     return [
         _post(stay, {"resourceType": "Encounter", "status": "in-progress",
-                     "identifier": [{"system": "https://identifiant-medicosocial-sejour.esante.gouv.fr",
+                     "identifier": [{"type": {"coding": [{"system": TDDUI_CS + "tddui-encounter-identifier",
+                                                          "code": "SEJ", "display": "Identifiant du séjour"}]},
+                                     "system": "https://identifiant-medicosocial-sejour.esante.gouv.fr",
                                      "value": f"3{FINESS}/00000{n}-SEJOUR-1"}],
                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
                      "subject": {"reference": pid}, "period": {"start": "2024-01-10"},
                      "serviceProvider": {"reference": org}}),
         _post(event, {"resourceType": "Encounter", "status": "finished",
-                      "identifier": [{"system": "https://identifiant-medicosocial-evenement.esante.gouv.fr",
+                      "identifier": [{"type": {"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
+                                                                         "fr-core-cs-identifier-type", "code": "VN"}]},
+                                      "system": "https://identifiant-medicosocial-evenement.esante.gouv.fr",
                                       "value": f"3{FINESS}/00000{n}-EVN-1"}],
                       "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
                       "subject": {"reference": pid}, "partOf": {"reference": stay},
@@ -90,8 +95,12 @@ def _record(pid: str, org: str, nurse: str, role: str, n: int) -> list[dict[str,
         _post(_urn(120 + n), {"resourceType": "Task", "status": "completed", "intent": "plan",
                               "identifier": [{"system": "https://identifiant-medicosocial-transportusager"
                                                         ".esante.gouv.fr", "value": f"3{FINESS}/00000{n}-TPPat-1"}],
-                              "encounter": {"reference": event}}),
+                              "encounter": {"reference": event},
+                              "executionPeriod": {"start": "2024-02-01T10:00:00+01:00",
+                                                  "end": "2024-02-01T10:20:00+01:00"}}),
         _post(_urn(130 + n), {"resourceType": "QuestionnaireResponse", "status": "completed",
+                              "identifier": {"system": "https://identifiant-medicosocial-evaluation.esante.gouv.fr",
+                                             "value": f"3{FINESS}/00000{n}-EVAL-1"},
                               "questionnaire": "https://interop.esante.gouv.fr/ig/fhir/tddui/Questionnaire/"
                                                "tddui-questionnaire-aggir-pa-ssiad",
                               "subject": {"reference": pid}, "authored": "2024-01-15",
@@ -100,7 +109,7 @@ def _record(pid: str, org: str, nurse: str, role: str, n: int) -> list[dict[str,
                                   "code": "MED-341", "display": "GIR 3"}}]}]}),
         _post(_urn(140 + n), {"resourceType": "DocumentReference", "status": "current",
                               "subject": {"reference": pid}, "author": [{"reference": role}],
-                              "content": [{"attachment": {"contentType": "text/plain",
+                              "content": [{"attachment": {"contentType": "text/plain", "title": "Synthèse",
                                                           "url": f"Binary/doc-{n}"}}]}),
         {"resource": {"resourceType": "Binary", "id": f"doc-{n}", "contentType": "text/plain",
                       "data": base64.b64encode(SUMMARY).decode()},
@@ -342,6 +351,23 @@ def test_a_transfer_is_validated_against_the_tddui_bundle_profile(client: FhirCl
     assert ("Bundle", [TDDUI + "tddui-bundle"]) in seen
 
 
+def test_a_transfer_that_does_not_conform_to_tddui_is_refused(client: FhirClient, app: Flask) -> None:
+    """The profile check of the whole Bundle (tddui-bundle and, through its slices, each entry's profile)."""
+    if app.extensions["dui"].validator.profiles is None:
+        pytest.skip("profile validation is not wired (fhir_profiles.validator absent)")
+    org, pid = _urn(1), _urn(2)
+    stay = _record(pid, org, _urn(3), _urn(4), 1)[0]
+    del stay["resource"]["identifier"]  # tddui-encounter-sejour: the stay identifier (SEJ) is 1..1
+    stay["resource"]["meta"] = {"profile": [TDDUI + "tddui-encounter-sejour"]}
+    response = client.post("", _transfer(_post(org, _organization(FINESS, "EHPAD")), _post(pid, _provisional(org)),
+                                         stay))
+    assert response.status_code == 422
+    errors = [i for i in response.get_json()["issue"][1:] if i["severity"] == "error"]
+    assert errors and all(i["expression"][0].startswith("Bundle.entry[2].resource") for i in errors)
+    assert "tddui-encounter-sejour" in diagnostics(response)
+    assert _stored(app) == 0
+
+
 # -- command line -----------------------------------------------------------------------------------
 
 
@@ -414,3 +440,25 @@ def test_cli_export_is_audited_with_its_residents(client: FhirClient, app: Flask
     assert (entry[1], entry[2]) == ("export", "success")
     assert patients == {residents["qualified"].split("/")[1], residents["provisional"].split("/")[1]}
 
+
+
+
+def test_the_write_rules_of_the_actor_apply_to_a_transfer(client: FhirClient, app: Flask) -> None:
+    """Authorization and establishment scoping: admissions staff import residents into their own establishment
+    only; a nurse may not create the Organization."""
+    from dui.auth.actor import Actor
+    from dui.errors import Forbidden
+    from tests.functional.test_authorization import call
+
+    admissions = Actor("staff", "accueil-1", frozenset({"administratif"}), FINESS)
+    nurse = Actor("staff", "ide-1", frozenset({"infirmier"}), FINESS)
+    org = _urn(1)
+    mine = _transfer(_post(org, _organization(FINESS, "EHPAD")), _post(_urn(2), _provisional(org)))
+    theirs = _transfer(_post(org, _organization(OTHER_FINESS, "Autre EHPAD")), _post(_urn(2), _provisional(org)))
+    with pytest.raises(Forbidden, match=r"Bundle.entry\[0\] \(POST Organization\): Not allowed: infirmier"):
+        call(app, nurse, "POST", "", mine)
+    with pytest.raises(Forbidden, match=r"Bundle.entry\[1\] \(POST Patient\): Not allowed: this Patient would not"):
+        call(app, admissions, "POST", "", theirs)
+    assert _stored(app) == 0
+    status, answer = call(app, admissions, "POST", "", mine)
+    assert status == 200 and [e["response"]["status"] for e in answer["entry"]] == ["201 Created"] * 2

@@ -108,8 +108,6 @@ class Walk:
         if child.max is not None and len(items) > child.max:
             self.add("error", "structure", label,
                      f"{child.id}: maximum cardinality {child.max}, found {len(items)}")
-        if not items:
-            return
         targets: list[Definition | None] = [None] * len(items)
         if child.slicing is not None and child.slices:
             targets = assign(self.run, child, items)

@@ -146,6 +146,7 @@ def empty_database(app: Flask) -> None:
                 if name != "audit_maintenance":
                     conn.execute(text(f"DELETE FROM {name}"))
             conn.execute(text("DELETE FROM audit_maintenance"))
+    app.extensions["dui"].profiles.invalidate()  # the installed packages were emptied too
 
 
 @pytest.fixture

@@ -62,9 +62,12 @@ def test_a_resident_built_by_the_identity_code_conforms() -> None:
 
 def test_a_resident_breaking_the_profile_is_caught() -> None:
     resident = built_resident()
-    twice = copy.deepcopy(resident)
-    twice["identifier"].append({**twice["identifier"][0], "value": "238056912312346"})  # INS-NIR-TEST 0..1
-    assert validate(twice)
+    replaced = copy.deepcopy(resident)  # a matricule replaced at re-verification stays, with use = old
+    replaced["identifier"].append({**replaced["identifier"][0], "use": "old", "value": "238056912312346"})
+    assert validate(replaced) == []
+    valueless = copy.deepcopy(resident)
+    del valueless["identifier"][0]["value"]  # value 1..1 in the INS slices
+    assert any(p.location == "Patient.identifier[0]" and "value" in p.message for p in validate(valueless))
     unknown = copy.deepcopy(resident)
     unknown["extension"][0]["valueCoding"]["code"] = "DOUBTFUL"  # required binding of dui-identity-status
     assert validate(unknown)

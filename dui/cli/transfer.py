@@ -21,8 +21,10 @@ from dui.cli.auditing import record_command
 from dui.errors import DuiError
 from dui.fhir import jsontext
 from dui.services import Services
-from dui.tddui import consumer
+from dui.tddui import consumer, profiles
 from dui.tddui.export import Selection, export_bundle, select_residents
+
+_SHOWN = 10  # conformance problems listed after an export
 
 
 def _services() -> Services:
@@ -70,6 +72,8 @@ def export_command(tddui: bool, residents: tuple[str, ...], establishment: str |
         chosen = select_residents(ctx, selection)
         with click.progressbar(length=len(chosen), label="Exporting residents", file=sys.stderr) as bar:
             done = export_bundle(ctx, chosen, progress=lambda _pid: bar.update(1))
+        problems = [i for i in svc.validator.check_profiles(done.bundle, [profiles.BUNDLE.url], policy="warn")
+                    if i.severity == "error"]
         body = jsontext.dump(done.bundle)
     with _one_line(svc, done.residents):
         if output is None:
@@ -81,6 +85,11 @@ def export_command(tddui: bool, residents: tuple[str, ...], establishment: str |
     record_command(svc, patients=done.residents, count=count)
     click.echo(f"TDDUI export: {len(done.residents)} resident(s), {count} resource(s)"
                + (f" written to {output}" if output else ""), err=True)
+    for issue in problems[:_SHOWN]:
+        click.echo(f"  does not conform: {', '.join(issue.expression)}: {issue.diagnostics}", err=True)
+    if problems:
+        click.echo(f"warning: {len(problems)} error(s) against {profiles.BUNDLE.url}: a consumer that validates "
+                   "(this one does) will refuse the transfer until the records are completed", err=True)
 
 
 @click.command("import")

@@ -162,7 +162,10 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
     entries = [_entry(_patient(pid, person, org, index, admitted, rng, medco))]
     entries.append(_entry({
         "resourceType": "Encounter", "id": f"{pid}-sejour",
-        "identifier": [{"system": "https://identifiant-medicosocial-sejour.esante.gouv.fr",
+        "identifier": [{"type": {"coding": [{"system": "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"
+                                                       "tddui-encounter-identifier", "code": "SEJ",
+                                             "display": "Identifiant du séjour"}]},
+                        "system": "https://identifiant-medicosocial-sejour.esante.gouv.fr",
                         "value": f"3{org['finess']}/{index:06d}-SEJOUR-1"}],
         "status": "in-progress",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH",

@@ -462,3 +462,18 @@ def test_the_write_rules_of_the_actor_apply_to_a_transfer(client: FhirClient, ap
     assert _stored(app) == 0
     status, answer = call(app, admissions, "POST", "", mine)
     assert status == 200 and [e["response"]["status"] for e in answer["entry"]] == ["201 Created"] * 2
+
+
+def test_cli_export_warns_when_the_records_do_not_conform(client: FhirClient, app: Flask) -> None:
+    if app.extensions["dui"].validator.profiles is None:
+        pytest.skip("profile validation is not wired (fhir_profiles.validator absent)")
+    org = client.create(_organization(FINESS, "EHPAD"))["id"]
+    pid = client.create(_provisional(f"Organization/{org}"))["id"]
+    client.create({"resourceType": "Encounter", "status": "in-progress", "subject": {"reference": f"Patient/{pid}"},
+                   "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+                   "serviceProvider": {"reference": f"Organization/{org}"}})  # no stay identifier
+    result = app.test_cli_runner().invoke(args=["export", "--tddui", "--resident", pid])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["entry"][2]["resource"]["resourceType"] == "Encounter"
+    assert "does not conform: Bundle.entry[2].resource" in result.stderr
+    assert "warning: " in result.stderr and "will refuse the transfer" in result.stderr

@@ -29,6 +29,8 @@ _Compiled = Callable[..., list[Any]]
 _lock = threading.Lock()
 _compiled: dict[str, _Compiled | Exception] = {}
 _MODEL = models["r4"]
+# trace() prints to stdout unless given a function: instance values must not reach any output.
+_OPTIONS = {"traceFn": lambda label, values: None}
 
 
 class Outcome(Enum):
@@ -44,7 +46,7 @@ def _compile(expression: str) -> _Compiled | Exception:
             found = _compiled.get(expression)
             if found is None:
                 try:
-                    found = fhirpathpy.compile(expression, _MODEL)
+                    found = fhirpathpy.compile(expression, _MODEL, _OPTIONS)
                 except Exception as error:
                     found = error
                 _compiled[expression] = found

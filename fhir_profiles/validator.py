@@ -160,8 +160,7 @@ class Run:
         quiet._bundles = self._bundles
         resource = value if "resourceType" in value else {}
         loc = str(value.get("resourceType", structure.type))
-        Walk(quiet, structure, resource or value, resource or value, loc).object(structure.root, value, loc,
-                                                                              structure.type)
+        Walk(quiet, structure, resource or value, resource or value, loc).whole(value, loc, structure.type)
         return not any(p.severity == "error" for p in quiet.problems)
 
     def member(self, value_set: str, type_code: str, value: Any) -> bool:
@@ -205,7 +204,7 @@ class Run:
             })
         try:
             for structure in structures:
-                Walk(self, structure, value, root, loc).object(structure.root, value, loc, kind)
+                Walk(self, structure, value, root, loc).whole(value, loc, kind)
         finally:
             if kind == "Bundle":
                 self._bundles.pop()

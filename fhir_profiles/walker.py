@@ -55,6 +55,11 @@ class Walk:
     def add(self, severity: str, code: str, location: str, message: str) -> None:
         self.run.add(severity, code, location, f"{self.structure.name}: {message}", self.structure.url)
 
+    def whole(self, value: Any, loc: str, type_code: str | None) -> None:
+        """The value against the whole profile: its root's invariants, then its content."""
+        self._invariants(self.structure.root, Item(value, None, None, None), loc, type_code)
+        self.object(self.structure.root, value, loc, type_code)
+
     def holder(self, definition: Definition, type_code: str | None) -> Definition | None:
         """The definition whose children apply to an object of ``definition``."""
         if definition.children:
@@ -154,8 +159,7 @@ class Walk:
         for url in profiles:
             structure = self.run.structure(url, loc)
             if structure is not None:
-                Walk(self.run, structure, self.resource, self.root, self.resource_loc).object(
-                    structure.root, value, loc, type_code)
+                Walk(self.run, structure, self.resource, self.root, self.resource_loc).whole(value, loc, type_code)
 
     def _invariants(self, definition: Definition, item: Item, loc: str, type_code: str | None) -> None:
         if not definition.constraints:
@@ -197,11 +201,9 @@ class Walk:
             if definition is None or not definition.children:
                 base = self.run.structure("Extension", None)
                 if base is not None:
-                    Walk(self.run, base, self.resource, self.root, self.resource_loc).object(
-                        base.root, value, loc, "Extension")
+                    Walk(self.run, base, self.resource, self.root, self.resource_loc).whole(value, loc, "Extension")
             return
-        Walk(self.run, structure, self.resource, self.root, self.resource_loc).object(
-            structure.root, value, loc, "Extension")
+        Walk(self.run, structure, self.resource, self.root, self.resource_loc).whole(value, loc, "Extension")
 
     def _extension_use(self, structure: Structure, loc: str, host_loc: str, host_type: str | None,
                        modifier: bool) -> None:

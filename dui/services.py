@@ -6,7 +6,6 @@ asks it for a FHIR context bound to its own session.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import warnings
@@ -56,7 +55,6 @@ def load_policy(path: str | None) -> Policy:
         raise SettingsError(f"DUI_POLICY_FILE {path}: {exc}") from None
 
 
-PROFILE_VALIDATION = importlib.util.find_spec("fhir_profiles.validator") is not None  # TEMPORARY until it lands
 SCOPED_KINDS = frozenset({"staff", "client"})  # actors who see only their organization's residents
 
 
@@ -97,8 +95,7 @@ class Services:
         self.policy = load_policy(self.settings.policy_file)
         # The profiles in force (shipped + installed packages) and the business rules ``$validate`` reports.
         self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
-        if PROFILE_VALIDATION:
-            self.validator.profiles = self.profiles.validator
+        self.validator.profiles = self.profiles.validator
         self.validator.rules.setdefault("Patient", self._identity_issues)
 
     @classmethod

@@ -33,10 +33,13 @@ class TypeRef:
     target_profiles: tuple[str, ...] = ()
 
 
+BEST_PRACTICE = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
+
+
 @dataclass(frozen=True)
 class Constraint:
     key: str
-    severity: str
+    severity: str  # error | warning | information (a best-practice "should", such as dom-6)
     expression: str
     human: str
 
@@ -156,8 +159,7 @@ def _definition(element: Mapping[str, Any]) -> Definition:
         binding=(str(binding["strength"]), str(binding["valueSet"]))
         if binding.get("strength") and binding.get("valueSet") else None,
         constraints=tuple(
-            Constraint(str(c.get("key")), str(c.get("severity", "error")), str(c["expression"]),
-                       str(c.get("human", "")))
+            Constraint(str(c.get("key")), _severity(c), str(c["expression"]), str(c.get("human", "")))
             for c in element.get("constraint", ())
             if c.get("expression")
         ),
@@ -204,3 +206,10 @@ def compile_structure(sd: Mapping[str, Any], elements: Iterable[Mapping[str, Any
         by_id=by_id,
         contexts=contexts,
     )
+
+
+def _severity(constraint: dict[str, Any]) -> str:
+    """A best-practice constraint is advice (information), never a warning on every resource."""
+    if any(x.get("url") == BEST_PRACTICE and x.get("valueBoolean") is True for x in constraint.get("extension", ())):
+        return "information"
+    return "error" if constraint.get("severity", "error") == "error" else "warning"

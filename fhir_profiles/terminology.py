@@ -4,7 +4,8 @@ A value set is expanded from its ``expansion`` when it carries one, otherwise fr
 concepts, whole code systems, filters over a code system at hand (see codesystems.py), imported value sets
 (recursively, cycle-safe), minus the excludes. What cannot be enumerated (a code system or value set not at hand,
 a code system whose content is not complete, a filter the data cannot answer) is recorded per code system with the
-reason, so that a code of that system gives UNKNOWN rather than a wrong NOT_MEMBER. Code system versions named in
+reason, so that a code of that system gives UNKNOWN rather than a wrong NOT_MEMBER; so does a code of another
+system, since a value set that cannot be expanded in full is not used to refuse a code. Code system versions named in
 a compose are not distinguished: the version at hand is used.
 """
 
@@ -124,6 +125,11 @@ class Terminology:
         undecided = codes.unknown.get(system) or codes.unknown.get(ANY_SYSTEM)
         if undecided:
             return CodeCheck(Membership.UNKNOWN, f"code {system}|{code} in value set {value_set}: {undecided}")
+        if codes.unknown:
+            # A value set that cannot be expanded in full is not used to refuse a code, whatever its system (as a
+            # conformant validator without the missing code systems does: "not checked", never a false error).
+            why = "; ".join(sorted(set(codes.unknown.values())))
+            return CodeCheck(Membership.UNKNOWN, f"code {system}|{code} in value set {value_set}: {why}")
         return CodeCheck(Membership.NOT_MEMBER, f"code {system}|{code} is not in value set {value_set}")
 
     def _expansion(self, url: str) -> _Expansion:

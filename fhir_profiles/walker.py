@@ -170,8 +170,7 @@ class Walk:
         for constraint in definition.constraints:
             outcome, reason = evaluate(constraint, item.value, item.extra, path, self.resource, self.root)
             if outcome is Outcome.FAILS:
-                severity = "error" if constraint.severity == "error" else "warning"
-                self.add(severity, "invariant", loc, f"{definition.id}: constraint {constraint.key} failed: "
+                self.add(constraint.severity, "invariant", loc, f"{definition.id}: constraint {constraint.key} failed: "
                          f"{constraint.human or constraint.expression}")
             elif outcome is Outcome.NOT_RUN:
                 self.run.not_run(constraint.key, constraint.expression, loc, reason)

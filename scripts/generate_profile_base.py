@@ -5,7 +5,8 @@ Reads the official definitions (CC0) from ``../shared/conformance/fhir-r4-core``
 
 - ``structure.json.gz``: every StructureDefinition of R4 (types, resources, core profiles, core extensions)
   with its snapshot, reduced to machine facts: ids, paths, slice names, cardinalities, base, types and target
-  profiles, content references, bindings, invariants (key, severity, expression), modifier and summary flags,
+  profiles, content references, bindings, invariants (key, severity, expression, the best-practice flag),
+  modifier and summary flags,
   fixed and pattern values, slicing;
 - ``terminology.json.gz``: every ValueSet (compose with concept codes and filters, expansion codes) and
   CodeSystem (content, case sensitivity, hierarchy, nested concept codes with their code/boolean properties).
@@ -43,6 +44,14 @@ TYPE_EXTENSIONS = {
 CONCEPT_PROPERTY_VALUES = ("valueCode", "valueBoolean", "valueInteger")
 
 
+BEST_PRACTICE = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
+
+
+def is_best_practice(constraint: dict[str, Any]) -> bool:
+    """A "should" of the spec (dom-6, con-3): kept as the flag it is, so a validator can tell it apart."""
+    return any(x.get("url") == BEST_PRACTICE and x.get("valueBoolean") is True
+               for x in constraint.get("extension", []))
+
 def load(source: Path, name: str) -> dict[str, Any]:
     with open(source / name, encoding="utf-8") as f:
         data: dict[str, Any] = json.load(f)
@@ -77,7 +86,9 @@ def element(el: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     if "constraint" in el:
         out["constraint"] = [
-            {k: c[k] for k in ("key", "severity", "expression", "source") if k in c} for c in el["constraint"]
+            {**{k: c[k] for k in ("key", "severity", "expression", "source") if k in c},
+             **({"extension": [{"url": BEST_PRACTICE, "valueBoolean": True}]} if is_best_practice(c) else {})}
+            for c in el["constraint"]
         ]
     if "isModifier" in el:
         out["isModifier"] = el["isModifier"]

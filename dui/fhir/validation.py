@@ -10,14 +10,12 @@ type: ``reject`` (422 listing every problem), ``warn`` (stored; the problems are
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fhir_profiles.validator import Problem, ProfileValidator
+from typing import Any
 
 from dui.errors import Invalid, Issue, Unprocessable
 from dui.fhir.model import model_issues
 from dui.fhir.structure import StructureChecker
+from fhir_profiles.validator import Problem, ProfileValidator
 
 Rule = Callable[[dict[str, Any]], list[Issue]]  # business rules of a type, as issues (``$validate`` only)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,9 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dui.profiles import store
 from dui.settings import ValidationSettings
 from fhir_profiles.context import Context
-
-if TYPE_CHECKING:
-    from fhir_profiles.validator import ProfileValidator
+from fhir_profiles.validator import ProfileValidator
 
 REFRESH_SECONDS = 5.0
 

@@ -24,6 +24,7 @@ from dui.errors import Conflict, Invalid
 from dui.profiles.tables import profile_package
 from fhir_profiles.context import Context
 from fhir_profiles.package import Package, PackageError, read_package
+from fhir_profiles.snapshot import SnapshotError, generate_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ def install(session: Session, data: bytes, actor: Actor, clock: Clock) -> Instal
 
 def _check_snapshots(package: Package, context: Context) -> None:
     """Every StructureDefinition of the package must have, or be able to get, a snapshot."""
-    from fhir_profiles.snapshot import SnapshotError, generate_snapshot
 
     for sd in package.resources:
         if sd.get("resourceType") != "StructureDefinition" or sd.get("snapshot"):

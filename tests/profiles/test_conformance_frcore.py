@@ -24,12 +24,9 @@ VITAL_SIGNS = {"bmi", "bodyheight", "bodytemp", "bodyweight", "bp", "headcircum"
 # The published fr-core-patient-ins snapshot leaves out the children of Patient.identifier that its base,
 # fr-core-patient, gives (id, extension, use, type, system, value, period, assigner); we keep them.
 KNOWN_DIFFERENCES = {"fr-core-patient-ins"}
-# The example's INSEE commune code is of TRE_R13-Commune, but the required value set fr-core-vs-insee-code of
-# FR Core 2.1.0 includes only TRE-R13-CommuneOM: a real error of the example.
-KNOWN_EXAMPLE_ERRORS = {
-    ("Patient/ExampleFRCorePatient001",
-     "Patient.extension[1].value.ofType(Address).extension[0].value.ofType(Coding)"),
-}
+# The example's INSEE commune code is of TRE_R13-Commune; the required value set fr-core-vs-insee-code of FR Core
+# 2.1.0 includes the whole of TRE-R13-CommuneOM, a code system of ans.fr.nos, not at hand: not checked.
+INSEE_CODE = "Patient.extension[1].value.ofType(Address).extension[0].value.ofType(Coding)"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,7 @@ def test_every_example_conforms_to_its_profiles(validator: ProfileValidator, pac
     for example in package.examples:
         problems = validator.validate(example)
         name = f"{example['resourceType']}/{example['id']}"
-        errors = [p for p in problems if p.severity == "error" and (name, p.location) not in KNOWN_EXAMPLE_ERRORS]
+        errors = [p for p in problems if p.severity == "error"]
         assert errors == [], name
         warnings += sum(p.severity == "warning" for p in problems)
     print(f"\nFR Core 2.1.0 examples: {len(package.examples)} without errors, {warnings} warning(s)")
@@ -106,16 +103,17 @@ def patient(package: Package) -> dict[str, Any]:
 
 
 def new_errors(validator: ProfileValidator, resource: dict[str, Any]) -> list[Problem]:
-    return [p for p in validator.validate(resource) if p.severity == "error"
-            and ("Patient/ExampleFRCorePatient001", p.location) not in KNOWN_EXAMPLE_ERRORS]
+    return [p for p in validator.validate(resource) if p.severity == "error"]
 
 
 def test_broken_copies_of_the_patient_are_caught(validator: ProfileValidator, package: Package) -> None:
     assert new_errors(validator, patient(package)) == []
+    insee = [p for p in validator.validate(patient(package)) if p.location == INSEE_CODE]
+    assert [p.severity for p in insee] == ["information"] and "TRE-R13-CommuneOM" in insee[0].message
 
     two_birth_places = patient(package)  # extension:birthPlace is 1..1 in fr-core-patient-ins
     two_birth_places["extension"].append(copy.deepcopy(two_birth_places["extension"][1]))
-    problems = [p for p in new_errors(validator, two_birth_places) if p.code != "code-invalid"]  # the copied INSEE
+    problems = new_errors(validator, two_birth_places)
     assert [(p.code, p.location) for p in problems] == [("structure", "Patient.extension")]
     assert "slice Patient.extension:birthPlace allows at most 1" in problems[0].message
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import fhir_profiles
 from dui.auth.actor import Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
@@ -104,6 +105,7 @@ class Services:
         """``insi`` replaces the INSi client the settings describe (tests pass the in-memory twin)."""
         engine = make_engine(settings.database_url, settings.statement_timeout, hide_parameters=True)
         registry = SearchParameterRegistry()
+        registry.add_definitions(fhir_profiles.definitions())  # the DUI's own (identity-status)
         return cls(
             settings=settings,
             engine=engine,

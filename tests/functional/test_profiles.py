@@ -15,7 +15,9 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from dui.app import create_app
+from dui.residents import mapping
 from dui.settings import ValidationSettings
+from ins.status import Evidence, IdentityStatus
 from tests.conftest import conformance_dir, empty_database
 from tests.conftest import test_settings as settings_for
 from tests.helpers import FhirClient, patient
@@ -212,3 +214,17 @@ def test_warn_mode_stores_and_reports_the_problems(fr_core: FhirClient) -> None:
     assert any(i["severity"] == "error" and "fr-core-patient-ins" in i["diagnostics"] for i in issues[1:]), issues
     quiet = fr_core.post("Patient", patient(), headers={"Prefer": "return=OperationOutcome"})
     assert [i["severity"] for i in quiet.get_json()["issue"]] == ["information"]
+
+
+def test_the_shipped_search_parameter_finds_residents_by_identity_status(client: FhirClient) -> None:
+    pid = client.create(mapping.with_identity(patient(), IdentityStatus.PROV, Evidence()))["id"]
+    client.create(patient("Martin", "Paul"))
+    found = client.search("Patient?identity-status=PROV")
+    assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+    assert client.search(f"Patient?identity-status={mapping.STATUS_SYSTEM}|PROV")["total"] == 1
+    assert client.search("Patient?identity-status=QUAL")["total"] == 0
+    statement = client.get("metadata").get_json()
+    patient_cs = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {"name": "identity-status", "type": "token",
+            "definition": "https://dui.example.org/fhir/SearchParameter/Patient-identity-status"} \
+        in patient_cs["searchParam"]

@@ -115,6 +115,16 @@ class SearchParameterRegistry:
         needs = top_keys(self.defs, expr, rtype) if fast is not None else None
         return Extraction(expr, target, types, fast, system, root, needs)
 
+    def add_definitions(self, resources: Iterable[dict[str, Any]]) -> None:
+        """Register the SearchParameter resources among ``resources`` (the DUI's own, from ``fhir_profiles``)."""
+        for sp in resources:
+            if sp.get("resourceType") != "SearchParameter" or sp.get("status") == "retired":
+                continue
+            row = {"type": sp["type"], "expr": [[sp["expression"], None]], "url": sp.get("url")}
+            for rtype in sp.get("base", []):
+                self._by_type.setdefault(rtype, {})[sp["code"]] = self._build(rtype, sp["code"], row, {})
+                self._indexed.pop(rtype, None)
+
     def add(self, parameter: SearchParameter) -> None:
         """Register a custom parameter (run ``dui reindex`` afterwards)."""
         self._by_type.setdefault(parameter.resource_type, {})[parameter.code] = parameter

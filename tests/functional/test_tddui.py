@@ -119,6 +119,8 @@ def _record(pid: str, org: str, nurse: str, role: str, n: int) -> list[dict[str,
                                                     "code": "treatment"}]},
                               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
                               "patient": {"reference": pid}, "dateTime": "2024-01-10",
+                              "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                                         "code": "OPTIN"}]},
                               "performer": [{"reference": pid}]}),
     ]
 

@@ -1,10 +1,14 @@
-"""Cost of profile validation on writes, in process: the checks every write runs (base R4 structure and the
-fhir.resources model: the baseline), then the same plus the profile validator (default profile dui-resident for
-Patients, the base definition for other types, FR Core 2.1.0 profiles when claimed).
+"""Cost of profile validation on writes.
 
-    .venv/bin/python bench/validation.py [--rounds N]
+    .venv/bin/python bench/validation.py [--rounds N]                 # per resource, in process
+    .venv/bin/python bench/validation.py api sqlite|postgresql [--rounds N]
 
-Prints a Markdown table (microseconds per resource and the ratio to the baseline) for docs/benchmarks.md.
+The first compares, per resource, the checks every write ran before profiles (base R4 structure and the
+fhir.resources model: the baseline) with the same plus the profile validator (default profile dui-resident for
+Patients, the base definition for other types, FR Core 2.1.0's blood-pressure profile when claimed).
+`api` creates, through the Flask test client and single-threaded, 200 Observations and 50 Patients with
+``DUI_VALIDATION=off`` (the baseline) and ``warn`` (the default), alternately, on a fresh database each.
+Both print Markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -58,10 +62,55 @@ def samples() -> list[tuple[str, dict[str, Any]]]:
     return chosen
 
 
+def api(kind: str, rounds: int) -> None:
+    import json
+    import logging
+    import tempfile
+
+    from bench import data
+    from bench.encryption import _database
+    from dui.app import create_app
+    from dui.settings import Settings
+
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    results: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for mode in ("off", "warn"):
+            url, drop = _database(kind, Path(tempfile.mkdtemp(prefix="bench-validation-")))
+            app = create_app(Settings.from_env({"DUI_DATABASE_URL": url, "DUI_LOG_LEVEL": "WARNING",
+                                                "DUI_VALIDATION": mode, "DUI_RATE_LIMIT": "0"}))
+            logging.getLogger("dui.access").setLevel(logging.WARNING)
+            http = app.test_client()
+            try:
+                bundles = [next(data.resident_bundles(i, 1)) for i in range(50)]
+                entries = [e["resource"] for b in bundles for e in b["entry"]]
+                for rtype, count in (("Patient", 50), ("Observation", 200)):
+                    bodies = [json.dumps(r) for r in entries if r["resourceType"] == rtype][:count]
+                    started = time.perf_counter()
+                    for body in bodies:
+                        response = http.post(f"/fhir/{rtype}", data=body, headers=headers)
+                        assert response.status_code == 201, response.get_data(as_text=True)[:300]
+                    results.setdefault((rtype, mode), []).append(len(bodies) / (time.perf_counter() - started))
+            finally:
+                app.extensions["dui"].dispose()
+                drop()
+    print(f"| create ({kind}, single-threaded) | DUI_VALIDATION=off (/s) | warn (/s) | ratio |")
+    print("|---|---:|---:|---:|")
+    for rtype in ("Patient", "Observation"):
+        off = statistics.median(results[(rtype, "off")])
+        warn = statistics.median(results[(rtype, "warn")])
+        print(f"| {rtype} | {off:,.0f} | {warn:,.0f} | {warn / off:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("what", nargs="*", help="api sqlite|postgresql")
     parser.add_argument("--rounds", type=int, default=300)
-    rounds = parser.parse_args().rounds
+    args = parser.parse_args()
+    if args.what[:1] == ["api"]:
+        api(args.what[1] if len(args.what) > 1 else "sqlite", args.rounds if args.rounds != 300 else 3)
+        return
+    rounds = args.rounds
     packages = [read_package((FR_CORE / "package.tgz").read_bytes())] if (FR_CORE / "package.tgz").exists() else []
     profiles = ProfileValidator(Context(packages), {"Patient": [RESIDENT]})
     baseline = Validator()

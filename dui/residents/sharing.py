@@ -51,6 +51,18 @@ def shareable_patient(patient: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def transferable_patient(patient: dict[str, Any]) -> dict[str, Any]:
+    """The Patient as another system will hold it (a transfer: TDDUI): ``shareable_patient``, and when the INS is
+    withheld, the identity restated on the evidence that travels with it. An identity récupérée (INSi result, no
+    document check) then arrives provisoire, as its receiver cannot rest it on an INS it was not given."""
+    out = shareable_patient(patient)
+    if out is patient or mapping.active_ins(out) is not None:
+        return out
+    evidence = mapping.evidence_of(out)
+    kept = replace(evidence, insi_date=None)
+    return mapping.with_identity(out, kept.status, kept) if kept.status is not evidence.status else out
+
+
 def require_shareable_ins(patient: dict[str, Any]) -> mapping.InsIdentifierAt:
     """The INS to reference a shared document with (DMP, MSSanté); 422 when the identity is not qualified."""
     status = mapping.status_of(patient)

@@ -180,7 +180,7 @@ def _add_directory(ctx: FhirContext, chosen: dict[str, ResourceVersion]) -> None
 def _entry(ctx: FhirContext, version: ResourceVersion, full_urls: dict[str, str]) -> dict[str, Any]:
     resource = version.resource()
     if version.type == "Patient":
-        resource = sharing.shareable_patient(resource)
+        resource = sharing.transferable_patient(resource)
     profile = profiles.profile_for(resource)
     out: dict[str, Any] = {"resourceType": version.type, "meta": _meta(resource, profile)}
     out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))

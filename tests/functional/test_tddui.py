@@ -218,10 +218,16 @@ def test_the_ins_of_an_identity_that_is_not_qualified_is_withheld(client: FhirCl
     assert NIR not in json.dumps(bundle)
     assert exported["meta"]["profile"][0] == TDDUI + "tddui-patient"
     assert exported["name"][0]["family"] == "Lefèvre" and exported["birthDate"] == "1931-06-14"
+    assert mapping.stated_status(exported) is IdentityStatus.PROV  # no INS travels: its receiver holds it provisoire
+    assert mapping.evidence_of(exported).insi_date is None
     svc = app.extensions["dui"]
     with svc.unit_of_work(write=False) as session:
         stored = svc.repository(session).read("Patient", pid).resource()
     assert stored["identifier"][0]["value"] == NIR  # kept here
+    assert mapping.stated_status(stored) is IdentityStatus.RECUP
+    empty_database(app)  # and another DUI applying the same INS rules takes it
+    imported = client.post("", bundle)
+    assert imported.status_code == 200, imported.get_data(as_text=True)
 
 
 def test_round_trip_export_import_export_is_identical(client: FhirClient, app: Flask) -> None:

@@ -24,7 +24,9 @@ class _Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from dui.app import create_app
 
-        return create_app()
+        app = create_app()
+        app.extensions["dui"].profiles.warm_up()  # in each worker, before it takes requests
+        return app
 
 
 def startup_checks(settings: Settings) -> None:

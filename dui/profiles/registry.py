@@ -47,6 +47,13 @@ class ProfileRegistry:
             assert self._validator is not None
             return self._validator
 
+    def warm_up(self) -> None:
+        """Build the context and compile the default profiles now (at start-up), not inside the first writes:
+        a cold validator takes a few hundred milliseconds, which a write would spend holding its locks."""
+        validator = self.validator()
+        for rtype, _url in self._settings.default_profiles:
+            validator.validate({"resourceType": rtype})
+
     def context(self) -> Context:
         self.validator()
         assert self._context is not None

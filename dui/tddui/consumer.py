@@ -7,9 +7,6 @@ rule applying to every entry as in any transaction), ``transfer_rule``:
 - refuses a transfer that is not a transaction, or an entry whose method is not ``POST`` (TDDUI creates only);
 - maps a profile name in ``request.url`` (``TDDUIPatientINS``, as the IG's own example does) to its resource
   type, refusing a name whose type is not the entry's ``resourceType``;
-- resolves relative references against the entry's absolute ``fullUrl`` (http://hl7.org/fhir/R4/bundle.html
-  #references: ``Patient/x`` inside ``https://test-server.fr/Encounter/y`` is ``https://test-server.fr/Patient/x``)
-  so that they reach the entries they name;
 - validates the Bundle against the ``tddui-bundle`` profile (``Validator.check_profiles``).
 
 Every refusal is a 422 naming the entry, and nothing is stored.
@@ -49,7 +46,6 @@ def transfer_rule(ctx: FhirContext, bundle: dict[str, Any]) -> dict[str, Any]:
         count = len(issues)
         raise Unprocessable(f"The TDDUI transfer has {count} problem{'s' if count > 1 else ''}; nothing was stored",
                             issues=issues, code="business-rule")
-    _resolve_relative_references(out)
     ctx.validator.check_profiles(out, [profiles.BUNDLE.url])
     return out
 
@@ -77,38 +73,6 @@ def _check_entry(index: int, entry: Any) -> list[Issue]:
     _, mark, query = str(url).partition("?")
     request["url"] = profile.rtype + mark + query
     return []
-
-
-def _resolve_relative_references(bundle: dict[str, Any]) -> None:
-    full_urls = {e["fullUrl"] for e in _entries(bundle) if isinstance(e, dict) and isinstance(e.get("fullUrl"), str)}
-    for entry in _entries(bundle):
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-            continue
-        base = _server_base(entry.get("fullUrl"))
-        if base is not None:
-            _rebase(entry["resource"], base, full_urls)
-
-
-def _server_base(full_url: Any) -> str | None:
-    """``https://test-server.fr/fhir/`` of ``https://test-server.fr/fhir/Encounter/x``; None if not of that form."""
-    if not isinstance(full_url, str) or not full_url.startswith(("http://", "https://")):
-        return None
-    parts = full_url.rstrip("/").split("/")
-    if len(parts) < 5:
-        return None
-    return "/".join(parts[:-2]) + "/"
-
-
-def _rebase(node: Any, base: str, full_urls: set[str]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _rebase(item, base, full_urls)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and base + value in full_urls:
-                node[key] = base + value
-            elif isinstance(value, dict | list):
-                _rebase(value, base, full_urls)
 
 
 def _entries(bundle: dict[str, Any]) -> list[Any]:

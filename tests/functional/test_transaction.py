@@ -37,6 +37,20 @@ def test_transaction_resolves_urn_uuid_references(client: FhirClient) -> None:
     assert stored["subject"]["reference"] == f"Patient/{patient_id}"
 
 
+def test_transaction_reads_relative_references_against_absolute_full_urls(client: FhirClient) -> None:
+    """bundle.html#references: Patient/p1 inside https://other.example/fhir/Observation/o1 is the entry
+    https://other.example/fhir/Patient/p1; a reference to nothing in the bundle stays as written."""
+    base = "https://other.example/fhir/"
+    obs = observation("Patient/p1")
+    obs["performer"] = [{"reference": "Practitioner/elsewhere"}]
+    response = client.post("", _bundle("transaction", _post(obs, base + "Observation/o1"),
+                                       _post(patient(), base + "Patient/p1")))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    obs_entry, patient_entry = response.get_json()["entry"]
+    assert obs_entry["resource"]["subject"]["reference"] == f"Patient/{patient_entry['resource']['id']}"
+    assert obs_entry["resource"]["performer"][0]["reference"] == "Practitioner/elsewhere"
+
+
 def test_transaction_is_all_or_nothing(client: FhirClient) -> None:
     """One bad entry: 400 naming the entry, and nothing from the bundle is stored."""
     response = client.post("", _bundle("transaction", _post(patient(family="Premier")),

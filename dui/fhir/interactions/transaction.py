@@ -146,7 +146,7 @@ def _transaction(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispa
     for entry in entries:
         if entry.resource is not None:
             try:
-                _rewrite_references(ctx, entry.resource, mapping)
+                _rewrite_references(ctx, entry.resource, mapping, _server_base(entry.full_url))
             except DuiError as err:
                 raise _at(err, entry) from None
     responses: list[dict[str, Any] | None] = [None] * len(entries)
@@ -229,23 +229,34 @@ def _check_targets(entries: list[Entry]) -> None:
             written[entry.path] = entry.index
 
 
-def _rewrite_references(ctx: FhirContext, node: Any, mapping: dict[str, str]) -> None:
+def _rewrite_references(ctx: FhirContext, node: Any, mapping: dict[str, str], base: str | None) -> None:
     if isinstance(node, list):
         for item in node:
-            _rewrite_references(ctx, item, mapping)
+            _rewrite_references(ctx, item, mapping, base)
         return
     if not isinstance(node, dict):
         return
     for key, value in node.items():
         if key == "reference" and isinstance(value, str):
-            node[key] = _resolve_reference(ctx, value, mapping)
+            node[key] = _resolve_reference(ctx, value, mapping, base)
         elif isinstance(value, dict | list):
-            _rewrite_references(ctx, value, mapping)
+            _rewrite_references(ctx, value, mapping, base)
 
 
-def _resolve_reference(ctx: FhirContext, value: str, mapping: dict[str, str]) -> str:
+def _server_base(full_url: str | None) -> str | None:
+    """``https://a.fr/fhir/`` of ``https://a.fr/fhir/Encounter/x``: where a relative reference in that entry
+    points (http://hl7.org/fhir/R4/bundle.html#references); None for a urn or a fullUrl of another form."""
+    if not full_url or not full_url.startswith(("http://", "https://")):
+        return None
+    parts = full_url.rstrip("/").split("/")
+    return "/".join(parts[:-2]) + "/" if len(parts) >= 5 else None
+
+
+def _resolve_reference(ctx: FhirContext, value: str, mapping: dict[str, str], base: str | None) -> str:
     if value in mapping:
         return mapping[value]
+    if base is not None and base + value in mapping:  # Patient/x inside https://a.fr/fhir/Encounter/y
+        return mapping[base + value]
     if value.startswith(("urn:uuid:", "urn:oid:")):
         raise Invalid(f"The reference {value} matches no fullUrl in the bundle")
     head, sep, query = value.partition("?")

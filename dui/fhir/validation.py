@@ -9,6 +9,7 @@ type: ``reject`` (422 listing every problem), ``warn`` (stored; the problems are
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ from dui.errors import Invalid, Issue, Unprocessable
 from dui.fhir.model import model_issues
 from dui.fhir.structure import StructureChecker
 from fhir_profiles.validator import Problem, ProfileValidator
+
+log = logging.getLogger(__name__)
 
 Rule = Callable[[dict[str, Any]], list[Issue]]  # business rules of a type, as issues (``$validate`` only)
 
@@ -56,11 +59,17 @@ class Validator:
             return []
         found = [as_issue(p) for p in self.profiles().validate(resource, profiles) if p.severity != "information"]
         errors = [i for i in found if i.severity == "error"]
-        if errors and policy == "reject":
-            rtype = resource.get("resourceType", "resource")
-            count = len(errors)
+        if not errors:
+            return found
+        rtype = resource.get("resourceType", "resource")
+        count = len(errors)
+        if policy == "reject":
             raise Unprocessable(f"The {rtype} does not conform to its profiles ({count} error{'s' * (count > 1)})",
                                 issues=errors + [i for i in found if i.severity != "error"], code="processing")
+        # warn: stored; the client sees the problems with Prefer: return=OperationOutcome, the operators here
+        # (locations only: the messages may quote values)
+        log.warning("%s stored with %d profile error(s) (DUI_VALIDATION=warn) at %s", rtype, count,
+                    ", ".join(sorted({e for i in errors for e in i.expression})[:10]))
         return found
 
     def knows_profile(self, url: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,9 +206,13 @@ def test_reject_mode_refuses_with_every_problem_and_stores_nothing(strict_app: F
     assert client.post("Observation", odd).status_code == 201
 
 
-def test_warn_mode_stores_and_reports_the_problems(fr_core: FhirClient) -> None:
+def test_warn_mode_stores_and_reports_the_problems(fr_core: FhirClient, caplog: pytest.LogCaptureFixture) -> None:
     claimed = {**patient(), "meta": {"profile": [FR_CORE_PATIENT_INS]}}
-    stored = fr_core.post("Patient", claimed, headers={"Prefer": "return=OperationOutcome"})
+    with caplog.at_level(logging.WARNING, logger="dui.fhir.validation"):
+        stored = fr_core.post("Patient", claimed, headers={"Prefer": "return=OperationOutcome"})
+    logged = [r.getMessage() for r in caplog.records if r.name == "dui.fhir.validation"]
+    assert len(logged) == 1 and "Patient stored with" in logged[0] and "(DUI_VALIDATION=warn) at Patient" in logged[0]
+    assert "Lefèvre" not in logged[0]  # locations only
     assert stored.status_code == 201, stored.get_data(as_text=True)
     issues = stored.get_json()["issue"]
     assert issues[0]["severity"] == "information" and "created" in issues[0]["diagnostics"]

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import auth, context, errors, fhir, headers, throttle
+    from dui.web import audit, auth, context, errors, fhir, headers, throttle
 
     if settings.http.trusted_proxies:  # the client's address, as the reverse proxies in front of us saw it
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     errors.register(app)
     headers.register(app)  # security headers; CORS preflights, answered before authentication
     throttle.register(app)  # rate limits, after authentication and before the handler
+    audit.register(app)  # an audit entry for every answer no handler recorded (refused before it, or outside /fhir)
     app.register_blueprint(fhir.bp)
     app.register_blueprint(auth.bp)
 

@@ -27,9 +27,11 @@ class DuiError(Exception):
     code = "exception"
 
     def __init__(self, message: str, *, issues: list[Issue] | None = None, code: str | None = None,
-                 expression: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 expression: str | None = None, headers: dict[str, str] | None = None,
+                 patients: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.patients = patients  # residents the refused act concerned: for the audit trail, never the client
         if code is not None:
             self.code = code
         if issues:

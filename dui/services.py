@@ -30,7 +30,7 @@ from dui.db import begin_read, begin_write, make_engine, make_session_factory
 from dui.errors import Issue, Unavailable
 from dui.fhir.interactions.base import BundleRule, FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
-from dui.fhir.scope import Scope
+from dui.fhir.scope import Residents, Scope
 from dui.fhir.scoped import ScopedRepository
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
@@ -56,7 +56,7 @@ def load_policy(path: str | None) -> Policy:
         raise SettingsError(f"DUI_POLICY_FILE {path}: {exc}") from None
 
 
-SCOPED_KINDS = frozenset({"staff", "client"})  # actors who see only their organization's residents
+SCOPED_KINDS = frozenset({"staff", "client"})  # actors bound by the access rules of dui.fhir.scope
 
 
 class SimulatorWarning(UserWarning):
@@ -83,9 +83,11 @@ class Services:
     authenticator: Authenticator = field(init=False)
     policy: Policy = field(init=False)
     profiles: ProfileRegistry = field(init=False)
+    residents: Residents = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = fhir_operations.build(self.insi)
+        self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
         # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
@@ -151,16 +153,23 @@ class Services:
     def repository(self, session: Session) -> SqlFhirRepository:
         return SqlFhirRepository(session, self.indexer, self.clock, self.keyring)
 
-    def fhir_context(self, session: Session, actor: Actor) -> FhirContext:
-        """The context of one unit of work. An actor tied to an organization sees only its residents
-        (``ScopedRepository``); an actor outside the establishment sees through the sharing gate."""
+    def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
+        """The context of one unit of work. A staff member or an API client reads and writes through the access
+        rules (``ScopedRepository``: an actor tied to an organization sees only its residents); an actor outside
+        the establishment sees through the sharing gate. ``break_glass``: the reason given with
+        ``X-Break-Glass``."""
         store = self.repository(session)
         repo: FhirRepository = store
-        if actor.establishment and actor.kind in SCOPED_KINDS:
-            repo = ScopedRepository(store, Scope(actor.establishment))
+        planned: set[str] = set()
+        if actor.kind in SCOPED_KINDS:
+            now = self.clock()
+            scope = Scope(actor.establishment, now) if actor.establishment else None
+            repo = ScopedRepository(store, actor, scope, self.residents, now, planned)
         if sharing.is_external(actor):
             repo = sharing.GatedRepository(repo)
         return FhirContext(
+            break_glass=break_glass,
+            planned=planned,
             repo=repo,
             store=store,
             write_rules=self.write_rules,

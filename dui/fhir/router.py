@@ -6,10 +6,12 @@ generated from them (``dui.fhir.interactions.capability``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from dui.errors import MethodNotAllowed, NotFound
+from dui.errors import DuiError, MethodNotAllowed, NotFound
 from dui.fhir.authorization import authorize
 from dui.fhir.definitions import r4
 from dui.fhir.interactions import (
@@ -25,7 +27,16 @@ from dui.fhir.interactions import (
     update,
     validate,
 )
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id
+from dui.fhir.interactions.base import (
+    FhirContext,
+    FhirRequest,
+    FhirResponse,
+    Operation,
+    check_id,
+    criteria_pairs,
+    not_found,
+)
+from dui.fhir.search.plan import SearchPlan, parse_search
 
 Handler = Callable[..., FhirResponse]
 
@@ -61,56 +72,187 @@ def storable_types() -> list[str]:
     return sorted(r4().resource_types - NOT_STORED)
 
 
-def handle(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    """Route one request (after authorizing it). Raises ``DuiError`` subclasses for every client mistake."""
-    authorize(ctx, req)
+# The audit trail's name for each interaction (``audit_event.action``).
+ACTIONS = {"read": "read", "vread": "vread", "search-type": "search", "history-instance": "history",
+           "history-type": "history", "history-system": "history", "create": "create", "update": "update",
+           "patch": "patch", "delete": "delete", "operation": "operation", "transaction": "transaction",
+           "capabilities": "capabilities"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a request asks, read once from its method, path, query, headers and form: routing, authorization
+    (``dui.fhir.authorization``) and the audit trail all work from this one value.
+
+    ``interaction`` is the CapabilityStatement code (``read``, ``search-type``, ``update``...), or
+    ``capabilities``, ``transaction`` (a Bundle POSTed at the base), ``operation``, or ``unknown`` when the path
+    names no endpoint. ``params`` is the search's whole parameter set (the query, and a ``_search`` form);
+    ``plan`` the parsed search, or the parsed criteria of a conditional interaction (the query of a conditional
+    update, patch or delete, ``If-None-Exist`` of a create). ``error`` is what routing refused (unknown endpoint,
+    method not allowed, malformed parameters): the request fails with it, and the audit still knows what was
+    asked.
+    """
+
+    method: str  # HEAD is a GET
+    interaction: str
+    rtype: str | None = None
+    rid: str | None = None
+    vid: str | None = None
+    operation: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    plan: SearchPlan | None = None
+    handler: Callable[[FhirContext, FhirRequest], FhirResponse] | None = None
+    error: DuiError | None = None
+
+    @property
+    def action(self) -> str:
+        return ACTIONS.get(self.interaction, "request")
+
+    @property
+    def conditional(self) -> bool:
+        return self.plan is not None and self.interaction != "search-type"
+
+    @property
+    def writes(self) -> bool:
+        """Whether the request may write (a writing unit of work: ``BEGIN IMMEDIATE`` on SQLite)."""
+        return self.method in ("POST", "PUT", "PATCH", "DELETE") and self.interaction != "search-type"
+
+
+def route(ctx: FhirContext, req: FhirRequest) -> Route:
+    """Read ``req`` into a ``Route``; never raises (what routing refuses is in ``Route.error``)."""
+    asked = shape(req)
+    if asked.error is not None:
+        return asked
+    try:
+        return _resolve(ctx, req, asked)
+    except DuiError as err:
+        return dataclasses.replace(asked, error=err)
+
+
+def shape(req: FhirRequest) -> Route:
+    """What ``req`` asks, from its method and path alone: no check of types, ids, methods or parameters, no
+    handler. Enough for the audit trail when a request is refused before it is routed (a bad token)."""
     method = "GET" if req.method == "HEAD" else req.method
-    segments = [s for s in req.path.split("/") if s]
+    return _shape(method, [s for s in req.path.split("/") if s])
+
+
+def handle(ctx: FhirContext, req: FhirRequest, routed: Route | None = None) -> FhirResponse:
+    """Route one request (unless the caller already did), authorize it, run it. Raises ``DuiError`` subclasses
+    for every client mistake and refusal."""
+    routed = routed or route(ctx, req)
+    if routed.error is not None:
+        raise routed.error
+    authorize(ctx, routed)
+    assert routed.handler is not None
+    return routed.handler(ctx, req)
+
+
+def preflight(ctx: FhirContext, req: FhirRequest) -> None:
+    """Route and authorize ``req`` without running it (the entries of a transaction, before any runs)."""
+    routed = route(ctx, req)
+    if routed.error is not None:
+        raise routed.error
+    authorize(ctx, routed)
+
+
+def _shape(method: str, segments: list[str]) -> Route:
+    """What the path asks, from its segments alone (no check of types, ids or methods)."""
     if not segments:
         if method == "POST":
-            return transaction.process_bundle(ctx, req, handle)
-        raise _not_allowed(method, "the FHIR base", ("POST",), hint="search a resource type, e.g. GET /fhir/Patient")
+            return Route(method, "transaction")
+        return Route(method, "unknown", error=_not_allowed(method, "the FHIR base", ("POST",),
+                                                           hint="search a resource type, e.g. GET /fhir/Patient"))
     head = segments[0]
-    if head == "metadata" and len(segments) == 1:
-        _allow(method, ("GET",), "metadata")
-        return capability.capabilities(ctx, req)
-    if head == "_history" and len(segments) == 1:
-        _allow(method, ("GET",), "_history")
-        return history.history_system(ctx, req)
     if head.startswith("$") or any(s.startswith("$") for s in segments[1:]):
-        return _operation(ctx, req, method, segments)
-    rtype = _resource_type(head)
+        name = next(s for s in segments if s.startswith("$"))
+        rtype = None if head.startswith("$") else head
+        rid = segments[1] if len(segments) == 3 and rtype else None
+        return Route(method, "operation", rtype, rid, operation=name)
+    if segments == ["metadata"]:
+        return Route(method, "capabilities")
+    if segments == ["_history"]:
+        return Route(method, "history-system")
     if len(segments) == 1:
-        if method not in TYPE:
-            raise _not_allowed(method, rtype, tuple(TYPE))
-        if method in ("PUT", "PATCH", "DELETE") and not req.query:
-            raise _not_allowed(method, rtype, ("GET", "POST"), hint=f"{method} needs an id, or search criteria")
-        return TYPE[method][1](ctx, req, rtype)
+        return Route(method, {"GET": "search-type", "POST": "create", "PUT": "update", "PATCH": "patch",
+                              "DELETE": "delete"}.get(method, "unknown"), head)
     second = segments[1]
     if len(segments) == 2 and second == "_search":
-        _allow(method, ("POST",), f"{rtype}/_search")
-        return search.search_type(ctx, req, rtype)
+        return Route(method, "search-type", head, "_search")
     if len(segments) == 2 and second == "_history":
-        _allow(method, ("GET",), f"{rtype}/_history")
-        return TYPE_HISTORY[1](ctx, req, rtype)
+        return Route(method, "history-type", head)
     if len(segments) == 2:
-        if method not in INSTANCE:
-            raise _not_allowed(method, f"{rtype}/{second}", tuple(INSTANCE))
-        return INSTANCE[method][1](ctx, req, rtype, second)
+        return Route(method, {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+            method, "unknown"), head, second)
     if segments[2] == "_history" and len(segments) == 3:
-        _allow(method, ("GET",), "_history")
-        return INSTANCE_HISTORY[1](ctx, req, rtype, second)
+        return Route(method, "history-instance", head, second)
     if segments[2] == "_history" and len(segments) == 4:
+        return Route(method, "vread", head, second, segments[3])
+    return Route(method, "unknown", head, error=NotFound(f"No FHIR endpoint at /{'/'.join(segments)}"))
+
+
+def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
+    """The handler of ``shape``, with its checks: types, ids, methods, parameters."""
+    method, interaction = shape.method, shape.interaction
+    if interaction == "transaction":
+        return dataclasses.replace(shape, handler=lambda c, r: transaction.process_bundle(c, r, handle, preflight))
+    if interaction == "capabilities":
+        _allow(method, ("GET",), "metadata")
+        return dataclasses.replace(shape, handler=capability.capabilities)
+    if interaction == "history-system":
         _allow(method, ("GET",), "_history")
-        return VREAD[1](ctx, req, rtype, second, segments[3])
-    raise NotFound(f"No FHIR endpoint at /{req.path}")
+        return dataclasses.replace(shape, handler=history.history_system)
+    if interaction == "operation":
+        return _operation(ctx, req, shape)
+    rtype = _resource_type(shape.rtype or "")
+    if interaction == "search-type":
+        if shape.rid == "_search":
+            _allow(method, ("POST",), f"{rtype}/_search")
+        params = (*req.query, *(search.form(req) if method == "POST" else ()))
+        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict)
+        return dataclasses.replace(shape, rid=None, params=params, plan=plan,
+                                   handler=lambda c, r: search.search_type(c, r, plan))
+    if shape.rid is not None:
+        return _instance(shape, rtype, check_id(shape.rid))
+    if interaction == "history-type":
+        _allow(method, ("GET",), f"{rtype}/_history")
+        return dataclasses.replace(shape, handler=lambda c, r: history.history_type(c, r, rtype))
+    if interaction == "unknown":
+        raise _not_allowed(method, rtype, tuple(TYPE))
+    if interaction == "create":
+        criteria = req.header("if-none-exist")
+        wanted = ctx.criteria_plan(rtype, criteria_pairs(criteria)) if criteria else None
+        return dataclasses.replace(shape, plan=wanted, handler=lambda c, r: create.create(c, r, rtype, wanted))
+    if not req.query:  # conditional update, patch, delete
+        raise _not_allowed(method, rtype, ("GET", "POST"), hint=f"{method} needs an id, or search criteria")
+    found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True)
+    conditional = TYPE[method][1]
+    return dataclasses.replace(shape, params=tuple(req.query), plan=found,
+                               handler=lambda c, r: conditional(c, r, rtype, found))
 
 
-def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[str]) -> FhirResponse:
-    name = next(s for s in segments if s.startswith("$"))
+def _instance(shape: Route, rtype: str, rid: str) -> Route:
+    """Read, update, patch, delete, history and vread of one resource."""
+    method, interaction = shape.method, shape.interaction
+    if interaction == "history-instance":
+        _allow(method, ("GET",), "_history")
+        return dataclasses.replace(shape, handler=lambda c, r: history.history_instance(c, r, rtype, rid))
+    if interaction == "vread":
+        _allow(method, ("GET",), "_history")
+        vid = shape.vid or ""
+        return dataclasses.replace(shape, handler=lambda c, r: read.vread(c, r, rtype, rid, vid))
+    if interaction == "unknown":
+        raise _not_allowed(method, f"{rtype}/{rid}", tuple(INSTANCE))
+    handler = INSTANCE[method][1]
+    return dataclasses.replace(shape, handler=lambda c, r: handler(c, r, rtype, rid))
+
+
+def _operation(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
+    method, name = shape.method, shape.operation or ""
+    segments = [s for s in req.path.split("/") if s]
     if name == "$validate" and len(segments) <= 2 and segments[-1] == name:  # [base]/$validate, [base]/Type/$validate
         _allow(method, ("POST",), "/".join(segments))
-        return validate.validate(ctx, req, _resource_type(segments[0]) if len(segments) == 2 else None)
+        rtype = _resource_type(segments[0]) if len(segments) == 2 else None
+        return dataclasses.replace(shape, handler=lambda c, r: validate.validate(c, r, rtype))
     if len(segments) in (2, 3) and segments[-1] == name:  # Type/$op or Type/id/$op
         rtype = _resource_type(segments[0])
         found = OPERATIONS.get((rtype, name)) or ctx.operations.get((rtype, name))
@@ -119,12 +261,16 @@ def _operation(ctx: FhirContext, req: FhirRequest, method: str, segments: list[s
             where = f"{rtype}/{name}" if level == "type" else f"{rtype}/{{id}}/{name}"
             _allow(method, found.methods, where)
             if level == "type":
-                return found.handler(ctx, req, rtype)
+                return dataclasses.replace(shape, handler=lambda c, r: found.handler(c, r, rtype))
             rid = check_id(segments[1])
-            if ctx.repo.current(rtype, rid) is None:  # unknown (a scoped repository refuses what the actor may not see)
-                raise NotFound(f"{rtype}/{rid} does not exist")
-            return found.handler(ctx, req, rtype, rid)
+            return dataclasses.replace(shape, handler=lambda c, r: _instance_operation(c, r, found, rtype, rid))
     raise NotFound(f"Operation {name} is not supported at /{req.path} by this server", code="not-supported")
+
+
+def _instance_operation(ctx: FhirContext, req: FhirRequest, found: Operation, rtype: str, rid: str) -> FhirResponse:
+    if ctx.repo.current(rtype, rid) is None:  # unknown, or not among the records the actor may see: the same answer
+        raise not_found(rtype, rid)
+    return found.handler(ctx, req, rtype, rid)
 
 
 def _resource_type(name: str) -> str:

@@ -1,33 +1,58 @@
-"""Which residents an actor may see: establishment scoping in SQL.
+"""Whose record is this, and who sees it: the one rule set of establishment scoping (docs/security.md,
+"Establishment scoping").
 
-An actor tied to an organization (a staff member of an EHPAD, an API client registered with a FINESS)
-sees the residents of that organization and nobody else's:
+**Whose record.** A resource belongs to the residents its Patient-compartment references point at (the R4
+Patient CompartmentDefinition: ``Observation.subject`` and ``.performer``, ``Appointment.actor``,
+``Group.member``...); a Patient to itself. ``Residents.of`` reads it from a resource's body with the search
+parameters' own expressions, the very values the index holds and the SQL below reads: the audit trail, the write
+checks and the scope agree because they are one computation.
 
-- the residents it manages: ``Patient.managingOrganization`` is the Organization with that FINESS;
-- the residents it cares for elsewhere (a partner hospital): an active ``Consent`` whose
-  ``provision.actor`` is that Organization, or a current ``Encounter`` (planned, arrived, in progress)
-  whose ``serviceProvider`` is that Organization (a transfer).
+**Who sees a resident.** An actor tied to an establishment (a staff member, an API client registered with a
+FINESS) sees a resident when a *grant* names its establishment's Organization (one carrying its FINESS):
 
-A resource of a type in the R4 Patient compartment is visible when one of its compartment references
-points at a visible resident; resources of other types (organizations, professionals, medications...)
-are directory data, visible to all. Everything is a subquery on the search index, so a search, an
-include, a history or ``$everything`` never sees another establishment's residents.
+- ``managed``: ``Patient.managingOrganization`` (the admission);
+- ``stay``: a current ``Encounter`` (planned, arrived, in progress) whose ``serviceProvider`` it is;
+- ``consent``: an active ``Consent`` whose ``provision.actor`` it is, within ``provision.period`` if one is given.
+
+A resource of a Patient-compartment type is visible when it belongs to at least one resident and every resident it
+belongs to is visible; other types (organizations, professionals, medications...) are directory data, visible to
+all. Everything is a subquery on the search index (``Scope``), so a search, each hop of its chains and ``_has``, an
+include, a history or ``$everything`` never sees, nor tests, another establishment's residents.
+
+**Who may write what widens sight.** The grants and the FINESS they hang on are facts only the right actor may
+write (``GrantRules``, applied to every write of a restricted actor by ``dui.fhir.scoped``):
+
+- an Organization carrying a FINESS is kept by that establishment's administration (administrative roles, or a
+  client registered for it); nobody else adds, removes or changes a FINESS, and a FINESS is never added to an
+  Organization that already grants sight of residents the writer could not see;
+- setting or changing ``managingOrganization`` (admission, transfer) needs the administration of the
+  establishments left and joined;
+- a stay or consent for another organization than the resident's own is recorded by the administration of the
+  resident's establishment; the organization it names may end it (a partner closes its own access), nobody else;
+- every reference a written resource makes to resident data must point at a record the writer sees (subject,
+  patient, focus, any reference), and the written resource must be visible to its writer afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, false, literal, or_, select
+from sqlalchemy import CompoundSelect, Select, and_, exists, false, literal, not_, or_, select
 
+from dui.auth.actor import Actor
+from dui.auth.roles import ADMINISTRATEUR, ADMINISTRATIF, DIRECTION
 from dui.fhir.definitions import patient_compartment
-from dui.fhir.tables import resource, search_reference, search_token
+from dui.fhir.search.indexer import Indexer, IndexRows
+from dui.fhir.tables import resource, search_date, search_reference, search_token
 
 FINESS_SYSTEM = "https://finess.esante.gouv.fr"
 CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress")
+ADMINISTRATIVE_ROLES = frozenset({ADMINISTRATIF, DIRECTION, ADMINISTRATEUR})  # the establishment's administration
+GRANTING_TYPES = frozenset({"Patient", "Encounter", "Consent"})
 
 
 @cache
@@ -40,28 +65,121 @@ def is_resident_data(rtype: str) -> bool:
     return rtype == "Patient" or rtype in compartment_params()
 
 
+def administers(actor: Actor, finess: Iterable[str]) -> bool:
+    """Whether ``actor`` acts for the administration of the establishment carrying one of ``finess``: a staff
+    member of it with an administrative role, or an API client registered for it."""
+    if actor.establishment is None or actor.establishment not in set(finess):
+        return False
+    return actor.kind == "client" or bool(actor.roles & ADMINISTRATIVE_ROLES)
+
+
+# -- from a resource's body ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """``org`` (an Organization id) sees ``resident`` (a Patient id) by ``kind``: managed, stay or consent."""
+
+    kind: str
+    org: str
+    resident: str
+
+
+class Residents:
+    """Readings of a resource's body that the access rules share, made with the indexer (the values the index
+    holds for it)."""
+
+    def __init__(self, indexer: Indexer) -> None:
+        self.indexer = indexer
+
+    def of(self, rtype: str, content: dict[str, Any]) -> set[str]:
+        """The residents ``content`` belongs to: itself for a Patient, else the Patients its compartment
+        references point at."""
+        if rtype == "Patient":
+            return {content["id"]} if isinstance(content.get("id"), str) else set()
+        params = compartment_params().get(rtype)
+        if not params:
+            return set()
+        return {rid for _, target, rid in self.indexer.references(rtype, content, params)
+                if target == "Patient" and rid is not None}
+
+    def references(self, content: Any) -> set[tuple[str, str]]:
+        """(type, id) of every reference to this server anywhere in ``content`` (contained resources included)."""
+        found: set[tuple[str, str]] = set()
+        for ref in _reference_strings(content):
+            parsed = self.indexer.parse_reference(ref)
+            if parsed is not None:
+                found.add(parsed)
+        return found
+
+    def grants(self, rtype: str, content: dict[str, Any] | None, now: datetime) -> set[Grant]:
+        """The grants ``content`` makes (see the module's docstring), read from its index rows."""
+        if content is None or rtype not in GRANTING_TYPES:
+            return set()
+        rows = self.indexer.rows(0, rtype, content)
+        refs = _refs(rows)
+        if rtype == "Patient":
+            own = content.get("id")
+            return {Grant("managed", org, own) for org in refs.get(("organization", "Organization"), ())
+                    if isinstance(own, str)}
+        statuses = {r["code"] for r in rows.token if r["param"] == "status"}
+        if rtype == "Encounter":
+            if not statuses & set(CURRENT_ENCOUNTER):
+                return set()
+            orgs, kind = refs.get(("service-provider", "Organization"), set()), "stay"
+        else:
+            periods = [(r["low"], r["high"]) for r in rows.date if r["param"] == "period"]
+            if "active" not in statuses or any(high <= now or low > now for low, high in periods):
+                return set()
+            orgs, kind = refs.get(("actor", "Organization"), set()), "consent"
+        return {Grant(kind, org, patient) for org in orgs for patient in refs.get(("patient", "Patient"), ())}
+
+    def finess(self, content: dict[str, Any] | None) -> set[str]:
+        """The FINESS numbers an Organization carries."""
+        if content is None:
+            return set()
+        rows = self.indexer.rows(0, "Organization", content)
+        return {r["code"] for r in rows.token
+                if r["param"] == "identifier" and r["system"] == FINESS_SYSTEM and r["code"]}
+
+
+def _refs(rows: IndexRows) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for row in rows.reference:
+        if row["target_type"] and row["target_id"]:
+            out.setdefault((row["param"], row["target_type"]), set()).add(row["target_id"])
+    return out
+
+
+def _reference_strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and not value.startswith("#"):
+                yield value
+            elif isinstance(value, dict | list):
+                yield from _reference_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _reference_strings(item)
+
+
+# -- in SQL ------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Scope:
-    """The residents of one organization (by FINESS)."""
+    """The residents one establishment (by FINESS) sees, at ``now`` (consent periods)."""
 
     finess: str
+    now: datetime
 
     def organizations(self) -> Select[Any]:
         """Ids of the Organizations that carry this FINESS."""
-        return (select(resource.c.res_id)
-                .join(search_token, search_token.c.rid == resource.c.rid)
-                .where(search_token.c.res_type == "Organization", search_token.c.param == "identifier",
-                       search_token.c.system == FINESS_SYSTEM, search_token.c.code == self.finess,
-                       resource.c.deleted == false())
-                .correlate(None))
+        return organizations_of(self.finess)
 
     def residents(self) -> CompoundSelect[Any]:
-        """Ids of the Patients this organization manages or cares for."""
-        orgs = self.organizations()
-        managed = _referrers("Patient", "organization", orgs)
-        consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient")
-        stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient")
-        return managed.union(consent, stay)
+        """Ids of the Patients this establishment manages or cares for."""
+        return granted_residents(self.organizations(), self.now)
 
     def rids(self, rtype: str) -> Select[Any] | None:
         """Row ids of the visible resources of ``rtype``; None when the type is not resident data."""
@@ -73,10 +191,13 @@ class Scope:
         params = compartment_params().get(rtype)
         if not params:
             return None
-        ref = search_reference.alias()
+        residents = self.residents()
+        ref, other = search_reference.alias(), search_reference.alias()
+        elsewhere = exists().where(other.c.rid == ref.c.rid, other.c.param.in_(params),
+                                   other.c.target_type == "Patient", other.c.target_id.not_in(residents))
         return (select(ref.c.rid)
                 .where(ref.c.res_type == rtype, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                       ref.c.target_id.in_(self.residents()))
+                       ref.c.target_id.in_(residents), not_(elsewhere))
                 .correlate(None))
 
     def visible(self, rows: Sequence[tuple[int, str]]) -> Select[Any]:
@@ -95,10 +216,28 @@ class Scope:
         return select(resource.c.rid).where(or_(*branches) if branches else literal(False))
 
 
-def _referrers(rtype: str, param: str, orgs: Select[Any], *, status: tuple[str, ...] = (),
-               patient_param: str | None = None) -> Select[Any]:
-    """Patient ids: the ``rtype`` resources whose ``param`` points at one of ``orgs`` (with ``status``),
-    or, for ``Patient`` itself, their ids."""
+def organizations_of(finess: str) -> Select[Any]:
+    """Ids of the live Organizations that carry ``finess``."""
+    return (select(resource.c.res_id)
+            .join(search_token, search_token.c.rid == resource.c.rid)
+            .where(search_token.c.res_type == "Organization", search_token.c.param == "identifier",
+                   search_token.c.system == FINESS_SYSTEM, search_token.c.code == finess,
+                   resource.c.deleted == false())
+            .correlate(None))
+
+
+def granted_residents(orgs: Any, now: datetime) -> CompoundSelect[Any]:
+    """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant."""
+    managed = _referrers("Patient", "organization", orgs)
+    consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now)
+    stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient")
+    return managed.union(consent, stay)
+
+
+def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (),
+               patient_param: str | None = None, now: datetime | None = None) -> Select[Any]:
+    """Patient ids: the ``rtype`` resources whose ``param`` points at one of ``orgs`` (with ``status``; for a
+    Consent, within its period at ``now``), or, for ``Patient`` itself, their ids."""
     ref = search_reference.alias()
     conditions = [ref.c.res_type == rtype, ref.c.param == param, ref.c.target_type == "Organization",
                   ref.c.target_id.in_(orgs)]
@@ -106,6 +245,11 @@ def _referrers(rtype: str, param: str, orgs: Select[Any], *, status: tuple[str, 
         tok = search_token.alias()
         conditions.append(ref.c.rid.in_(select(tok.c.rid).where(tok.c.res_type == rtype, tok.c.param == "status",
                                                                  tok.c.code.in_(status)).correlate(None)))
+    if now is not None:  # a consent outside its period grants nothing
+        period = search_date.alias()
+        conditions.append(ref.c.rid.not_in(select(period.c.rid).where(
+            period.c.res_type == rtype, period.c.param == "period",
+            or_(period.c.high <= now, period.c.low > now)).correlate(None)))
     if patient_param is None:
         owner = resource.alias()
         return (select(owner.c.res_id).join(ref, ref.c.rid == owner.c.rid)

@@ -1,9 +1,16 @@
-"""A ``FhirRepository`` that shows an actor only the residents of its organization (``dui.fhir.scope``).
+"""The ``FhirRepository`` of a restricted actor (a staff member, an API client): the access rules of
+``dui.fhir.scope`` applied on every path out of and into the store.
 
-Every path out goes through it: a search gets the scope as one more criterion (so paging and totals
-stay right), reads and history of an unseen resource answer "not found", fetched pages, includes and
-``$everything`` keep only what is visible, and a write that would put data in, or move it to, a record
-the actor cannot see is refused (the transaction is rolled back).
+Reads, for an actor tied to an establishment: a search gets the scope as one more criterion on its own type and on
+every hop of its chains and ``_has`` (so pages and totals stay right, and nothing is tested outside the scope);
+reads and histories of what the actor may not see answer exactly as for what does not exist; fetched pages,
+includes and ``$everything`` keep only what is visible.
+
+Writes, for every restricted actor: before a write, every reference to resident data must point at a record the
+actor sees, a change of grants or of an establishment's FINESS must be the act of the right administration, and
+resident data is never created at an id the client chose (``PUT`` to an unknown id could otherwise tell an id
+the actor may not see from one that does not exist); after it, the written resource must be visible to its writer.
+A refusal raises, and the request's transaction is rolled back.
 """
 
 from __future__ import annotations
@@ -16,25 +23,44 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dui.errors import Forbidden, NotFound
+from dui.auth.actor import Actor
+from dui.errors import Forbidden
+from dui.fhir.interactions.base import not_found
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult
-from dui.fhir.scope import Scope, is_resident_data
-from dui.fhir.search.plan import Include, SearchPlan, Within
+from dui.fhir.scope import (
+    FINESS_SYSTEM,
+    Grant,
+    Residents,
+    Scope,
+    administers,
+    granted_residents,
+    is_resident_data,
+)
+from dui.fhir.search.plan import Include, SearchPlan
 from dui.fhir.sql import SqlFhirRepository
-from dui.fhir.tables import resource
+from dui.fhir.tables import resource, search_reference, search_token
 
 
 class ScopedRepository:
-    def __init__(self, inner: SqlFhirRepository, scope: Scope) -> None:
+    """``scope``: the establishment's sight (None for an API client registered without one, which sees every
+    establishment and is bound by the write rules only). ``planned``: ``Type/id`` of the resources the current
+    transaction creates, which its other entries may reference before they exist."""
+
+    def __init__(self, inner: SqlFhirRepository, actor: Actor, scope: Scope | None, residents: Residents,
+                 now: datetime, planned: set[str] | None = None) -> None:
         self.inner = inner
+        self.actor = actor
         self.scope = scope
+        self.residents = residents
+        self.now = now
+        self.planned = planned if planned is not None else set()
 
     # -- visibility -------------------------------------------------------------------------------
 
     def _visible(self, rows: Sequence[tuple[int, str]]) -> set[int]:
         if not rows:
             return set()
-        if not any(is_resident_data(rtype) for _, rtype in rows):
+        if self.scope is None or not any(is_resident_data(rtype) for _, rtype in rows):
             return {rid for rid, _ in rows}
         self.inner.flush()
         return {int(r) for r in self.inner.session.execute(self.scope.visible(rows)).scalars()}
@@ -42,24 +68,24 @@ class ScopedRepository:
     def _sees(self, rid: int, rtype: str) -> bool:
         return rid in self._visible([(rid, rtype)])
 
-    def _unseen(self, rtype: str, rid: str) -> NotFound:
-        return NotFound(f"{rtype}/{rid} is not in the records your organization may see")
+    def _hidden(self, rtype: str) -> bool:
+        """Whether resources of ``rtype`` may be hidden from this actor (resident data, for a scoped actor)."""
+        return self.scope is not None and is_resident_data(rtype)
 
     # -- reads ------------------------------------------------------------------------------------
 
     def current(self, rtype: str, rid: str, *, for_update: bool = False) -> Current | None:
         found = self.inner.current(rtype, rid, for_update=for_update)
-        if found is not None and not found.deleted and not self._sees(found.rid, rtype):
-            raise self._unseen(rtype, rid)
-        return found
+        if found is None or not self._hidden(rtype):
+            return found
+        # A deleted resource has no index rows left to judge by: resident data stays hidden, as unknown.
+        return found if not found.deleted and self._sees(found.rid, rtype) else None
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         found = self.inner.read(rtype, rid)
-        if found is None:
-            return None
-        if found.deleted:  # a deleted resource has no index rows left to judge by: resident data stays hidden
-            return None if is_resident_data(rtype) else found
-        return found if self._sees(found.rid, rtype) else None
+        if found is None or not self._hidden(rtype):
+            return found
+        return found if not found.deleted and self._sees(found.rid, rtype) else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
         return self.inner.vread(rtype, rid, version) if self.read(rtype, rid) is not None else None
@@ -71,8 +97,8 @@ class ScopedRepository:
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
                 before_vid: int | None = None, count: int = 20) -> HistoryPage:
-        if rtype is not None and rid is not None and self.read(rtype, rid) is None:
-            raise self._unseen(rtype, rid)
+        if rtype is not None and rid is not None and self._hidden(rtype) and self.read(rtype, rid) is None:
+            raise not_found(rtype, rid)
         page = self.inner.history(rtype=rtype, rid=rid, since=since, before_vid=before_vid, count=count)
         seen = self._visible([(v.rid, v.type) for v in page.versions])
         kept = [v for v in page.versions if v.rid in seen]
@@ -80,20 +106,19 @@ class ScopedRepository:
                                    else None)
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
-        rows = self.scope.rids(plan.resource_type)
-        if rows is not None:
-            plan = dataclasses.replace(plan, criteria=[*plan.criteria, Within(plan.resource_type, rows)])
+        if self.scope is not None:
+            plan = dataclasses.replace(plan, within=self.scope.rids)
         return self.inner.search(plan, total=total)
 
     def everything(self, patient_rid: int, patient_id: str,
                    options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
         if not self._sees(patient_rid, "Patient"):
-            raise self._unseen("Patient", patient_id)
+            raise not_found("Patient", patient_id)
         return self.inner.everything(patient_rid, patient_id, options)
 
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         found = self.inner.include(include, rids)
-        if not found:
+        if not found or self.scope is None:
             return found
         # The types alone decide which rows need a look (not the bodies, which the page fetches afterwards).
         typed = self.inner.session.execute(
@@ -108,22 +133,126 @@ class ScopedRepository:
 
     def create(self, rtype: str, resource: dict[str, Any], *, rid: str | None = None,
                method: str = "POST") -> ResourceVersion:
+        self._before(rtype, None, resource)
         return self._checked(self.inner.create(rtype, resource, rid=rid, method=method))
 
     def update(self, current: Current | None, rtype: str, rid: str, resource: dict[str, Any],
                *, method: str = "PUT") -> ResourceVersion:
+        if current is None or current.deleted:
+            if self._hidden(rtype):
+                raise Forbidden(f"Not allowed: {rtype}/{rid} is not among the records you may update; a resident's "
+                                "records are created with POST (the server assigns the id) or a conditional update")
+            before = None
+        else:
+            before = self._stored(current)
+        self._before(rtype, before, resource)
         return self._checked(self.inner.update(current, rtype, rid, resource, method=method))
 
     def delete(self, current: Current) -> ResourceVersion:
+        self._before(current.type, self._stored(current), None)
         return self.inner.delete(current)  # ``current`` came through the scope already
 
+    def _stored(self, current: Current) -> dict[str, Any] | None:
+        if current.deleted:
+            return None
+        found = self.inner.read(current.type, current.id)
+        return found.resource() if found is not None and found.body is not None else None
+
+    def _before(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        if after is not None and self.scope is not None:
+            self._check_references(after)
+        if rtype == "Organization":
+            self._check_establishment(before, after)
+        elif rtype in ("Patient", "Encounter", "Consent"):
+            old = self.residents.grants(rtype, before, self.now)
+            new = self.residents.grants(rtype, after, self.now)
+            for grant in sorted(old ^ new, key=lambda g: (g.kind, g.org, g.resident)):
+                self._check_grant(grant, added=grant in new)
+
     def _checked(self, version: ResourceVersion) -> ResourceVersion:
-        if is_resident_data(version.type) and not self._sees(version.rid, version.type):
+        if self._hidden(version.type) and not self._sees(version.rid, version.type):
             what = ("a resident is admitted by an establishment: set managingOrganization to yours"
                     if version.type == "Patient" else
                     "it must belong to the record of a resident your organization may see")
             raise Forbidden(f"Not allowed: this {version.type} would not be visible to you ({what})")
         return version
+
+    # -- the write rules (dui.fhir.scope) ---------------------------------------------------------
+
+    def _check_references(self, content: dict[str, Any]) -> None:
+        """Every reference to resident data points at a record the actor sees (or one this transaction creates):
+        one answer for a record that does not exist and one the actor may not see."""
+        wanted = sorted((t, i) for t, i in self.residents.references(content)
+                        if is_resident_data(t) and f"{t}/{i}" not in self.planned)
+        if not wanted:
+            return
+        self.inner.flush()
+        found = self.inner.session.execute(
+            select(resource.c.rid, resource.c.res_type, resource.c.res_id)
+            .where(resource.c.res_type.in_({t for t, _ in wanted}), resource.c.res_id.in_({i for _, i in wanted}),
+                   resource.c.deleted.is_(False))).all()
+        rows = {(str(t), str(i)): int(rid) for rid, t, i in found}
+        seen = self._visible([(rid, t) for (t, _), rid in rows.items()])
+        for rtype, rid in wanted:
+            if rows.get((rtype, rid)) not in seen:
+                raise Forbidden(f"Not allowed: the reference {rtype}/{rid} does not point at a record you may see "
+                                "(it does not exist, or belongs to a resident of another establishment)")
+
+    def _check_establishment(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """An Organization carrying a FINESS is kept by that establishment's administration."""
+        old, new = self.residents.finess(before), self.residents.finess(after)
+        for finess in sorted(old | new):
+            if not administers(self.actor, [finess]):
+                raise Forbidden(f"Not allowed: the Organization of establishment FINESS {finess} is kept by that "
+                                "establishment's administration (administrative staff, or its own API client)")
+        added = new - old
+        if added and before is not None and isinstance(before.get("id"), str):
+            # The Organization may already grant sight of residents (admissions, stays, consents naming it): its new
+            # FINESS must not bring in residents its writer does not see.
+            assert self.actor.establishment is not None
+            mine = Scope(self.actor.establishment, self.now).residents()
+            granted = granted_residents([before["id"]], self.now).subquery()
+            stranger = self.inner.session.execute(
+                select(granted.c[0]).where(granted.c[0].not_in(mine)).limit(1)).first()
+            if stranger is not None:
+                raise Forbidden("Not allowed: this Organization is named by the records of residents your "
+                                f"establishment does not see; FINESS {', '.join(sorted(added))} cannot be added to it")
+
+    def _check_grant(self, grant: Grant, *, added: bool) -> None:
+        """A change of who sees a resident is the act of the right administration."""
+        if grant.kind == "managed":  # admission, transfer, discharge: the establishments left and joined
+            if not administers(self.actor, self._finess_of(grant.org)):
+                verb = "admit a resident to" if added else "move a resident out of"
+                raise Forbidden(f"Not allowed: only the administration of an establishment may {verb} it "
+                                f"(managingOrganization Organization/{grant.org})")
+            return
+        home = self._managing_org(grant.resident)
+        if home == grant.org:
+            return  # the resident's own establishment already sees them: nothing widens
+        home_finess = self._finess_of(home) if home else set()
+        if administers(self.actor, home_finess):
+            return
+        if not added and self.actor.establishment in self._finess_of(grant.org):
+            return  # a partner ends its own access
+        what = "stay" if grant.kind == "stay" else "consent"
+        raise Forbidden(f"Not allowed: a {what} that lets Organization/{grant.org} see a resident is recorded by "
+                        "the administration of the resident's establishment")
+
+    def _finess_of(self, org_id: str) -> set[str]:
+        self.inner.flush()
+        rows = self.inner.session.execute(
+            select(search_token.c.code).join(resource, resource.c.rid == search_token.c.rid)
+            .where(resource.c.res_type == "Organization", resource.c.res_id == org_id, resource.c.deleted.is_(False),
+                   search_token.c.param == "identifier", search_token.c.system == FINESS_SYSTEM)).scalars()
+        return {str(code) for code in rows if code}
+
+    def _managing_org(self, patient_id: str) -> str | None:
+        self.inner.flush()
+        return self.inner.session.execute(
+            select(search_reference.c.target_id).join(resource, resource.c.rid == search_reference.c.rid)
+            .where(resource.c.res_type == "Patient", resource.c.res_id == patient_id,
+                   search_reference.c.param == "organization", search_reference.c.target_type == "Organization")
+            .limit(1)).scalar()
 
     # -- the rest, unchanged ---------------------------------------------------------------------------
 

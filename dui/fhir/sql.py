@@ -163,7 +163,7 @@ class SqlFhirRepository:
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
         self.flush()
-        criteria = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock())
+        criteria = Criteria(self.indexer.tz, self.indexer.fhir_base, self.clock(), plan.within)
         rows: list[Any] = []
         more = False
         backwards = False
@@ -349,8 +349,9 @@ def _versions() -> Select[Any]:
 
 def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
     """Parameters of the prebuilt token query when the plan is one plain token value, unsorted."""
-    if len(plan.criteria) != 1 or plan.sort or (plan.cursor is not None and plan.cursor.get("d") == "p"):
-        return None
+    if len(plan.criteria) != 1 or plan.sort or plan.within is not None or (
+            plan.cursor is not None and plan.cursor.get("d") == "p"):
+        return None  # the prebuilt statement knows no scope
     leaf = plan.criteria[0]
     if not isinstance(leaf, Leaf) or leaf.kind != "token" or leaf.modifier or len(leaf.values) != 1:
         return None

@@ -1,70 +1,135 @@
-"""What the FHIR edge records in the audit trail for each request: the act read from the method and
-path, the outcome, and the residents the response touched (``dui.audit.subjects``)."""
+"""What the HTTP edge records in the audit trail: one entry for every request (but health probes, CORS preflights
+and throttled requests, docs/security.md "Audit trail").
+
+A FHIR request is described by its ``Route`` (the same value that routed and authorized it) and the residents of
+the data it served or wrote: ``FhirResponse.versions()`` read with ``Residents.of``, the compartment rule that
+scoping applies (``dui.fhir.scope``). A request refused anywhere (before or inside the FHIR handler, or outside
+/fhir) is recorded with its status; ``ensure_recorded`` runs after every answer and records what nothing else did.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 import orjson
+from flask import Flask, Response, g, request
+from sqlalchemy.orm import Session
 
 from dui.audit import trail
-from dui.audit.subjects import patients_in
-from dui.auth.actor import Actor
+from dui.auth.actor import ANONYMOUS, Actor
+from dui.errors import DuiError
+from dui.fhir.authorization import BREAK_GLASS
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
+from dui.fhir.router import Route
+from dui.fhir.scope import Residents
 from dui.services import Services
 
 logger = logging.getLogger("dui.audit")
 Where = tuple[str | None, str | None]  # remote address, request id
+NOT_RECORDED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def act(req: FhirRequest) -> tuple[str, str | None, str | None, str | None]:
-    """(action, detail, resource type, resource id) of a FHIR request."""
-    parts = [p for p in req.path.split("/") if p]
-    method = "GET" if req.method == "HEAD" else req.method
-    operation = next((p for p in parts if p.startswith("$")), None)
-    rtype = parts[0] if parts and not parts[0].startswith(("$", "_")) else None
-    rid = parts[1] if len(parts) > 1 and not parts[1].startswith(("$", "_")) else None
-    if operation:
-        return "operation", operation, rtype, rid
-    if not parts:
-        return ("transaction" if method == "POST" else "search"), None, None, None
-    if "_history" in parts:
-        return ("vread" if len(parts) == 4 else "history"), None, rtype, rid
-    if method == "GET":
-        return ("read" if rid else "search"), None, rtype, rid
-    if parts[-1] == "_search":
-        return "search", None, rtype, None
-    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method], None, rtype, rid
+def register(app: Flask) -> None:
+    svc: Services = app.extensions["dui"]
+
+    @app.after_request
+    def recorded(response: Response) -> Response:
+        ensure_recorded(svc, response.status_code)
+        return response
 
 
-def record_fhir(session: object, now: datetime, actor: Actor, req: FhirRequest, result: FhirResponse,
-                where: Where) -> None:
-    action, detail, rtype, rid = act(req)
-    body = result.body  # bytes: the web edge encodes the response once (dui.web.fhir)
-    payload = orjson.loads(body) if isinstance(body, bytes) and body else None
-    patients = patients_in(payload)
-    if rtype == "Patient" and rid:
-        patients = [rid, *patients]
-    if action == "create" and result.version is not None:
-        rid = result.version.id
-    count = len(payload.get("entry") or []) if isinstance(payload, dict) and payload.get(
-        "resourceType") == "Bundle" else None
-    glass = req.header("x-break-glass")
-    entry = trail.AuditEntry(action, "success", actor, rtype, rid, detail or ("break-the-glass" if glass else None),
-                             result.status, where[0], where[1], purpose=glass, count=count, patients=tuple(patients))
-    trail.record(session, entry, now)  # type: ignore[arg-type]
+def mark_recorded() -> None:
+    """This request's entry is written (``ensure_recorded`` leaves it alone)."""
+    g.audit_recorded = True
 
 
-def record_refusal(svc: Services, actor: Actor, req: FhirRequest, status: int, category: str, where: Where) -> None:
-    """Record a refused or failed request in a transaction of its own (the request's was rolled back)."""
-    action, detail, rtype, rid = act(req)
+def record_fhir(session: Session, svc: Services, now: datetime, actor: Actor, req: FhirRequest, route: Route,
+                result: FhirResponse, where: Where) -> None:
+    """A FHIR request answered: in the request's transaction (a write), or as one statement (a read)."""
+    patients = residents_of(svc.residents, route, result)
+    body = result.body
+    count = len(body.get("entry") or []) if isinstance(body, dict) and body.get("resourceType") == "Bundle" else None
+    rid = result.version.id if route.interaction == "create" and result.version is not None else route.rid
+    glass = req.header(BREAK_GLASS)
+    entry = trail.AuditEntry(route.action, "success", actor, route.rtype, rid,
+                             route.operation or ("break-the-glass" if glass else None), result.status, where[0],
+                             where[1], purpose=glass, count=count, patients=tuple(sorted(patients)))
+    trail.record(session, entry, now)
+    mark_recorded()
+
+
+def record_refusal(svc: Services, actor: Actor, route: Route, status: int, category: str,
+                   patients: tuple[str, ...], where: Where) -> None:
+    """A refused or failed FHIR request, in a transaction of its own (the request's was rolled back)."""
     outcome = "denied" if status in (401, 403) else ("error" if status >= 500 else "failed")
-    patients = (rid,) if rtype == "Patient" and rid else ()
-    entry = trail.AuditEntry(action, outcome, actor, rtype, rid, detail or category, status, where[0], where[1],
-                             patients=patients)
+    named = (route.rid,) if route.rtype == "Patient" and route.rid else ()
+    entry = trail.AuditEntry(route.action, outcome, actor, route.rtype, route.rid, route.operation or category,
+                             status, where[0], where[1], patients=tuple(sorted({*named, *patients})))
+    _record_apart(svc, entry)
+
+
+def refusal_of(exc: BaseException) -> tuple[int, str, tuple[str, ...]]:
+    """(status, category, residents the refusal concerns) of an exception that ends a request."""
+    if isinstance(exc, DuiError):
+        return exc.status, type(exc).__name__, exc.patients
+    code = getattr(exc, "code", None)  # werkzeug's HTTPException (413 ...)
+    return (code if isinstance(code, int) else 500), type(exc).__name__, ()
+
+
+def ensure_recorded(svc: Services, status: int) -> None:
+    """After every answer: record a request no handler recorded (outside /fhir, or refused before it)."""
+    if g.get("audit_recorded") or request.method == "OPTIONS" or status == 429:
+        return
+    path = request.path.rstrip("/") or "/"
+    if path in NOT_RECORDED:
+        return
+    outcome = "success" if status < 400 else ("denied" if status in (401, 403) else
+                                             "error" if status >= 500 else "failed")
+    actor = g.get("actor") or ANONYMOUS
+    entry = trail.AuditEntry("request", outcome, actor, None, None, f"{request.method} {path}"[:64], status,
+                             request.remote_addr, g.get("request_id"))
+    _record_apart(svc, entry)
+    mark_recorded()
+
+
+def residents_of(residents: Residents, route: Route, result: FhirResponse) -> set[str]:
+    """The residents whose data ``result`` served or wrote; the Patient an instance request names."""
+    found: set[str] = set()
+    versions = result.versions()
+    for version in versions:
+        if version.body is not None:
+            found |= residents.of(version.type, version.resource())
+    if not versions:  # an operation's own answer (Parameters, a Bundle it built)
+        payload = orjson.loads(result.body) if isinstance(result.body, bytes) and result.body else result.body
+        for resource in _resources(payload):
+            rtype = resource.get("resourceType")
+            if isinstance(rtype, str):
+                found |= residents.of(rtype, resource)
+    if route.rtype == "Patient" and route.rid:
+        found.add(route.rid)
+    return found
+
+
+def _record_apart(svc: Services, entry: trail.AuditEntry) -> None:
     try:
         with svc.unit_of_work(write=True) as session:
             trail.record(session, entry, svc.clock())
-    except Exception:  # the refusal itself must still reach the client
-        logger.exception("audit entry of a refused request not recorded", extra={"status": status})
+    except Exception:  # the answer must still reach the client; the log says an entry is missing
+        logger.exception("audit entry not recorded", extra={"status": entry.status, "action": entry.action})
+
+
+def _resources(payload: Any) -> list[dict[str, Any]]:
+    if not isinstance(payload, dict):
+        return []
+    if payload.get("resourceType") == "Bundle":
+        out = []
+        for entry in payload.get("entry") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                out.extend(_resources(entry["resource"]))
+        return out
+    if payload.get("resourceType") == "Parameters":
+        return [p["resource"] for p in payload.get("parameter") or [] if isinstance(p, dict)
+                and isinstance(p.get("resource"), dict)]
+    return [payload]

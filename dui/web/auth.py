@@ -18,6 +18,7 @@ from dui.audit import trail
 from dui.auth import grants
 from dui.auth.actor import ANONYMOUS, Actor
 from dui.auth.jwks import ALGORITHMS
+from dui.web import audit
 from dui.web.context import services, unit_of_work
 
 bp = Blueprint("auth", __name__)
@@ -54,6 +55,7 @@ def _audit_login(actor: Actor, outcome: str, status: int, detail: str) -> None:
                              source=request.remote_addr, request_id=g.get("request_id"))
     with svc.unit_of_work(write=True) as session:
         trail.record(session, entry, svc.clock())
+    audit.mark_recorded()
 
 
 @bp.get("/.well-known/smart-configuration")

@@ -1,4 +1,8 @@
-"""The /fhir blueprint: HTTP <-> ``FhirRequest``/``FhirResponse``; the FHIR logic is in ``dui.fhir``."""
+"""The /fhir blueprint: HTTP <-> ``FhirRequest``/``FhirResponse``; the FHIR logic is in ``dui.fhir``.
+
+Each request is routed once (``dui.fhir.router.route``): the same ``Route`` is authorized, run and recorded in
+the audit trail, whatever the outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import orjson
 from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import DBAPIError
 
-from dui.auth.actor import ANONYMOUS
+from dui.auth.actor import ANONYMOUS, Actor
 from dui.db import is_postgresql
-from dui.errors import DuiError, NotAcceptable
+from dui.errors import NotAcceptable
 from dui.fhir import jsontext, router
+from dui.fhir.authorization import BREAK_GLASS
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
+from dui.services import Services
 from dui.web import audit
-from dui.web.context import WRITE_METHODS, current_actor, services, unit_of_work
+from dui.web.context import current_actor, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -23,48 +29,50 @@ _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "applicati
 @bp.route("/fhir", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
 @bp.route("/fhir/<path:path>", methods=METHODS)
 def dispatch(path: str) -> Response:
-    _check_format()
-    req = FhirRequest(
-        method=request.method,
-        path=path,
-        query=tuple(request.args.items(multi=True)),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=request.get_data(cache=False) or None,
-    )
     svc = services()
-    # POST [type]/_search is a read: it must not queue behind writers (BEGIN IMMEDIATE on SQLite).
-    write = request.method in WRITE_METHODS and path.rstrip("/").rsplit("/", 1)[-1] != "_search"
-    audited = path.strip("/") != "metadata"
-    actor = ANONYMOUS
+    req = FhirRequest(request.method, path, tuple(request.args.items(multi=True)),
+                      {k.lower(): v for k, v in request.headers.items()})
+    routed = router.shape(req)  # what is asked, from the method and path alone: until the full route is known
+    actor: Actor = ANONYMOUS
     try:
+        _check_format()
         actor = current_actor()
-        try:
-            with unit_of_work(write=write) as session:
-                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
-                # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records
-                # its entry in one statement of its own.
-                recorded = audited and (write or is_postgresql(session))
-                if recorded:
-                    audit.record_fhir(session, svc.clock(), actor, req, result, _where())
-        except DBAPIError as exc:
-            if write or not exc.connection_invalidated:
-                raise
-            # The database restarted since this pooled connection was opened: a read is safe to retry.
-            with unit_of_work(write=False) as session:
-                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
-                recorded = False
-    except DuiError as exc:
-        if audited:
-            audit.record_refusal(svc, actor, req, exc.status, type(exc).__name__, _where())
+        req = FhirRequest(req.method, req.path, req.query, req.headers, request.get_data(cache=False) or None)
+        routed, result = _serve(svc, actor, req)
+    except Exception as exc:
+        status, category, patients = audit.refusal_of(exc)
+        audit.record_refusal(svc, actor, routed, status, category, patients, _where())
+        audit.mark_recorded()
         raise
-    if audited and not recorded:  # nothing is served that was not recorded (SQLite: a write of its own)
-        with unit_of_work(write=True) as session:
-            audit.record_fhir(session, svc.clock(), actor, req, result, _where())
     return _to_flask(result)
 
 
+def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route, FhirResponse]:
+    """Route, authorize, run and record ``req`` in its unit of work; a read whose pooled connection died with a
+    database restart is run once more."""
+    writes = router.shape(req).writes
+    glass = req.header(BREAK_GLASS)
+    for attempt in (1, 2):
+        try:
+            with unit_of_work(write=writes) as session:
+                ctx = svc.fhir_context(session, actor, glass)
+                routed = router.route(ctx, req)
+                result = router.handle(ctx, req, routed)
+                # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
+                # in one statement of its own; a read on SQLite, in a write of its own below.
+                if writes or is_postgresql(session):
+                    audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
+            break
+        except DBAPIError as exc:
+            if writes or not exc.connection_invalidated or attempt == 2:
+                raise
+    if not g.get("audit_recorded"):
+        with unit_of_work(write=True) as session:
+            audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
+    return routed, _encoded(result)
+
+
 def _encoded(result: FhirResponse) -> FhirResponse:
-    """The response with its body as JSON bytes, written once for the audit entry and the client alike."""
     if isinstance(result.body, dict):
         result.body = jsontext.dump(result.body)
     return result

@@ -45,7 +45,7 @@ def test_every_access_is_recorded_with_the_resident(app: Flask, client: FhirClie
     client.get(f"Patient/{pid}/$everything")
     client.get("Patient/nope")
     client.put(f"Observation/{oid}", dict(observation(f"Patient/{pid}"), id="other"))  # 400
-    client.get("metadata")  # not patient data: not recorded
+    client.get("metadata")  # every request is recorded, the CapabilityStatement too
     found = [(r["action"], r["detail"], r["resource_type"], r["outcome"], r["status"], tuple(p)) for r, p in rows(app)]
     assert found == [
         ("create", None, "Patient", "success", 201, (pid,)),
@@ -55,6 +55,7 @@ def test_every_access_is_recorded_with_the_resident(app: Flask, client: FhirClie
         ("operation", "$everything", "Patient", "success", 200, (pid,)),
         ("read", "NotFound", "Patient", "failed", 404, ("nope",)),
         ("update", "Invalid", "Observation", "failed", 400, ()),
+        ("capabilities", None, None, "success", 200, ()),
     ]
     third = rows(app)[2][0]
     assert third["request_id"] == "req-0000001" and third["actor_kind"] == "anonymous"

@@ -36,7 +36,7 @@ def call(app: Flask, who: Actor, method: str, path: str, body: Any = None, polic
     req = FhirRequest(method, path, query, {k.replace("_", "-").lower(): v for k, v in headers.items()},
                       json.dumps(body).encode() if body is not None else None)
     with svc.unit_of_work(write=method != "GET") as session:
-        ctx = svc.fhir_context(session, who)
+        ctx = svc.fhir_context(session, who, req.header("x-break-glass"))
         if policy is not None:
             ctx = dataclasses.replace(ctx, policy=policy)
         result = router.handle(ctx, req)

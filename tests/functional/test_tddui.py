@@ -453,7 +453,8 @@ def test_cli_export_is_audited_with_its_residents(client: FhirClient, app: Flask
 
 def test_the_write_rules_of_the_actor_apply_to_a_transfer(client: FhirClient, app: Flask) -> None:
     """Authorization and establishment scoping: admissions staff import residents into their own establishment
-    only; a nurse may not create the Organization."""
+    only (another establishment's Organization is that establishment's to write); a nurse may not create the
+    Organization."""
     from dui.auth.actor import Actor
     from dui.errors import Forbidden
     from tests.functional.test_authorization import call
@@ -465,7 +466,8 @@ def test_the_write_rules_of_the_actor_apply_to_a_transfer(client: FhirClient, ap
     theirs = _transfer(_post(org, _organization(OTHER_FINESS, "Autre EHPAD")), _post(_urn(2), _provisional(org)))
     with pytest.raises(Forbidden, match=r"Bundle.entry\[0\] \(POST Organization\): Not allowed: infirmier"):
         call(app, nurse, "POST", "", mine)
-    with pytest.raises(Forbidden, match=r"Bundle.entry\[1\] \(POST Patient\): Not allowed: this Patient would not"):
+    with pytest.raises(Forbidden, match=r"Bundle.entry\[0\] \(POST Organization\): Not allowed: the Organization "
+                                         rf"of establishment FINESS {OTHER_FINESS} is kept"):
         call(app, admissions, "POST", "", theirs)
     assert _stored(app) == 0
     status, answer = call(app, admissions, "POST", "", mine)

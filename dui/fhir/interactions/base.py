@@ -7,6 +7,7 @@ and go through the same router (``dui.fhir.router``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,14 +18,14 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from dui.auth.actor import Actor
-from dui.auth.policy import Policy
+from dui.auth.policy import UNRESTRICTED_KINDS, Policy, may
 from dui.clock import Clock
-from dui.errors import Invalid, Issue, PreconditionFailed, UnsupportedMediaType
+from dui.errors import Forbidden, Invalid, Issue, NotFound, PreconditionFailed, UnsupportedMediaType
 from dui.fhir import jsontext
 from dui.fhir.outcomes import operation_outcome
 from dui.fhir.repository import Current, FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.plan import parse_search
+from dui.fhir.search.plan import SearchPlan, parse_search
 from dui.fhir.validation import Validator
 from dui.settings import Settings
 
@@ -72,6 +73,12 @@ class FhirResponse:
     body: Any = None  # dict, or bytes of JSON, or None
     headers: dict[str, str] = field(default_factory=dict)
     version: ResourceVersion | None = None  # the version written or read, for bundle responses
+    # Every other version the answer served or the request changed (search pages and includes, history, the
+    # version an update replaced or a delete ended): the audit trail names the residents they belong to.
+    touched: list[ResourceVersion] = field(default_factory=list)
+
+    def versions(self) -> list[ResourceVersion]:
+        return ([self.version] if self.version is not None else []) + self.touched
 
 
 # A rule every write of a resource type must pass: (resource, loader of the stored version, actor, today)
@@ -113,6 +120,8 @@ class FhirContext:
     operations: Mapping[tuple[str, str], Operation] = field(default_factory=dict)
     bundle_rules: tuple[BundleRule, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    break_glass: str | None = None  # the reason a health professional gave to read beyond their rights
+    planned: set[str] = field(default_factory=set)  # ``Type/id`` a transaction is about to create
     warnings: list[Issue] = field(default_factory=list)  # profile problems of writes under the ``warn`` mode
 
     @property
@@ -122,6 +131,39 @@ class FhirContext:
     @property
     def internal(self) -> FhirRepository:
         return self.store if self.store is not None else self.repo
+
+    # -- authorization (``dui.fhir.authorization`` decides what a request needs; these apply one rule) --
+
+    @property
+    def unrestricted(self) -> bool:
+        """The CLI administrator, the server itself, and anonymous callers where they are allowed (dev)."""
+        return self.actor.kind in UNRESTRICTED_KINDS
+
+    def require(self, permission: str, rtype: str) -> None:
+        """``Forbidden`` unless the actor may ``permission`` (a letter of cruds) on ``rtype``."""
+        if self.unrestricted:
+            return
+        decision = may(self.actor, permission, rtype, self.policy, break_glass=self.break_glass)
+        if not decision:
+            raise Forbidden(f"Not allowed: {decision.reason}")
+
+    def require_search(self, plan: SearchPlan) -> None:
+        """``Forbidden`` unless the actor may search the plan's type and every type it tests or returns."""
+        if self.unrestricted:
+            return
+        self.require("s", plan.resource_type)
+        touched = plan.touched_types()
+        if touched is None:
+            raise Forbidden("Not allowed: name the types to include (a wildcard _include can reach any type)")
+        for rtype in sorted(touched):
+            self.require("s", rtype)
+
+    def criteria_plan(self, rtype: str, pairs: list[tuple[str, str]]) -> SearchPlan:
+        """The criteria of a conditional interaction or reference, read strictly (an ignored parameter would
+        widen the match) and authorized like a search."""
+        plan = parse_search(rtype, pairs, self.registry, self.settings.limits, strict=True)
+        self.require_search(plan)
+        return plan
 
     def prepare(self, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
         """The resource to store after the write rules of its type and its profiles (either may refuse it)."""
@@ -191,6 +233,12 @@ def _media_parameter(content_type: str, name: str) -> str | None:
 # -- ids, versions and ETags ----------------------------------------------------------------------
 
 
+def not_found(rtype: str, rid: str) -> NotFound:
+    """The one answer for a resource that does not exist and for one the actor may not see: the two must never
+    be told apart (an existence oracle on another establishment's residents)."""
+    return NotFound(f"{rtype}/{rid} does not exist")
+
+
 def check_id(rid: str) -> str:
     if not 1 <= len(rid) <= 64 or not set(rid) <= ID_CHARS:
         raise Invalid(f"'{rid[:80]}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
@@ -237,8 +285,10 @@ def version_headers(version: ResourceVersion) -> dict[str, str]:
 
 
 def respond(ctx: FhirContext, req: FhirRequest, version: ResourceVersion, status: int,
-            location: bool = False) -> FhirResponse:
-    """Answer a write as the client asked with ``Prefer: return=`` (an OperationOutcome carries the warnings)."""
+            location: bool = False, replaced: ResourceVersion | None = None) -> FhirResponse:
+    """Answer a write as the client asked with ``Prefer: return=`` (an OperationOutcome carries the warnings).
+    ``replaced``: the version the write replaced, whose residents it touched too."""
+    touched = [replaced] if replaced is not None else []
     warnings = list(ctx.warnings)
     ctx.warnings.clear()
     headers = version_headers(version)
@@ -246,13 +296,13 @@ def respond(ctx: FhirContext, req: FhirRequest, version: ResourceVersion, status
         headers["Location"] = f"{ctx.base}/{version.versioned_reference}"
     wanted = req.prefer.get("return", "representation")
     if wanted == "minimal":
-        return FhirResponse(status, None, headers, version)
+        return FhirResponse(status, None, headers, version, touched)
     if wanted == "operationoutcome":
         verb = "created" if status == 201 else "updated"
         message = f"{version.reference} {verb}, version {version.version}"
         notes = [Issue(message, "informational", severity="information"), *warnings]
-        return FhirResponse(status, operation_outcome(notes), headers, version)
-    return FhirResponse(status, version.body, headers, version)
+        return FhirResponse(status, operation_outcome(notes), headers, version, touched)
+    return FhirResponse(status, version.body, headers, version, touched)
 
 
 # -- conditional interactions ---------------------------------------------------------------------
@@ -267,23 +317,11 @@ def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def query_criteria(req: FhirRequest) -> list[tuple[str, str]]:
-    """The criteria of a conditional update, patch or delete: the request's own query."""
-    if not req.query:
-        raise Invalid("A conditional interaction needs search criteria in the URL's query")
-    return list(req.query)
-
-
 def lock_key(rtype: str, pairs: list[tuple[str, str]]) -> str:
     return f"conditional:{rtype}?" + "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
-def matching_rids(ctx: FhirContext, rtype: str, pairs: list[tuple[str, str]], limit: int = 2) -> list[int]:
-    """Row ids of current resources matching conditional criteria (at most ``limit``).
-
-    Criteria are always read strictly: an ignored parameter would widen the match and update or
-    delete the wrong resource.
-    """
-    plan = parse_search(rtype, pairs, ctx.registry, ctx.settings.limits, strict=True)
-    plan.count = limit
-    return ctx.repo.search(plan, total=None).rids
+def matching_rids(ctx: FhirContext, plan: SearchPlan, limit: int = 2) -> list[int]:
+    """Row ids of current resources matching conditional criteria (``FhirContext.criteria_plan``; at most
+    ``limit``), among those the actor may see."""
+    return ctx.repo.search(dataclasses.replace(plan, count=limit), total=None).rids

@@ -15,19 +15,19 @@ from dui.fhir.interactions.base import (
     FhirContext,
     FhirRequest,
     FhirResponse,
-    criteria_pairs,
     lock_key,
     matching_rids,
     resource_body,
     respond,
 )
+from dui.fhir.search.plan import SearchPlan
 
 
-def create(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    """Store a new resource under a server-assigned id (an id in the body is ignored, per the spec)."""
+def create(ctx: FhirContext, req: FhirRequest, rtype: str, criteria: SearchPlan | None = None) -> FhirResponse:
+    """Store a new resource under a server-assigned id (an id in the body is ignored, per the spec).
+    ``criteria``: those of ``If-None-Exist``, parsed and authorized by the router."""
     content = resource_body(ctx, req, rtype)
-    criteria = req.header("if-none-exist")
-    if criteria:
+    if criteria is not None:
         return _conditional(ctx, req, rtype, content, criteria)
     content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id)
@@ -35,20 +35,19 @@ def create(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
 
 
 def _conditional(ctx: FhirContext, req: FhirRequest, rtype: str, content: dict[str, Any],
-                 criteria: str) -> FhirResponse:
-    pairs = criteria_pairs(criteria)
-    ctx.repo.lock(lock_key(rtype, pairs))
-    matches = matching_rids(ctx, rtype, pairs)
+                 criteria: SearchPlan) -> FhirResponse:
+    ctx.repo.lock(lock_key(rtype, criteria.kept))
+    matches = matching_rids(ctx, criteria)
     if len(matches) > 1:
-        raise PreconditionFailed(f"If-None-Exist: several {rtype} resources match '{criteria}'",
+        raise PreconditionFailed(f"If-None-Exist: several {rtype} resources match the criteria",
                                  code="multiple-matches")
     if matches:
         existing = ctx.repo.fetch(matches)[0]
         return respond(ctx, req, existing, 200, location=True)
     content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id)
-    if version.rid not in matching_rids(ctx, rtype, pairs, limit=1000):
+    if version.rid not in matching_rids(ctx, criteria, limit=1000):
         # A resource that does not match its own criteria would let the next identical request
         # create a duplicate: refuse it (the transaction is rolled back).
-        raise Invalid(f"The {rtype} does not match its own If-None-Exist criteria '{criteria}'")
+        raise Invalid(f"The {rtype} does not match its own If-None-Exist criteria")
     return respond(ctx, req, version, 201, location=True)

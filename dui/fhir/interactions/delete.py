@@ -6,7 +6,7 @@ already deleted changes nothing (204). Conditional delete acts on a single match
 
 from __future__ import annotations
 
-from dui.errors import NotFound, PreconditionFailed
+from dui.errors import PreconditionFailed
 from dui.fhir.interactions.base import (
     FhirContext,
     FhirRequest,
@@ -15,24 +15,24 @@ from dui.fhir.interactions.base import (
     check_if_match,
     lock_key,
     matching_rids,
-    query_criteria,
+    not_found,
     version_headers,
 )
 from dui.fhir.outcomes import information
-from dui.fhir.repository import Current
+from dui.fhir.repository import Current, ResourceVersion
+from dui.fhir.search.plan import SearchPlan
 
 
 def delete(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
     current = ctx.repo.current(rtype, check_id(rid), for_update=True)
     if current is None:
-        raise NotFound(f"{rtype}/{rid} does not exist")
+        raise not_found(rtype, rid)
     return _delete(ctx, req, current)
 
 
-def conditional_delete(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    pairs = query_criteria(req)
-    ctx.repo.lock(lock_key(rtype, pairs))
-    matches = matching_rids(ctx, rtype, pairs)
+def conditional_delete(ctx: FhirContext, req: FhirRequest, rtype: str, criteria: SearchPlan) -> FhirResponse:
+    ctx.repo.lock(lock_key(rtype, criteria.kept))
+    matches = matching_rids(ctx, criteria)
     if len(matches) > 1:
         raise PreconditionFailed(f"Conditional delete: several {rtype} resources match; this server "
                                  "deletes one resource at a time", code="multiple-matches")
@@ -48,12 +48,14 @@ def _delete(ctx: FhirContext, req: FhirRequest, current: Current) -> FhirRespons
     check_if_match(req, current.version)
     if current.deleted:
         return _answer(req, 204, f"{current.type}/{current.id} was already deleted", {"ETag": f'W/"{current.version}"'})
+    ended = ctx.internal.read(current.type, current.id)  # the version deleted: whose record the delete touched
     tombstone = ctx.repo.delete(current)
     return _answer(req, 204, f"{current.type}/{current.id} deleted (version {tombstone.version})",
-                   version_headers(tombstone))
+                   version_headers(tombstone), [ended] if ended is not None else [])
 
 
-def _answer(req: FhirRequest, status: int, message: str, headers: dict[str, str]) -> FhirResponse:
+def _answer(req: FhirRequest, status: int, message: str, headers: dict[str, str],
+            touched: list[ResourceVersion] | None = None) -> FhirResponse:
     if req.prefer.get("return") in ("operationoutcome", "representation"):
-        return FhirResponse(200, information(message), headers)
-    return FhirResponse(status, None, headers)
+        return FhirResponse(200, information(message), headers, touched=touched or [])
+    return FhirResponse(status, None, headers, touched=touched or [])

@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from dui.auth.policy import readable_types
-from dui.errors import Gone, Invalid, NotFound
-from dui.fhir.authorization import BREAK_GLASS
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id
+from dui.errors import Gone, Invalid
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id, not_found
 from dui.fhir.interactions.bundles import bundle, link, match_entry
 from dui.fhir.search.indexer import date_range
 from dui.fhir.search.plan import decode_cursor, encode_cursor
@@ -28,7 +27,7 @@ PARAMETERS = ("_since", "_type", "_count", "_cursor", "_format", "_pretty")
 def everything(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
     current = ctx.repo.current("Patient", check_id(rid))
     if current is None:
-        raise NotFound(f"Patient/{rid} does not exist")
+        raise not_found("Patient", rid)
     if current.deleted:
         raise Gone(f"Patient/{rid} was deleted")
     options = _options(ctx, req)
@@ -41,7 +40,7 @@ def everything(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> Fhir
     if next_cursor is not None:
         links.append(("next", link(ctx.base, path, [*kept, ("_cursor", encode_cursor(next_cursor))])))
     entries = [match_entry(ctx.base, v) for v in versions]
-    return FhirResponse(200, bundle("searchset", ctx.clock(), entries, links))
+    return FhirResponse(200, bundle("searchset", ctx.clock(), entries, links), touched=versions)
 
 
 def _options(ctx: FhirContext, req: FhirRequest) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def _options(ctx: FhirContext, req: FhirRequest) -> dict[str, Any]:
             raise Invalid(f"'{name}' is not a parameter of $everything here (Prefer: handling=strict)",
                           code="not-supported", expression=name)
     readable = readable_types(ctx.actor, list(ctx.registry.resource_types()), ctx.policy,
-                              break_glass=req.header(BREAK_GLASS))
+                              break_glass=ctx.break_glass)
     if readable is not None:  # only what the actor may read
         out["types"] = [t for t in (out["types"] or readable) if t in set(readable)]
     return out

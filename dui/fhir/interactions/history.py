@@ -6,8 +6,8 @@ others write; ``_since`` and ``_count`` are supported.
 
 from __future__ import annotations
 
-from dui.errors import Invalid, NotFound
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id
+from dui.errors import Invalid
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id, not_found
 from dui.fhir.interactions.bundles import bundle, history_entry, link
 from dui.fhir.search.indexer import date_range
 
@@ -16,7 +16,7 @@ PARAMETERS = ("_count", "_since", "_cursor", "_format", "_pretty")
 
 def history_instance(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
     if ctx.repo.current(rtype, check_id(rid)) is None:
-        raise NotFound(f"{rtype}/{rid} does not exist")
+        raise not_found(rtype, rid)
     return _history(ctx, req, f"{rtype}/{rid}/_history", rtype=rtype, rid=rid)
 
 
@@ -55,7 +55,7 @@ def _history(ctx: FhirContext, req: FhirRequest, path: str, rtype: str | None = 
     if page.next_cursor is not None:
         links.append(("next", link(ctx.base, path, [*kept, ("_cursor", str(page.next_cursor))])))
     entries = [history_entry(ctx.base, v) for v in page.versions]
-    return FhirResponse(200, bundle("history", ctx.clock(), entries, links, page.total))
+    return FhirResponse(200, bundle("history", ctx.clock(), entries, links, page.total), touched=page.versions)
 
 
 def _integer(name: str, value: str) -> int:

@@ -19,11 +19,12 @@ from dui.fhir.interactions.base import (
     check_if_match,
     lock_key,
     matching_rids,
+    not_found,
     parse_body,
-    query_criteria,
     respond,
 )
 from dui.fhir.patch import fhirpath_patch, json_patch
+from dui.fhir.search.plan import SearchPlan
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -31,7 +32,7 @@ JSON_PATCH = "application/json-patch+json"
 def patch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
     current = ctx.repo.current(rtype, check_id(rid), for_update=True)
     if current is None:
-        raise NotFound(f"{rtype}/{rid} does not exist")
+        raise not_found(rtype, rid)
     if current.deleted:
         raise Gone(f"{rtype}/{rid} was deleted")
     check_if_match(req, current.version)
@@ -46,13 +47,12 @@ def patch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespo
                             issues=issues, code="processing")
     patched = ctx.prepare(rtype, patched, current)
     version = ctx.repo.update(current, rtype, rid, patched, method="PATCH")
-    return respond(ctx, req, version, 200)
+    return respond(ctx, req, version, 200, replaced=stored)
 
 
-def conditional_patch(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    pairs = query_criteria(req)
-    ctx.repo.lock(lock_key(rtype, pairs))
-    matches = matching_rids(ctx, rtype, pairs)
+def conditional_patch(ctx: FhirContext, req: FhirRequest, rtype: str, criteria: SearchPlan) -> FhirResponse:
+    ctx.repo.lock(lock_key(rtype, criteria.kept))
+    matches = matching_rids(ctx, criteria)
     if len(matches) != 1:
         if not matches:
             raise NotFound(f"Conditional patch: no {rtype} matches the criteria")

@@ -14,6 +14,7 @@ from dui.fhir.interactions.base import (
     FhirRequest,
     FhirResponse,
     check_id,
+    not_found,
     parse_etag,
     parse_version,
     version_headers,
@@ -26,13 +27,13 @@ def read(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespon
     """The current version; 404 if it never existed, 410 if deleted, 304 if the client's copy is current."""
     version = ctx.repo.read(rtype, check_id(rid))
     if version is None:
-        raise NotFound(f"{rtype}/{rid} does not exist")
+        raise not_found(rtype, rid)
     if version.deleted:
         raise Gone(f"{rtype}/{rid} was deleted (version {version.version})", headers=version_headers(version))
     headers = version_headers(version)
     if _not_modified(req, version.version, version.last_updated):
-        return FhirResponse(304, None, headers)
-    return FhirResponse(200, _shaped(req, version.resource) or version.body, headers)
+        return FhirResponse(304, None, headers, version)
+    return FhirResponse(200, _shaped(req, version.resource) or version.body, headers, version)
 
 
 def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) -> FhirResponse:
@@ -42,7 +43,7 @@ def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) ->
         raise NotFound(f"{rtype}/{rid} has no version {vid}")
     if version.deleted:
         raise Gone(f"Version {vid} of {rtype}/{rid} is its deletion", headers=version_headers(version))
-    return FhirResponse(200, version.body, version_headers(version))
+    return FhirResponse(200, version.body, version_headers(version), version)
 
 
 def _shaped(req: FhirRequest, content: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

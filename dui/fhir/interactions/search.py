@@ -8,6 +8,7 @@ stay valid while others write (``dui.fhir.search.order``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,17 +20,16 @@ from dui.fhir.interactions.bundles import bundle, link
 from dui.fhir.outcomes import operation_outcome
 from dui.fhir.repository import ResourceVersion
 from dui.fhir.search.includes import MAX_ROUNDS
-from dui.fhir.search.plan import SearchPlan, encode_cursor, parse_search
+from dui.fhir.search.plan import SearchPlan, encode_cursor
 from dui.fhir.search.shaping import shape
 
 MAX_INCLUDED = 1000
 
 
-def search_type(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    params = list(req.query)
-    if req.method == "POST":
-        params.extend(_form(req))
-    plan = parse_search(rtype, params, ctx.registry, ctx.settings.limits, req.strict)
+def search_type(ctx: FhirContext, req: FhirRequest, plan: SearchPlan) -> FhirResponse:
+    """``plan``: the request's whole parameter set (query and ``_search`` form), parsed and authorized by the
+    router (``dui.fhir.router.Route``)."""
+    plan = dataclasses.replace(plan)  # the route's plan stays as it was read
     if plan.summary == "count":
         plan.count = 0
     total = plan.total or ("accurate" if plan.first_page or plan.summary == "count" else None)
@@ -44,7 +44,8 @@ def search_type(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
     if warnings:
         outcome = operation_outcome([Issue(w, "informational", severity="warning") for w in warnings])
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
-    return FhirResponse(200, bundle("searchset", ctx.clock(), entries, _links(ctx, plan, result), result.total))
+    return FhirResponse(200, bundle("searchset", ctx.clock(), entries, _links(ctx, plan, result), result.total),
+                        touched=versions + included)
 
 
 def _included(ctx: FhirContext, plan: SearchPlan, matches: list[ResourceVersion],
@@ -92,7 +93,8 @@ def _links(ctx: FhirContext, plan: SearchPlan, result: Any) -> list[tuple[str, s
     return links
 
 
-def _form(req: FhirRequest) -> list[tuple[str, str]]:
+def form(req: FhirRequest) -> list[tuple[str, str]]:
+    """The parameters of a POST ``_search`` form (http://hl7.org/fhir/R4/http.html#search)."""
     content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
     if not req.body:
         return []

@@ -37,9 +37,11 @@ from dui.fhir.interactions.base import (
 )
 from dui.fhir.interactions.bundles import bundle
 from dui.fhir.outcomes import error_outcome
+from dui.fhir.repository import ResourceVersion
 from dui.fhir.sql import format_instant
 
 Dispatch = Callable[[FhirContext, FhirRequest], FhirResponse]
+Preflight = Callable[[FhirContext, FhirRequest], None]  # routes and authorizes a request without running it
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 ENTRY_HEADERS = {"ifMatch": "if-match", "ifNoneMatch": "if-none-match", "ifNoneExist": "if-none-exist",
@@ -70,8 +72,9 @@ class Entry:
         return self.path.split("/")[0]
 
 
-def process_bundle(ctx: FhirContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
-    """POST to the base: run a transaction or a batch Bundle."""
+def process_bundle(ctx: FhirContext, req: FhirRequest, dispatch: Dispatch, preflight: Preflight) -> FhirResponse:
+    """POST to the base: run a transaction or a batch Bundle. Every entry of a transaction is routed and
+    authorized (``preflight``) before any of them is looked up or written."""
     content = parse_body(ctx, req)
     if not isinstance(content, dict) or content.get("resourceType") != "Bundle":
         raise Invalid("POST to the FHIR base takes a Bundle of type transaction or batch")
@@ -91,7 +94,7 @@ def process_bundle(ctx: FhirContext, req: FhirRequest, dispatch: Dispatch) -> Fh
     entries = [_entry(ctx, i, raw) for i, raw in enumerate(raw_entries)]
     if kind == "batch":
         return _batch(ctx, req, entries, dispatch)
-    return _transaction(ctx, req, entries, dispatch)
+    return _transaction(ctx, req, entries, dispatch, preflight)
 
 
 # -- reading entries ------------------------------------------------------------------------------
@@ -136,11 +139,17 @@ def _entry(ctx: FhirContext, index: int, raw: Any) -> Entry:
 # -- transaction ----------------------------------------------------------------------------------
 
 
-def _transaction(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispatch: Dispatch) -> FhirResponse:
+def _transaction(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispatch: Dispatch,
+                 preflight: Preflight) -> FhirResponse:
     problems = [issue for e in entries for issue in e.issues]
     if problems:
         raise Invalid(f"The transaction has {len(problems)} problem(s); nothing was written",
                       issues=problems, code="invalid")
+    for entry in entries:
+        try:
+            preflight(ctx, _sub_request(req, entry))
+        except DuiError as err:
+            raise _at(err, entry) from None
     mapping = _resolve_identities(ctx, entries)
     _check_targets(entries)
     for entry in entries:
@@ -150,16 +159,20 @@ def _transaction(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispa
             except DuiError as err:
                 raise _at(err, entry) from None
     responses: list[dict[str, Any] | None] = [None] * len(entries)
+    touched: list[ResourceVersion] = []
     for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
         if entry.existing is not None:
             responses[entry.index] = _response_entry(ctx, entry.existing)
+            touched += entry.existing.versions()
             continue
         try:
             result = dispatch(ctx, _sub_request(req, entry))
         except DuiError as err:
             raise _at(err, entry) from None
         responses[entry.index] = _response_entry(ctx, result)
-    return FhirResponse(200, bundle("transaction-response", ctx.clock(), [r for r in responses if r], []))
+        touched += result.versions()
+    return FhirResponse(200, bundle("transaction-response", ctx.clock(), [r for r in responses if r], []),
+                        touched=touched)
 
 
 def _resolve_identities(ctx: FhirContext, entries: list[Entry]) -> dict[str, str]:
@@ -177,6 +190,8 @@ def _resolve_identities(ctx: FhirContext, entries: list[Entry]) -> dict[str, str
             raise _at(err, entry) from None
         if reference and entry.full_url:
             mapping[entry.full_url] = reference
+        if reference and entry.method in ("POST", "PUT") and entry.existing is None:
+            ctx.planned.add(reference)  # created by this transaction: its other entries may refer to it
     return mapping
 
 
@@ -185,9 +200,9 @@ def _identity(ctx: FhirContext, entry: Entry) -> str | None:
     if entry.method == "POST" and len(segments) == 1:
         criteria = entry.headers.get("if-none-exist")
         if criteria:
-            pairs = criteria_pairs(criteria)
-            ctx.repo.lock(lock_key(entry.rtype, pairs))
-            matches = matching_rids(ctx, entry.rtype, pairs)
+            plan = ctx.criteria_plan(entry.rtype, criteria_pairs(criteria))
+            ctx.repo.lock(lock_key(entry.rtype, plan.kept))
+            matches = matching_rids(ctx, plan)
             if len(matches) > 1:
                 raise PreconditionFailed(f"If-None-Exist: several {entry.rtype} resources match '{criteria}'",
                                          code="multiple-matches")
@@ -200,9 +215,9 @@ def _identity(ctx: FhirContext, entry: Entry) -> str | None:
     if entry.method == "PUT" and len(segments) == 2:
         return entry.path
     if entry.method == "PUT" and len(segments) == 1 and entry.query:
-        pairs = list(entry.query)
-        ctx.repo.lock(lock_key(entry.rtype, pairs))
-        matches = matching_rids(ctx, entry.rtype, pairs)
+        plan = ctx.criteria_plan(entry.rtype, list(entry.query))
+        ctx.repo.lock(lock_key(entry.rtype, plan.kept))
+        matches = matching_rids(ctx, plan)
         if len(matches) > 1:
             raise PreconditionFailed(f"Conditional update: several {entry.rtype} resources match",
                                      code="multiple-matches")
@@ -261,8 +276,7 @@ def _resolve_reference(ctx: FhirContext, value: str, mapping: dict[str, str], ba
         raise Invalid(f"The reference {value} matches no fullUrl in the bundle")
     head, sep, query = value.partition("?")
     if sep and head and head[0].isupper() and "/" not in head:
-        pairs = criteria_pairs(query)
-        matches = matching_rids(ctx, head, pairs)
+        matches = matching_rids(ctx, ctx.criteria_plan(head, criteria_pairs(query)))
         if len(matches) != 1:
             raise PreconditionFailed(
                 f"The conditional reference {value} matches {'no' if not matches else 'several'} {head} "
@@ -324,6 +338,7 @@ def _at(err: DuiError, entry: Entry) -> DuiError:
 
 def _batch(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispatch: Dispatch) -> FhirResponse:
     out = []
+    touched: list[ResourceVersion] = []
     for entry in entries:
         if entry.issues:
             err: DuiError = Invalid(f"{entry.where}: the entry is not valid", issues=entry.issues)
@@ -338,7 +353,8 @@ def _batch(ctx: FhirContext, req: FhirRequest, entries: list[Entry], dispatch: D
             out.append(_error_entry(_at(exc, entry)))
             continue
         out.append(_response_entry(ctx, result))
-    return FhirResponse(200, bundle("batch-response", ctx.clock(), out, []))
+        touched += result.versions()
+    return FhirResponse(200, bundle("batch-response", ctx.clock(), out, []), touched=touched)
 
 
 def _reject_local_references(entry: Entry) -> None:

@@ -18,11 +18,11 @@ from dui.fhir.interactions.base import (
     check_if_match,
     lock_key,
     matching_rids,
-    query_criteria,
     resource_body,
     respond,
 )
-from dui.fhir.repository import Current
+from dui.fhir.repository import Current, ResourceVersion
+from dui.fhir.search.plan import SearchPlan
 
 
 def update(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
@@ -37,12 +37,11 @@ def update(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResp
     return _store(ctx, req, rtype, rid, content)
 
 
-def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
+def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str, criteria: SearchPlan) -> FhirResponse:
     """PUT ``rtype?criteria``: update the one match, create if none, 412 if several."""
-    pairs = query_criteria(req)
     content = resource_body(ctx, req, rtype)
-    ctx.repo.lock(lock_key(rtype, pairs))
-    matches = matching_rids(ctx, rtype, pairs)
+    ctx.repo.lock(lock_key(rtype, criteria.kept))
+    matches = matching_rids(ctx, criteria)
     if len(matches) > 1:
         raise PreconditionFailed(f"Conditional update: several {rtype} resources match the criteria",
                                  code="multiple-matches")
@@ -58,26 +57,30 @@ def conditional_update(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRe
     if body_id is not None:
         check_id(body_id)
         return _store(ctx, req, rtype, body_id, content)
+    ctx.require("c", rtype)  # no match: a create
     content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id, method="PUT")
     return respond(ctx, req, version, 201, location=True)
 
 
 def _store(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, content: dict[str, Any]) -> FhirResponse:
-    current = ctx.repo.current(rtype, rid, for_update=True)
+    current = ctx.repo.current(rtype, rid, for_update=True)  # None too for what the actor may not see
     check_if_match(req, current.version if current else None)
+    created = current is None or current.deleted
+    if created:
+        ctx.require("c", rtype)  # update as create: a create, whatever the method
     content = ctx.prepare(rtype, content, current)
-    if current is not None and not current.deleted:
-        unchanged = _unchanged(ctx, current, content)
+    stored = None
+    if current is not None and not created:
+        stored = ctx.internal.read(current.type, current.id)
+        unchanged = _unchanged(ctx, current, stored, content)
         if unchanged is not None:
             return respond(ctx, req, unchanged, 200)
     version = ctx.repo.update(current, rtype, rid, content)
-    created = current is None or current.deleted
-    return respond(ctx, req, version, 201 if created else 200, location=created)
+    return respond(ctx, req, version, 201 if created else 200, location=created, replaced=stored)
 
 
-def _unchanged(ctx: FhirContext, current: Current, content: dict[str, Any]) -> Any:
-    stored = ctx.internal.read(current.type, current.id)
+def _unchanged(ctx: FhirContext, current: Current, stored: ResourceVersion | None, content: dict[str, Any]) -> Any:
     if stored is None or stored.body is None:
         return None
     before = stored.resource()

@@ -92,6 +92,22 @@ class Indexer:
             out.unique = [{"rid": rid, "res_type": rtype, **key} for key in unique_identifiers(resource)]
         return out
 
+    def references(self, rtype: str, resource: dict[str, Any],
+                   codes: tuple[str, ...]) -> list[tuple[str, str | None, str | None]]:
+        """(parameter, target type, target id) of the references the parameters ``codes`` index for ``resource``:
+        the rows ``rows`` would write for them, without evaluating the others."""
+        found: list[tuple[str, str | None, str | None]] = []
+        for code in codes:
+            param = self.registry.get(rtype, code)
+            if param is None or param.type != "reference":
+                continue
+            for extraction in param.extractions:
+                if extraction.needs is not None and extraction.needs.isdisjoint(resource):
+                    continue
+                for value in extraction.evaluate(resource):
+                    found += [(code, t, i) for t, i, _ in self.reference_values(value, extraction.target)]
+        return found
+
     def _add(self, out: IndexRows, param: SearchParameter, ex: Extraction, base: dict[str, Any],
              value: Any) -> None:
         kind = param.type

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class Include:
     target: str | None
     reverse: bool
     iterate: bool
+    reaches: tuple[str, ...] = ()  # the types it can bring in: the source (reverse), else the targets; () for "*"
 
 
 @dataclass
@@ -113,10 +115,37 @@ class SearchPlan:
     cursor: dict[str, Any] | None = None
     kept: list[tuple[str, str]] = field(default_factory=list)  # for the self link
     ignored: list[str] = field(default_factory=list)
+    # The actor's scope (``dui.fhir.scope.Scope.rids``): type -> a query of the row ids it may see, None for
+    # directory types. Applied to the searched type and to every hop of chains, ``_has`` and ``_list``.
+    within: Callable[[str], Any] | None = None
 
     @property
     def first_page(self) -> bool:
         return self.cursor is None
+
+    def touched_types(self) -> set[str] | None:
+        """Every resource type the search tests or returns besides its own: chain targets and ``_has`` sources on
+        every hop, ``_list``, and what ``_include`` / ``_revinclude`` bring in. None when a wildcard ``_include``
+        could bring in any type. Authorization checks them all before the search runs."""
+        found: set[str] = set()
+        pending: list[Node] = list(self.criteria)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, Chain):
+                for target, inner in node.inner:
+                    found.add(target)
+                    pending.append(inner)
+            elif isinstance(node, Has):
+                found.add(node.source)
+                pending.append(node.inner)
+            elif isinstance(node, Leaf) and node.kind == "list":
+                found.add("List")
+        for include in self.includes:
+            if not include.reaches:
+                return None
+            found.update(include.reaches)
+        found.discard(self.resource_type)
+        return found
 
 
 class Parser:
@@ -190,7 +219,7 @@ class Parser:
 
     def _include(self, rtype: str, value: str, reverse: bool, iterate: bool, name: str) -> Include:
         if value == "*" and not reverse:
-            return Include(rtype, "*", None, False, iterate)
+            return Include(rtype, "*", None, False, iterate)  # reaches any type
         parts = value.split(":")
         if len(parts) not in (2, 3):
             raise Invalid(f"{name}={value}: expected SourceType:parameter[:TargetType]", expression=name)
@@ -207,7 +236,14 @@ class Parser:
                 raise Invalid(f"{name}={value}: {source}.{code} does not point at {target}", expression=name)
         if not iterate and not reverse and source != rtype:
             raise Invalid(f"_include={value}: the source must be {rtype} (or use _include:iterate)", expression=name)
-        return Include(source, code, target, reverse, iterate)
+        if reverse:
+            reaches: tuple[str, ...] = (source,)
+        elif target:
+            reaches = (target,)
+        else:
+            param = self.registry.get(source, code) if code != "*" else None
+            reaches = tuple(param.targets) if param is not None and param.targets else ()
+        return Include(source, code, target, reverse, iterate, reaches)
 
     # -- criteria -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ http://hl7.org/fhir/R4/search.html#prefix on [low, high) ranges where NULL is op
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -49,10 +50,15 @@ class Matches:
 class Criteria:
     """Builds the query of a search; one instance per query (it knows "now" for ``ap``)."""
 
-    def __init__(self, tz: ZoneInfo, fhir_base: str, now: datetime) -> None:
+    def __init__(self, tz: ZoneInfo, fhir_base: str, now: datetime,
+                 within: Callable[[str], Select[Any] | None] | None = None) -> None:
         self.tz = tz
         self.fhir_base = fhir_base.rstrip("/") + "/"
         self.now = now
+        self.within = within  # the actor's scope, on the searched type and on every hop
+
+    def _scoped(self, rtype: str) -> Select[Any] | None:
+        return self.within(rtype) if self.within is not None else None
 
     def matches(self, plan: SearchPlan) -> Matches:
         """The matching rows, driven by the criterion likely to select the fewest.
@@ -62,7 +68,11 @@ class Criteria:
         the store. Starting from the row ids of one indexed criterion and joining the rest keeps the
         work proportional to the matches.
         """
-        nodes = sorted(plan.criteria, key=_cost)
+        criteria = list(plan.criteria)
+        scoped = self._scoped(plan.resource_type)
+        if scoped is not None:
+            criteria.append(Within(plan.resource_type, scoped))
+        nodes = sorted(criteria, key=_cost)
         if not nodes:
             return Matches(resource, resource.c.rid,
                            [resource.c.res_type == plan.resource_type, resource.c.deleted == false()])
@@ -94,7 +104,8 @@ class Criteria:
         ref = search_reference.alias()
         target = resource.alias()
         branches = [target.c.res_type == t for t, _ in node.inner]
-        inner = [and_(target.c.res_type == t, target.c.rid.in_(self.rids(n))) for t, n in node.inner]
+        inner = [and_(target.c.res_type == t, target.c.rid.in_(self.rids(n)), *self._hop(target.c.rid, t))
+                 for t, n in node.inner]
         return (select(ref.c.rid)
                 .join(target, and_(target.c.res_type == ref.c.target_type, target.c.res_id == ref.c.target_id))
                 .where(ref.c.res_type == node.rtype, ref.c.param == node.code, target.c.deleted == false(),
@@ -106,7 +117,13 @@ class Criteria:
         return (select(target.c.rid)
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .where(ref.c.res_type == node.source, ref.c.param == node.code, target.c.res_type == node.rtype,
-                       target.c.deleted == false(), ref.c.rid.in_(self.rids(node.inner))))
+                       target.c.deleted == false(), ref.c.rid.in_(self.rids(node.inner)),
+                       *self._hop(ref.c.rid, node.source)))
+
+    def _hop(self, column: Any, rtype: str) -> list[ColumnElement[bool]]:
+        """The scope on the rows of another type a chain, ``_has`` or ``_list`` reaches."""
+        scoped = self._scoped(rtype)
+        return [] if scoped is None else [column.in_(scoped)]
 
     def _leaf(self, leaf: Leaf) -> Select[Any]:
         if leaf.kind == "id":
@@ -154,7 +171,8 @@ class Criteria:
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .join(lists, lists.c.rid == ref.c.rid)
                 .where(lists.c.res_type == "List", lists.c.res_id.in_(leaf.values), lists.c.deleted == false(),
-                       ref.c.param == "item", target.c.res_type == leaf.rtype, target.c.deleted == false()))
+                       ref.c.param == "item", target.c.res_type == leaf.rtype, target.c.deleted == false(),
+                       *self._hop(lists.c.rid, "List")))
 
     def _tokens(self, leaf: Leaf, param: str, values: tuple[str, ...]) -> Select[Any]:
         return select(search_token.c.rid).where(search_token.c.res_type == leaf.rtype, search_token.c.param == param,

@@ -119,9 +119,9 @@ class Residents:
         rows = self.indexer.rows(0, rtype, content)
         refs = _refs(rows)
         if rtype == "Patient":
-            own = content.get("id")
-            return {Grant("managed", org, own) for org in refs.get(("organization", "Organization"), ())
-                    if isinstance(own, str)}
+            own = content.get("id")  # none yet on a create
+            return {Grant("managed", org, own if isinstance(own, str) else "")
+                    for org in refs.get(("organization", "Organization"), ())}
         statuses = {r["code"] for r in rows.token if r["param"] == "status"}
         if rtype == "Encounter":
             if not statuses & set(CURRENT_ENCOUNTER):

@@ -145,8 +145,9 @@ class ScopedRepository:
             before = None
         else:
             before = self._stored(current)
-        self._before(rtype, before, resource)
-        return self._checked(self.inner.update(current, rtype, rid, resource, method=method))
+        ends_own_sight = self._before(rtype, before, resource)
+        version = self.inner.update(current, rtype, rid, resource, method=method)
+        return version if ends_own_sight else self._checked(version)
 
     def delete(self, current: Current) -> ResourceVersion:
         self._before(current.type, self._stored(current), None)
@@ -158,16 +159,22 @@ class ScopedRepository:
         found = self.inner.read(current.type, current.id)
         return found.resource() if found is not None and found.body is not None else None
 
-    def _before(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    def _before(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+        """Apply the write rules; True when the write ends the actor's own sight of the resident (a partner closing
+        its stay or consent), so that the written resource is not expected to stay visible to it."""
         if after is not None and self.scope is not None:
             self._check_references(after)
         if rtype == "Organization":
             self._check_establishment(before, after)
-        elif rtype in ("Patient", "Encounter", "Consent"):
+        elif rtype == "Patient":
             old = self.residents.grants(rtype, before, self.now)
             new = self.residents.grants(rtype, after, self.now)
-            for grant in sorted(old ^ new, key=lambda g: (g.kind, g.org, g.resident)):
-                self._check_grant(grant, added=grant in new)
+            for grant in sorted(old ^ new, key=lambda g: (g.org, g.resident)):
+                self._check_admission(grant, added=grant in new)
+        elif rtype in ("Encounter", "Consent"):
+            return self._check_partner_grants(rtype, self.residents.grants(rtype, before, self.now),
+                                              self.residents.grants(rtype, after, self.now))
+        return False
 
     def _checked(self, version: ResourceVersion) -> ResourceVersion:
         if self._hidden(version.type) and not self._sees(version.rid, version.type):
@@ -218,25 +225,31 @@ class ScopedRepository:
                 raise Forbidden("Not allowed: this Organization is named by the records of residents your "
                                 f"establishment does not see; FINESS {', '.join(sorted(added))} cannot be added to it")
 
-    def _check_grant(self, grant: Grant, *, added: bool) -> None:
-        """A change of who sees a resident is the act of the right administration."""
-        if grant.kind == "managed":  # admission, transfer, discharge: the establishments left and joined
-            if not administers(self.actor, self._finess_of(grant.org)):
-                verb = "admit a resident to" if added else "move a resident out of"
-                raise Forbidden(f"Not allowed: only the administration of an establishment may {verb} it "
-                                f"(managingOrganization Organization/{grant.org})")
-            return
-        home = self._managing_org(grant.resident)
-        if home == grant.org:
-            return  # the resident's own establishment already sees them: nothing widens
-        home_finess = self._finess_of(home) if home else set()
-        if administers(self.actor, home_finess):
-            return
-        if not added and self.actor.establishment in self._finess_of(grant.org):
-            return  # a partner ends its own access
-        what = "stay" if grant.kind == "stay" else "consent"
-        raise Forbidden(f"Not allowed: a {what} that lets Organization/{grant.org} see a resident is recorded by "
-                        "the administration of the resident's establishment")
+    def _check_admission(self, grant: Grant, *, added: bool) -> None:
+        """Admission, transfer, discharge (``managingOrganization``): the administration of the establishments
+        left and joined."""
+        if not administers(self.actor, self._finess_of(grant.org)):
+            verb = "admit a resident to" if added else "move a resident out of"
+            raise Forbidden(f"Not allowed: only the administration of an establishment may {verb} it "
+                            f"(managingOrganization Organization/{grant.org})")
+
+    def _check_partner_grants(self, rtype: str, old: set[Grant], new: set[Grant]) -> bool:
+        """A stay or consent that lets another organization than the resident's own see the resident is recorded,
+        and changed, by the administration of the resident's establishment; the organization it names may only
+        end it."""
+        homes = {g.resident: self._managing_org(g.resident) for g in old | new}
+        partners = {g for g in old | new if homes[g.resident] != g.org}
+        if not partners:
+            return False  # the resident's own establishment already sees them: nothing widens
+        if all(administers(self.actor, self._finess_of(homes[g.resident] or "")) for g in partners):
+            return False
+        if not (new & partners) and all(self.actor.establishment in self._finess_of(g.org) for g in old):
+            return True  # a partner ends its own sight
+        what = "stay" if rtype == "Encounter" else "consent"
+        org = sorted(g.org for g in partners)[0]
+        raise Forbidden(f"Not allowed: a {what} that lets Organization/{org} see a resident is recorded and changed "
+                        "by the administration of the resident's establishment; the organization it names may only "
+                        "end it")
 
     def _finess_of(self, org_id: str) -> set[str]:
         self.inner.flush()

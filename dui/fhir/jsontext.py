@@ -6,7 +6,10 @@ as ``FhirDecimal``, a ``Decimal`` that remembers its text, and written back verb
 ``int``. Everything else goes out through orjson.
 
 Parsing refuses what FHIR JSON forbids and the Python parsers accept (http://hl7.org/fhir/R4/json.html):
-duplicate keys, ``NaN``/``Infinity``, a byte-order mark, nesting deeper than the configured limit.
+duplicate keys, ``NaN``/``Infinity``, a byte-order mark, nesting deeper than the configured limit; and, in what a
+client sends, numbers no IEEE 754 double holds (``1e999``, ``1e-999``): every FHIR consumer reads decimals as
+doubles, the search index among them, so such a number would be stored as one value and read back as another
+(or as infinity). Stored bodies are read as they are.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ class FhirDecimal(Decimal):
 
     @classmethod
     def from_text(cls, text: str) -> FhirDecimal:
-        value = cls(text)
+        try:
+            value = cls(text)
+        except ArithmeticError:  # an exponent beyond what Decimal represents
+            raise ValueError(f"the number {text[:40]} is outside the range of a double") from None
         value.text = text
         return value
 
@@ -53,7 +59,27 @@ def _integer(text: str) -> int | FhirDecimal:
     return int(text) if len(text) < 19 else FhirDecimal.from_text(text)
 
 
-_DECODER = json.JSONDecoder(
+DOUBLE_MAX = Decimal("1.7976931348623157e308")
+DOUBLE_MIN_NORMAL = Decimal("2.2250738585072014e-308")
+
+
+def _double(number: FhirDecimal) -> FhirDecimal:
+    if number.is_zero():
+        return number
+    exponent, magnitude = number.adjusted(), number.copy_abs()  # no arithmetic context: no overflow of its own
+    if exponent > 308 or exponent < -308 or magnitude > DOUBLE_MAX or magnitude < DOUBLE_MIN_NORMAL:
+        raise ValueError(f"the number {number.text[:40]} is outside the range of a double (magnitudes from "
+                         "2.2e-308 to 1.8e308, or 0)")
+    return number
+
+
+_DECODER = json.JSONDecoder(  # what a client sends
+    parse_float=lambda text: _double(FhirDecimal.from_text(text)),
+    parse_int=lambda text: _integer(text) if len(text) < 19 else _double(FhirDecimal.from_text(text)),
+    parse_constant=_reject_constant,
+    object_pairs_hook=_no_duplicates,
+)
+_STORED = json.JSONDecoder(  # what the store holds, read as it was written
     parse_float=FhirDecimal.from_text,
     parse_int=_integer,
     parse_constant=_reject_constant,
@@ -61,8 +87,9 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def parse(body: bytes | str, max_depth: int = 100) -> Any:
-    """Parse a JSON document; raise ``Invalid`` (400) or ``TooLarge`` (413) with a precise message."""
+def parse(body: bytes | str, max_depth: int = 100, *, stored: bool = False) -> Any:
+    """Parse a JSON document; raise ``Invalid`` (400) or ``TooLarge`` (413) with a precise message. ``stored``:
+    a body the store holds (numbers are not checked again)."""
     if isinstance(body, bytes):
         if body.startswith(b"\xef\xbb\xbf"):
             raise Invalid("The body starts with a byte-order mark, which JSON does not allow")
@@ -75,7 +102,7 @@ def parse(body: bytes | str, max_depth: int = 100) -> Any:
     if not text.strip():
         raise Invalid("The request body is empty; a JSON document was expected")
     try:
-        value, end = _DECODER.raw_decode(text, _skip_space(text, 0))
+        value, end = (_STORED if stored else _DECODER).raw_decode(text, _skip_space(text, 0))
     except json.JSONDecodeError as exc:
         raise Invalid(f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:

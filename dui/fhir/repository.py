@@ -61,7 +61,7 @@ class ResourceVersion:
         """The body as a dict (decimals keep their text)."""
         if self.body is None:
             raise ValueError("a deleted version has no body")
-        value: dict[str, Any] = jsontext.parse(self.body, max_depth=10_000)
+        value: dict[str, Any] = jsontext.parse(self.body, max_depth=10_000, stored=True)
         return value
 
 

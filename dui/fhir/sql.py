@@ -29,6 +29,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,6 +57,13 @@ from dui.fhir.tables import (
 _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
                     resource.c.last_updated, resource.c.deleted)
 _INDEX_TABLES = tuple(dict.fromkeys(INDEX_TABLES.values()))
+
+
+# The one answer to a second record of an INS: the same whether the caller may see the resident who holds it or not.
+INS_RECORDED = ("This INS is already recorded: a resident is recorded once in the DUI, whatever the establishment. "
+                "Find the resident with a conditional create (If-None-Exist: identifier=system|value), which answers "
+                "with the record when your establishment may see it; a resident coming from another establishment "
+                "of the group is admitted by a transfer between the two establishments.")
 
 
 def format_instant(moment: datetime) -> str:
@@ -306,8 +315,24 @@ class SqlFhirRepository:
         for kind, items in rows.tables().items():
             table = INDEX_TABLES[kind]
             self._pending.extend((table, item) for item in items)
-        if rows.unique:
-            self.session.execute(insert(unique_identifier), rows.unique)
+        for row in rows.unique:
+            self._claim(row)
+
+    def _claim(self, row: dict[str, Any]) -> None:
+        """Insert a unique identifier (the INS); the database decides, whatever the interleaving of requests. On
+        a clash the holder is named to the audit trail (``DuiError.patients``), never to the client: the answer is
+        the same whether the caller may see the resident who holds it or not."""
+        dialect = self.session.get_bind().dialect.name
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(unique_identifier).values(**row)
+        claimed = self.session.execute(stmt.on_conflict_do_nothing().returning(unique_identifier.c.rid)).first()
+        if claimed is not None:
+            return
+        holder = self.session.execute(
+            select(resource.c.res_id).join(unique_identifier, unique_identifier.c.rid == resource.c.rid)
+            .where(unique_identifier.c.res_type == row["res_type"], unique_identifier.c.system == row["system"],
+                   unique_identifier.c.value == row["value"])).scalar()
+        raise Conflict(INS_RECORDED, code="duplicate",
+                       patients=(str(holder),) if holder and row["res_type"] == "Patient" else ())
 
     def _drop_index(self, row_id: int) -> None:
         self.flush()  # queued rows of this resource must go before they can be deleted
@@ -388,12 +413,6 @@ _FETCH = _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True))
 
 def _conflict(exc: IntegrityError, rtype: str) -> Conflict:
     text = str(exc.orig)
-    if "unique_identifier" in text:
-        return Conflict(
-            f"Another {rtype} already carries this INS: an INS identifies one resident only. Use a "
-            "conditional create (If-None-Exist: identifier=system|value) to find the existing record.",
-            code="duplicate",
-        )
     if "resource" in text:
         return Conflict(f"A concurrent request created the same {rtype}; retry the request", code="conflict")
     return Conflict("The change conflicts with data written concurrently; retry the request")

@@ -16,6 +16,7 @@ from dui.errors import Conflict, Gone, Invalid, NotFound, Unavailable, Unprocess
 from dui.fhir.interactions.base import FhirContext
 from dui.fhir.repository import Current, ResourceVersion
 from dui.fhir.search.plan import parse_search
+from dui.fhir.sql import INS_RECORDED
 from dui.residents import mapping, provenance, rules
 from ins import InsKind, InsTraits
 from ins.errors import InsiError, InsiFault, InsiUnavailable, TraitError, TransitionError
@@ -246,7 +247,10 @@ def _refuse_duplicate(ctx: FhirContext, pid: str, kind: InsKind, matricule: str)
                         ctx.settings.limits, strict=True)
     plan.count = 2
     for other in ctx.internal.fetch(ctx.internal.search(plan, total=None).rids):
-        if other.id != pid:
-            raise Conflict(f"Patient/{other.id} already carries this INS: the two records are probably the same "
-                           f"resident; merge them (Patient/$merge) into one", code="duplicate")
+        if other.id == pid:
+            continue
+        if ctx.repo.current("Patient", other.id) is None:  # a resident the actor may not see: not named
+            raise Conflict(INS_RECORDED, code="duplicate", patients=(other.id,))
+        raise Conflict(f"Patient/{other.id} already carries this INS: the two records are probably the same "
+                       f"resident; merge them (Patient/$merge) into one", code="duplicate", patients=(other.id,))
 

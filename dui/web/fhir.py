@@ -106,7 +106,7 @@ def _to_flask(result: FhirResponse) -> Response:
     else:
         payload = jsontext.dump(body)
     if payload and request.args.get("_pretty") == "true":
-        payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000), option=orjson.OPT_INDENT_2,
+        payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000, stored=True), option=orjson.OPT_INDENT_2,
                                default=jsontext.fragment_default)
     response = Response(payload, status=result.status, content_type=FHIR_JSON if payload else None)
     for key, value in result.headers.items():

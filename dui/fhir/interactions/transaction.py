@@ -329,7 +329,7 @@ def _at(err: DuiError, entry: Entry) -> DuiError:
     """The same error, saying which entry failed."""
     located = type(err)(f"{entry.where}: {err.message}", issues=[
         Issue(f"{entry.where}: {i.diagnostics}", i.code, i.severity, i.expression) for i in err.issues
-    ], code=err.code, headers=err.headers)
+    ], code=err.code, headers=err.headers, patients=err.patients)
     return located
 
 

@@ -25,6 +25,7 @@ from dui.fhir.interactions.base import FhirRequest, FhirResponse
 from dui.fhir.router import Route
 from dui.fhir.scope import Residents
 from dui.services import Services
+from dui.web.context import current_actor
 
 logger = logging.getLogger("dui.audit")
 Where = tuple[str | None, str | None]  # remote address, request id
@@ -87,11 +88,22 @@ def ensure_recorded(svc: Services, status: int) -> None:
         return
     outcome = "success" if status < 400 else ("denied" if status in (401, 403) else
                                              "error" if status >= 500 else "failed")
-    actor = g.get("actor") or ANONYMOUS
+    actor = _actor()
     entry = trail.AuditEntry("request", outcome, actor, None, None, f"{request.method} {path}"[:64], status,
                              request.remote_addr, g.get("request_id"))
     _record_apart(svc, entry)
     mark_recorded()
+
+
+def _actor() -> Actor:
+    """Who made a request no handler looked at: its token's actor when it has a valid one."""
+    if g.get("actor") is None and request.headers.get("Authorization"):
+        try:
+            current_actor()
+        except DuiError:
+            pass
+    actor: Actor = g.get("actor") or ANONYMOUS
+    return actor
 
 
 def residents_of(residents: Residents, route: Route, result: FhirResponse) -> set[str]:

@@ -6,6 +6,7 @@ Expected rights come from the explicit table of tests/unit/test_policy.py, not f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from dui.auth.roles import ROLES
 from dui.fhir.scope import ADMINISTRATIVE_ROLES
 from dui.settings import AuthSettings
 from tests.authkit import PARC, TILLEULS
+
+HOSPITAL = "690007315"
 from tests.conftest import empty_database
 from tests.conftest import test_settings as settings_for
 from tests.helpers import observation, patient
@@ -128,3 +131,87 @@ def test_includes_and_everything_never_leak(world: tuple[Flask, dict[str, Any]],
     assert ("Condition" in types) == ("r" in MATRIX[role]["Condition"])
     assert ("Observation" in types) == ("r" in MATRIX[role].get("Observation", ""))
     assert get(web, token, f"Patient/{theirs['Patient']}/$everything").status_code == 404
+
+
+def _consent(patient: str, org: str) -> dict[str, Any]:
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient}"},
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+            "provision": {"actor": [{"role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+                "reference": {"reference": f"Organization/{org}"}}]}}
+
+
+def send(web: FlaskClient, token: str, method: str, path: str, body: Any = None,
+         content_type: str = JSON) -> Any:
+    data = body if isinstance(body, str) or body is None else json.dumps(body)
+    return web.open(f"/fhir/{path}", method=method, data=data, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": content_type, "Accept": JSON})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_rows_the_attack_test_added(world: tuple[Flask, dict[str, Any]], role: str) -> None:
+    """POST _search form, PUT-create, writes that would widen sight, and has-oracles, for every role."""
+    app, ids = world
+    web = app.test_client()
+    token = ids["tokens"][role]
+    mine, theirs = ids[PARC], ids[TILLEULS]
+    rights = MATRIX[role]
+    # the form of a POST _search is authorized like a query
+    form = send(web, token, "POST", "Patient/_search", "_revinclude=Condition:subject",
+                "application/x-www-form-urlencoded")
+    assert form.status_code == (200 if "s" in rights["Condition"] else 403), (role, "POST _search form")
+    if form.status_code == 200:
+        assert ("Condition", theirs["Condition"]) not in entries(form)
+    # update as create: needs c; never a resident's record at a chosen id
+    org_id = f"org-created-by-{role}"
+    created = send(web, token, "PUT", f"Organization/{org_id}", {"resourceType": "Organization", "id": org_id,
+                                                                 "name": "Structure"})
+    assert created.status_code == (201 if "c" in rights["Organization"] else 403), (role, "PUT-create Organization")
+    patient_id = f"patient-created-by-{role}"
+    admitted = send(web, token, "PUT", f"Patient/{patient_id}", dict(patient(managingOrganization={
+        "reference": f"Organization/{mine['Organization']}"}), id=patient_id))
+    assert admitted.status_code == 403, (role, "PUT-create Patient")
+    # writes that would widen sight: a consent for oneself on their resident; for them on one's own
+    for_me = send(web, token, "POST", "Consent", _consent(theirs["Patient"], mine["Organization"]))
+    assert for_me.status_code == 403, (role, "consent for oneself")
+    for_them = send(web, token, "POST", "Consent", _consent(mine["Patient"], theirs["Organization"]))
+    may_grant = "c" in rights["Consent"] and role in ADMINISTRATIVE_ROLES
+    assert for_them.status_code == (201 if may_grant else 403), (role, "consent recorded for a partner")
+    if may_grant:  # put the world back
+        assert send(web, token, "DELETE", f"Consent/{for_them.get_json()['id']}").status_code in (200, 204)
+    # has-oracle on the other establishment's residents
+    oracle = get(web, token, f"Organization?_id={theirs['Organization']}&_has:Patient:organization:"
+                             "gender=female,male,other,unknown&_summary=count")
+    assert oracle.status_code == 200 and oracle.get_json()["total"] == 0, (role, "has oracle")
+
+
+def test_rows_for_a_partner_client(world: tuple[Flask, dict[str, Any]], tmp_path: Any) -> None:
+    app, ids = world
+    web = app.test_client()
+    from tests.authkit import client_jwks, token_form, write_json
+    from tests.conftest import BASE_URL
+
+    made = app.test_cli_runner().invoke(args=["clients", "create", "partenaire", "--scope", "system/*.cruds",
+                                              "--jwks-file", str(write_json(tmp_path / "jwks.json", client_jwks())),
+                                              "--establishment", HOSPITAL])
+    assert made.exit_code == 0, made.output
+    answer = web.post("/auth/token", data=token_form(made.stdout.strip(), BASE_URL + "/auth/token", "system/*.cruds"))
+    token = answer.get_json()["access_token"]
+    mine, theirs = ids[PARC], ids[TILLEULS]
+    form = send(web, token, "POST", "Patient/_search", "_revinclude=Condition:subject",
+                "application/x-www-form-urlencoded")
+    assert form.status_code == 200 and entries(form) == set()
+    assert send(web, token, "PUT", "Patient/partner-made", dict(patient(), id="partner-made")).status_code == 403
+    hospital_org = send(web, token, "POST", "Organization", {"resourceType": "Organization", "identifier": [
+        {"system": "https://finess.esante.gouv.fr", "value": HOSPITAL}]})
+    assert hospital_org.status_code == 201  # its own establishment's Organization
+    for resident in (mine["Patient"], theirs["Patient"]):
+        consent = send(web, token, "POST", "Consent", _consent(resident, hospital_org.get_json()["id"]))
+        assert consent.status_code == 403, consent.get_data(as_text=True)
+    oracle = get(web, token, f"Organization?_id={theirs['Organization']}&_has:Patient:organization:"
+                             "gender=female,male,other,unknown&_summary=count")
+    assert oracle.get_json()["total"] == 0

@@ -19,17 +19,23 @@ def staff(*roles: str, scopes: str = "") -> Actor:
 
 # role -> {type: permissions it has}
 MATRIX = {
-    "medecin": {"Patient": "crus", "Observation": "cruds", "Condition": "cruds", "MedicationRequest": "cruds"},
+    "medecin": {"Patient": "crus", "Observation": "cruds", "Condition": "cruds", "MedicationRequest": "cruds",
+                "Organization": "crus", "Consent": "crus"},
     "infirmier": {"Patient": "rsu", "Observation": "cruds", "Condition": "rs", "MedicationAdministration": "crus",
-                  "MedicationRequest": "rs"},
+                  "MedicationRequest": "rs", "Organization": "rsu", "Consent": "rsu"},
     "aide-soignant": {"Patient": "rs", "Observation": "crus", "AllergyIntolerance": "crus", "Condition": "",
-                      "MedicationRequest": "", "DocumentReference": ""},
-    "aes-amp": {"Patient": "rs", "Observation": "crus", "CarePlan": "crus", "Condition": ""},
-    "psychologue": {"Patient": "rs", "Observation": "crus", "QuestionnaireResponse": "crus", "Condition": ""},
-    "kinesitherapeute": {"Patient": "rs", "Observation": "crus", "Condition": "rs", "MedicationRequest": "rs"},
-    "administratif": {"Patient": "cruds", "Encounter": "cruds", "Observation": "", "Condition": ""},
-    "direction": {"Patient": "rs", "Observation": "", "Condition": ""},
-    "administrateur": {"Patient": "rs", "Provenance": "rs", "Observation": "", "Condition": ""},
+                      "MedicationRequest": "", "DocumentReference": "", "Organization": "rs", "Consent": "rs"},
+    "aes-amp": {"Patient": "rs", "Observation": "crus", "CarePlan": "crus", "Condition": "", "Organization": "rs",
+                "Consent": "rs"},
+    "psychologue": {"Patient": "rs", "Observation": "crus", "QuestionnaireResponse": "crus", "Condition": "",
+                    "Organization": "rs", "Consent": "rs"},
+    "kinesitherapeute": {"Patient": "rs", "Observation": "crus", "Condition": "rs", "MedicationRequest": "rs",
+                         "Organization": "rs", "Consent": "rs"},
+    "administratif": {"Patient": "cruds", "Encounter": "cruds", "Observation": "", "Condition": "",
+                      "Organization": "cruds", "Consent": "cruds"},
+    "direction": {"Patient": "rs", "Observation": "", "Condition": "", "Organization": "rs", "Consent": "rs"},
+    "administrateur": {"Patient": "rs", "Provenance": "rs", "Observation": "", "Condition": "", "Organization": "rs",
+                       "Consent": "rs"},
 }
 
 

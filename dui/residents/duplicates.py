@@ -73,7 +73,9 @@ def match_bundle(ctx: FhirContext, patient: dict[str, Any], only_certain: bool, 
 def _search(ctx: FhirContext, params: list[tuple[str, str]]) -> set[int]:
     plan = parse_search("Patient", params, ctx.registry, ctx.settings.limits, strict=True)
     plan.count = CANDIDATES_PER_CRITERION
-    return set(ctx.internal.search(plan, total=None).rids)
+    # Among the residents the actor may see: candidates the actor could not see would crowd out those it can (an
+    # answer depending on another establishment's residents).
+    return set(ctx.repo.search(plan, total=None).rids)
 
 
 def _same_ins(ctx: FhirContext, patient: dict[str, Any]) -> set[int]:

@@ -45,6 +45,17 @@ def ins_of(index: int, seed: int = 7) -> str:
     return identity(random.Random(seed * 1_000_003 + index), index).nir
 
 
+# The EHPAD every resident is admitted to, so that a member of its staff (``bench/run.py --actor staff``) sees them.
+ESTABLISHMENT_ID, ESTABLISHMENT_FINESS = "bench-ehpad", "690001425"
+
+
+def establishment_bundle() -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {"resourceType": "Organization", "id": ESTABLISHMENT_ID, "name": "EHPAD du banc d'essai",
+                     "identifier": [{"system": "https://finess.esante.gouv.fr", "value": ESTABLISHMENT_FINESS}]},
+        "request": {"method": "PUT", "url": f"Organization/{ESTABLISHMENT_ID}"}}]}
+
+
 def resident_bundles(index: int, weeks: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     """The bundles holding one resident's record (the Patient is in the first one)."""
     rng = random.Random(seed * 1_000_003 + index)
@@ -62,6 +73,7 @@ def resident_bundles(index: int, weeks: int, seed: int = 7) -> Iterator[dict[str
             "name": [{"use": "official", "family": person.family, "given": person.given}],
             "gender": person.gender, "birthDate": person.birth_date.isoformat(),
             "address": [{"line": ["12 allée des Tilleuls"], "city": "Lyon", "postalCode": "69008"}],
+            "managingOrganization": {"reference": f"Organization/{ESTABLISHMENT_ID}"},
         },
         "request": {"method": "PUT", "url": f"Patient/{pid}"},
     }]

@@ -109,7 +109,8 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
     env = {**os.environ, "DUI_DATABASE_URL": url, "DUI_BASE_URL": f"http://127.0.0.1:{port}",
            "DUI_LOG_LEVEL": "WARNING", "DUI_MAX_COUNT": "1000",
            # every load-generator process calls from 127.0.0.1: per-address rate limits would throttle the run
-           "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0"}
+           "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0",
+           "DUI_AUTH_TOKEN_LIFETIME": "3600"}  # one staff token for the whole run (--actor staff)
     subprocess.run([str(DUI), "db", "upgrade"], env=env, check=True, capture_output=True)
     database = url if kind == "postgresql" else str(workdir / "dui.sqlite")
     return Server(f"dui-{kind}", [str(DUI), "serve", "--port", str(port), "--workers", str(workers),
@@ -202,12 +203,25 @@ def _observation(index: int, rng: random.Random) -> dict[str, Any]:
                               "code": "/min"}}
 
 
-def everything_pages(base: str, pages: int = 100) -> list[str]:
+def staff_headers(server: Server) -> dict[str, str]:
+    """A médecin of the residents' EHPAD: every request then goes through role authorization and establishment
+    scoping (an anonymous caller, allowed in dev, is not restricted)."""
+    login, password = "bench.medecin", "Banc-d-essai-2026!"
+    subprocess.run([str(DUI), "users", "create", login, "--role", "medecin", "--establishment",
+                    data.ESTABLISHMENT_FINESS, "--password-stdin"], env=server.env, input=password.encode(),
+                   check=True, capture_output=True)
+    answer = requests.post(server.base.removesuffix("/fhir") + "/auth/token", timeout=30,
+                           data={"grant_type": "password", "username": login, "password": password})
+    answer.raise_for_status()
+    return {**JSON, "Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def everything_pages(base: str, pages: int = 100, headers: dict[str, str] | None = None) -> list[str]:
     """URLs of the first ``pages`` 100-entry pages of the heavy resident's $everything."""
     url = f"{base}/Patient/{data.resident_id(HEAVY)}/$everything?_count=100"
     urls = []
     while url and len(urls) < pages:
-        response = requests.get(url, headers=JSON, timeout=120)
+        response = requests.get(url, headers=headers or JSON, timeout=120)
         if response.status_code != 200:
             return []
         urls.append(url)
@@ -215,8 +229,8 @@ def everything_pages(base: str, pages: int = 100) -> list[str]:
     return urls
 
 
-def _client(args: tuple[list[Any], float, int]) -> list[tuple[float, int]]:
-    requests_, seconds, seed = args
+def _client(args: tuple[list[Any], float, int, dict[str, str]]) -> list[tuple[float, int]]:
+    requests_, seconds, seed, headers = args
     rng = random.Random(seed)
     session = requests.Session()
     out = []
@@ -225,15 +239,16 @@ def _client(args: tuple[list[Any], float, int]) -> list[tuple[float, int]]:
         method, url, body = rng.choice(requests_)
         started = time.perf_counter()
         try:
-            status = session.request(method, url, data=body, headers=JSON, timeout=120).status_code
+            status = session.request(method, url, data=body, headers=headers, timeout=120).status_code
         except requests.RequestException:
             status = 599
         out.append((time.perf_counter() - started, status))
     return out
 
 
-def drive(requests_: list[Any], seconds: float, clients: int, pool: Any) -> dict[str, Any]:
-    results = pool.map(_client, [(requests_, seconds, n) for n in range(clients)])
+def drive(requests_: list[Any], seconds: float, clients: int, pool: Any,
+          headers: dict[str, str] | None = None) -> dict[str, Any]:
+    results = pool.map(_client, [(requests_, seconds, n, headers or JSON) for n in range(clients)])
     samples = [s for r in results for s in r]
     errors = sum(1 for _, status in samples if status >= 400)
     return {"requests": len(samples), "errors": errors, "req_per_s": round(len(samples) / seconds, 1),
@@ -270,14 +285,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             server.start()
             try:
                 print(f"[{name}] loading", file=sys.stderr, flush=True)
+                ingest(server.base, iter([data.establishment_bundle()]), 1)
                 loaded = ingest(server.base, bundles(0, args.residents, args.weeks, heavy=args.heavy),
                                 args.ingest_clients)
                 server.analyze()
-                result: dict[str, Any] = {"ingest": loaded, "workloads": {}}
-                urls = everything_pages(server.base)
+                headers = staff_headers(server) if args.actor == "staff" and name != "sekmet" else JSON
+                result: dict[str, Any] = {"ingest": loaded, "workloads": {}, "actor": args.actor}
+                urls = everything_pages(server.base, headers=headers)
                 for label, reqs in workloads(server.base, args.residents, random.Random(1), urls).items():
                     print(f"[{name}] {label}", file=sys.stderr, flush=True)
-                    result["workloads"][label] = drive(reqs, args.duration, args.clients, pool)
+                    result["workloads"][label] = drive(reqs, args.duration, args.clients, pool, headers)
                 result["rss_mb"] = round(server.rss_mb(), 1)
                 report["servers"][name] = result
             finally:
@@ -295,6 +312,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with multiprocessing.Pool(args.clients) as pool:
             loaded_to = 0
+            ingest(server.base, iter([data.establishment_bundle()]), 1)
             for target in (args.from_residents, args.to_residents):
                 ingested = ingest(server.base, bundles(loaded_to, target, args.weeks, heavy=False),
                                   args.ingest_clients)
@@ -357,6 +375,9 @@ def main() -> None:
     sub.choices["compare"].add_argument("--servers", default="dui-postgresql,dui-sqlite,sekmet")
     sub.choices["compare"].add_argument("--no-heavy", dest="heavy", action="store_false",
                                         help="leave out the resident with 10,000 resources")
+    sub.choices["compare"].add_argument("--actor", choices=("anonymous", "staff"), default="anonymous",
+                                        help="who DUI's requests come from: anonymous (development), or a médecin "
+                                             "of the residents' EHPAD (authorization and scoping on every request)")
     sub.choices["scale"].add_argument("--from-residents", type=int, default=46)
     sub.choices["scale"].add_argument("--to-residents", type=int, default=4600)
     args = parser.parse_args()

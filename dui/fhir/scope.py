@@ -20,7 +20,7 @@ all. Everything is a subquery on the search index (``Scope``), so a search, each
 include, a history or ``$everything`` never sees, nor tests, another establishment's residents.
 
 **Who may write what widens sight.** The grants and the FINESS they hang on are facts only the right actor may
-write (``GrantRules``, applied to every write of a restricted actor by ``dui.fhir.scoped``):
+write (checked on every write of a staff member or an API client by ``dui.fhir.scoped``):
 
 - an Organization carrying a FINESS is kept by that establishment's administration (administrative roles, or a
   client registered for it); nobody else adds, removes or changes a FINESS, and a FINESS is never added to an

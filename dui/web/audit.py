@@ -9,6 +9,7 @@ scoping applies (``dui.fhir.scope``). A request refused anywhere (before or insi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -98,10 +99,8 @@ def ensure_recorded(svc: Services, status: int) -> None:
 def _actor() -> Actor:
     """Who made a request no handler looked at: its token's actor when it has a valid one."""
     if g.get("actor") is None and request.headers.get("Authorization"):
-        try:
+        with contextlib.suppress(DuiError):  # a refused token: the request was anonymous
             current_actor()
-        except DuiError:
-            pass
     actor: Actor = g.get("actor") or ANONYMOUS
     return actor
 

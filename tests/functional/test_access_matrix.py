@@ -19,13 +19,12 @@ from dui.auth.roles import ROLES
 from dui.fhir.scope import ADMINISTRATIVE_ROLES
 from dui.settings import AuthSettings
 from tests.authkit import PARC, TILLEULS
-
-HOSPITAL = "690007315"
 from tests.conftest import empty_database
 from tests.conftest import test_settings as settings_for
 from tests.helpers import observation, patient
 from tests.unit.test_policy import MATRIX
 
+HOSPITAL = "690007315"
 PASSWORD = "Matrice-des-droits-2026!"
 JSON = "application/fhir+json"
 TYPES = ("Patient", "Observation", "Condition")

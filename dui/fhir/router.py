@@ -103,14 +103,11 @@ class Route:
     plan: SearchPlan | None = None
     handler: Callable[[FhirContext, FhirRequest], FhirResponse] | None = None
     error: DuiError | None = None
+    posted_search: bool = False  # ``POST [type]/_search``
 
     @property
     def action(self) -> str:
         return ACTIONS.get(self.interaction, "request")
-
-    @property
-    def conditional(self) -> bool:
-        return self.plan is not None and self.interaction != "search-type"
 
     @property
     def writes(self) -> bool:
@@ -139,20 +136,22 @@ def shape(req: FhirRequest) -> Route:
 def handle(ctx: FhirContext, req: FhirRequest, routed: Route | None = None) -> FhirResponse:
     """Route one request (unless the caller already did), authorize it, run it. Raises ``DuiError`` subclasses
     for every client mistake and refusal."""
-    routed = routed or route(ctx, req)
-    if routed.error is not None:
-        raise routed.error
-    authorize(ctx, routed)
+    routed = _authorized(ctx, req, routed)
     assert routed.handler is not None
     return routed.handler(ctx, req)
 
 
 def preflight(ctx: FhirContext, req: FhirRequest) -> None:
     """Route and authorize ``req`` without running it (the entries of a transaction, before any runs)."""
-    routed = route(ctx, req)
+    _authorized(ctx, req)
+
+
+def _authorized(ctx: FhirContext, req: FhirRequest, routed: Route | None = None) -> Route:
+    routed = routed or route(ctx, req)
     if routed.error is not None:
         raise routed.error
     authorize(ctx, routed)
+    return routed
 
 
 def _shape(method: str, segments: list[str]) -> Route:
@@ -177,7 +176,7 @@ def _shape(method: str, segments: list[str]) -> Route:
                               "DELETE": "delete"}.get(method, "unknown"), head)
     second = segments[1]
     if len(segments) == 2 and second == "_search":
-        return Route(method, "search-type", head, "_search")
+        return Route(method, "search-type", head, posted_search=True)
     if len(segments) == 2 and second == "_history":
         return Route(method, "history-type", head)
     if len(segments) == 2:
@@ -205,11 +204,11 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         return _operation(ctx, req, shape)
     rtype = _resource_type(shape.rtype or "")
     if interaction == "search-type":
-        if shape.rid == "_search":
+        if shape.posted_search:
             _allow(method, ("POST",), f"{rtype}/_search")
         params = (*req.query, *(search.form(req) if method == "POST" else ()))
         plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict)
-        return dataclasses.replace(shape, rid=None, params=params, plan=plan,
+        return dataclasses.replace(shape, params=params, plan=plan,
                                    handler=lambda c, r: search.search_type(c, r, plan))
     if shape.rid is not None:
         return _instance(shape, rtype, check_id(shape.rid))

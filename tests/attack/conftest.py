@@ -78,8 +78,9 @@ class World:
         return dict(answer.get_json())
 
     def put_back(self, path: str, original: dict[str, Any]) -> None:
-        """Restore a resource a test changed (as the unrestricted caller)."""
-        body = {k: v for k, v in original.items() if k != "meta"}
+        """Restore a resource a test changed (as the unrestricted caller), its tags and profiles too."""
+        meta = {k: v for k, v in original.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+        body = {**{k: v for k, v in original.items() if k != "meta"}, **({"meta": meta} if meta else {})}
         answer = self.call(None, "PUT", path, body)
         assert answer.status_code in (200, 201), answer.get_data(as_text=True)
 

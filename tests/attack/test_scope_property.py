@@ -2,14 +2,17 @@
 types, with values taken from both establishments' records, a scoped caller's answer (entries, total, or the
 error) is the same whether or not the other establishment's residents exist.
 
-Two worlds are loaded: the demo (Les Tilleuls and Le Parc), and the demo without Le Parc's residents (its
-Organization and staff are still there). Tokens of the same accounts are asked in each.
+Two worlds are loaded, each in a database of its own (not the package's world, which other tests write to): the
+demo (Les Tilleuls and Le Parc), and the demo without Le Parc's residents (its Organization and staff are still
+there). Tokens of the same accounts are asked in each.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,27 +30,39 @@ CALLERS = ("t.medecin", "t.infirmier", "t.administratif", "t.aide-soignant", "t.
 EXAMPLES = int(os.environ.get("DUI_SCOPE_PROPERTY_EXAMPLES", "150"))
 
 
-@pytest.fixture(scope="module")
-def without_parc(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("without-parc")
-    tilleuls_only = [i for i in range(1, RESIDENTS + 1) if i % 2 == 0]
+@contextmanager
+def separate_world(database_url: str, tmp: Path, residents: list[int]) -> Iterator[World]:
+    """A world in a database of its own, on the backend of ``database_url``."""
     if database_url.startswith("sqlite"):
         url = f"sqlite:///{tmp / 'dui.sqlite'}"
         migrations.upgrade(url)
         app = world_app(url, tmp)
-        yield build_world(app, tmp, tilleuls_only)
+        yield build_world(app, tmp, residents)
         app.extensions["dui"].dispose()
         return
     with migrated_schema("dui_scope") as url:
         app = world_app(url, tmp)
-        yield build_world(app, tmp, tilleuls_only)
+        yield build_world(app, tmp, residents)
         app.extensions["dui"].dispose()
 
 
 @pytest.fixture(scope="module")
-def pools(world: World) -> dict[tuple[str, str], list[tuple[str, str]]]:
+def with_parc(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with separate_world(database_url, tmp_path_factory.mktemp("with-parc"), list(range(1, RESIDENTS + 1))) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def without_parc(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tilleuls_only = [i for i in range(1, RESIDENTS + 1) if i % 2 == 0]
+    with separate_world(database_url, tmp_path_factory.mktemp("without-parc"), tilleuls_only) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def pools(with_parc: World) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(type, parameter) -> (kind, value) pairs found in the index of the whole demo (both establishments)."""
-    engine = world.app.extensions["dui"].engine
+    engine = with_parc.app.extensions["dui"].engine
     found: dict[tuple[str, str], list[tuple[str, str]]] = {}
     queries = {
         "token": "SELECT res_type, param, system, code FROM search_token WHERE code IS NOT NULL",
@@ -149,7 +164,7 @@ def answer(world: World, who: str, query: str) -> tuple[int, Any, Any]:
 
 
 def test_a_scoped_answer_ignores_the_other_establishments_residents(
-        world: World, without_parc: World, pools: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
+        with_parc: World, without_parc: World, pools: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
     checked: list[str] = []
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -157,16 +172,16 @@ def test_a_scoped_answer_ignores_the_other_establishments_residents(
     @given(searches(pools))
     def same(case: tuple[str, str]) -> None:
         who, query = case
-        assert answer(world, who, query) == answer(without_parc, who, query), (who, query)
+        assert answer(with_parc, who, query) == answer(without_parc, who, query), (who, query)
         checked.append(query)
 
     same()
     assert len(checked) >= EXAMPLES // 2
 
 
-def test_the_worlds_differ_for_the_unscoped(world: World, without_parc: World) -> None:
+def test_the_worlds_differ_for_the_unscoped(with_parc: World, without_parc: World) -> None:
     """The comparison above would be empty if both worlds held the same data: the group's platform (no
     establishment) sees Le Parc's residents in one world only."""
-    assert answer(world, "group", "Patient?_total=accurate")[2] == RESIDENTS
+    assert answer(with_parc, "group", "Patient?_total=accurate")[2] == RESIDENTS
     assert answer(without_parc, "group", "Patient?_total=accurate")[2] == RESIDENTS // 2
 

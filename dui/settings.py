@@ -62,13 +62,13 @@ class EncryptionSettings:
 @dataclass(frozen=True)
 class AuditSettings:
     """The audit trail's chain (docs/security.md, "Audit trail"): the audit key that seals it (HMAC-SHA256), the
-    previous one after a rotation (it verifies, never seals), and the append-only file each seal writes its head
-    to. No key configured: a development key under ``EncryptionSettings.dev_key_dir``; refused in ``prod``. No
-    heads file: heads go to the log only (``dui.audit``, event ``audit head``). Built in code (tests), no heads
-    file; ``from_env`` defaults it to ``DEV_HEADS_FILE`` in ``dev``."""
+    keys it replaced in rotations (they verify what they sealed, never seal), and the append-only file each seal
+    writes its head to. No key configured: a development key under ``EncryptionSettings.dev_key_dir``; refused in
+    ``prod``. No heads file: heads go to the log only (``dui.audit``, event ``audit head``). Built in code (tests),
+    no heads file; ``from_env`` defaults it to ``DEV_HEADS_FILE`` in ``dev``."""
 
     key_file: str | None = None
-    previous_key_file: str | None = None
+    previous_key_files: tuple[str, ...] = ()
     heads_file: str | None = None
 
 
@@ -198,7 +198,8 @@ class Settings:
         )
         audit = AuditSettings(
             key_file=env.get("DUI_AUDIT_KEY_FILE") or None,
-            previous_key_file=env.get("DUI_AUDIT_KEY_PREVIOUS_FILE") or None,
+            previous_key_files=tuple(p.strip() for p in env.get("DUI_AUDIT_KEY_PREVIOUS_FILE", "").split(",")
+                                     if p.strip()),
             heads_file=env.get("DUI_AUDIT_HEADS_FILE") or (None if name == "prod" else DEV_HEADS_FILE),
         )
         auth = AuthSettings(
@@ -253,7 +254,7 @@ class Settings:
         if self.is_prod and not self.audit.key_file:
             raise SettingsError("DUI_ENV=prod requires an audit key: set DUI_AUDIT_KEY_FILE (create one with "
                                 "`dui keys generate --audit FILE`)")
-        if self.audit.previous_key_file and not self.audit.key_file:
+        if self.audit.previous_key_files and not self.audit.key_file:
             raise SettingsError("DUI_AUDIT_KEY_PREVIOUS_FILE needs DUI_AUDIT_KEY_FILE (the key that seals from now on)")
         if self.is_prod and self.auth.allow_anonymous:
             raise SettingsError("DUI_AUTH_ALLOW_ANONYMOUS is refused when DUI_ENV=prod: every request must carry "

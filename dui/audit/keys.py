@@ -2,9 +2,10 @@
 
 The database never holds it, so whoever can write to the database cannot recompute the chain after changing an
 entry. It is a key file of the same format as the master key's (one base64 line of 32 bytes, ``#`` comments;
-``dui keys generate --audit FILE``), named by ``DUI_AUDIT_KEY_FILE``; after a rotation the previous one,
-``DUI_AUDIT_KEY_PREVIOUS_FILE``, verifies the entries it sealed and seals nothing. Each sealed entry records the
-id of the key that sealed it (``audit:`` and 16 hex digits of an HMAC of the key: it does not reveal the key).
+``dui keys generate --audit FILE``), named by ``DUI_AUDIT_KEY_FILE``; after rotations the keys it replaced,
+``DUI_AUDIT_KEY_PREVIOUS_FILE`` (comma-separated files), verify the entries they sealed and seal nothing. Each
+sealed entry records the id of the key that sealed it (``audit:`` and 16 hex digits of an HMAC of the key: it
+does not reveal the key).
 
 In development, with no key configured, one is generated on first use in ``var/keys/audit-key.dev`` with a
 ``DevAuditKeyWarning``; its line starts with ``dev:``, and ``DUI_ENV=prod`` refuses it, any key file in that
@@ -62,7 +63,7 @@ class AuditKey:
 
 @dataclass(frozen=True)
 class AuditKeys:
-    """``current`` seals; ``previous`` (after a rotation) only verifies what it sealed."""
+    """``current`` seals; ``previous`` (the keys replaced by rotations) only verify what they sealed."""
 
     current: AuditKey
     previous: tuple[AuditKey, ...] = ()
@@ -90,15 +91,16 @@ def audit_keys(settings: Settings) -> AuditKeys:
     conf = settings.audit
     dev_dir = settings.encryption.dev_key_dir
     if conf.key_file is None:
-        if conf.previous_key_file:
+        if conf.previous_key_files:
             raise AuditKeyError("DUI_AUDIT_KEY_PREVIOUS_FILE needs DUI_AUDIT_KEY_FILE")
         return development_audit_keys(dev_dir, prod=settings.is_prod)
     current = _configured(conf.key_file, "DUI_AUDIT_KEY_FILE", settings.is_prod, dev_dir)
-    previous = (_configured(conf.previous_key_file, "DUI_AUDIT_KEY_PREVIOUS_FILE", settings.is_prod, dev_dir)
-                if conf.previous_key_file else None)
-    if previous is not None and previous.key_id == current.key_id:
-        previous = None
-    return AuditKeys(current, (previous,) if previous else ())
+    previous: dict[str, AuditKey] = {}
+    for path in conf.previous_key_files:
+        key = _configured(path, "DUI_AUDIT_KEY_PREVIOUS_FILE", settings.is_prod, dev_dir)
+        if key.key_id != current.key_id:
+            previous.setdefault(key.key_id, key)
+    return AuditKeys(current, tuple(previous.values()))
 
 
 def check_configured(settings: Settings) -> None:

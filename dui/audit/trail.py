@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, String, bindparam, func, insert, literal_column, select, text, update
+from sqlalchemy import BigInteger, Select, String, bindparam, func, insert, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from dui.audit.heads import Head
@@ -140,9 +140,10 @@ def _insert(session: Session, values: dict[str, Any], patients: Iterable[str]) -
 
 
 # Control characters (NUL would stop PostgreSQL's insert) and lone surrogates (not encodable) become U+FFFD.
-_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_SIZES: dict[str, int] = {column.name: column.type.length for column in (*audit_event.c, audit_event_patient.c.patient_id)
-                          if isinstance(column.type, String) and column.type.length}
+_UNWRITABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SIZES: dict[str, int] = {
+    column.name: column.type.length for column in (*audit_event.c, audit_event_patient.c.patient_id)
+    if isinstance(column.type, String) and column.type.length}
 
 
 def _clean(value: Any, name: str) -> Any:
@@ -172,7 +173,8 @@ def seal(session: Session, key: AuditKey) -> int:
     if is_postgresql(session):
         horizon = session.execute(select(literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
                                                         BigInteger))).scalar_one()
-        stmt = stmt.where(audit_event.c.xid < horizon)
+        # No xid: recorded before revision 0011 by other means than the service; long settled.
+        stmt = stmt.where(or_(audit_event.c.xid < horizon, audit_event.c.xid.is_(None)))
     rows = session.execute(stmt.limit(_SEAL_BATCH)).mappings().all()
     patients = _patients(session, [r["seq"] for r in rows])
     changes = []
@@ -213,7 +215,8 @@ def verify(session: Session, keys: AuditKeys, *, heads: Iterable[Head] = (), now
     by_position: dict[int, list[Head]] = {}
     for head in heads:
         by_position.setdefault(head.position, []).append(head)
-    previous, expected, checked, legacy, keyed = GENESIS, 1, 0, 0, False
+    previous, expected, checked, legacy = GENESIS, 1, 0, 0
+    segments: list[str] = []  # the keys met along the chain, in order: a rotation never goes back
 
     def stop(problem: str, unverifiable: bool = False) -> Verification:
         return Verification(checked, _unsealed(session), problem, unverifiable, legacy, 0)
@@ -226,13 +229,17 @@ def verify(session: Session, keys: AuditKeys, *, heads: Iterable[Head] = (), now
             if row["prev_hash"] != previous:
                 return stop(f"chain broken at position {position}: its link does not match the entry before it")
             if key_id is None:
-                if keyed:
+                if segments:
                     return stop(f"entry at chain position {position} (seq {seq}) carries no audit key id after "
                                 "entries sealed with the audit key: the chain was recomputed without the key")
                 digest = legacy_hash(previous, legacy_content(row, patients.get(seq, [])))
                 legacy += 1
             else:
-                keyed = True
+                if not segments or segments[-1] != key_id:
+                    if key_id in segments:
+                        return stop(f"entry at chain position {position} (seq {seq}) goes back to audit key "
+                                    f"{key_id} after {segments[-1]}: the chain was recomputed with a replaced key")
+                    segments.append(key_id)
                 key = keys.find(key_id)
                 if key is None:
                     return stop(f"entry at chain position {position} (seq {seq}) names audit key {key_id}, which "

@@ -69,21 +69,24 @@ def seal() -> None:
 
 @audit.command()
 @click.option("--heads", "heads_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Check every head of this file (DUI_AUDIT_HEADS_FILE, or the service's JSON log) against the "
-                   "chain.")
+              help="Check the heads of this file (a copy of DUI_AUDIT_HEADS_FILE kept elsewhere, or the service's "
+                   "JSON log) instead of DUI_AUDIT_HEADS_FILE.")
 @click.option("--grace", type=click.IntRange(min=0), default=GRACE, show_default=True,
               help="PostgreSQL: judge a missing entry number once an entry this many seconds old follows it "
                    "(a failing transaction has then recorded its void). 0 when the service is stopped.")
 def verify(heads_file: Path | None, grace: int) -> None:
-    """Seal what has settled, then recompute the whole chain with the audit keys, check the heads and the
-    numbering of the entries; exit 1 at the first problem found."""
+    """Seal what has settled, then recompute the whole chain with the audit keys, check it against every head of
+    the heads file (DUI_AUDIT_HEADS_FILE, or --heads FILE) and check the numbering of the entries; exit 1 at the
+    first problem found."""
     svc = _services()
     keys = audit_keys(svc.settings)
+    _seal_all(svc, keys)
+    configured = svc.settings.audit.heads_file
+    source = heads_file or (Path(configured) if configured and Path(configured).exists() else None)
     try:
-        anchors = heads.read(heads_file) if heads_file else []
+        anchors = heads.read(source) if source else []
     except heads.HeadsError as exc:
         raise click.ClickException(str(exc)) from None
-    _seal_all(svc, keys)
     with svc.unit_of_work(write=False) as session:
         result = trail.verify(session, keys, heads=anchors, now=svc.clock(), grace=grace)
         position, head, _ = trail.head(session)
@@ -95,8 +98,7 @@ def verify(heads_file: Path | None, grace: int) -> None:
     if result.legacy:
         notes.append(f"{result.legacy} of them sealed before the audit key (plain SHA-256)")
     notes.append(f"{result.unsealed} not sealed yet")
-    if heads_file:
-        notes.append(f"{result.heads} heads matched")
+    notes.append(f"{result.heads} heads of {source} matched" if source else "no heads file checked")
     if result.explained:
         notes.append(f"{result.explained} missing numbers explained (voids, acknowledged gaps)")
     if result.pending:

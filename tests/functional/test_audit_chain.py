@@ -33,6 +33,7 @@ from dui.audit.tables import audit_event, audit_event_patient
 from dui.auth.actor import Actor
 from dui.crypto.master import KEY_BYTES, write_key_file
 from dui.db import make_engine, normalize_url
+from dui.fhir.validation import Validator
 from dui.logs import JsonFormatter
 from dui.services import Services
 from dui.settings import AuditSettings
@@ -418,6 +419,13 @@ def test_an_entry_deleted_before_its_seal_leaves_a_gap_that_verify_names(app: Fl
     assert (last["action"], last["actor_kind"], last["gap_first"], last["gap_last"], last["purpose"]) == (
         "acknowledge-gap", "cli", gone, gone, "incident 42: restored from backup")
     assert last["chain_pos"] is not None and residents == []  # itself an entry of the chain
+    exported = cli(app, "audit", "export")  # as an AuditEvent like any other entry
+    assert exported.exit_code == 0, exported.output
+    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    validator = Validator()
+    for event in events:
+        validator.check(event)
+    assert events[-1]["purposeOfEvent"] == [{"text": "incident 42: restored from backup"}]
 
 
 def test_a_transaction_that_fails_after_recording_voids_its_number(app: Flask, client: FhirClient,

@@ -60,6 +60,22 @@ class EncryptionSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail's chain (docs/security.md, "Audit trail"): the audit key that seals it (HMAC-SHA256), the
+    keys it replaced in rotations (they verify what they sealed, never seal), and the append-only file each seal
+    writes its head to. No key configured: a development key under ``EncryptionSettings.dev_key_dir``; refused in
+    ``prod``. No heads file: heads go to the log only (``dui.audit``, event ``audit head``). Built in code (tests),
+    no heads file; ``from_env`` defaults it to ``DEV_HEADS_FILE`` in ``dev``."""
+
+    key_file: str | None = None
+    previous_key_files: tuple[str, ...] = ()
+    heads_file: str | None = None
+
+
+DEV_HEADS_FILE = "var/audit-heads.jsonl"
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     """Authentication (docs/security.md, "Authentication"). ``None`` for the two switches means "by
     environment": on in ``dev``, off in ``prod``."""
@@ -129,6 +145,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     insi: InsiSettings = field(default_factory=InsiSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     rate: RateLimits = field(default_factory=RateLimits)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -179,6 +196,12 @@ class Settings:
             previous_master_key=env.get("DUI_MASTER_KEY_PREVIOUS") or None,
             previous_master_key_file=env.get("DUI_MASTER_KEY_PREVIOUS_FILE") or None,
         )
+        audit = AuditSettings(
+            key_file=env.get("DUI_AUDIT_KEY_FILE") or None,
+            previous_key_files=tuple(p.strip() for p in env.get("DUI_AUDIT_KEY_PREVIOUS_FILE", "").split(",")
+                                     if p.strip()),
+            heads_file=env.get("DUI_AUDIT_HEADS_FILE") or (None if name == "prod" else DEV_HEADS_FILE),
+        )
         auth = AuthSettings(
             signing_key=env.get("DUI_AUTH_SIGNING_KEY") or None,
             token_lifetime=_int(env, "DUI_AUTH_TOKEN_LIFETIME", defaults.auth.token_lifetime, minimum=30),
@@ -208,6 +231,7 @@ class Settings:
             limits=limits,
             insi=insi,
             encryption=encryption,
+            audit=audit,
             auth=auth,
             rate=rate,
             http=http,
@@ -227,6 +251,11 @@ class Settings:
         if self.is_prod and not (self.encryption.master_key or self.encryption.master_key_file):
             raise SettingsError("DUI_ENV=prod requires a master key for encryption at rest: set DUI_MASTER_KEY_FILE "
                                 "(create one with `dui keys generate FILE`)")
+        if self.is_prod and not self.audit.key_file:
+            raise SettingsError("DUI_ENV=prod requires an audit key: set DUI_AUDIT_KEY_FILE (create one with "
+                                "`dui keys generate --audit FILE`)")
+        if self.audit.previous_key_files and not self.audit.key_file:
+            raise SettingsError("DUI_AUDIT_KEY_PREVIOUS_FILE needs DUI_AUDIT_KEY_FILE (the key that seals from now on)")
         if self.is_prod and self.auth.allow_anonymous:
             raise SettingsError("DUI_AUTH_ALLOW_ANONYMOUS is refused when DUI_ENV=prod: every request must carry "
                                 "a token")

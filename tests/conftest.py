@@ -29,8 +29,9 @@ from dui.app import create_app
 from dui.crypto.master import KEY_BYTES, write_key_file
 from dui.db import make_engine, normalize_url
 from dui.fhir import tables
-from dui.settings import EncryptionSettings, InsiSettings, Limits, Settings
+from dui.settings import AuditSettings, EncryptionSettings, InsiSettings, Limits, Settings
 from tests import logscan
+from tests.auditkit import owner_maintenance
 from tests.helpers import FhirClient
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
@@ -50,6 +51,11 @@ atexit.register(shutil.rmtree, TEST_KEYS, True)
 TEST_MASTER_KEY_FILE = TEST_KEYS / "master.key"
 write_key_file(TEST_MASTER_KEY_FILE, os.urandom(KEY_BYTES))
 TEST_ENCRYPTION = EncryptionSettings(master_key_file=str(TEST_MASTER_KEY_FILE), dev_key_dir=str(TEST_KEYS / "dev"))
+# The audit key of this test session, and the heads file its seals append to (emptied with the database).
+TEST_AUDIT_KEY_FILE = TEST_KEYS / "audit.key"
+write_key_file(TEST_AUDIT_KEY_FILE, os.urandom(KEY_BYTES), what="audit key")
+TEST_HEADS_FILE = TEST_KEYS / "audit-heads.jsonl"
+TEST_AUDIT = AuditSettings(key_file=str(TEST_AUDIT_KEY_FILE), heads_file=str(TEST_HEADS_FILE))
 
 
 _SESSION_LOG = pytest.StashKey[logscan.SessionLogHandler]()
@@ -116,7 +122,7 @@ def migrated_schema(prefix: str) -> Iterator[str]:
 
 def test_settings(database_url: str, **changes: Any) -> Settings:
     return Settings(database_url=database_url, base_url=BASE_URL, limits=TEST_LIMITS,
-                    encryption=TEST_ENCRYPTION).with_(**changes)
+                    encryption=TEST_ENCRYPTION, audit=TEST_AUDIT).with_(**changes)
 
 
 @pytest.fixture(scope="session")
@@ -134,18 +140,18 @@ def app(database_url: str, insi_dir: str) -> Iterator[Flask]:
 
 
 def empty_database(app: Flask) -> None:
-    """Empty every table; the audit trail's guards are lifted for this maintenance only."""
+    """Empty every table and the session's heads file. The audit trail's guards hold against the service's own
+    role whatever its session says; they are lifted here the way only the database's owner can
+    (``tests.auditkit.owner_maintenance``)."""
     engine = app.extensions["dui"].engine
-    with engine.begin() as conn:
+    with engine.begin() as conn, owner_maintenance(conn):
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SET LOCAL dui.audit_maintenance = 'on'"))
             conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)} RESTART IDENTITY CASCADE"))
         else:
-            conn.execute(text("INSERT INTO audit_maintenance (id) VALUES (1)"))
             for name in ALL_TABLES:
-                if name != "audit_maintenance":
-                    conn.execute(text(f"DELETE FROM {name}"))
-            conn.execute(text("DELETE FROM audit_maintenance"))
+                conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text("DELETE FROM sqlite_sequence"))  # numbering starts again at 1, as on PostgreSQL
+    TEST_HEADS_FILE.unlink(missing_ok=True)
     app.extensions["dui"].profiles.invalidate()  # the installed packages were emptied too
 
 

@@ -1,21 +1,26 @@
-"""``dui audit ...``: seal and verify the audit trail, export it as FHIR AuditEvent, a resident's access report."""
+"""``dui audit ...``: seal and verify the audit trail, export it as FHIR AuditEvent (or its heads), a resident's
+access report, and the acknowledgement of a gap an operator has investigated."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import click
 import orjson
 from flask import current_app
 from flask.cli import AppGroup
 
-from dui.audit import trail
+from dui.audit import heads, trail
 from dui.audit.export import audit_event
+from dui.audit.keys import AuditKeys, audit_keys
 from dui.services import Services
 
 logger = logging.getLogger("dui.audit")
+GRACE = 300  # seconds before a missing number is judged (PostgreSQL)
 
 
 def _services() -> Services:
@@ -25,52 +30,118 @@ def _services() -> Services:
 
 @click.group(cls=AppGroup)
 def audit() -> None:
-    """The audit trail: every read, search, write and refusal, append-only and hash-chained."""
+    """The audit trail: every read, search, write and refusal, append-only and chained with the audit key."""
 
 
-def _seal_all(svc: Services) -> int:
+def _seal_all(svc: Services, keys: AuditKeys) -> int:
+    """Seal everything that has settled, then publish the head (log, and DUI_AUDIT_HEADS_FILE)."""
     total = 0
     while True:
         with svc.unit_of_work(write=True) as session:
-            sealed = trail.seal(session)
+            sealed = trail.seal(session, keys.current)
         total += sealed
         if sealed < 5000:
-            return total
+            break
+    if total:
+        with svc.unit_of_work(write=False) as session:
+            position, digest, key_id = trail.head(session)
+        head = heads.make(position, digest, key_id, svc.clock(), total)
+        try:
+            heads.publish(head, svc.settings.audit.heads_file)
+        except OSError as exc:
+            raise click.ClickException(f"{total} entries sealed, but their head could not be written to "
+                                       f"{svc.settings.audit.heads_file}: {exc.strerror}") from None
+    return total
 
 
 @audit.command()
 def seal() -> None:
-    """Chain the entries recorded since the last seal (run it every minute, e.g. from cron)."""
+    """Chain the entries recorded since the last seal (run it every minute, e.g. from cron).
+
+    The new head (position, hash, key id) is appended to DUI_AUDIT_HEADS_FILE and logged: an anchor outside
+    the database that a truncated or recomputed chain no longer matches."""
     svc = _services()
-    sealed = _seal_all(svc)
+    sealed = _seal_all(svc, audit_keys(svc.settings))
     with svc.unit_of_work(write=False) as session:
-        position, head = trail.head(session)
-    # The head, logged, is an anchor outside the database: a truncated chain no longer reaches it.
-    logger.info("audit sealed", extra={"sealed": sealed, "position": position, "head": head})
+        position, head, _ = trail.head(session)
     click.echo(f"{sealed} entries sealed; chain head at position {position}: {head}")
 
 
 @audit.command()
-def verify() -> None:
-    """Seal what has settled, then recompute the whole chain; exit 1 at the first alteration found."""
+@click.option("--heads", "heads_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Check the heads of this file (a copy of DUI_AUDIT_HEADS_FILE kept elsewhere, or the service's "
+                   "JSON log) instead of DUI_AUDIT_HEADS_FILE.")
+@click.option("--grace", type=click.IntRange(min=0), default=GRACE, show_default=True,
+              help="PostgreSQL: judge a missing entry number once an entry this many seconds old follows it "
+                   "(a failing transaction has then recorded its void). 0 when the service is stopped.")
+def verify(heads_file: Path | None, grace: int) -> None:
+    """Seal what has settled, then recompute the whole chain with the audit keys, check it against every head of
+    the heads file (DUI_AUDIT_HEADS_FILE, or --heads FILE) and check the numbering of the entries; exit 1 at the
+    first problem found."""
     svc = _services()
-    _seal_all(svc)
+    keys = audit_keys(svc.settings)
+    _seal_all(svc, keys)
+    configured = svc.settings.audit.heads_file
+    source = heads_file or (Path(configured) if configured and Path(configured).exists() else None)
+    try:
+        anchors = heads.read(source) if source else []
+    except heads.HeadsError as exc:
+        raise click.ClickException(str(exc)) from None
     with svc.unit_of_work(write=False) as session:
-        result = trail.verify(session)
-        position, head = trail.head(session)
+        result = trail.verify(session, keys, heads=anchors, now=svc.clock(), grace=grace)
+        position, head, _ = trail.head(session)
     if not result.ok:
-        click.echo(f"audit trail ALTERED: {result.problem} ({result.sealed} entries checked before it)", err=True)
+        state = "NOT VERIFIED" if result.unverifiable else "ALTERED"
+        click.echo(f"audit trail {state}: {result.problem} ({result.sealed} entries checked before it)", err=True)
         sys.exit(1)
-    click.echo(f"audit trail intact: {result.sealed} entries chained, {result.unsealed} not sealed yet; "
-               f"head at position {position}: {head}")
+    notes = [f"{result.sealed} entries chained"]
+    if result.legacy:
+        notes.append(f"{result.legacy} of them sealed before the audit key (plain SHA-256)")
+    notes.append(f"{result.unsealed} not sealed yet")
+    notes.append(f"{result.heads} heads of {source} matched" if source else "no heads file checked")
+    if result.explained:
+        notes.append(f"{result.explained} missing numbers explained (voids, acknowledged gaps)")
+    if result.pending:
+        notes.append(f"{result.pending} missing numbers too recent to judge")
+    click.echo(f"audit trail intact: {'; '.join(notes)}; head at position {position}: {head}")
+
+
+@audit.command("acknowledge-gap")
+@click.argument("numbers", metavar="SEQ")
+@click.option("--reason", required=True, help="What the investigation found (e.g. the database crash of that time).")
+def acknowledge_gap(numbers: str, reason: str) -> None:
+    """Record, as a chained entry, why entry numbers SEQ (or FIRST-LAST) are missing, after investigating.
+
+    On PostgreSQL a database crash skips up to 32 numbers, and a transaction that failed without recording its
+    void leaves one: `dui audit verify` names them. Never acknowledge a gap you cannot explain."""
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", numbers.strip())
+    if not match:
+        raise click.BadParameter("SEQ is a number or a range FIRST-LAST", param_hint="SEQ")
+    first = int(match.group(1))
+    last = int(match.group(2) or first)
+    svc = _services()
+    try:
+        with svc.unit_of_work(write=True) as session:
+            seq = trail.acknowledge_gap(session, first, last, reason, svc.clock())
+    except trail.GapError as exc:
+        raise click.ClickException(str(exc)) from None
+    span = str(first) if first == last else f"{first}-{last}"
+    click.echo(f"gap {span} acknowledged by entry {seq}; it is chained at the next seal")
 
 
 @audit.command()
 @click.option("--patient", help="Only the entries touching this resident (Patient id).")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only from this date.")
-def export(patient: str | None, since: datetime | None) -> None:
+@click.option("--heads", "show_heads", is_flag=True,
+              help="Print the chain heads of DUI_AUDIT_HEADS_FILE (JSON lines) instead of the entries.")
+def export(patient: str | None, since: datetime | None, show_heads: bool) -> None:
     """Write the trail as FHIR AuditEvent, one JSON per line (NDJSON), on standard output."""
     svc = _services()
+    if show_heads:
+        if patient or since:
+            raise click.UsageError("--heads prints every head; it takes neither --patient nor --since")
+        _export_heads(svc.settings.audit.heads_file)
+        return
     when = since.astimezone() if since else None
     count = 0
     with svc.unit_of_work(write=False) as session:
@@ -78,6 +149,19 @@ def export(patient: str | None, since: datetime | None) -> None:
             sys.stdout.buffer.write(orjson.dumps(audit_event(row, patients, svc.settings.base_url)) + b"\n")
             count += 1
     click.echo(f"{count} audit events", err=True)
+
+
+def _export_heads(path: str | None) -> None:
+    if not path:
+        raise click.ClickException("DUI_AUDIT_HEADS_FILE is not set: the heads are in the service's log "
+                                   f"(logger dui.audit, event \"{heads.LOG_EVENT}\")")
+    try:
+        found = heads.read(path) if Path(path).exists() else []
+    except heads.HeadsError as exc:
+        raise click.ClickException(str(exc)) from None
+    for head in found:
+        sys.stdout.buffer.write(orjson.dumps(head.json()) + b"\n")
+    click.echo(f"{len(found)} heads", err=True)
 
 
 @audit.command()

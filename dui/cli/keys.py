@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from dui.audit.keys import read_audit_key
 from dui.cli.auditing import record_command
 from dui.crypto import admin
 from dui.crypto.errors import CryptoError
@@ -69,19 +70,23 @@ def status() -> None:
 
 @keys.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def generate(file: Path) -> None:
-    """Write a new random master key to FILE (mode 0600; never overwrites).
+@click.option("--audit", is_flag=True, help="An audit key (DUI_AUDIT_KEY_FILE), which seals the audit trail's chain.")
+def generate(file: Path, audit: bool) -> None:
+    """Write a new random master key (or, with --audit, audit key) to FILE (mode 0600; never overwrites).
 
     Then name it in DUI_MASTER_KEY_FILE (new installation), or follow the rotation procedure of
     docs/security.md. Keep a copy apart from the database backups: without it they cannot be read.
+    An audit key goes in DUI_AUDIT_KEY_FILE; it must differ from the master key.
     """
+    what = "audit key" if audit else "master key"
     try:
-        write_key_file(file, os.urandom(KEY_BYTES))
+        write_key_file(file, os.urandom(KEY_BYTES), what=what)
     except FileExistsError:
-        raise click.ClickException(f"{file} exists: a master key is never overwritten") from None
+        raise click.ClickException(f"{file} exists: a key is never overwritten") from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {file}: {exc.strerror}") from None
-    click.echo(f"master key {read_key_file(file).key_id} written to {file}")
+    key_id = read_audit_key(file).key_id if audit else read_key_file(file).key_id
+    click.echo(f"{what} {key_id} written to {file}")
 
 
 @keys.command()

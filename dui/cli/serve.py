@@ -7,6 +7,7 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from dui.audit.keys import check_configured as check_audit_keys
 from dui.auth.keys import SigningKeyError, load_signing_key
 from dui.crypto.master import configured_keys
 from dui.settings import Settings, SettingsError
@@ -32,8 +33,10 @@ class _Server(BaseApplication):  # type: ignore[misc]
 def startup_checks(settings: Settings) -> None:
     """Refuse now, with one ``dui: configuration error:`` line, what would otherwise fail in every worker: an
     unreadable or development master key; in ``prod``, a missing or development token-signing key (without one,
-    workers would start and answer 503 to every token)."""
+    workers would start and answer 503 to every token), and an audit key that is missing, a development one or
+    readable by others (``dui audit seal`` would otherwise find out at its next run)."""
     configured_keys(settings.encryption, prod=settings.is_prod)
+    check_audit_keys(settings)
     if settings.is_prod:
         try:
             load_signing_key(settings.auth.signing_key, settings.auth.dev_key_dir, prod=True)

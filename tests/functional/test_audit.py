@@ -14,8 +14,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from dui.audit import trail
+from dui.audit.keys import AuditKeys, audit_keys
 from dui.fhir.validation import Validator
 from dui.services import Services
+from tests.auditkit import owner_maintenance
 from tests.helpers import FhirClient, observation, patient
 
 
@@ -25,16 +27,9 @@ def rows(app: Flask) -> list[tuple[Any, list[str]]]:
         return list(trail.entries(session))
 
 
-def maintenance(conn: Any, dialect: str) -> None:
-    if dialect == "postgresql":
-        conn.execute(text("SET LOCAL dui.audit_maintenance = 'on'"))
-    else:
-        conn.execute(text("INSERT INTO audit_maintenance (id) VALUES (1)"))
-
-
-def end_maintenance(conn: Any, dialect: str) -> None:
-    if dialect == "sqlite":
-        conn.execute(text("DELETE FROM audit_maintenance"))
+def keys(app: Flask) -> AuditKeys:
+    svc: Services = app.extensions["dui"]
+    return audit_keys(svc.settings)
 
 
 def test_every_access_is_recorded_with_the_resident(app: Flask, client: FhirClient) -> None:
@@ -89,9 +84,9 @@ def _seal_and_verify(app: Flask, settle: float = 10.0) -> trail.Verification:
     deadline = time.monotonic() + settle
     while True:
         with svc.unit_of_work() as session:
-            trail.seal(session)
+            trail.seal(session, keys(app).current)
         with svc.unit_of_work(write=False) as session:
-            result = trail.verify(session)
+            result = trail.verify(session, keys(app))
         if result.unsealed == 0 or not result.ok or time.monotonic() > deadline:
             return result
         time.sleep(0.05)
@@ -105,8 +100,7 @@ def test_verify_finds_any_alteration(app: Flask, client: FhirClient, backend: st
     result = _seal_and_verify(app)
     assert result.ok and result.sealed == 5 and result.unsealed == 0
     engine = app.extensions["dui"].engine
-    with engine.begin() as conn:
-        maintenance(conn, backend)
+    with engine.begin() as conn, owner_maintenance(conn):
         if tamper == "alter":
             conn.execute(text("UPDATE audit_event SET actor_id = 'quelqu-un' WHERE chain_pos = 3"))
         elif tamper == "delete":
@@ -117,7 +111,6 @@ def test_verify_finds_any_alteration(app: Flask, client: FhirClient, backend: st
             conn.execute(text("UPDATE audit_event SET chain_pos = 100 WHERE chain_pos = 4"))
             conn.execute(text("UPDATE audit_event SET chain_pos = 4 WHERE chain_pos = 5"))
             conn.execute(text("UPDATE audit_event SET chain_pos = 5 WHERE chain_pos = 100"))
-        end_maintenance(conn, backend)
     result = _seal_and_verify(app)
     assert not result.ok
     expected = {"alter": "position 3", "delete": "missing at chain position 2", "reorder": "position 4"}[tamper]

@@ -228,4 +228,5 @@ def test_settings_read_the_master_key_variables() -> None:
 def test_production_requires_a_master_key() -> None:
     with pytest.raises(SettingsError, match="DUI_ENV=prod requires a master key"):
         Settings.from_env(PROD)
-    assert Settings.from_env({**PROD, "DUI_MASTER_KEY_FILE": "/etc/dui/master.key"}).is_prod
+    assert Settings.from_env({**PROD, "DUI_MASTER_KEY_FILE": "/etc/dui/master.key",
+                              "DUI_AUDIT_KEY_FILE": "/etc/dui/audit.key"}).is_prod

@@ -422,7 +422,8 @@ def test_finess_numbers() -> None:
 def test_authentication_settings() -> None:
     dev = Settings.from_env({})
     assert dev.auth.allow_anonymous is True and dev.auth.password_grant is True and dev.auth.token_lifetime == 300
-    prod_env = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example", "DUI_MASTER_KEY_FILE": "/k"}
+    prod_env = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example", "DUI_MASTER_KEY_FILE": "/k",
+                "DUI_AUDIT_KEY_FILE": "/a"}
     try:
         prod = Settings.from_env(prod_env)
     except SettingsError as exc:  # settings of other features this test does not know

@@ -48,8 +48,9 @@ def mark_recorded() -> None:
 
 
 def record_fhir(session: Session, svc: Services, now: datetime, actor: Actor, req: FhirRequest, route: Route,
-                result: FhirResponse, where: Where) -> None:
-    """A FHIR request answered: in the request's transaction (a write), or as one statement (a read)."""
+                result: FhirResponse, where: Where) -> int:
+    """A FHIR request answered: in the request's transaction (a write), or as one statement (a read). Returns
+    the entry's number, for ``void_lost`` should that transaction fail to commit."""
     patients = residents_of(svc.residents, route, result)
     body = result.body
     count = len(body.get("entry") or []) if isinstance(body, dict) and body.get("resourceType") == "Bundle" else None
@@ -58,8 +59,20 @@ def record_fhir(session: Session, svc: Services, now: datetime, actor: Actor, re
     entry = trail.AuditEntry(route.action, "success", actor, route.rtype, rid,
                              route.operation or ("break-the-glass" if glass else None), result.status, where[0],
                              where[1], purpose=glass, count=count, patients=tuple(sorted(patients)))
-    trail.record(session, entry, now)
+    seq = trail.record(session, entry, now)
     mark_recorded()
+    return seq
+
+
+def void_lost(svc: Services, seq: int, request_id: str | None) -> None:
+    """The transaction holding entry ``seq`` failed to commit: say so, so that the gap it leaves in the numbering
+    is explained (``dui audit verify``). The failure is recorded as a refusal afterwards."""
+    try:
+        with svc.unit_of_work(write=True) as session:
+            trail.void(session, seq, svc.clock(), request_id=request_id)
+    except Exception:
+        logger.exception("audit void not recorded", extra={"seq": seq})
+    g.audit_recorded = False  # the success entry is gone: the refusal takes its place
 
 
 def record_refusal(svc: Services, actor: Actor, route: Route, status: int, category: str,

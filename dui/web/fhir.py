@@ -53,6 +53,7 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
     writes = router.shape(req).writes
     glass = req.header(BREAK_GLASS)
     for attempt in (1, 2):
+        seq = None
         try:
             with unit_of_work(write=writes) as session:
                 ctx = svc.fhir_context(session, actor, glass)
@@ -61,10 +62,12 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
                 # in one statement of its own; a read on SQLite, in a write of its own below.
                 if writes or is_postgresql(session):
-                    audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
+                    seq = audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
             break
-        except DBAPIError as exc:
-            if writes or not exc.connection_invalidated or attempt == 2:
+        except Exception as exc:
+            if seq is not None and writes:  # recorded, then the commit failed: the entry went with it
+                audit.void_lost(svc, seq, g.get("request_id"))
+            if writes or not isinstance(exc, DBAPIError) or not exc.connection_invalidated or attempt == 2:
                 raise
     if not g.get("audit_recorded"):
         with unit_of_work(write=True) as session:

@@ -15,11 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from dui.app import create_app
 from dui.ratelimit import InProcessRateLimiter
-from dui.settings import AuthSettings, HttpSettings, RateLimits
+from dui.settings import AuthSettings, HttpSettings, RateLimits, proxy_networks
 from dui.web.throttle import Reports
 from tests.authkit import TILLEULS, client_jwks, ec256, psc_config, psc_token, token_form, write_json
 from tests.conftest import BASE_URL, empty_database
@@ -148,22 +149,46 @@ def test_a_refusal_is_logged_once_a_minute_without_the_query(web: FlaskClient,
     assert "Quintal" not in str(vars(line)) and "1932" not in str(vars(line))
 
 
-def test_the_client_address_behind_trusted_proxies(database_url: str) -> None:
-    def app_with(proxies: int) -> Flask:
-        return create_app(settings_for(database_url, rate=RateLimits(per_minute=1, burst=1),
-                                       http=HttpSettings(trusted_proxies=proxies)))
+def _app_with(database_url: str, proxies: str) -> Flask:
+    return create_app(settings_for(database_url, rate=RateLimits(per_minute=1, burst=1, auth_per_minute=1,
+                                                                 auth_burst=1),
+                                   http=HttpSettings(trusted_proxies=proxy_networks(proxies))))
 
-    for proxies, spoofed in ((0, "refused"), (1, "own bucket")):
-        app = app_with(proxies)
-        try:
-            web = app.test_client()
-            first = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"})
-            second = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"})
-            assert first.status_code == 200
-            # No trusted proxy: X-Forwarded-For is the client's word, and does not give it a new bucket.
-            assert second.status_code == (429 if spoofed == "refused" else 200)
-        finally:
-            app.extensions["dui"].dispose()
+
+@pytest.mark.parametrize("proxies", ["", "10.9.9.9, 2001:db8::/32"])
+def test_a_forged_forwarded_for_from_a_peer_that_is_not_a_listed_proxy_gets_no_fresh_bucket(
+        database_url: str, proxies: str) -> None:
+    """The backend port reached directly: X-Forwarded-For is the client's word, and names no one."""
+    app = _app_with(database_url, proxies)
+    try:
+        empty_database(app)
+        web = app.test_client()
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"}).status_code == 200
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"}))
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "10.9.9.9"}))
+    finally:
+        app.extensions["dui"].dispose()
+
+
+def test_behind_a_listed_proxy_the_client_is_the_entry_the_proxy_wrote(database_url: str) -> None:
+    app = _app_with(database_url, "10.1.1.1")
+    try:
+        empty_database(app)
+        web = app.test_client()
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"}).status_code == 200
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"}).status_code == 200
+        # The client wrote an address of its own to the left of the proxy's entry: it is not read.
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "6.6.6.6, 203.0.113.1"}))
+        # The audit trail records the client's address, not the proxy's, nor the one the client wrote.
+        form = {"grant_type": "password", "username": "ide.demo", "password": "guess"}
+        answer = web.post("/auth/token", data=form, headers={"X-Forwarded-For": "7.7.7.7, 203.0.113.9"},
+                          environ_base={"REMOTE_ADDR": "10.1.1.1"})
+        assert answer.status_code == 400
+        with app.extensions["dui"].engine.connect() as conn:
+            sources = conn.execute(text("SELECT source FROM audit_event WHERE action = 'login'")).scalars().all()
+        assert sources == ["203.0.113.9"]
+    finally:
+        app.extensions["dui"].dispose()
 
 
 # -- security headers -----------------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ def test_production_adds_strict_transport_security(database_url: str, tmp_path: 
     key = tmp_path / "signing.pem"
     key.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
+    key.chmod(0o600)
     app = create_app(settings_for(database_url, env="prod", base_url="https://dui.example.org",
                                   auth=AuthSettings(signing_key=str(key))))
     try:

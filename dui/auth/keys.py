@@ -1,9 +1,10 @@
 """The server's token-signing key: an EC P-256 private key in a PEM file (ES256).
 
 Production names the file with ``DUI_AUTH_SIGNING_KEY`` and keeps it readable by the service only (a file
-that other accounts may read or write is refused); the public half is served at ``/auth/jwks``. In development, when no file is named, a key is generated on
-first use under ``var/auth/`` (with a ``DevKeyWarning``); it is marked as such in its first line, and
-``DUI_ENV=prod`` refuses it even if it is copied elsewhere and named.
+that other accounts may read or write is refused); the public half is served at ``/auth/jwks``. In
+development, when no file is named, a key is generated on first use under ``var/auth/`` (with a
+``DevKeyWarning``); it is marked as such in its first line, and ``DUI_ENV=prod`` refuses it even if it is
+copied elsewhere and named.
 
 Every worker of a server reads the same file, so a token issued by one is accepted by the others. The
 development key is created atomically (written aside, then linked into place): workers starting together

@@ -2,9 +2,9 @@
 
 A production environment that would start (checked in-process first) gets one development artefact at a time:
 an http base URL, anonymous access, a development master or token-signing key (or none), a key file that other
-accounts may read, the development INSi simulator's certificates, an http CORS origin. ``dui serve`` must stop on it with one ``dui: configuration
-error:`` line and exit status 2. ``dui demo load`` and ``dui insi-simulator`` are refused the same way, with
-one line.
+accounts may read, the development INSi simulator's certificates, an http CORS origin. ``dui serve`` must stop
+on it with one ``dui: configuration error:`` line and exit status 2. ``dui demo load`` and ``dui
+insi-simulator`` are refused the same way, with one line.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def test_production_refuses_a_key_file_other_accounts_may_read_or_write(tmp_path
         load_signing_key(str(key), str(tmp_path / "dev"), prod=True)
     assert str(refused.value) == (f"DUI_AUTH_SIGNING_KEY {key} has mode {mode:04o}: production requires that only "
                                   f"its owner may read it (chmod 600 {key})")
-    assert load_signing_key(str(key), str(tmp_path / "dev"), prod=False).algorithm == "ES256"  # development: not checked
+    assert load_signing_key(str(key), str(tmp_path / "dev"), prod=False).algorithm == "ES256"  # dev: not checked
     for private in (0o600, 0o400):
         key.chmod(private)
         assert load_signing_key(str(key), str(tmp_path / "dev"), prod=True).algorithm == "ES256"

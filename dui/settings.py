@@ -139,6 +139,8 @@ class Settings:
     rate: RateLimits = field(default_factory=RateLimits)
     http: HttpSettings = field(default_factory=HttpSettings)
     policy_file: str | None = None  # JSON overrides of the authorization policy (docs/security.md)
+    # Shared counters (rate limits) across processes and hosts; None: PostgreSQL's, or each process's memory
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     validation: ValidationSettings = field(default_factory=ValidationSettings)
 
     @property
@@ -218,6 +220,7 @@ class Settings:
             rate=rate,
             http=http,
             policy_file=env.get("DUI_POLICY_FILE") or None,
+            redis_url=_redis_url(env.get("DUI_REDIS_URL", "")),
             validation=ValidationSettings(
                 modes=_validation_modes(env.get("DUI_VALIDATION", "warn")),
                 default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
@@ -281,6 +284,21 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin not in origins:
             origins.append(origin)
     return tuple(origins)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
+
+
+def _redis_url(raw: str) -> str | None:
+    """``DUI_REDIS_URL``: ``redis://[:password@]host:port/db``, ``rediss://`` (TLS) or ``redis+unix:///path``. Never
+    quoted back in a message: it may carry a password."""
+    url = raw.strip()
+    if not url:
+        return None
+    if not url.startswith(REDIS_SCHEMES):
+        raise SettingsError("DUI_REDIS_URL must start with redis://, rediss:// or redis+unix:// (e.g. "
+                            "redis://redis.internal:6379/0)")
+    return url
 
 
 def proxy_networks(raw: str) -> tuple[ProxyNetwork, ...]:

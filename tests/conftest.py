@@ -32,6 +32,7 @@ from dui.fhir import tables
 from dui.settings import EncryptionSettings, InsiSettings, Limits, Settings
 from tests import logscan
 from tests.helpers import FhirClient
+from tests.redisserver import RedisServer, running_redis
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("DUI_REQUIRE_POSTGRESQL") == "1"
@@ -139,7 +140,8 @@ def empty_database(app: Flask) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SET LOCAL dui.audit_maintenance = 'on'"))
-            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)} RESTART IDENTITY CASCADE"))
+            # rate_limit: the buckets of the database's rate limiter (PostgreSQL only, outside the metadata)
+            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)}, rate_limit RESTART IDENTITY CASCADE"))
         else:
             conn.execute(text("INSERT INTO audit_maintenance (id) VALUES (1)"))
             for name in ALL_TABLES:
@@ -153,6 +155,20 @@ def empty_database(app: Flask) -> None:
 def client(app: Flask) -> FhirClient:
     empty_database(app)
     return FhirClient(app.test_client())
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the session (skips, saying so, where redis-server is not installed)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied: every test starts from no counters."""
+    assert redis_server.command("FLUSHALL") == "+OK"
+    return redis_server.url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from dui.app import create_app
-from dui.ratelimit import InProcessRateLimiter
+from dui.ratelimit import InProcessRateLimiter, SharedRateLimiter, limiter_for
 from dui.settings import AuthSettings, HttpSettings, RateLimits, proxy_networks
 from dui.web.throttle import Reports
 from tests.authkit import TILLEULS, client_jwks, ec256, psc_config, psc_token, token_form, write_json
@@ -48,8 +48,9 @@ def limited_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def web(limited_app: Flask) -> FlaskClient:
-    empty_database(limited_app)
-    limited_app.extensions["dui.ratelimit"] = InProcessRateLimiter()
+    empty_database(limited_app)  # on PostgreSQL, the database's buckets too
+    svc = limited_app.extensions["dui"]
+    limited_app.extensions["dui.ratelimit"] = limiter_for(svc.settings, svc.engine)  # in memory on SQLite
     limited_app.extensions["dui.ratelimit.reports"] = Reports()
     return limited_app.test_client()
 
@@ -146,7 +147,47 @@ def test_a_refusal_is_logged_once_a_minute_without_the_query(web: FlaskClient,
     assert line.getMessage() == "rate limited"
     assert vars(line)["bucket"] == "api" and vars(line)["remote"] == "192.0.2.1"
     assert vars(line)["path"] == "/fhir/Patient" and vars(line)["refused"] == 1
-    assert "Quintal" not in str(vars(line)) and "1932" not in str(vars(line))
+    standard = vars(logging.makeLogRecord({}))  # name, timings, thread...: a float may hold any digits
+    logged = str({k: v for k, v in vars(line).items() if k not in standard or k in ("msg", "args")})
+    assert "Quintal" not in logged and "1932" not in logged
+
+
+def test_each_backend_counts_where_the_settings_say(limited_app: Flask, backend: str) -> None:
+    limiter = limited_app.extensions["dui.ratelimit"]
+    if backend == "postgresql":
+        assert isinstance(limiter, SharedRateLimiter) and limiter.name == "PostgreSQL"
+    else:
+        assert isinstance(limiter, InProcessRateLimiter)
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+def test_two_servers_share_one_count(database_url: str, backend: str, store: str, request: pytest.FixtureRequest,
+                                     tmp_path: Path) -> None:
+    """Two apps on one database (or one Redis) stand for two workers or two servers: a client's requests are
+    counted once, wherever they land. On SQLite without Redis each process counts on its own."""
+    if store == "database" and backend == "sqlite":
+        pytest.skip("SQLite: each process counts on its own (no shared counter without DUI_REDIS_URL)")
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    settings = settings_for(database_url, rate=LIMITS, redis_url=redis_url,
+                            auth=AuthSettings(dev_key_dir=str(tmp_path / "keys")))
+    first, second = create_app(settings), create_app(settings)
+    try:
+        empty_database(first)
+        assert first.extensions["dui.ratelimit"].name == ("Redis" if redis_url else "PostgreSQL")
+        one, two = first.test_client(), second.test_client()
+        assert statuses([fhir(one), fhir(two), fhir(one)]) == [200, 200, 200]
+        refused = [fhir(two), fhir(one)]
+        assert statuses(refused) == [429, 429]
+        # The bucket's next token comes in a minute; Redis's window (3 per 180 s) frees its first place later.
+        low, high = (55, 60) if store == "database" else (175, 180)
+        assert all(low <= int(r.headers["Retry-After"]) <= high for r in refused)
+        form = {"grant_type": "password", "username": "ide.demo", "password": "guess"}
+        guesses = [web.post("/auth/token", data=form, environ_base={"REMOTE_ADDR": "203.0.113.7"})
+                   for web in (one, two, one, two)]
+        assert statuses(guesses) == [400, 400, 429, 429]
+    finally:
+        first.extensions["dui"].dispose()
+        second.extensions["dui"].dispose()
 
 
 def _app_with(database_url: str, proxies: str) -> Flask:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-
 from sqlalchemy import text
 
 from dui import migrations

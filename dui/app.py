@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from alembic.runtime.migration import MigrationContext
 from flask import Flask, Response, jsonify
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dui import __version__, logs, migrations
 from dui.clock import Clock, utc_now
@@ -27,10 +26,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import audit, auth, context, errors, fhir, headers, throttle
+    from dui.web import audit, auth, context, errors, fhir, headers, proxies, throttle
 
-    if settings.http.trusted_proxies:  # the client's address, as the reverse proxies in front of us saw it
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
+    if settings.http.trusted_proxies:  # the client's address, as the listed reverse proxies in front of us saw it
+        app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.http.trusted_proxies)  # type: ignore[method-assign]
     cli.register(app)
     context.register(app)  # first: the request id, on every answer and log line
     errors.register(app)

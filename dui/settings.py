@@ -6,6 +6,8 @@ build ``Settings(...)`` directly. Every variable is documented in README.md ("Co
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -104,13 +106,17 @@ class RateLimits:
 DEFAULT_RATE_LIMITS = RateLimits(per_minute=1200, burst=200, auth_per_minute=30, auth_burst=10)
 
 
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class HttpSettings:
-    """The HTTP edge: the browser origins CORS allows (none: no CORS headers at all), and how many reverse
-    proxies in front of the service append to ``X-Forwarded-For`` (0: the peer's address is the client's)."""
+    """The HTTP edge: the browser origins CORS allows (none: no CORS headers at all), and the reverse proxies
+    whose ``X-Forwarded-For`` entries are believed, by address or network (none: the peer's address is the
+    client's; ``dui.web.proxies``)."""
 
     cors_origins: tuple[str, ...] = ()
-    trusted_proxies: int = 0
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
 
 
 VALIDATION_MODES = ("reject", "warn", "off")
@@ -150,6 +156,8 @@ class Settings:
     rate: RateLimits = field(default_factory=RateLimits)
     http: HttpSettings = field(default_factory=HttpSettings)
     policy_file: str | None = None  # JSON overrides of the authorization policy (docs/security.md)
+    # Shared counters (rate limits) across processes and hosts; None: PostgreSQL's, or each process's memory
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     validation: ValidationSettings = field(default_factory=ValidationSettings)
 
     @property
@@ -218,7 +226,7 @@ class Settings:
         )
         http = HttpSettings(
             cors_origins=_origins(env.get("DUI_CORS_ORIGINS", "")),
-            trusted_proxies=_int(env, "DUI_TRUSTED_PROXIES", 0),
+            trusted_proxies=proxy_networks(env.get("DUI_TRUSTED_PROXIES", "")),
         )
         settings = cls(
             env=name,
@@ -236,6 +244,7 @@ class Settings:
             rate=rate,
             http=http,
             policy_file=env.get("DUI_POLICY_FILE") or None,
+            redis_url=_redis_url(env.get("DUI_REDIS_URL", "")),
             validation=ValidationSettings(
                 modes=_validation_modes(env.get("DUI_VALIDATION", "warn")),
                 default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
@@ -263,8 +272,6 @@ class Settings:
             plain = [origin for origin in self.http.cors_origins if not origin.startswith("https://")]
             if plain:
                 raise SettingsError(f"DUI_CORS_ORIGINS must list https origins only when DUI_ENV=prod, not {plain[0]}")
-        if not 0 <= self.http.trusted_proxies <= 5:
-            raise SettingsError("DUI_TRUSTED_PROXIES must be between 0 and 5")
         if not 30 <= self.auth.token_lifetime <= 3600:
             raise SettingsError("DUI_AUTH_TOKEN_LIFETIME must be between 30 and 3600 seconds")
         insi = self.insi
@@ -306,6 +313,48 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin not in origins:
             origins.append(origin)
     return tuple(origins)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
+
+
+def _redis_url(raw: str) -> str | None:
+    """``DUI_REDIS_URL``: ``redis://[:password@]host:port/db``, ``rediss://`` (TLS) or ``redis+unix:///path``. Never
+    quoted back in a message: it may carry a password."""
+    url = raw.strip()
+    if not url:
+        return None
+    if not url.startswith(REDIS_SCHEMES):
+        raise SettingsError("DUI_REDIS_URL must start with redis://, rediss:// or redis+unix:// (e.g. "
+                            "redis://redis.internal:6379/0)")
+    return url
+
+
+def proxy_networks(raw: str) -> tuple[ProxyNetwork, ...]:
+    """``DUI_TRUSTED_PROXIES``: the reverse proxies' addresses or networks (IPv4, IPv6, CIDR), separated by commas
+    or spaces. A number (the count of proxies this variable once held) is refused: trusting a count lets any
+    client that reaches the service directly name its own address."""
+    if raw.strip().isdigit():
+        raise SettingsError(
+            f"DUI_TRUSTED_PROXIES={raw.strip()} is a number of proxies, which lets any client that reaches the "
+            "service directly choose its address: list the address of each reverse proxy in front of the service "
+            "instead (e.g. DUI_TRUSTED_PROXIES=10.0.0.5, or a network such as 10.0.0.0/24), or leave it unset "
+            "when clients connect directly")
+    networks: list[ProxyNetwork] = []
+    for item in raw.replace(",", " ").split():
+        try:
+            network = ipaddress.ip_network(item)
+        except ValueError:
+            loose = None
+            with contextlib.suppress(ValueError):
+                loose = ipaddress.ip_network(item, strict=False)
+            if loose is not None:
+                raise SettingsError(f"DUI_TRUSTED_PROXIES: {item!r} has host bits set: write {loose}") from None
+            raise SettingsError(f"DUI_TRUSTED_PROXIES: {item!r} is not an IP address or network (such as 10.0.0.5, "
+                                "10.0.0.0/24 or 2001:db8::/32)") from None
+        if network not in networks:
+            networks.append(network)
+    return tuple(networks)
 
 
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")

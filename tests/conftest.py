@@ -33,6 +33,7 @@ from dui.settings import AuditSettings, EncryptionSettings, InsiSettings, Limits
 from tests import logscan
 from tests.auditkit import owner_maintenance
 from tests.helpers import FhirClient
+from tests.redisserver import RedisServer, running_redis
 
 PG_URL = os.environ.get("DUI_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("DUI_REQUIRE_POSTGRESQL") == "1"
@@ -146,7 +147,8 @@ def empty_database(app: Flask) -> None:
     engine = app.extensions["dui"].engine
     with engine.begin() as conn, owner_maintenance(conn):
         if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)} RESTART IDENTITY CASCADE"))
+            # rate_limit: the buckets of the database's rate limiter (PostgreSQL only, outside the metadata)
+            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)}, rate_limit RESTART IDENTITY CASCADE"))
         else:
             for name in ALL_TABLES:
                 conn.execute(text(f"DELETE FROM {name}"))
@@ -159,6 +161,20 @@ def empty_database(app: Flask) -> None:
 def client(app: Flask) -> FhirClient:
     empty_database(app)
     return FhirClient(app.test_client())
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the session (skips, saying so, where redis-server is not installed)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied: every test starts from no counters."""
+    assert redis_server.command("FLUSHALL") == "+OK"
+    return redis_server.url
 
 
 @pytest.fixture

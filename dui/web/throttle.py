@@ -24,7 +24,7 @@ from flask import Flask, request
 
 from dui.auth.actor import Actor
 from dui.errors import DuiError, Throttled
-from dui.ratelimit import InProcessRateLimiter, Rate, RateLimiter, retry_after
+from dui.ratelimit import Rate, RateLimiter, limiter_for, retry_after
 from dui.services import Services
 from dui.web.context import current_actor
 
@@ -39,8 +39,9 @@ def register(app: Flask, limiter: RateLimiter | None = None) -> None:
     api, auth = Rate(conf.per_minute, conf.burst), Rate(conf.auth_per_minute, conf.auth_burst)
     if not (api.enabled or auth.enabled):
         return
-    # Looked up per request, so that tests can start from empty buckets.
-    app.extensions["dui.ratelimit"] = limiter or InProcessRateLimiter()
+    # Redis, the database or this process (dui.ratelimit.limiter_for). Looked up per request, so that tests can
+    # start from empty buckets.
+    app.extensions["dui.ratelimit"] = limiter or limiter_for(svc.settings, svc.engine)
     app.extensions["dui.ratelimit.reports"] = Reports()
 
     @app.before_request

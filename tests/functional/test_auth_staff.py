@@ -95,6 +95,7 @@ def test_a_psc_token_is_exchanged_for_a_token_of_this_server(http: FlaskClient) 
 def _pem(path: Path) -> str:
     path.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    path.chmod(0o600)  # production refuses a key other accounts may read
     return str(path)
 
 

@@ -109,6 +109,7 @@ def test_preflights_are_answered_before_authentication_and_rate_limits(database_
     key = tmp_path / "signing.pem"
     key.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
+    key.chmod(0o600)
     app = create_app(settings_for(database_url, env="prod", base_url="https://dui.example.org",
                                   auth=AuthSettings(signing_key=str(key)), http=HttpSettings(cors_origins=(APP,)),
                                   rate=RateLimits(per_minute=1, burst=1)))

@@ -15,11 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from dui.app import create_app
-from dui.ratelimit import InProcessRateLimiter
-from dui.settings import AuthSettings, HttpSettings, RateLimits
+from dui.ratelimit import InProcessRateLimiter, SharedRateLimiter, limiter_for
+from dui.settings import AuthSettings, HttpSettings, RateLimits, proxy_networks
 from dui.web.throttle import Reports
 from tests.authkit import TILLEULS, client_jwks, ec256, psc_config, psc_token, token_form, write_json
 from tests.conftest import BASE_URL, empty_database
@@ -47,8 +48,9 @@ def limited_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def web(limited_app: Flask) -> FlaskClient:
-    empty_database(limited_app)
-    limited_app.extensions["dui.ratelimit"] = InProcessRateLimiter()
+    empty_database(limited_app)  # on PostgreSQL, the database's buckets too
+    svc = limited_app.extensions["dui"]
+    limited_app.extensions["dui.ratelimit"] = limiter_for(svc.settings, svc.engine)  # in memory on SQLite
     limited_app.extensions["dui.ratelimit.reports"] = Reports()
     return limited_app.test_client()
 
@@ -145,25 +147,89 @@ def test_a_refusal_is_logged_once_a_minute_without_the_query(web: FlaskClient,
     assert line.getMessage() == "rate limited"
     assert vars(line)["bucket"] == "api" and vars(line)["remote"] == "192.0.2.1"
     assert vars(line)["path"] == "/fhir/Patient" and vars(line)["refused"] == 1
-    assert "Quintal" not in str(vars(line)) and "1932" not in str(vars(line))
+    standard = vars(logging.makeLogRecord({}))  # name, timings, thread...: a float may hold any digits
+    logged = str({k: v for k, v in vars(line).items() if k not in standard or k in ("msg", "args")})
+    assert "Quintal" not in logged and "1932" not in logged
 
 
-def test_the_client_address_behind_trusted_proxies(database_url: str) -> None:
-    def app_with(proxies: int) -> Flask:
-        return create_app(settings_for(database_url, rate=RateLimits(per_minute=1, burst=1),
-                                       http=HttpSettings(trusted_proxies=proxies)))
+def test_each_backend_counts_where_the_settings_say(limited_app: Flask, backend: str) -> None:
+    limiter = limited_app.extensions["dui.ratelimit"]
+    if backend == "postgresql":
+        assert isinstance(limiter, SharedRateLimiter) and limiter.name == "PostgreSQL"
+    else:
+        assert isinstance(limiter, InProcessRateLimiter)
 
-    for proxies, spoofed in ((0, "refused"), (1, "own bucket")):
-        app = app_with(proxies)
-        try:
-            web = app.test_client()
-            first = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"})
-            second = fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"})
-            assert first.status_code == 200
-            # No trusted proxy: X-Forwarded-For is the client's word, and does not give it a new bucket.
-            assert second.status_code == (429 if spoofed == "refused" else 200)
-        finally:
-            app.extensions["dui"].dispose()
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+def test_two_servers_share_one_count(database_url: str, backend: str, store: str, request: pytest.FixtureRequest,
+                                     tmp_path: Path) -> None:
+    """Two apps on one database (or one Redis) stand for two workers or two servers: a client's requests are
+    counted once, wherever they land. On SQLite without Redis each process counts on its own."""
+    if store == "database" and backend == "sqlite":
+        pytest.skip("SQLite: each process counts on its own (no shared counter without DUI_REDIS_URL)")
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    settings = settings_for(database_url, rate=LIMITS, redis_url=redis_url,
+                            auth=AuthSettings(dev_key_dir=str(tmp_path / "keys")))
+    first, second = create_app(settings), create_app(settings)
+    try:
+        empty_database(first)
+        assert first.extensions["dui.ratelimit"].name == ("Redis" if redis_url else "PostgreSQL")
+        one, two = first.test_client(), second.test_client()
+        assert statuses([fhir(one), fhir(two), fhir(one)]) == [200, 200, 200]
+        refused = [fhir(two), fhir(one)]
+        assert statuses(refused) == [429, 429]
+        # The bucket's next token comes in a minute; Redis's window (3 per 180 s) frees its first place later.
+        low, high = (55, 60) if store == "database" else (175, 180)
+        assert all(low <= int(r.headers["Retry-After"]) <= high for r in refused)
+        form = {"grant_type": "password", "username": "ide.demo", "password": "guess"}
+        guesses = [web.post("/auth/token", data=form, environ_base={"REMOTE_ADDR": "203.0.113.7"})
+                   for web in (one, two, one, two)]
+        assert statuses(guesses) == [400, 400, 429, 429]
+    finally:
+        first.extensions["dui"].dispose()
+        second.extensions["dui"].dispose()
+
+
+def _app_with(database_url: str, proxies: str) -> Flask:
+    return create_app(settings_for(database_url, rate=RateLimits(per_minute=1, burst=1, auth_per_minute=1,
+                                                                 auth_burst=1),
+                                   http=HttpSettings(trusted_proxies=proxy_networks(proxies))))
+
+
+@pytest.mark.parametrize("proxies", ["", "10.9.9.9, 2001:db8::/32"])
+def test_a_forged_forwarded_for_from_a_peer_that_is_not_a_listed_proxy_gets_no_fresh_bucket(
+        database_url: str, proxies: str) -> None:
+    """The backend port reached directly: X-Forwarded-For is the client's word, and names no one."""
+    app = _app_with(database_url, proxies)
+    try:
+        empty_database(app)
+        web = app.test_client()
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"}).status_code == 200
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"}))
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "10.9.9.9"}))
+    finally:
+        app.extensions["dui"].dispose()
+
+
+def test_behind_a_listed_proxy_the_client_is_the_entry_the_proxy_wrote(database_url: str) -> None:
+    app = _app_with(database_url, "10.1.1.1")
+    try:
+        empty_database(app)
+        web = app.test_client()
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.1"}).status_code == 200
+        assert fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "203.0.113.2"}).status_code == 200
+        # The client wrote an address of its own to the left of the proxy's entry: it is not read.
+        throttled(fhir(web, address="10.1.1.1", **{"X-Forwarded-For": "6.6.6.6, 203.0.113.1"}))
+        # The audit trail records the client's address, not the proxy's, nor the one the client wrote.
+        form = {"grant_type": "password", "username": "ide.demo", "password": "guess"}
+        answer = web.post("/auth/token", data=form, headers={"X-Forwarded-For": "7.7.7.7, 203.0.113.9"},
+                          environ_base={"REMOTE_ADDR": "10.1.1.1"})
+        assert answer.status_code == 400
+        with app.extensions["dui"].engine.connect() as conn:
+            sources = conn.execute(text("SELECT source FROM audit_event WHERE action = 'login'")).scalars().all()
+        assert sources == ["203.0.113.9"]
+    finally:
+        app.extensions["dui"].dispose()
 
 
 # -- security headers -----------------------------------------------------------------------------------------
@@ -184,6 +250,7 @@ def test_production_adds_strict_transport_security(database_url: str, tmp_path: 
     key = tmp_path / "signing.pem"
     key.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
+    key.chmod(0o600)
     app = create_app(settings_for(database_url, env="prod", base_url="https://dui.example.org",
                                   auth=AuthSettings(signing_key=str(key))))
     try:

@@ -1,10 +1,10 @@
 """``DUI_ENV=prod`` refuses every development artefact with one line, before serving anything.
 
 A production environment that would start (checked in-process first) gets one development artefact at a time:
-an http base URL, anonymous access, a development master or token-signing key (or none), the development INSi
-simulator's certificates, an http CORS origin. ``dui serve`` must stop on it with one ``dui: configuration
-error:`` line and exit status 2. ``dui demo load`` and ``dui insi-simulator`` are refused the same way, with
-one line.
+an http base URL, anonymous access, a development master or token-signing key (or none), a key file that other
+accounts may read, the development INSi simulator's certificates, an http CORS origin. ``dui serve`` must stop
+on it with one ``dui: configuration error:`` line and exit status 2. ``dui demo load`` and ``dui
+insi-simulator`` are refused the same way, with one line.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def production(tmp: Path) -> dict[str, str]:
     signing = tmp / "signing.pem"
     signing.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
+    signing.chmod(0o600)
     return {"PATH": "/usr/bin:/bin", "DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org",
             "DUI_DATABASE_URL": f"sqlite:///{tmp / 'dui.sqlite'}", "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
             "DUI_AUTH_SIGNING_KEY": str(signing), "DUI_INSI_SIMULATOR_DIR": str(tmp / "insi-simulator"),
@@ -53,6 +54,16 @@ def artefacts(tmp: Path) -> dict[str, tuple[dict[str, str], list[str], str]]:
     shared_audit = tmp / "shared" / "audit.key"  # a good audit key that other accounts of the host may read
     write_key_file(shared_audit, os.urandom(KEY_BYTES), what="audit key")
     shared_audit.chmod(0o644)
+    loose_master = tmp / "loose" / "master.key"  # a real key, but other accounts of the host may read it
+    write_key_file(loose_master, os.urandom(KEY_BYTES))
+    loose_master.chmod(0o644)
+    group_previous = tmp / "loose" / "previous.key"
+    write_key_file(group_previous, os.urandom(KEY_BYTES))
+    group_previous.chmod(0o640)
+    loose_signing = tmp / "loose" / "signing.pem"
+    loose_signing.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    loose_signing.chmod(0o604)
     pki = make_pki(tmp / "insi-simulator")
     insi = {"DUI_INSI_URL": "https://insi.example.org/insi", "DUI_INSI_CERT": str(pki.client_cert),
             "DUI_INSI_KEY": str(pki.client_key), "DUI_INSI_CA": str(pki.ca_cert)}
@@ -81,6 +92,20 @@ def artefacts(tmp: Path) -> dict[str, tuple[dict[str, str], list[str], str]]:
         "audit key readable by others": ({"DUI_AUDIT_KEY_FILE": str(shared_audit)}, serve(),
                                          CONFIG + f"DUI_AUDIT_KEY_FILE {shared_audit} has mode 0644: production "
                                          "requires that only its owner may read it"),
+        "master key file readable by others": ({"DUI_MASTER_KEY_FILE": str(loose_master)}, serve(),
+                                               CONFIG + f"DUI_MASTER_KEY_FILE {loose_master} has mode 0644: "
+                                               "production requires that only its owner may read it"),
+        "master key file readable by others, another command": (
+            {"DUI_MASTER_KEY_FILE": str(loose_master)}, ["db", "current"],
+            CONFIG + f"DUI_MASTER_KEY_FILE {loose_master} has mode 0644: production requires that only its owner "
+            "may read it"),
+        "previous master key file readable by its group": (
+            {"DUI_MASTER_KEY_PREVIOUS_FILE": str(group_previous)}, serve(),
+            CONFIG + f"DUI_MASTER_KEY_PREVIOUS_FILE {group_previous} has mode 0640: production requires that only "
+            "its owner may read it"),
+        "token-signing key readable by others": ({"DUI_AUTH_SIGNING_KEY": str(loose_signing)}, serve(),
+                                                 CONFIG + f"DUI_AUTH_SIGNING_KEY {loose_signing} has mode 0604: "
+                                                 "production requires that only its owner may read it"),
         "no token-signing key": ({"DUI_AUTH_SIGNING_KEY": ""}, serve(),
                                  CONFIG + "DUI_AUTH_SIGNING_KEY is not set: production needs its own token-signing "
                                  "key"),

@@ -170,6 +170,25 @@ def test_configured_keys(tmp_path: Path) -> None:
         configured_keys(EncryptionSettings(previous_master_key=_b64(a)), prod=False)
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=lambda mode: f"{mode:04o}")
+def test_production_refuses_master_key_files_other_accounts_may_read_or_write(tmp_path: Path, mode: int) -> None:
+    current, previous = tmp_path / "current.key", tmp_path / "previous.key"
+    write_key_file(current, os.urandom(32))
+    write_key_file(previous, os.urandom(32))
+    assert current.stat().st_mode & 0o777 == 0o600  # as `dui keys generate` writes them
+    both = EncryptionSettings(master_key_file=str(current), previous_master_key_file=str(previous))
+    assert configured_keys(both, prod=True) is not None
+    for path, name in ((current, "DUI_MASTER_KEY_FILE"), (previous, "DUI_MASTER_KEY_PREVIOUS_FILE")):
+        path.chmod(mode)
+        with pytest.raises(MasterKeyConfigError) as refused:
+            configured_keys(both, prod=True)
+        assert str(refused.value) == (f"{name} {path} has mode {mode:04o}: production requires that only its owner "
+                                      f"may read it (chmod 600 {path})")
+        assert configured_keys(both, prod=False) is not None  # development: not checked
+        path.chmod(0o400)
+    assert configured_keys(both, prod=True) is not None
+
+
 def test_development_key_is_generated_once_with_a_warning_and_refused_in_prod(tmp_path: Path) -> None:
     dev_dir = tmp_path / "keys"
     with pytest.warns(DevMasterKeyWarning, match="development master key"):

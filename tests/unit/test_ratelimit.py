@@ -1,4 +1,5 @@
-"""Token buckets (dui.ratelimit) and the log throttle of refusals (dui.web.throttle.Reports), on a fake clock."""
+"""Token buckets in memory (dui.ratelimit) and the log throttle of refusals (dui.web.throttle.Reports), on a fake
+clock; the shared stores have their own files (test_ratelimit_postgresql.py, test_ratelimit_redis.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from dui.ratelimit import InProcessRateLimiter, Rate, retry_after
 from dui.web.throttle import Reports
+from tests.ratelimit_workers import Job, allowed_in_processes
 
 
 class Clock:
@@ -94,3 +96,10 @@ def test_refusals_are_reported_once_a_minute_with_their_count() -> None:
     clock.now += 61
     assert reports.due("k") == 6  # the five silent ones and this one
     assert reports.due("k") == 0
+
+
+def test_each_process_counts_on_its_own() -> None:
+    """The memory limiter's limit, kept on SQLite without DUI_REDIS_URL: four processes (as four gunicorn
+    workers) each allow the whole burst, four times the limit in all (docs/security.md, "Rate limits")."""
+    rate = Rate(per_minute=1, burst=10)
+    assert allowed_in_processes([Job("memory", "", "same", rate, 30) for _ in range(4)]) == [10, 10, 10, 10]

@@ -25,7 +25,7 @@ def test_rate_limits_default_on_from_the_environment_and_off_in_code() -> None:
     ({"DUI_RATE_LIMIT": "lots"}, "DUI_RATE_LIMIT must be an integer"),
     ({"DUI_RATE_LIMIT_BURST": "0"}, "DUI_RATE_LIMIT_BURST must be at least 1"),
     ({"DUI_AUTH_RATE_LIMIT_BURST": "0"}, "DUI_AUTH_RATE_LIMIT_BURST must be at least 1"),
-    ({"DUI_TRUSTED_PROXIES": "9"}, "DUI_TRUSTED_PROXIES must be between 0 and 5"),
+    ({"DUI_TRUSTED_PROXIES": "9"}, "DUI_TRUSTED_PROXIES=9 is a number of proxies"),
 ])
 def test_bad_rate_or_proxy_settings(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
@@ -52,3 +52,15 @@ def test_production_allows_https_origins_only() -> None:
     assert Settings.from_env({**PROD, "DUI_CORS_ORIGINS": "https://app.example.org"}).http.cors_origins
     with pytest.raises(SettingsError, match="https origins only when DUI_ENV=prod, not http://localhost:3000"):
         Settings.from_env({**PROD, "DUI_CORS_ORIGINS": "https://app.example.org,http://localhost:3000"})
+
+
+def test_redis_url_for_shared_counters() -> None:
+    assert Settings.from_env({}).redis_url is None
+    settings = Settings.from_env({"DUI_REDIS_URL": "rediss://:pw-secret@redis.internal:6380/2"})
+    assert settings.redis_url == "rediss://:pw-secret@redis.internal:6380/2"
+    assert "pw-secret" not in repr(settings)  # it may carry a password
+    assert Settings.from_env({"DUI_REDIS_URL": "redis+unix:///run/redis.sock"}).redis_url
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DUI_REDIS_URL": "http://:pw-secret@redis.internal"})
+    assert str(refused.value).startswith("DUI_REDIS_URL must start with redis://, rediss:// or redis+unix://")
+    assert "pw-secret" not in str(refused.value)

@@ -173,17 +173,36 @@ def test_production_key_must_be_an_ec_p256_pem(tmp_path: Path) -> None:
     good = tmp_path / "signing.pem"
     good.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                            serialization.NoEncryption()))
+    good.chmod(0o600)
     assert load_signing_key(str(good), str(tmp_path / "dev"), prod=True).algorithm == "ES256"
     wrong = tmp_path / "p384.pem"
     wrong.write_bytes(ec384().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption()))
+    wrong.chmod(0o600)
     with pytest.raises(SigningKeyError, match="P-256"):
         load_signing_key(str(wrong), str(tmp_path / "dev"), prod=True)
     (tmp_path / "junk.pem").write_text("not a key")
+    (tmp_path / "junk.pem").chmod(0o600)
     with pytest.raises(SigningKeyError, match="not an unencrypted PEM"):
         load_signing_key(str(tmp_path / "junk.pem"), str(tmp_path / "dev"), prod=True)
     with pytest.raises(SigningKeyError, match="cannot read"):
         load_signing_key(str(tmp_path / "absent.pem"), str(tmp_path / "dev"), prod=True)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602], ids=lambda mode: f"{mode:04o}")
+def test_production_refuses_a_key_file_other_accounts_may_read_or_write(tmp_path: Path, mode: int) -> None:
+    key = tmp_path / "signing.pem"
+    key.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    key.chmod(mode)
+    with pytest.raises(SigningKeyError) as refused:
+        load_signing_key(str(key), str(tmp_path / "dev"), prod=True)
+    assert str(refused.value) == (f"DUI_AUTH_SIGNING_KEY {key} has mode {mode:04o}: production requires that only "
+                                  f"its owner may read it (chmod 600 {key})")
+    assert load_signing_key(str(key), str(tmp_path / "dev"), prod=False).algorithm == "ES256"  # dev: not checked
+    for private in (0o600, 0o400):
+        key.chmod(private)
+        assert load_signing_key(str(key), str(tmp_path / "dev"), prod=True).algorithm == "ES256"
 
 
 # -- access tokens -------------------------------------------------------------------------------------------
@@ -194,6 +213,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
     path = tmp_path_factory.mktemp("key") / "k.pem"
     path.write_bytes(ec256().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    path.chmod(0o600)
     key = load_signing_key(str(path), "var/none", prod=True)
     return TokenIssuer(key, "https://dui.test", "https://dui.test/fhir", 300)
 

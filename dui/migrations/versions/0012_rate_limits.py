@@ -6,7 +6,7 @@ indexed and pages are kept 70 % full, so that the one update each request makes 
 SQLite nothing is created: there each process counts in its own memory.
 
 Revision ID: 0012
-Revises: 0010 (0011 is written elsewhere; the two are chained when merged)
+Revises: 0011
 Create Date: 2026-12-05
 """
 

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import auth, context, errors, fhir, headers, throttle
+    from dui.web import auth, context, errors, fhir, headers, params, throttle
 
     if settings.http.trusted_proxies:  # the client's address, as the reverse proxies in front of us saw it
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     context.register(app)  # first: the request id, on every answer and log line
     errors.register(app)
     headers.register(app)  # security headers; CORS preflights, answered before authentication
+    params.register(app)  # the parameter-count limit, before any work
     throttle.register(app)  # rate limits, after authentication and before the handler
     app.register_blueprint(fhir.bp)
     app.register_blueprint(auth.bp)

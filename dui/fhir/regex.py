@@ -57,7 +57,7 @@ def _compile(pattern: str, dot_nl: bool) -> Any:
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise UnsupportedPattern(
-            f"The regular expression {pattern[:120]!r} cannot be run: {reason}. Patterns run on RE2: no "
+            f"The regular expression '{pattern[:120]}' cannot be run: {reason}. Patterns run on RE2: no "
             "backreferences, lookahead or lookbehind (https://github.com/google/re2/wiki/Syntax)",
             code="not-supported") from None
 
@@ -69,7 +69,7 @@ def compile_pattern(pattern: str, dot_nl: bool = False) -> Any:
 
 def _bounded(program: Any, pattern: str, text: str) -> Any:
     if len(text) * program.programsize > MAX_SEARCH_WORK:
-        raise UnsupportedPattern(f"The regular expression {pattern[:120]!r} is too complex to run on a text of "
+        raise UnsupportedPattern(f"The regular expression '{pattern[:120]}' is too complex to run on a text of "
                                  f"{len(text)} characters; simplify it (fewer counted repetitions)", code="too-costly")
     return program
 
@@ -98,7 +98,7 @@ def replace_matches(inputs: list[Any], regex: Any, substitution: Any) -> Any:
     groups = program.groups
     for number in _GROUP.findall(substitution):
         if int(number) > groups:
-            raise UnsupportedPattern(f"The substitution refers to ${number}, but {regex[:120]!r} has "
+            raise UnsupportedPattern(f"The substitution refers to ${number}, but '{regex[:120]}' has "
                                      f"{groups} group(s)")
     pieces = _GROUP.split(substitution)  # literal, group number, literal, ...
 

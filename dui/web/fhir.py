@@ -11,7 +11,7 @@ from dui.db import is_postgresql
 from dui.errors import DuiError, NotAcceptable
 from dui.fhir import jsontext, router
 from dui.fhir.interactions.base import FhirRequest, FhirResponse
-from dui.web import audit
+from dui.web import audit, budget
 from dui.web.context import WRITE_METHODS, current_actor, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
@@ -40,7 +40,9 @@ def dispatch(path: str) -> Response:
         actor = current_actor()
         try:
             with unit_of_work(write=write) as session:
-                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
+                # Stopped with 503 RequestStopped past DUI_REQUEST_BUDGET (dui.web.budget), rolled back, audited below.
+                result = _encoded(budget.run(svc.settings.request_budget, router.handle,
+                                             svc.fhir_context(session, actor), req))
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records
                 # its entry in one statement of its own.
                 recorded = audited and (write or is_postgresql(session))
@@ -51,7 +53,8 @@ def dispatch(path: str) -> Response:
                 raise
             # The database restarted since this pooled connection was opened: a read is safe to retry.
             with unit_of_work(write=False) as session:
-                result = _encoded(router.handle(svc.fhir_context(session, actor), req))
+                result = _encoded(budget.run(svc.settings.request_budget, router.handle,
+                                             svc.fhir_context(session, actor), req))
                 recorded = False
     except DuiError as exc:
         if audited:

@@ -147,3 +147,16 @@ def test_the_budget_in_settings_bounds_the_statement_timeout() -> None:
     for bad in ("-1", "abc", "nan", "0.01", "100000"):
         with pytest.raises(SettingsError, match="DUI_REQUEST_BUDGET"):
             Settings.from_env({"DUI_REQUEST_BUDGET": bad})
+
+
+def test_serve_refuses_a_worker_timeout_not_above_the_budget() -> None:
+    from click.testing import CliRunner
+
+    from dui.cli.serve import serve
+    from dui.settings import SettingsError
+    from tests.conftest import TEST_MASTER_KEY_FILE
+
+    result = CliRunner().invoke(serve, ["--timeout", "20"], env={"DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+                                                                 "DUI_REQUEST_BUDGET": "20"})
+    assert isinstance(result.exception, SettingsError)
+    assert "DUI_REQUEST_BUDGET (20 s) must be below dui serve --timeout (20 s)" in str(result.exception)

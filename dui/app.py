@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import audit, auth, context, errors, fhir, headers, proxies, throttle
+    from dui.web import audit, auth, context, errors, fhir, headers, params, proxies, throttle
 
     if settings.http.trusted_proxies:  # the client's address, as the listed reverse proxies in front of us saw it
         app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.http.trusted_proxies)  # type: ignore[method-assign]
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     context.register(app)  # first: the request id, on every answer and log line
     errors.register(app)
     headers.register(app)  # security headers; CORS preflights, answered before authentication
+    params.register(app)  # the parameter-count limit, before any work
     throttle.register(app)  # rate limits, after authentication and before the handler
     audit.register(app)  # an audit entry for every answer no handler recorded (refused before it, or outside /fhir)
     app.register_blueprint(fhir.bp)

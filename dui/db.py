@@ -62,7 +62,7 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, statement_timeout: int = 0, **kwargs: Any) -> Engine:
+def make_engine(url: str, statement_timeout: float = 0, **kwargs: Any) -> Engine:
     """Create an engine with the settings this service relies on for each backend.
 
     ``statement_timeout`` (seconds, PostgreSQL) stops a statement that runs longer: a runaway query
@@ -82,7 +82,7 @@ def make_engine(url: str, statement_timeout: int = 0, **kwargs: Any) -> Engine:
     if statement_timeout:
         # Added to the URL's own libpq options (a deployment may already set some there).
         parsed = make_url(url)
-        options = f"{parsed.query.get('options', '')} -c statement_timeout={statement_timeout * 1000}".strip()
+        options = f"{parsed.query.get('options', '')} -c statement_timeout={round(statement_timeout * 1000)}".strip()
         url = parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
     return create_engine(url, **kwargs)
 

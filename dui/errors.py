@@ -119,6 +119,20 @@ class TooLarge(DuiError):
     code = "too-costly"
 
 
+class UriTooLong(DuiError):
+    """414: the URL carries more than the server accepts (parameters beyond ``DUI_MAX_PARAMETERS``)."""
+
+    status = 414
+    code = "too-costly"
+
+
+class HeadersTooLarge(DuiError):
+    """431: header fields beyond gunicorn's limits (count, size of one field)."""
+
+    status = 431
+    code = "too-costly"
+
+
 class UnsupportedMediaType(DuiError):
     """415: the body is not in a format the endpoint accepts."""
 
@@ -138,6 +152,13 @@ class Unavailable(DuiError):
 
     status = 503
     code = "transient"
+
+
+class RequestStopped(Unavailable):
+    """503: the request ran past its budget (``DUI_REQUEST_BUDGET``) and was stopped; nothing it did was kept.
+    ``Retry-After`` says when to retry; the message says what to narrow."""
+
+    code = "too-costly"
 
 
 class Fault(DuiError):

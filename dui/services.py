@@ -105,7 +105,7 @@ class Services:
     def build(cls, settings: Settings, clock: Clock = utc_now,
               insi: Callable[[], InsiClient] | None = None) -> Services:
         """``insi`` replaces the INSi client the settings describe (tests pass the in-memory twin)."""
-        engine = make_engine(settings.database_url, settings.statement_timeout, hide_parameters=True)
+        engine = make_engine(settings.database_url, settings.statement_timeout_ms / 1000, hide_parameters=True)
         registry = SearchParameterRegistry()
         registry.add_definitions(fhir_profiles.definitions())  # the DUI's own (identity-status)
         return cls(

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fhir_profiles import CANONICAL
 
 ENVIRONMENTS = ("dev", "prod")
+MIN_BUDGET, MAX_BUDGET = 0.1, 3600.0  # DUI_REQUEST_BUDGET, seconds
 
 
 class SettingsError(ValueError):
@@ -34,6 +35,7 @@ class Limits:
     max_json_depth: int = 100
     default_count: int = 20
     max_count: int = 1000
+    max_parameters: int = 100  # query plus form parameters of one FHIR request (400, or 414 for the URL)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Settings:
     base_url: str = "http://127.0.0.1:8080"
     timezone: str = "Europe/Paris"
     statement_timeout: int = 30  # seconds a database statement may run (PostgreSQL); 0: no limit
+    request_budget: float = 20.0  # seconds a FHIR request may run before it is stopped (503); 0: no limit
     log_level: str = "INFO"
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
@@ -164,6 +167,13 @@ class Settings:
     def fhir_base(self) -> str:
         """Absolute base of the FHIR REST API, used in ``fullUrl``, ``Location`` and paging links."""
         return self.base_url.rstrip("/") + "/fhir"
+
+    @property
+    def statement_timeout_ms(self) -> int:
+        """The PostgreSQL statement timeout in force: ``DUI_STATEMENT_TIMEOUT``, never beyond the request budget
+        (a statement would otherwise outlive the request it serves); 0 when neither is set."""
+        limits = [int(value * 1000) for value in (self.statement_timeout, self.request_budget) if value > 0]
+        return max(1, min(limits)) if limits else 0
 
     @property
     def is_prod(self) -> bool:
@@ -187,6 +197,7 @@ class Settings:
             max_json_depth=_int(env, "DUI_MAX_JSON_DEPTH", d_limits.max_json_depth, minimum=16),
             default_count=_int(env, "DUI_DEFAULT_COUNT", d_limits.default_count, minimum=1),
             max_count=_int(env, "DUI_MAX_COUNT", d_limits.max_count, minimum=1),
+            max_parameters=_int(env, "DUI_MAX_PARAMETERS", d_limits.max_parameters, minimum=10),
         )
         if limits.default_count > limits.max_count:
             raise SettingsError("DUI_DEFAULT_COUNT must not exceed DUI_MAX_COUNT")
@@ -234,6 +245,7 @@ class Settings:
             base_url=base_url.rstrip("/"),
             timezone=_timezone(env.get("DUI_TIMEZONE", defaults.timezone)),
             statement_timeout=_int(env, "DUI_STATEMENT_TIMEOUT", defaults.statement_timeout),
+            request_budget=_seconds(env, "DUI_REQUEST_BUDGET", defaults.request_budget),
             log_level=env.get("DUI_LOG_LEVEL", defaults.log_level).upper(),
             log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
             limits=limits,
@@ -272,6 +284,9 @@ class Settings:
             plain = [origin for origin in self.http.cors_origins if not origin.startswith("https://")]
             if plain:
                 raise SettingsError(f"DUI_CORS_ORIGINS must list https origins only when DUI_ENV=prod, not {plain[0]}")
+        if self.request_budget and not MIN_BUDGET <= self.request_budget <= MAX_BUDGET:
+            raise SettingsError(f"DUI_REQUEST_BUDGET must be 0 (no limit) or between {MIN_BUDGET} and {MAX_BUDGET} "
+                                f"seconds, not {self.request_budget:g}")
         if not 30 <= self.auth.token_lifetime <= 3600:
             raise SettingsError("DUI_AUTH_TOKEN_LIFETIME must be between 30 and 3600 seconds")
         insi = self.insi
@@ -397,6 +412,19 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number of seconds, not {raw!r}") from None
+    if not value >= 0 or value == float("inf"):  # also NaN
+        raise SettingsError(f"{key} must be a number of seconds, at least 0, not {raw!r}")
     return value
 
 

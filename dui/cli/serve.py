@@ -30,6 +30,14 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return app
 
 
+def worker_abort(worker: Any) -> None:
+    """gunicorn's ``worker_abort`` hook (SIGABRT: the worker timeout): an audit entry for every request the worker
+    was still serving, since none of them will reach its own."""
+    from dui.web import inflight
+
+    inflight.record_aborted(worker.wsgi.extensions["dui"])
+
+
 def startup_checks(settings: Settings) -> None:
     """Refuse now, with one ``dui: configuration error:`` line, what would otherwise fail in every worker: an
     unreadable or development master key; in ``prod``, a missing or development token-signing key (without one,
@@ -59,17 +67,23 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     """
     settings = Settings.from_env()  # fail now, with one line, on a bad configuration
     startup_checks(settings)
+    if settings.request_budget and timeout <= settings.request_budget:
+        raise SettingsError(f"DUI_REQUEST_BUDGET ({settings.request_budget:g} s) must be below dui serve --timeout "
+                            f"({timeout} s): a request must be stopped before gunicorn kills its worker")
     _Server({
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "dui.web.worker.DuiWorker",  # gthread; size limits answered as FHIR, audited
+        "worker_abort": worker_abort,
         "timeout": timeout,
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
-        "limit_request_line": 8190,
+        "limit_request_line": 8190,  # 414 beyond (dui.web.worker)
+        "limit_request_fields": 100,  # 431 beyond, as for a field of more than limit_request_field_size
+        "limit_request_field_size": 8190,
         "proc_name": "dui",
     }).run()

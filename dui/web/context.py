@@ -19,10 +19,10 @@ from dui import logs
 from dui.auth.actor import Actor
 from dui.errors import DuiError
 from dui.services import Services
+from dui.web import inflight
 
 logger = logging.getLogger("dui.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9\-_.]{8,64}")
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def services() -> Services:
@@ -47,6 +47,7 @@ def current_actor() -> Actor:
             g.actor_refused = exc
             raise
         g.actor = actor
+        inflight.identified(actor)
     return actor
 
 
@@ -62,6 +63,11 @@ def register(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
         logs.request_id.set(g.request_id)
+        inflight.started(g.request_id, request.method, request.path, request.remote_addr)  # for worker_abort
+
+    @app.teardown_request
+    def done(_error: BaseException | None) -> None:
+        inflight.finished()
 
     @app.after_request
     def finish(response: Response) -> Response:

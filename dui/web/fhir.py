@@ -15,9 +15,9 @@ from dui.db import is_postgresql
 from dui.errors import NotAcceptable
 from dui.fhir import jsontext, router
 from dui.fhir.authorization import BREAK_GLASS
-from dui.fhir.interactions.base import FhirRequest, FhirResponse
+from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 from dui.services import Services
-from dui.web import audit
+from dui.web import audit, budget
 from dui.web.context import current_actor, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
@@ -57,8 +57,8 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
         try:
             with unit_of_work(write=writes) as session:
                 ctx = svc.fhir_context(session, actor, glass)
-                routed = router.route(ctx, req)
-                result = router.handle(ctx, req, routed)
+                # Stopped with 503 RequestStopped past DUI_REQUEST_BUDGET (dui.web.budget); rolled back, recorded.
+                routed, result = budget.run(svc.settings.request_budget, _routed, ctx, req)
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
                 # in one statement of its own; a read on SQLite, in a write of its own below.
                 if writes or is_postgresql(session):
@@ -73,6 +73,11 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
         with unit_of_work(write=True) as session:
             audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
     return routed, _encoded(result)
+
+
+def _routed(ctx: FhirContext, req: FhirRequest) -> tuple[router.Route, FhirResponse]:
+    routed = router.route(ctx, req)
+    return routed, router.handle(ctx, req, routed)
 
 
 def _encoded(result: FhirResponse) -> FhirResponse:

@@ -14,9 +14,9 @@ import copy
 import re
 from typing import Any
 
-from dui.errors import Invalid, Unprocessable
+from dui.errors import DuiError, Invalid, Unprocessable
 from dui.fhir.definitions import R4, ElementDef, r4
-from dui.fhir.fhirpath import compile_fhirpath, split_steps, unwrap
+from dui.fhir.fhirpath import compile_client, split_steps, unwrap
 
 Location = tuple[str | int, ...]
 MARK = "__dui_location__"
@@ -101,7 +101,9 @@ class _Patcher:
         """Locations of the objects an expression selects, and the primitives it selects."""
         marked, locations = _mark(self.doc)
         try:
-            results = compile_fhirpath(_KEYWORD_STEP.sub(r".`\1`", expression))(marked)
+            results = compile_client(_KEYWORD_STEP.sub(r".`\1`", expression))(marked)
+        except DuiError:  # a pattern RE2 cannot run, an expression too long: the client's, said as such
+            raise
         except Exception as exc:  # fhirpathpy raises bare exceptions on syntax errors
             raise _Failed(f"cannot evaluate the path: {exc}") from None
         objects = [locations[r[MARK]] for r in results if isinstance(r, dict) and MARK in r]

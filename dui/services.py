@@ -30,7 +30,7 @@ from dui.db import begin_read, begin_write, make_engine, make_session_factory
 from dui.errors import Issue, Unavailable
 from dui.fhir.interactions.base import BundleRule, FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
-from dui.fhir.scope import Residents, Scope
+from dui.fhir.scope import Residents, Scope, Sight
 from dui.fhir.scoped import ScopedRepository
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
@@ -163,8 +163,9 @@ class Services:
         planned: set[str] = set()
         if actor.kind in SCOPED_KINDS:
             now = self.clock()
-            scope = Scope(actor.establishment, now) if actor.establishment else None
-            repo = ScopedRepository(store, actor, scope, self.residents, now, planned)
+            sight = (Sight(Scope(actor.establishment, now), session, self.residents, store.flush)
+                     if actor.establishment else None)
+            repo = ScopedRepository(store, actor, sight, self.residents, now, planned)
         if sharing.is_external(actor):
             repo = sharing.GatedRepository(repo)
         return FhirContext(

@@ -35,19 +35,20 @@ write (checked on every write of a staff member or an API client by ``dui.fhir.s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, exists, false, literal, not_, or_, select
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, bindparam, exists, false, not_, or_, select
+from sqlalchemy.orm import Session
 
 from dui.auth.actor import Actor
 from dui.auth.roles import ADMINISTRATEUR, ADMINISTRATIF, DIRECTION
 from dui.fhir.definitions import patient_compartment
 from dui.fhir.search.indexer import Indexer, IndexRows
-from dui.fhir.tables import resource, search_date, search_reference, search_token
+from dui.fhir.tables import UtcDateTime, resource, search_date, search_reference, search_token
 
 FINESS_SYSTEM = "https://finess.esante.gouv.fr"
 CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress")
@@ -168,56 +169,18 @@ def _reference_strings(node: Any) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Scope:
-    """The residents one establishment (by FINESS) sees, at ``now`` (consent periods)."""
+    """One establishment (by FINESS), at ``now`` (consent periods)."""
 
     finess: str
     now: datetime
 
-    def organizations(self) -> Select[Any]:
-        """Ids of the Organizations that carry this FINESS."""
-        return organizations_of(self.finess)
-
     def residents(self) -> CompoundSelect[Any]:
         """Ids of the Patients this establishment manages or cares for."""
-        return granted_residents(self.organizations(), self.now)
-
-    def rids(self, rtype: str) -> Select[Any] | None:
-        """Row ids of the visible resources of ``rtype``; None when the type is not resident data."""
-        if rtype == "Patient":
-            return (select(resource.c.rid)
-                    .where(resource.c.res_type == "Patient", resource.c.res_id.in_(self.residents()),
-                           resource.c.deleted == false())
-                    .correlate(None))
-        params = compartment_params().get(rtype)
-        if not params:
-            return None
-        residents = self.residents()
-        ref, other = search_reference.alias(), search_reference.alias()
-        elsewhere = exists().where(other.c.rid == ref.c.rid, other.c.param.in_(params),
-                                   other.c.target_type == "Patient", other.c.target_id.not_in(residents))
-        return (select(ref.c.rid)
-                .where(ref.c.res_type == rtype, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                       ref.c.target_id.in_(residents), not_(elsewhere))
-                .correlate(None))
-
-    def visible(self, rows: Sequence[tuple[int, str]]) -> Select[Any]:
-        """Of (row id, type) pairs, a query for the row ids that are visible."""
-        branches = []
-        types: dict[str, list[int]] = {}
-        for rid, rtype in rows:
-            types.setdefault(rtype, []).append(rid)
-        free = [rid for rtype, rids in types.items() if not is_resident_data(rtype) for rid in rids]
-        for rtype, rids in types.items():
-            scoped = self.rids(rtype)
-            if scoped is not None:
-                branches.append(and_(resource.c.rid.in_(rids), resource.c.rid.in_(scoped)))
-        if free:
-            branches.append(resource.c.rid.in_(free))
-        return select(resource.c.rid).where(or_(*branches) if branches else literal(False))
+        return granted_residents(organizations_of(self.finess), self.now)
 
 
-def organizations_of(finess: str) -> Select[Any]:
-    """Ids of the live Organizations that carry ``finess``."""
+def organizations_of(finess: Any) -> Select[Any]:
+    """Ids of the live Organizations that carry ``finess`` (a value or a bound parameter)."""
     return (select(resource.c.res_id)
             .join(search_token, search_token.c.rid == resource.c.rid)
             .where(search_token.c.res_type == "Organization", search_token.c.param == "identifier",
@@ -226,7 +189,7 @@ def organizations_of(finess: str) -> Select[Any]:
             .correlate(None))
 
 
-def granted_residents(orgs: Any, now: datetime) -> CompoundSelect[Any]:
+def granted_residents(orgs: Any, now: Any) -> CompoundSelect[Any]:
     """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant."""
     managed = _referrers("Patient", "organization", orgs)
     consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now)
@@ -235,9 +198,10 @@ def granted_residents(orgs: Any, now: datetime) -> CompoundSelect[Any]:
 
 
 def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (),
-               patient_param: str | None = None, now: datetime | None = None) -> Select[Any]:
+               patient_param: str | None = None, now: Any = None) -> Select[Any]:
     """Patient ids: the ``rtype`` resources whose ``param`` points at one of ``orgs`` (with ``status``; for a
-    Consent, within its period at ``now``), or, for ``Patient`` itself, their ids."""
+    Consent, within its period at ``now``), or, for ``Patient`` itself, their ids. Index rows exist for live
+    resources only: a deleted stay or consent grants nothing."""
     ref = search_reference.alias()
     conditions = [ref.c.res_type == rtype, ref.c.param == param, ref.c.target_type == "Organization",
                   ref.c.target_id.in_(orgs)]
@@ -259,3 +223,91 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
             .where(pat.c.res_type == rtype, pat.c.param == patient_param, pat.c.target_type == "Patient",
                    pat.c.rid.in_(select(ref.c.rid).where(*conditions).correlate(None)))
             .correlate(None))
+
+
+# The residents an establishment sees, with their row ids: built once, with bound parameters, so that the database
+# keeps its plan (it runs once per unit of work of a scoped actor).
+_SEEN = (select(resource.c.res_id, resource.c.rid)
+         .where(resource.c.res_type == "Patient", resource.c.deleted == false(),
+                resource.c.res_id.in_(granted_residents(organizations_of(bindparam("finess")),
+                                                        bindparam("now", type_=UtcDateTime())))))
+
+
+class Sight:
+    """What one scoped actor sees during one unit of work: the residents of its establishment, read once (lazily)
+    and used by every check, in SQL (``rids``, ``condition``: the scope of a search and of every hop of its chains
+    and ``_has``) and in memory (``sees``: a version's body, by ``Residents.of``). ``invalidate`` after a write
+    that may change grants, so that the next check reads them again."""
+
+    def __init__(self, scope: Scope, session: Session, residents: Residents,
+                 flush: Callable[[], None] = lambda: None) -> None:
+        self.scope = scope
+        self.session = session
+        self.residents = residents
+        self.flush = flush  # the store's queued rows must be written before the grants are read
+        self._seen: dict[str, int] | None = None
+
+    def _load(self) -> dict[str, int]:
+        if self._seen is None:
+            self.flush()
+            rows = self.session.execute(_SEEN, {"finess": self.scope.finess, "now": self.scope.now})
+            self._seen = {str(res_id): int(rid) for res_id, rid in rows}
+        return self._seen
+
+    def invalidate(self) -> None:
+        self._seen = None
+
+    @property
+    def ids(self) -> set[str]:
+        return set(self._load())
+
+    # in memory
+
+    def sees_resident(self, patient_id: str) -> bool:
+        return patient_id in self._load()
+
+    def sees(self, rtype: str, content: dict[str, Any] | None) -> bool:
+        """Whether a resource with this body is visible: directory data always; resident data when it belongs to
+        at least one resident and every resident it belongs to is seen. A deleted version (no body) is not."""
+        if not is_resident_data(rtype):
+            return True
+        if content is None:
+            return False
+        owners = self.residents.of(rtype, content)
+        return bool(owners) and owners <= self._load().keys()
+
+    # in SQL
+
+    def rids(self, rtype: str) -> Select[Any] | None:
+        """Row ids of the visible resources of ``rtype``; None when the type is not resident data."""
+        if rtype == "Patient":
+            return select(resource.c.rid).where(resource.c.rid.in_(list(self._load().values()))).correlate(None)
+        params = compartment_params().get(rtype)
+        if not params:
+            return None
+        ids = list(self._load())
+        ref, other = search_reference.alias(), search_reference.alias()
+        return (select(ref.c.rid)
+                .where(ref.c.res_type == rtype, ref.c.param.in_(params), ref.c.target_type == "Patient",
+                       ref.c.target_id.in_(ids), not_(_owned_elsewhere(other, ref.c.rid, params, ids)))
+                .correlate(None))
+
+    def condition(self, rtype: str, column: Any) -> ColumnElement[bool] | None:
+        """The scope on the row ids of ``column`` (resources of ``rtype``): per row, with the indexes on ``rid``,
+        so that a selective search does not read everything its actor sees. None for directory types."""
+        if rtype == "Patient":
+            return column.in_(list(self._load().values()))  # type: ignore[no-any-return]
+        params = compartment_params().get(rtype)
+        if not params:
+            return None
+        ids = list(self._load())
+        ref, other = search_reference.alias(), search_reference.alias()
+        owned = exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
+                               ref.c.target_id.in_(ids))
+        return and_(owned, not_(_owned_elsewhere(other, column, params, ids)))
+
+
+def _owned_elsewhere(ref: Any, column: Any, params: tuple[str, ...], ids: list[str]) -> Any:
+    """Rows of ``column`` that also belong to a resident outside ``ids``."""
+    return exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
+                          ref.c.target_id.not_in(ids))

@@ -29,9 +29,10 @@ from dui.fhir.interactions.base import not_found
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult
 from dui.fhir.scope import (
     FINESS_SYSTEM,
+    GRANTING_TYPES,
     Grant,
     Residents,
-    Scope,
+    Sight,
     administers,
     granted_residents,
     is_resident_data,
@@ -42,35 +43,29 @@ from dui.fhir.tables import resource, search_reference, search_token
 
 
 class ScopedRepository:
-    """``scope``: the establishment's sight (None for an API client registered without one, which sees every
-    establishment and is bound by the write rules only). ``planned``: ``Type/id`` of the resources the current
-    transaction creates, which its other entries may reference before they exist."""
+    """``sight``: what the actor's establishment sees (None for an API client registered without one, which sees
+    every establishment and is bound by the write rules only). ``planned``: ``Type/id`` of the resources the
+    current transaction creates, which its other entries may reference before they exist."""
 
-    def __init__(self, inner: SqlFhirRepository, actor: Actor, scope: Scope | None, residents: Residents,
+    def __init__(self, inner: SqlFhirRepository, actor: Actor, sight: Sight | None, residents: Residents,
                  now: datetime, planned: set[str] | None = None) -> None:
         self.inner = inner
         self.actor = actor
-        self.scope = scope
+        self.sight = sight
         self.residents = residents
         self.now = now
         self.planned = planned if planned is not None else set()
 
-    # -- visibility -------------------------------------------------------------------------------
+    # -- visibility: one rule, on the bodies (dui.fhir.scope.Sight.sees) --------------------------------
 
-    def _visible(self, rows: Sequence[tuple[int, str]]) -> set[int]:
-        if not rows:
-            return set()
-        if self.scope is None or not any(is_resident_data(rtype) for _, rtype in rows):
-            return {rid for rid, _ in rows}
-        self.inner.flush()
-        return {int(r) for r in self.inner.session.execute(self.scope.visible(rows)).scalars()}
-
-    def _sees(self, rid: int, rtype: str) -> bool:
-        return rid in self._visible([(rid, rtype)])
+    def _sees(self, version: ResourceVersion) -> bool:
+        if self.sight is None or not is_resident_data(version.type):
+            return True
+        return version.body is not None and self.sight.sees(version.type, version.resource())
 
     def _hidden(self, rtype: str) -> bool:
         """Whether resources of ``rtype`` may be hidden from this actor (resident data, for a scoped actor)."""
-        return self.scope is not None and is_resident_data(rtype)
+        return self.sight is not None and is_resident_data(rtype)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -78,52 +73,49 @@ class ScopedRepository:
         found = self.inner.current(rtype, rid, for_update=for_update)
         if found is None or not self._hidden(rtype):
             return found
-        # A deleted resource has no index rows left to judge by: resident data stays hidden, as unknown.
-        return found if not found.deleted and self._sees(found.rid, rtype) else None
+        # A deleted resource has no body left to judge by: resident data stays hidden, as unknown.
+        return found if not found.deleted and self.read(rtype, rid) is not None else None
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         found = self.inner.read(rtype, rid)
         if found is None or not self._hidden(rtype):
             return found
-        return found if not found.deleted and self._sees(found.rid, rtype) else None
+        return found if not found.deleted and self._sees(found) else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
-        return self.inner.vread(rtype, rid, version) if self.read(rtype, rid) is not None else None
+        if self.read(rtype, rid) is None:
+            return None
+        found = self.inner.vread(rtype, rid, version)
+        return found if found is None or found.deleted or self._sees(found) else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
-        versions = self.inner.fetch(rids)
-        seen = self._visible([(v.rid, v.type) for v in versions])
-        return [v for v in versions if v.rid in seen]
+        return [v for v in self.inner.fetch(rids) if self._sees(v)]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
                 before_vid: int | None = None, count: int = 20) -> HistoryPage:
         if rtype is not None and rid is not None and self._hidden(rtype) and self.read(rtype, rid) is None:
             raise not_found(rtype, rid)
         page = self.inner.history(rtype=rtype, rid=rid, since=since, before_vid=before_vid, count=count)
-        seen = self._visible([(v.rid, v.type) for v in page.versions])
-        kept = [v for v in page.versions if v.rid in seen]
+        kept = [v for v in page.versions if self._sees(v)]
         return dataclasses.replace(page, versions=kept, total=page.total if len(kept) == len(page.versions)
                                    else None)
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
-        if self.scope is not None:
-            plan = dataclasses.replace(plan, within=self.scope.rids)
+        if self.sight is not None:
+            plan = dataclasses.replace(plan, within=self.sight)
         return self.inner.search(plan, total=total)
 
     def everything(self, patient_rid: int, patient_id: str,
                    options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
-        if not self._sees(patient_rid, "Patient"):
+        if self.sight is not None and not self.sight.sees_resident(patient_id):
             raise not_found("Patient", patient_id)
         return self.inner.everything(patient_rid, patient_id, options)
 
     def include(self, include: Include, rids: Sequence[int]) -> list[int]:
         found = self.inner.include(include, rids)
-        if not found or self.scope is None:
+        if not found or self.sight is None:
             return found
-        # The types alone decide which rows need a look (not the bodies, which the page fetches afterwards).
-        typed = self.inner.session.execute(
-            select(resource.c.rid, resource.c.res_type).where(resource.c.rid.in_(found))).all()
-        seen = self._visible([(int(rid), str(rtype)) for rid, rtype in typed])
+        seen = {v.rid for v in self.fetch(found)}  # the page fetches them again: the bodies are what is judged
         return [r for r in found if r in seen]
 
     def referrers(self, rtype: str, rid: str) -> list[int]:
@@ -162,7 +154,7 @@ class ScopedRepository:
     def _before(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
         """Apply the write rules; True when the write ends the actor's own sight of the resident (a partner closing
         its stay or consent), so that the written resource is not expected to stay visible to it."""
-        if after is not None and self.scope is not None:
+        if after is not None and self.sight is not None:
             self._check_references(after)
         if rtype == "Organization":
             self._check_establishment(before, after)
@@ -177,7 +169,9 @@ class ScopedRepository:
         return False
 
     def _checked(self, version: ResourceVersion) -> ResourceVersion:
-        if self._hidden(version.type) and not self._sees(version.rid, version.type):
+        if self.sight is not None and version.type in GRANTING_TYPES | {"Organization"}:
+            self.sight.invalidate()  # the write may have changed who sees whom: read it again
+        if self._hidden(version.type) and not self._sees(version):
             what = ("a resident is admitted by an establishment: set managingOrganization to yours"
                     if version.type == "Patient" else
                     "it must belong to the record of a resident your organization may see")
@@ -191,17 +185,8 @@ class ScopedRepository:
         one answer for a record that does not exist and one the actor may not see."""
         wanted = sorted((t, i) for t, i in self.residents.references(content)
                         if is_resident_data(t) and f"{t}/{i}" not in self.planned)
-        if not wanted:
-            return
-        self.inner.flush()
-        found = self.inner.session.execute(
-            select(resource.c.rid, resource.c.res_type, resource.c.res_id)
-            .where(resource.c.res_type.in_({t for t, _ in wanted}), resource.c.res_id.in_({i for _, i in wanted}),
-                   resource.c.deleted.is_(False))).all()
-        rows = {(str(t), str(i)): int(rid) for rid, t, i in found}
-        seen = self._visible([(rid, t) for (t, _), rid in rows.items()])
         for rtype, rid in wanted:
-            if rows.get((rtype, rid)) not in seen:
+            if self.read(rtype, rid) is None:
                 raise Forbidden(f"Not allowed: the reference {rtype}/{rid} does not point at a record you may see "
                                 "(it does not exist, or belongs to a resident of another establishment)")
 
@@ -216,12 +201,11 @@ class ScopedRepository:
         if added and before is not None and isinstance(before.get("id"), str):
             # The Organization may already grant sight of residents (admissions, stays, consents naming it): its new
             # FINESS must not bring in residents its writer does not see.
-            assert self.actor.establishment is not None
-            mine = Scope(self.actor.establishment, self.now).residents()
-            granted = granted_residents([before["id"]], self.now).subquery()
-            stranger = self.inner.session.execute(
-                select(granted.c[0]).where(granted.c[0].not_in(mine)).limit(1)).first()
-            if stranger is not None:
+            self.inner.flush()
+            granted = {str(i) for i in self.inner.session.execute(
+                select(granted_residents([before["id"]], self.now).subquery().c[0])).scalars()}
+            mine = self.sight.ids if self.sight is not None else set()
+            if granted - mine:
                 raise Forbidden("Not allowed: this Organization is named by the records of residents your "
                                 f"establishment does not see; FINESS {', '.join(sorted(added))} cannot be added to it")
 

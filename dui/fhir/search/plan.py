@@ -14,9 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dui.errors import Invalid
 from dui.fhir.search.parameters import SearchParameter, SearchParameterRegistry
@@ -74,15 +73,16 @@ class Has:
     inner: Node
 
 
-@dataclass(frozen=True)
-class Within:
-    """Only the resources of ``rtype`` that ``rows`` (a query of row ids) selects: the actor's scope."""
-
-    rtype: str
-    rows: Any
+Node = Leaf | Chain | Has
 
 
-Node = Leaf | Chain | Has | Within
+class Scoped(Protocol):
+    """The actor's scope in SQL (``dui.fhir.scope.Sight``): for a resource type, a query of the row ids it may see
+    and the same as a condition on a row-id column; None for directory types, visible to all."""
+
+    def rids(self, rtype: str) -> Any: ...
+
+    def condition(self, rtype: str, column: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,8 @@ class SearchPlan:
     cursor: dict[str, Any] | None = None
     kept: list[tuple[str, str]] = field(default_factory=list)  # for the self link
     ignored: list[str] = field(default_factory=list)
-    # The actor's scope (``dui.fhir.scope.Scope.rids``): type -> a query of the row ids it may see, None for
-    # directory types. Applied to the searched type and to every hop of chains, ``_has`` and ``_list``.
-    within: Callable[[str], Any] | None = None
+    # The actor's scope, applied to the searched type and to every hop of chains, ``_has`` and ``_list``.
+    within: Scoped | None = None
 
     @property
     def first_page(self) -> bool:

@@ -8,7 +8,6 @@ http://hl7.org/fhir/R4/search.html#prefix on [low, high) ranges where NULL is op
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -20,7 +19,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, and_, false, not_, or_
 from dui.errors import Invalid
 from dui.fhir.search.indexer import date_range, precision_range
 from dui.fhir.search.normalize import normalize
-from dui.fhir.search.plan import PREFIXES, Chain, Has, Leaf, Node, SearchPlan, Within, split_values
+from dui.fhir.search.plan import PREFIXES, Chain, Has, Leaf, Node, Scoped, SearchPlan, split_values
 from dui.fhir.tables import (
     INDEX_TABLES,
     TEXT_INDEX,
@@ -50,15 +49,11 @@ class Matches:
 class Criteria:
     """Builds the query of a search; one instance per query (it knows "now" for ``ap``)."""
 
-    def __init__(self, tz: ZoneInfo, fhir_base: str, now: datetime,
-                 within: Callable[[str], Select[Any] | None] | None = None) -> None:
+    def __init__(self, tz: ZoneInfo, fhir_base: str, now: datetime, within: Scoped | None = None) -> None:
         self.tz = tz
         self.fhir_base = fhir_base.rstrip("/") + "/"
         self.now = now
         self.within = within  # the actor's scope, on the searched type and on every hop
-
-    def _scoped(self, rtype: str) -> Select[Any] | None:
-        return self.within(rtype) if self.within is not None else None
 
     def matches(self, plan: SearchPlan) -> Matches:
         """The matching rows, driven by the criterion likely to select the fewest.
@@ -68,21 +63,27 @@ class Criteria:
         the store. Starting from the row ids of one indexed criterion and joining the rest keeps the
         work proportional to the matches.
         """
-        criteria = list(plan.criteria)
-        scoped = self._scoped(plan.resource_type)
-        if scoped is not None:
-            criteria.append(Within(plan.resource_type, scoped))
-        nodes = sorted(criteria, key=_cost)
+        nodes = sorted(plan.criteria, key=_cost)
+        rtype = plan.resource_type
         if not nodes:
-            return Matches(resource, resource.c.rid,
-                           [resource.c.res_type == plan.resource_type, resource.c.deleted == false()])
+            seen = self.within.rids(rtype) if self.within is not None else None
+            if seen is None:
+                return Matches(resource, resource.c.rid, [resource.c.res_type == rtype, resource.c.deleted == false()])
+            driving = seen.subquery("driver")  # what the actor sees of the type: the scope drives
+            return self._driven(plan, driving, [])
         # Every criterion yields live resources of the searched type only (index rows exist for
         # current versions alone), so the driving criterion's row ids need no join to ``resource``.
-        driver = self.rids(nodes[0]).distinct().subquery("driver")
-        if any(k.kind in ("id", "lastUpdated") for k in plan.sort):
-            source = driver.join(resource, resource.c.rid == driver.c.rid)
-            return Matches(source, resource.c.rid, [resource.c.rid.in_(self.rids(n)) for n in nodes[1:]])
-        return Matches(driver, driver.c.rid, [driver.c.rid.in_(self.rids(n)) for n in nodes[1:]])
+        driving = self.rids(nodes[0]).distinct().subquery("driver")
+        return self._driven(plan, driving, nodes[1:], scoped=True)
+
+    def _driven(self, plan: SearchPlan, driver: Any, others: list[Node], scoped: bool = False) -> Matches:
+        """The rows of ``driver`` that match ``others`` (and the actor's scope, when ``scoped``)."""
+        joined = any(k.kind in ("id", "lastUpdated") for k in plan.sort)
+        source = driver.join(resource, resource.c.rid == driver.c.rid) if joined else driver
+        column = resource.c.rid if joined else driver.c.rid
+        conditions = [column.in_(self.rids(n)) for n in others] + (self._hop(column, plan.resource_type)
+                                                                    if scoped else [])
+        return Matches(source, column, conditions)
 
     def rids(self, node: Node) -> Select[Any]:
         """Row ids of the resources of ``node.rtype`` that match ``node``.
@@ -94,8 +95,6 @@ class Criteria:
             return self._chain(node).correlate(None)
         if isinstance(node, Has):
             return self._has(node).correlate(None)
-        if isinstance(node, Within):
-            return node.rows  # type: ignore[no-any-return]
         return self._leaf(node).correlate(None)
 
     # -- structure ------------------------------------------------------------------------------
@@ -121,9 +120,10 @@ class Criteria:
                        *self._hop(ref.c.rid, node.source)))
 
     def _hop(self, column: Any, rtype: str) -> list[ColumnElement[bool]]:
-        """The scope on the rows of another type a chain, ``_has`` or ``_list`` reaches."""
-        scoped = self._scoped(rtype)
-        return [] if scoped is None else [column.in_(scoped)]
+        """The actor's scope on a row-id column of ``rtype``: the searched type, or another type a chain, ``_has``
+        or ``_list`` reaches."""
+        condition = self.within.condition(rtype, column) if self.within is not None else None
+        return [] if condition is None else [condition]
 
     def _leaf(self, leaf: Leaf) -> Select[Any]:
         if leaf.kind == "id":
@@ -315,7 +315,7 @@ def _cost(node: Node) -> int:
         if node.kind == "string":
             return 1
         return 2
-    return 4 if isinstance(node, Within) else 3
+    return 3
 
 
 def _prefix(value: str) -> tuple[str, str]:

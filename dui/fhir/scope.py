@@ -189,16 +189,18 @@ def organizations_of(finess: Any) -> Select[Any]:
             .correlate(None))
 
 
-def granted_residents(orgs: Any, now: Any) -> CompoundSelect[Any]:
-    """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant."""
-    managed = _referrers("Patient", "organization", orgs)
-    consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now)
-    stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient")
+def granted_residents(orgs: Any, now: Any, among: Any = None) -> CompoundSelect[Any]:
+    """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant; ``among``:
+    only those of these ids (a list or an expanding bound parameter)."""
+    managed = _referrers("Patient", "organization", orgs, among=among)
+    consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now, among=among)
+    stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient",
+                      among=among)
     return managed.union(consent, stay)
 
 
 def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (),
-               patient_param: str | None = None, now: Any = None) -> Select[Any]:
+               patient_param: str | None = None, now: Any = None, among: Any = None) -> Select[Any]:
     """Patient ids: the ``rtype`` resources whose ``param`` points at one of ``orgs`` (with ``status``; for a
     Consent, within its period at ``now``), or, for ``Patient`` itself, their ids. Index rows exist for live
     resources only: a deleted stay or consent grants nothing."""
@@ -216,28 +218,32 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
             or_(period.c.high <= now, period.c.low > now)).correlate(None)))
     if patient_param is None:
         owner = resource.alias()
+        mine = [owner.c.res_type == "Patient", owner.c.res_id.in_(among)] if among is not None else []
         return (select(owner.c.res_id).join(ref, ref.c.rid == owner.c.rid)
-                .where(*conditions, owner.c.deleted == false()).correlate(None))
+                .where(*conditions, *mine, owner.c.deleted == false()).correlate(None))
     pat = search_reference.alias()
+    mine = [pat.c.target_id.in_(among)] if among is not None else []
     return (select(pat.c.target_id)
-            .where(pat.c.res_type == rtype, pat.c.param == patient_param, pat.c.target_type == "Patient",
+            .where(pat.c.res_type == rtype, pat.c.param == patient_param, pat.c.target_type == "Patient", *mine,
                    pat.c.rid.in_(select(ref.c.rid).where(*conditions).correlate(None)))
             .correlate(None))
 
 
-# The residents an establishment sees, with their row ids: built once, with bound parameters, so that the database
-# keeps its plan (it runs once per unit of work of a scoped actor).
-_SEEN = (select(resource.c.res_id, resource.c.rid)
-         .where(resource.c.res_type == "Patient", resource.c.deleted == false(),
-                resource.c.res_id.in_(granted_residents(organizations_of(bindparam("finess")),
-                                                        bindparam("now", type_=UtcDateTime())))))
+# The residents an establishment sees, and which of some residents it sees: built once, with bound parameters (a
+# statement costs more to build than to run here, and the database keeps the plan of a statement it has seen).
+_SEEN = granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()))
+_SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
+                                       among=bindparam("among", expanding=True)).subquery().c[0])
 
 
 class Sight:
-    """What one scoped actor sees during one unit of work: the residents of its establishment, read once (lazily)
-    and used by every check, in SQL (``rids``, ``condition``: the scope of a search and of every hop of its chains
-    and ``_has``) and in memory (``sees``: a version's body, by ``Residents.of``). ``invalidate`` after a write
-    that may change grants, so that the next check reads them again."""
+    """What one scoped actor sees during one unit of work: the residents of its establishment.
+
+    In memory (``sees``, ``seen``): a resource's body, read by ``Residents.of``, against the grants of its residents,
+    asked of the database for those residents only and remembered for the unit of work. In SQL (``rids``,
+    ``condition``): the scope of a search, on the searched type and on every hop of its chains and ``_has``, as a
+    condition per row on the row-id indexes against the grants (one subquery per statement), so that a selective
+    search does not read everything its actor sees. ``invalidate`` after a write that may change grants."""
 
     def __init__(self, scope: Scope, session: Session, residents: Residents,
                  flush: Callable[[], None] = lambda: None) -> None:
@@ -245,26 +251,29 @@ class Sight:
         self.session = session
         self.residents = residents
         self.flush = flush  # the store's queued rows must be written before the grants are read
-        self._seen: dict[str, int] | None = None
-
-    def _load(self) -> dict[str, int]:
-        if self._seen is None:
-            self.flush()
-            rows = self.session.execute(_SEEN, {"finess": self.scope.finess, "now": self.scope.now})
-            self._seen = {str(res_id): int(rid) for res_id, rid in rows}
-        return self._seen
+        self._known: dict[str, bool] = {}
+        self._sql: CompoundSelect[Any] | None = None
 
     def invalidate(self) -> None:
-        self._seen = None
-
-    @property
-    def ids(self) -> set[str]:
-        return set(self._load())
+        self._known.clear()
 
     # in memory
 
-    def sees_resident(self, patient_id: str) -> bool:
-        return patient_id in self._load()
+    def seen(self, patient_ids: Iterable[str]) -> set[str]:
+        """Of these residents, those the establishment sees."""
+        wanted = set(patient_ids)
+        unknown = sorted(wanted - self._known.keys())
+        if unknown:
+            self.flush()
+            found = {str(i) for i in self.session.execute(
+                _SEEN_AMONG, {"finess": self.scope.finess, "now": self.scope.now, "among": unknown}).scalars()}
+            self._known.update((pid, pid in found) for pid in unknown)
+        return {pid for pid in wanted if self._known[pid]}
+
+    def all(self) -> set[str]:
+        """Every resident the establishment sees (one query; for the rare checks that need them all)."""
+        self.flush()
+        return {str(i) for i in self.session.execute(select(self._residents().subquery().c[0])).scalars()}
 
     def sees(self, rtype: str, content: dict[str, Any] | None) -> bool:
         """Whether a resource with this body is visible: directory data always; resident data when it belongs to
@@ -274,40 +283,52 @@ class Sight:
         if content is None:
             return False
         owners = self.residents.of(rtype, content)
-        return bool(owners) and owners <= self._load().keys()
+        return bool(owners) and self.seen(owners) == owners
+
+    def visible(self, items: list[tuple[str, dict[str, Any] | None]]) -> list[bool]:
+        """``sees`` for many (type, body) pairs at once: one query for all their residents."""
+        owners = [self.residents.of(t, c) if is_resident_data(t) and c is not None else set() for t, c in items]
+        self.seen(set().union(*owners))
+        return [self.sees(t, c) for t, c in items]
 
     # in SQL
+
+    def _residents(self) -> CompoundSelect[Any]:
+        if self._sql is None:
+            self._sql = _SEEN.params(finess=self.scope.finess, now=self.scope.now)
+        return self._sql
 
     def rids(self, rtype: str) -> Select[Any] | None:
         """Row ids of the visible resources of ``rtype``; None when the type is not resident data."""
         if rtype == "Patient":
-            return select(resource.c.rid).where(resource.c.rid.in_(list(self._load().values()))).correlate(None)
+            return (select(resource.c.rid)
+                    .where(resource.c.res_type == "Patient", resource.c.res_id.in_(self._residents()),
+                           resource.c.deleted == false()).correlate(None))
         params = compartment_params().get(rtype)
         if not params:
             return None
-        ids = list(self._load())
         ref, other = search_reference.alias(), search_reference.alias()
         return (select(ref.c.rid)
                 .where(ref.c.res_type == rtype, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                       ref.c.target_id.in_(ids), not_(_owned_elsewhere(other, ref.c.rid, params, ids)))
+                       ref.c.target_id.in_(self._residents()),
+                       not_(_owned_elsewhere(other, ref.c.rid, params, self._residents())))
                 .correlate(None))
 
     def condition(self, rtype: str, column: Any) -> ColumnElement[bool] | None:
-        """The scope on the row ids of ``column`` (resources of ``rtype``): per row, with the indexes on ``rid``,
-        so that a selective search does not read everything its actor sees. None for directory types."""
+        """The scope on the row ids of ``column`` (resources of ``rtype``), per row; None for directory types."""
         if rtype == "Patient":
-            return column.in_(list(self._load().values()))  # type: ignore[no-any-return]
+            patient = resource.alias()
+            return exists().where(patient.c.rid == column, patient.c.res_id.in_(self._residents()))
         params = compartment_params().get(rtype)
         if not params:
             return None
-        ids = list(self._load())
         ref, other = search_reference.alias(), search_reference.alias()
         owned = exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                               ref.c.target_id.in_(ids))
-        return and_(owned, not_(_owned_elsewhere(other, column, params, ids)))
+                               ref.c.target_id.in_(self._residents()))
+        return and_(owned, not_(_owned_elsewhere(other, column, params, self._residents())))
 
 
-def _owned_elsewhere(ref: Any, column: Any, params: tuple[str, ...], ids: list[str]) -> Any:
-    """Rows of ``column`` that also belong to a resident outside ``ids``."""
+def _owned_elsewhere(ref: Any, column: Any, params: tuple[str, ...], residents: Any) -> Any:
+    """Rows of ``column`` that also belong to a resident outside ``residents``."""
     return exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                          ref.c.target_id.not_in(ids))
+                          ref.c.target_id.not_in(residents))

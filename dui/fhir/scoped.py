@@ -55,6 +55,7 @@ class ScopedRepository:
         self.residents = residents
         self.now = now
         self.planned = planned if planned is not None else set()
+        self._judged: set[int] = set()  # rows a scoped search just returned: the SQL scope has judged them
 
     # -- visibility: one rule, on the bodies (dui.fhir.scope.Sight.sees) --------------------------------
 
@@ -89,25 +90,36 @@ class ScopedRepository:
         return found if found is None or found.deleted or self._sees(found) else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
-        return [v for v in self.inner.fetch(rids) if self._sees(v)]
+        return self._keep(self.inner.fetch(rids))
+
+    def _keep(self, versions: list[ResourceVersion]) -> list[ResourceVersion]:
+        """The versions the actor sees (one query for the residents of them all)."""
+        if self.sight is None or not any(is_resident_data(v.type) and v.rid not in self._judged for v in versions):
+            return versions
+        bodies = [(v.type, v.resource() if v.body is not None and is_resident_data(v.type) else None)
+                  for v in versions]
+        return [v for v, seen in zip(versions, self.sight.visible(bodies), strict=True)
+                if seen or not is_resident_data(v.type)]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
                 before_vid: int | None = None, count: int = 20) -> HistoryPage:
         if rtype is not None and rid is not None and self._hidden(rtype) and self.read(rtype, rid) is None:
             raise not_found(rtype, rid)
         page = self.inner.history(rtype=rtype, rid=rid, since=since, before_vid=before_vid, count=count)
-        kept = [v for v in page.versions if self._sees(v)]
+        kept = self._keep(page.versions)
         return dataclasses.replace(page, versions=kept, total=page.total if len(kept) == len(page.versions)
                                    else None)
 
     def search(self, plan: SearchPlan, *, total: str | None = None) -> SearchResult:
-        if self.sight is not None:
-            plan = dataclasses.replace(plan, within=self.sight)
-        return self.inner.search(plan, total=total)
+        if self.sight is None:
+            return self.inner.search(plan, total=total)
+        result = self.inner.search(dataclasses.replace(plan, within=self.sight), total=total)
+        self._judged = set(result.rids)  # the page that is fetched next needs no second look
+        return result
 
     def everything(self, patient_rid: int, patient_id: str,
                    options: dict[str, Any]) -> tuple[list[int], dict[str, Any] | None]:
-        if self.sight is not None and not self.sight.sees_resident(patient_id):
+        if self.sight is not None and not self.sight.seen([patient_id]):
             raise not_found("Patient", patient_id)
         return self.inner.everything(patient_rid, patient_id, options)
 
@@ -171,6 +183,7 @@ class ScopedRepository:
     def _checked(self, version: ResourceVersion) -> ResourceVersion:
         if self.sight is not None and version.type in GRANTING_TYPES | {"Organization"}:
             self.sight.invalidate()  # the write may have changed who sees whom: read it again
+            self._judged = set()
         if self._hidden(version.type) and not self._sees(version):
             what = ("a resident is admitted by an establishment: set managingOrganization to yours"
                     if version.type == "Patient" else
@@ -204,8 +217,7 @@ class ScopedRepository:
             self.inner.flush()
             granted = {str(i) for i in self.inner.session.execute(
                 select(granted_residents([before["id"]], self.now).subquery().c[0])).scalars()}
-            mine = self.sight.ids if self.sight is not None else set()
-            if granted - mine:
+            if granted - (self.sight.seen(granted) if self.sight is not None else set()):
                 raise Forbidden("Not allowed: this Organization is named by the records of residents your "
                                 f"establishment does not see; FINESS {', '.join(sorted(added))} cannot be added to it")
 

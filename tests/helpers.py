@@ -95,3 +95,17 @@ def observation(subject: str, code: str = "29463-7", value: Any = 62.5, when: st
             "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
             "subject": {"reference": subject}, "effectiveDateTime": when,
             "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+
+
+def consent(resident: str, org: str, **extra: Any) -> dict[str, Any]:
+    """An active privacy Consent letting Organization ``org`` see Patient ``resident`` (``extra``: more of its
+    provision, such as a period)."""
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{resident}"},
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+            "provision": {"actor": [{"role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+                "reference": {"reference": f"Organization/{org}"}}], **extra}}

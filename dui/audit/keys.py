@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dui.crypto.master import (
     KEY_BYTES,
+    KeySet,
     development_key_path,
     in_development_folder,
     parse_key_line,
@@ -61,22 +62,8 @@ class AuditKey:
         return hmac.new(self.secret, data, hashlib.sha256).hexdigest()
 
 
-@dataclass(frozen=True)
-class AuditKeys:
+class AuditKeys(KeySet[AuditKey]):
     """``current`` seals; ``previous`` (the keys replaced by rotations) only verify what they sealed."""
-
-    current: AuditKey
-    previous: tuple[AuditKey, ...] = ()
-
-    def find(self, key_id: str) -> AuditKey | None:
-        for key in (self.current, *self.previous):
-            if key.key_id == key_id:
-                return key
-        return None
-
-    @property
-    def ids(self) -> list[str]:
-        return [key.key_id for key in (self.current, *self.previous)]
 
 
 def read_audit_key(path: str | Path, name: str = "DUI_AUDIT_KEY_FILE") -> AuditKey:

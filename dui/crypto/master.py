@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -93,15 +93,23 @@ class LocalMasterKey:
                                  "wrapped key was altered") from None
 
 
+class _Identified(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+
+K = TypeVar("K", bound=_Identified)
+
+
 @dataclass(frozen=True)
-class MasterKeys:
-    """The master keys a process holds: ``current`` wraps new data keys; ``previous`` only unwraps, during a
-    rotation (``DUI_MASTER_KEY_PREVIOUS_FILE``)."""
+class KeySet(Generic[K]):
+    """The keys of one use a process holds: ``current`` for new work; ``previous`` (replaced by rotations) only for
+    what they made, found by the id recorded next to it."""
 
-    current: MasterKey
-    previous: tuple[MasterKey, ...] = ()
+    current: K
+    previous: tuple[K, ...] = ()
 
-    def find(self, key_id: str) -> MasterKey | None:
+    def find(self, key_id: str) -> K | None:
         for key in (self.current, *self.previous):
             if key.key_id == key_id:
                 return key
@@ -110,6 +118,11 @@ class MasterKeys:
     @property
     def ids(self) -> list[str]:
         return [key.key_id for key in (self.current, *self.previous)]
+
+
+class MasterKeys(KeySet[MasterKey]):
+    """The master keys: ``current`` wraps new data keys; ``previous`` only unwraps, during a rotation
+    (``DUI_MASTER_KEY_PREVIOUS_FILE``)."""
 
 
 def parse_key(text: str, source: str) -> LocalMasterKey:

@@ -16,8 +16,10 @@ FINESS) sees a resident when a *grant* names its establishment's Organization (o
 
 A resource of a Patient-compartment type is visible when it belongs to at least one resident and every resident it
 belongs to is visible; other types (organizations, professionals, medications...) are directory data, visible to
-all. Everything is a subquery on the search index (``Scope``), so a search, each hop of its chains and ``_has``, an
-include, a history or ``$everything`` never sees, nor tests, another establishment's residents.
+all. ``Sight`` applies it for one unit of work: in SQL on the search index, on the searched type and on each hop
+of chains and ``_has`` (a search never sees, nor tests, another establishment's residents), and in memory on the
+bodies a read, an include, a history or ``$everything`` serves, with the grants of their residents asked of the
+database.
 
 **Who may write what widens sight.** The grants and the FINESS they hang on are facts only the right actor may
 write (checked on every write of a staff member or an API client by ``dui.fhir.scoped``):
@@ -27,8 +29,9 @@ write (checked on every write of a staff member or an API client by ``dui.fhir.s
   Organization that already grants sight of residents the writer could not see;
 - setting or changing ``managingOrganization`` (admission, transfer) needs the administration of the
   establishments left and joined;
-- a stay or consent for another organization than the resident's own is recorded by the administration of the
-  resident's establishment; the organization it names may end it (a partner closes its own access), nobody else;
+- a stay or consent for another organization than the resident's own is recorded, and changed, by the
+  administration of the resident's establishment; the organization it names may only end it (a partner closes its
+  own access);
 - every reference a written resource makes to resident data must point at a record the writer sees (subject,
   patient, focus, any reference), and the written resource must be visible to its writer afterwards.
 """

@@ -24,6 +24,7 @@ from tests.attack.conftest import (
     parc_residents,
     tilleuls_residents,
 )
+from tests.helpers import consent
 
 ENCOUNTER_CLASS = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}
 
@@ -31,18 +32,6 @@ ENCOUNTER_CLASS = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
 def stay(resident: str, org: str, status: str = "in-progress") -> dict[str, Any]:
     return {"resourceType": "Encounter", "status": status, "class": ENCOUNTER_CLASS,
             "subject": {"reference": f"Patient/{resident}"}, "serviceProvider": {"reference": f"Organization/{org}"}}
-
-
-def consent(resident: str, org: str, **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{resident}"},
-            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-            "provision": {"actor": [{"role": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                "reference": {"reference": f"Organization/{org}"}}], **extra}}
 
 
 def sees(world: World, who: str, resident: str) -> bool:

@@ -21,7 +21,7 @@ from dui.settings import AuthSettings
 from tests.authkit import PARC, TILLEULS
 from tests.conftest import empty_database
 from tests.conftest import test_settings as settings_for
-from tests.helpers import observation, patient
+from tests.helpers import consent, observation, patient
 from tests.unit.test_policy import MATRIX
 
 HOSPITAL = "690007315"
@@ -132,18 +132,6 @@ def test_includes_and_everything_never_leak(world: tuple[Flask, dict[str, Any]],
     assert get(web, token, f"Patient/{theirs['Patient']}/$everything").status_code == 404
 
 
-def _consent(patient: str, org: str) -> dict[str, Any]:
-    return {"resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{patient}"},
-            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-            "provision": {"actor": [{"role": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                "reference": {"reference": f"Organization/{org}"}}]}}
-
-
 def send(web: FlaskClient, token: str, method: str, path: str, body: Any = None,
          content_type: str = JSON) -> Any:
     data = body if isinstance(body, str) or body is None else json.dumps(body)
@@ -175,9 +163,9 @@ def test_rows_the_attack_test_added(world: tuple[Flask, dict[str, Any]], role: s
         "reference": f"Organization/{mine['Organization']}"}), id=patient_id))
     assert admitted.status_code == 403, (role, "PUT-create Patient")
     # writes that would widen sight: a consent for oneself on their resident; for them on one's own
-    for_me = send(web, token, "POST", "Consent", _consent(theirs["Patient"], mine["Organization"]))
+    for_me = send(web, token, "POST", "Consent", consent(theirs["Patient"], mine["Organization"]))
     assert for_me.status_code == 403, (role, "consent for oneself")
-    for_them = send(web, token, "POST", "Consent", _consent(mine["Patient"], theirs["Organization"]))
+    for_them = send(web, token, "POST", "Consent", consent(mine["Patient"], theirs["Organization"]))
     may_grant = "c" in rights["Consent"] and role in ADMINISTRATIVE_ROLES
     assert for_them.status_code == (201 if may_grant else 403), (role, "consent recorded for a partner")
     if may_grant:  # put the world back
@@ -209,8 +197,8 @@ def test_rows_for_a_partner_client(world: tuple[Flask, dict[str, Any]], tmp_path
         {"system": "https://finess.esante.gouv.fr", "value": HOSPITAL}]})
     assert hospital_org.status_code == 201  # its own establishment's Organization
     for resident in (mine["Patient"], theirs["Patient"]):
-        consent = send(web, token, "POST", "Consent", _consent(resident, hospital_org.get_json()["id"]))
-        assert consent.status_code == 403, consent.get_data(as_text=True)
+        refused = send(web, token, "POST", "Consent", consent(resident, hospital_org.get_json()["id"]))
+        assert refused.status_code == 403, refused.get_data(as_text=True)
     oracle = get(web, token, f"Organization?_id={theirs['Organization']}&_has:Patient:organization:"
                              "gender=female,male,other,unknown&_summary=count")
     assert oracle.get_json()["total"] == 0

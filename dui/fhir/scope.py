@@ -44,7 +44,19 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, bindparam, exists, false, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from dui.auth.actor import Actor
@@ -318,17 +330,23 @@ class Sight:
                 .correlate(None))
 
     def condition(self, rtype: str, column: Any) -> ColumnElement[bool] | None:
-        """The scope on the row ids of ``column`` (resources of ``rtype``), per row; None for directory types."""
+        """The scope on the row ids of ``column`` (resources of ``rtype``); None for directory types.
+
+        For resident data, one scalar subquery per row: the smallest of "this resident is seen" (1 or 0) over the
+        row's compartment references, which is 1 only when it has some and all are seen. A database cannot turn
+        it into a join, so it costs one probe of the ``rid`` index per row the other criteria keep, whatever the
+        actor sees; the residents are read once per statement."""
         if rtype == "Patient":
-            patient = resource.alias()
-            return exists().where(patient.c.rid == column, patient.c.res_id.in_(self._residents()))
+            return column.in_(self.rids("Patient"))  # type: ignore[no-any-return]
         params = compartment_params().get(rtype)
         if not params:
             return None
-        ref, other = search_reference.alias(), search_reference.alias()
-        owned = exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                               ref.c.target_id.in_(self._residents()))
-        return and_(owned, not_(_owned_elsewhere(other, column, params, self._residents())))
+        ref = search_reference.alias()
+        seen = case((ref.c.target_id.in_(self._residents()), 1), else_=0)
+        least = (select(func.min(seen))
+                 .where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient")
+                 .scalar_subquery())
+        return least == 1
 
 
 def _owned_elsewhere(ref: Any, column: Any, params: tuple[str, ...], residents: Any) -> Any:

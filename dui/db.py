@@ -79,11 +79,15 @@ def make_engine(url: str, statement_timeout: float = 0, **kwargs: Any) -> Engine
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    # Added to the URL's own libpq options (a deployment may already set some there). No parallel plans: a request
+    # is one backend among many concurrent ones, and the planner chose parallel scans for the per-row scope of a
+    # staff member's searches that ran 3 to 4 times slower than the plain index scans (docs/benchmarks.md).
+    settings = ["-c max_parallel_workers_per_gather=0"]
     if statement_timeout:
-        # Added to the URL's own libpq options (a deployment may already set some there).
-        parsed = make_url(url)
-        options = f"{parsed.query.get('options', '')} -c statement_timeout={round(statement_timeout * 1000)}".strip()
-        url = parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        settings.append(f"-c statement_timeout={round(statement_timeout * 1000)}")
+    parsed = make_url(url)
+    options = " ".join([parsed.query.get("options", ""), *settings]).strip()  # type: ignore[list-item]
+    url = parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
     return create_engine(url, **kwargs)
 
 

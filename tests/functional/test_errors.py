@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from flask import Flask
 
 from tests.helpers import FhirClient, diagnostics, outcome_codes, patient
 
@@ -158,3 +159,24 @@ def test_statement_timeout_answers_503_timeout(database_url: str) -> None:
         assert response.headers["Retry-After"] == "5"
     finally:
         app.extensions["dui"].dispose()
+
+
+def test_service_connections_plan_without_parallel_workers(app: Flask, backend: str) -> None:
+    """A request is one backend among many: parallel plans are off for the service's connections (the URL's own
+    libpq options are kept)."""
+    from sqlalchemy import text
+
+    from dui.db import make_engine
+
+    if backend != "postgresql":
+        pytest.skip("parallel query is PostgreSQL's")
+    with app.extensions["dui"].engine.connect() as conn:
+        assert conn.execute(text("SHOW max_parallel_workers_per_gather")).scalar() == "0"
+        search_path = conn.execute(text("SHOW search_path")).scalar()
+    assert search_path.startswith("dui_test_")  # the test URL's own option survived
+    engine = make_engine(str(app.extensions["dui"].engine.url.render_as_string(hide_password=False)))
+    try:
+        with engine.connect() as conn:  # also without a statement timeout
+            assert conn.execute(text("SHOW max_parallel_workers_per_gather")).scalar() == "0"
+    finally:
+        engine.dispose()

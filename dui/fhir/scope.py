@@ -45,15 +45,12 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     CompoundSelect,
     Select,
     bindparam,
     case,
-    exists,
     false,
     func,
-    not_,
     or_,
     select,
 )
@@ -313,43 +310,24 @@ class Sight:
             self._sql = _SEEN.params(finess=self.scope.finess, now=self.scope.now)
         return self._sql
 
-    def rids(self, rtype: str) -> Select[Any] | None:
-        """Row ids of the visible resources of ``rtype``; None when the type is not resident data."""
-        if rtype == "Patient":
-            return (select(resource.c.rid)
-                    .where(resource.c.res_type == "Patient", resource.c.res_id.in_(self._residents()),
-                           resource.c.deleted == false()).correlate(None))
-        params = compartment_params().get(rtype)
-        if not params:
-            return None
-        ref, other = search_reference.alias(), search_reference.alias()
-        return (select(ref.c.rid)
-                .where(ref.c.res_type == rtype, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                       ref.c.target_id.in_(self._residents()),
-                       not_(_owned_elsewhere(other, ref.c.rid, params, self._residents())))
-                .correlate(None))
+    def hides(self, rtype: str) -> bool:
+        return is_resident_data(rtype)
 
-    def condition(self, rtype: str, column: Any) -> ColumnElement[bool] | None:
-        """The scope on the row ids of ``column`` (resources of ``rtype``); None for directory types.
-
-        For resident data, one scalar subquery per row: the smallest of "this resident is seen" (1 or 0) over the
-        row's compartment references, which is 1 only when it has some and all are seen. A database cannot turn
-        it into a join, so it costs one probe of the ``rid`` index per row the other criteria keep, whatever the
-        actor sees; the residents are read once per statement."""
+    def keep(self, rtype: str, candidates: Any) -> Select[Any]:
+        """Of ``candidates`` (a subquery with a ``rid`` column of resources of ``rtype``, resident data), those the
+        establishment sees: applied last, on the rows every other criterion kept, as a join of their compartment
+        references grouped per row (the least of "this resident is seen" is 1: some resident, all seen), with the
+        residents read once per statement. The work follows the rows the search keeps, not everything the actor
+        sees."""
         if rtype == "Patient":
-            return column.in_(self.rids("Patient"))  # type: ignore[no-any-return]
-        params = compartment_params().get(rtype)
-        if not params:
-            return None
+            patient = resource.alias()
+            seen = select(patient.c.rid).where(patient.c.res_type == "Patient", patient.c.deleted == false(),
+                                               patient.c.res_id.in_(self._residents()))
+            return select(candidates.c.rid).where(candidates.c.rid.in_(seen))
         ref = search_reference.alias()
-        seen = case((ref.c.target_id.in_(self._residents()), 1), else_=0)
-        least = (select(func.min(seen))
-                 .where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient")
-                 .scalar_subquery())
-        return least == 1
-
-
-def _owned_elsewhere(ref: Any, column: Any, params: tuple[str, ...], residents: Any) -> Any:
-    """Rows of ``column`` that also belong to a resident outside ``residents``."""
-    return exists().where(ref.c.rid == column, ref.c.param.in_(params), ref.c.target_type == "Patient",
-                          ref.c.target_id.not_in(residents))
+        seen_resident = case((ref.c.target_id.in_(self._residents()), 1), else_=0)
+        return (select(candidates.c.rid)
+                .join(ref, ref.c.rid == candidates.c.rid)
+                .where(ref.c.param.in_(compartment_params()[rtype]), ref.c.target_type == "Patient")
+                .group_by(candidates.c.rid)
+                .having(func.min(seen_resident) == 1))

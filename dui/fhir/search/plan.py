@@ -77,12 +77,12 @@ Node = Leaf | Chain | Has
 
 
 class Scoped(Protocol):
-    """The actor's scope in SQL (``dui.fhir.scope.Sight``): for a resource type, a query of the row ids it may see
-    and the same as a condition on a row-id column; None for directory types, visible to all."""
+    """The actor's scope in SQL (``dui.fhir.scope.Sight``): whether it hides resources of a type, and, of a
+    subquery of row ids of that type, a query of those it sees."""
 
-    def rids(self, rtype: str) -> Any: ...
+    def hides(self, rtype: str) -> bool: ...
 
-    def condition(self, rtype: str, column: Any) -> Any: ...
+    def keep(self, rtype: str, candidates: Any) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -63,27 +63,28 @@ class Criteria:
         the store. Starting from the row ids of one indexed criterion and joining the rest keeps the
         work proportional to the matches.
         """
-        nodes = sorted(plan.criteria, key=_cost)
+        found = self._unscoped(plan)
         rtype = plan.resource_type
+        if self.within is None or not self.within.hides(rtype):
+            return found
+        # The actor's scope last, on the rows every criterion kept (see ``Sight.keep``).
+        kept = self.within.keep(rtype, found.select(found.rid.label("rid")).subquery("candidates")).subquery("kept")
+        if any(k.kind in ("id", "lastUpdated") for k in plan.sort):
+            return Matches(kept.join(resource, resource.c.rid == kept.c.rid), resource.c.rid, [])
+        return Matches(kept, kept.c.rid, [])
+
+    def _unscoped(self, plan: SearchPlan) -> Matches:
+        nodes = sorted(plan.criteria, key=_cost)
         if not nodes:
-            seen = self.within.rids(rtype) if self.within is not None else None
-            if seen is None:
-                return Matches(resource, resource.c.rid, [resource.c.res_type == rtype, resource.c.deleted == false()])
-            driving = seen.subquery("driver")  # what the actor sees of the type: the scope drives
-            return self._driven(plan, driving, [])
+            return Matches(resource, resource.c.rid,
+                           [resource.c.res_type == plan.resource_type, resource.c.deleted == false()])
         # Every criterion yields live resources of the searched type only (index rows exist for
         # current versions alone), so the driving criterion's row ids need no join to ``resource``.
-        driving = self.rids(nodes[0]).distinct().subquery("driver")
-        return self._driven(plan, driving, nodes[1:], scoped=True)
-
-    def _driven(self, plan: SearchPlan, driver: Any, others: list[Node], scoped: bool = False) -> Matches:
-        """The rows of ``driver`` that match ``others`` (and the actor's scope, when ``scoped``)."""
-        joined = any(k.kind in ("id", "lastUpdated") for k in plan.sort)
-        source = driver.join(resource, resource.c.rid == driver.c.rid) if joined else driver
-        column = resource.c.rid if joined else driver.c.rid
-        conditions = [column.in_(self.rids(n)) for n in others] + (self._hop(column, plan.resource_type)
-                                                                    if scoped else [])
-        return Matches(source, column, conditions)
+        driver = self.rids(nodes[0]).distinct().subquery("driver")
+        if any(k.kind in ("id", "lastUpdated") for k in plan.sort):
+            source = driver.join(resource, resource.c.rid == driver.c.rid)
+            return Matches(source, resource.c.rid, [resource.c.rid.in_(self.rids(n)) for n in nodes[1:]])
+        return Matches(driver, driver.c.rid, [driver.c.rid.in_(self.rids(n)) for n in nodes[1:]])
 
     def rids(self, node: Node) -> Select[Any]:
         """Row ids of the resources of ``node.rtype`` that match ``node``.
@@ -103,8 +104,7 @@ class Criteria:
         ref = search_reference.alias()
         target = resource.alias()
         branches = [target.c.res_type == t for t, _ in node.inner]
-        inner = [and_(target.c.res_type == t, target.c.rid.in_(self.rids(n)), *self._hop(target.c.rid, t))
-                 for t, n in node.inner]
+        inner = [and_(target.c.res_type == t, target.c.rid.in_(self._kept(t, self.rids(n)))) for t, n in node.inner]
         return (select(ref.c.rid)
                 .join(target, and_(target.c.res_type == ref.c.target_type, target.c.res_id == ref.c.target_id))
                 .where(ref.c.res_type == node.rtype, ref.c.param == node.code, target.c.deleted == false(),
@@ -116,14 +116,13 @@ class Criteria:
         return (select(target.c.rid)
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .where(ref.c.res_type == node.source, ref.c.param == node.code, target.c.res_type == node.rtype,
-                       target.c.deleted == false(), ref.c.rid.in_(self.rids(node.inner)),
-                       *self._hop(ref.c.rid, node.source)))
+                       target.c.deleted == false(), ref.c.rid.in_(self._kept(node.source, self.rids(node.inner)))))
 
-    def _hop(self, column: Any, rtype: str) -> list[ColumnElement[bool]]:
-        """The actor's scope on a row-id column of ``rtype``: the searched type, or another type a chain, ``_has``
-        or ``_list`` reaches."""
-        condition = self.within.condition(rtype, column) if self.within is not None else None
-        return [] if condition is None else [condition]
+    def _kept(self, rtype: str, rows: Select[Any]) -> Select[Any]:
+        """Of ``rows`` (row ids of ``rtype`` reached by a chain, ``_has`` or ``_list``), those the actor sees."""
+        if self.within is None or not self.within.hides(rtype):
+            return rows
+        return self.within.keep(rtype, rows.subquery()).correlate(None)  # type: ignore[no-any-return]
 
     def _leaf(self, leaf: Leaf) -> Select[Any]:
         if leaf.kind == "id":
@@ -167,12 +166,12 @@ class Criteria:
         ref = search_reference.alias()
         target = resource.alias()
         lists = resource.alias()
+        named = select(lists.c.rid).where(lists.c.res_type == "List", lists.c.res_id.in_(leaf.values),
+                                          lists.c.deleted == false())
         return (select(target.c.rid)
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
-                .join(lists, lists.c.rid == ref.c.rid)
-                .where(lists.c.res_type == "List", lists.c.res_id.in_(leaf.values), lists.c.deleted == false(),
-                       ref.c.param == "item", target.c.res_type == leaf.rtype, target.c.deleted == false(),
-                       *self._hop(lists.c.rid, "List")))
+                .where(ref.c.rid.in_(self._kept("List", named)), ref.c.param == "item",
+                       target.c.res_type == leaf.rtype, target.c.deleted == false()))
 
     def _tokens(self, leaf: Leaf, param: str, values: tuple[str, ...]) -> Select[Any]:
         return select(search_token.c.rid).where(search_token.c.res_type == leaf.rtype, search_token.c.param == param,

@@ -186,10 +186,6 @@ class Scope:
     finess: str
     now: datetime
 
-    def residents(self) -> CompoundSelect[Any]:
-        """Ids of the Patients this establishment manages or cares for."""
-        return granted_residents(organizations_of(self.finess), self.now)
-
 
 def organizations_of(finess: Any) -> Select[Any]:
     """Ids of the live Organizations that carry ``finess`` (a value or a bound parameter)."""
@@ -281,11 +277,6 @@ class Sight:
                 _SEEN_AMONG, {"finess": self.scope.finess, "now": self.scope.now, "among": unknown}).scalars()}
             self._known.update((pid, pid in found) for pid in unknown)
         return {pid for pid in wanted if self._known[pid]}
-
-    def all(self) -> set[str]:
-        """Every resident the establishment sees (one query; for the rare checks that need them all)."""
-        self.flush()
-        return {str(i) for i in self.session.execute(select(self._residents().subquery().c[0])).scalars()}
 
     def sees(self, rtype: str, content: dict[str, Any] | None) -> bool:
         """Whether a resource with this body is visible: directory data always; resident data when it belongs to

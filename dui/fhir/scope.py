@@ -247,11 +247,11 @@ _SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bi
 class Sight:
     """What one scoped actor sees during one unit of work: the residents of its establishment.
 
-    In memory (``sees``, ``seen``): a resource's body, read by ``Residents.of``, against the grants of its residents,
-    asked of the database for those residents only and remembered for the unit of work. In SQL (``rids``,
-    ``condition``): the scope of a search, on the searched type and on every hop of its chains and ``_has``, as a
-    condition per row on the row-id indexes against the grants (one subquery per statement), so that a selective
-    search does not read everything its actor sees. ``invalidate`` after a write that may change grants."""
+    In memory (``sees``, ``visible``, ``seen``): a resource's body, read by ``Residents.of``, against the grants of
+    its residents, asked of the database for those residents only and remembered for the unit of work. In SQL
+    (``keep``): the scope of a search, on the searched type and on every hop of its chains, ``_has`` and ``_list``,
+    applied to the rows the other criteria kept, with the grants read once per statement. ``invalidate`` after a
+    write that may change grants."""
 
     def __init__(self, scope: Scope, session: Session, residents: Residents,
                  flush: Callable[[], None] = lambda: None) -> None:
@@ -285,14 +285,14 @@ class Sight:
             return True
         if content is None:
             return False
-        owners = self.residents.of(rtype, content)
-        return bool(owners) and self.seen(owners) == owners
+        return self.visible([(rtype, content)])[0]
 
     def visible(self, items: list[tuple[str, dict[str, Any] | None]]) -> list[bool]:
         """``sees`` for many (type, body) pairs at once: one query for all their residents."""
         owners = [self.residents.of(t, c) if is_resident_data(t) and c is not None else set() for t, c in items]
-        self.seen(set().union(*owners))
-        return [self.sees(t, c) for t, c in items]
+        seen = self.seen(set().union(*owners))
+        return [not is_resident_data(t) or (c is not None and bool(found) and found <= seen)
+                for (t, c), found in zip(items, owners, strict=True)]
 
     # in SQL
 

@@ -1,10 +1,12 @@
-"""What each process of the rate-limit concurrency tests runs (imported by ``spawn``ed processes: keep it light).
+"""The rate-limit concurrency tests: threads taking from one limiter at once, and what each process runs (imported
+by ``spawn``ed processes: keep it light).
 
 Every process builds its own limiter, as each gunicorn worker does, connects, waits on a barrier until all are
 ready so that they take at once, and reports how many requests it was allowed."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
@@ -53,3 +55,21 @@ def allowed_in_processes(jobs: list[Job]) -> list[int]:
         process.join(timeout=30)
         assert process.exitcode == 0, process.exitcode
     return sorted(counts)
+
+
+def allowed_in_threads(limiter: RateLimiter, rate: Rate, threads: int = 20, each: int = 10) -> list[bool]:
+    """``threads`` threads released at once, each taking ``each`` times from one key: whether each take was allowed."""
+    results: list[bool] = []
+    barrier = threading.Barrier(threads)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(each):
+            results.append(limiter.take("same", rate) == 0.0)
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return results

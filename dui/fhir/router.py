@@ -86,11 +86,10 @@ class Route:
 
     ``interaction`` is the CapabilityStatement code (``read``, ``search-type``, ``update``...), or
     ``capabilities``, ``transaction`` (a Bundle POSTed at the base), ``operation``, or ``unknown`` when the path
-    names no endpoint. ``params`` is the search's whole parameter set (the query, and a ``_search`` form);
-    ``plan`` the parsed search, or the parsed criteria of a conditional interaction (the query of a conditional
-    update, patch or delete, ``If-None-Exist`` of a create). ``error`` is what routing refused (unknown endpoint,
-    method not allowed, malformed parameters): the request fails with it, and the audit still knows what was
-    asked.
+    names no endpoint. ``plan`` is the parsed search (its whole parameter set: the query, and a ``_search``
+    form), or the parsed criteria of a conditional interaction (the query of a conditional update, patch or
+    delete, ``If-None-Exist`` of a create). ``error`` is what routing refused (unknown endpoint, method not
+    allowed, malformed parameters): the request fails with it, and the audit still knows what was asked.
     """
 
     method: str  # HEAD is a GET
@@ -99,7 +98,6 @@ class Route:
     rid: str | None = None
     vid: str | None = None
     operation: str | None = None
-    params: tuple[tuple[str, str], ...] = ()
     plan: SearchPlan | None = None
     handler: Callable[[FhirContext, FhirRequest], FhirResponse] | None = None
     error: DuiError | None = None
@@ -115,9 +113,10 @@ class Route:
         return self.method in ("POST", "PUT", "PATCH", "DELETE") and self.interaction != "search-type"
 
 
-def route(ctx: FhirContext, req: FhirRequest) -> Route:
-    """Read ``req`` into a ``Route``; never raises (what routing refuses is in ``Route.error``)."""
-    asked = shape(req)
+def route(ctx: FhirContext, req: FhirRequest, asked: Route | None = None) -> Route:
+    """Read ``req`` into a ``Route``; never raises (what routing refuses is in ``Route.error``). ``asked``: its
+    ``shape``, when the caller has it already."""
+    asked = asked or shape(req)
     if asked.error is not None:
         return asked
     try:
@@ -208,7 +207,7 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
             _allow(method, ("POST",), f"{rtype}/_search")
         params = (*req.query, *(search.form(req) if method == "POST" else ()))
         plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict)
-        return dataclasses.replace(shape, params=params, plan=plan,
+        return dataclasses.replace(shape, plan=plan,
                                    handler=lambda c, r: search.search_type(c, r, plan))
     if shape.rid is not None:
         return _instance(shape, rtype, check_id(shape.rid))
@@ -225,7 +224,7 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         raise _not_allowed(method, rtype, ("GET", "POST"), hint=f"{method} needs an id, or search criteria")
     found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True)
     conditional = TYPE[method][1]
-    return dataclasses.replace(shape, params=tuple(req.query), plan=found,
+    return dataclasses.replace(shape, plan=found,
                                handler=lambda c, r: conditional(c, r, rtype, found))
 
 

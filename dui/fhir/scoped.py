@@ -41,6 +41,9 @@ from dui.fhir.search.plan import Include, SearchPlan
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.tables import resource, search_reference, search_token
 
+# Types whose writes may change who sees whom: the grants, and the Organizations (FINESS) they name.
+SIGHT_TYPES = GRANTING_TYPES | {"Organization"}
+
 
 class ScopedRepository:
     """``sight``: what the actor's establishment sees (None for an API client registered without one, which sees
@@ -138,7 +141,7 @@ class ScopedRepository:
     def create(self, rtype: str, resource: dict[str, Any], *, rid: str | None = None,
                method: str = "POST") -> ResourceVersion:
         self._before(rtype, None, resource)
-        return self._checked(self.inner.create(rtype, resource, rid=rid, method=method))
+        return self._checked(self._written(self.inner.create(rtype, resource, rid=rid, method=method)))
 
     def update(self, current: Current | None, rtype: str, rid: str, resource: dict[str, Any],
                *, method: str = "PUT") -> ResourceVersion:
@@ -150,18 +153,26 @@ class ScopedRepository:
         else:
             before = self._stored(current)
         ends_own_sight = self._before(rtype, before, resource)
-        version = self.inner.update(current, rtype, rid, resource, method=method)
+        version = self._written(self.inner.update(current, rtype, rid, resource, method=method))
         return version if ends_own_sight else self._checked(version)
 
     def delete(self, current: Current) -> ResourceVersion:
         self._before(current.type, self._stored(current), None)
-        return self.inner.delete(current)  # ``current`` came through the scope already
+        return self._written(self.inner.delete(current))  # ``current`` came through the scope already
 
     def _stored(self, current: Current) -> dict[str, Any] | None:
-        if current.deleted:
+        """The body a write replaces, for the rules that compare before and after (grants, FINESS) only."""
+        if current.deleted or current.type not in SIGHT_TYPES:
             return None
         found = self.inner.read(current.type, current.id)
         return found.resource() if found is not None and found.body is not None else None
+
+    def _written(self, version: ResourceVersion) -> ResourceVersion:
+        """After any write that may change who sees whom (whatever else follows), read the grants again."""
+        if self.sight is not None and version.type in SIGHT_TYPES:
+            self.sight.invalidate()
+            self._judged = set()
+        return version
 
     def _before(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
         """Apply the write rules; True when the write ends the actor's own sight of the resident (a partner closing
@@ -181,9 +192,6 @@ class ScopedRepository:
         return False
 
     def _checked(self, version: ResourceVersion) -> ResourceVersion:
-        if self.sight is not None and version.type in GRANTING_TYPES | {"Organization"}:
-            self.sight.invalidate()  # the write may have changed who sees whom: read it again
-            self._judged = set()
         if self._hidden(version.type) and not self._sees(version):
             what = ("a resident is admitted by an establishment: set managingOrganization to yours"
                     if version.type == "Patient" else
@@ -195,11 +203,21 @@ class ScopedRepository:
 
     def _check_references(self, content: dict[str, Any]) -> None:
         """Every reference to resident data points at a record the actor sees (or one this transaction creates):
-        one answer for a record that does not exist and one the actor may not see."""
+        one answer for a record that does not exist and one the actor may not see. One look-up per type, one fetch
+        and one question about grants, however many references the body holds."""
         wanted = sorted((t, i) for t, i in self.residents.references(content)
                         if is_resident_data(t) and f"{t}/{i}" not in self.planned)
+        if not wanted:
+            return
+        self.inner.flush()
+        rows: list[int] = []
+        for rtype in sorted({t for t, _ in wanted}):
+            rows += self.inner.session.execute(
+                select(resource.c.rid).where(resource.c.res_type == rtype, resource.c.deleted.is_(False),
+                                             resource.c.res_id.in_([i for t, i in wanted if t == rtype]))).scalars()
+        seen = {(v.type, v.id) for v in self._keep(self.inner.fetch(rows)) if v.body is not None}
         for rtype, rid in wanted:
-            if self.read(rtype, rid) is None:
+            if (rtype, rid) not in seen:
                 raise Forbidden(f"Not allowed: the reference {rtype}/{rid} does not point at a record you may see "
                                 "(it does not exist, or belongs to a resident of another establishment)")
 

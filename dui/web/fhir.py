@@ -38,7 +38,7 @@ def dispatch(path: str) -> Response:
         _check_format()
         actor = current_actor()
         req = FhirRequest(req.method, req.path, req.query, req.headers, request.get_data(cache=False) or None)
-        routed, result = _serve(svc, actor, req)
+        routed, result = _serve(svc, actor, req, routed)
     except Exception as exc:
         status, category, patients = audit.refusal_of(exc)
         audit.record_refusal(svc, actor, routed, status, category, patients, _where())
@@ -47,10 +47,11 @@ def dispatch(path: str) -> Response:
     return _to_flask(result)
 
 
-def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route, FhirResponse]:
-    """Route, authorize, run and record ``req`` in its unit of work; a read whose pooled connection died with a
-    database restart is run once more."""
-    writes = router.shape(req).writes
+def _serve(svc: Services, actor: Actor, req: FhirRequest,
+           asked: router.Route) -> tuple[router.Route, FhirResponse]:
+    """Route, authorize, run and record ``req`` in its unit of work (``asked``: its shape, read from the method and
+    path); a read whose pooled connection died with a database restart is run once more."""
+    writes = asked.writes
     glass = req.header(BREAK_GLASS)
     for attempt in (1, 2):
         seq = None
@@ -58,7 +59,7 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
             with unit_of_work(write=writes) as session:
                 ctx = svc.fhir_context(session, actor, glass)
                 # Stopped with 503 RequestStopped past DUI_REQUEST_BUDGET (dui.web.budget); rolled back, recorded.
-                routed, result = budget.run(svc.settings.request_budget, _routed, ctx, req)
+                routed, result = budget.run(svc.settings.request_budget, _routed, ctx, req, asked)
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
                 # in one statement of its own; a read on SQLite, in a write of its own below.
                 if writes or is_postgresql(session):
@@ -75,8 +76,8 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest) -> tuple[router.Route,
     return routed, _encoded(result)
 
 
-def _routed(ctx: FhirContext, req: FhirRequest) -> tuple[router.Route, FhirResponse]:
-    routed = router.route(ctx, req)
+def _routed(ctx: FhirContext, req: FhirRequest, asked: router.Route) -> tuple[router.Route, FhirResponse]:
+    routed = router.route(ctx, req, asked)
     return routed, router.handle(ctx, req, routed)
 
 

@@ -189,3 +189,21 @@ def test_references_to_residents_one_does_not_see_are_refused(world: World) -> N
         for ref in (f"Patient/{theirs}", "Patient/does-not-exist")}
     assert len(diagnostics) == 1  # unseen and unknown: one answer
     assert world.ids("t.medecin", "Observation?focus:Patient.birthdate=ge1900") == set()
+
+
+def test_ending_a_stay_ends_sight_within_the_same_request(world: World, created: list[str]) -> None:
+    """What the request itself changed about who sees whom holds for its next entries: a batch that closes the
+    partner's stay and then reads the resident gets the read refused."""
+    mine = tilleuls_residents()[1]
+    answer = world.call("t.administratif", "POST", "Encounter", stay(mine, HOSPITAL_ORG))
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    transfer = {k: v for k, v in answer.get_json().items() if k != "meta"}
+    created.append(f"Encounter/{transfer['id']}")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": dict(transfer, status="finished"),
+         "request": {"method": "PUT", "url": f"Encounter/{transfer['id']}"}},
+        {"request": {"method": "GET", "url": f"Patient/{mine}"}}]}
+    result = world.call("hospital", "POST", "", batch)
+    assert result.status_code == 200, result.get_data(as_text=True)
+    statuses = [e["response"]["status"] for e in result.get_json()["entry"]]
+    assert statuses[0].startswith("200") and statuses[1].startswith("404"), statuses

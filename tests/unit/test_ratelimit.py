@@ -3,13 +3,11 @@ clock; the shared stores have their own files (test_ratelimit_postgresql.py, tes
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from dui.ratelimit import InProcessRateLimiter, Rate, retry_after
 from dui.web.throttle import Reports
-from tests.ratelimit_workers import Job, allowed_in_processes
+from tests.ratelimit_workers import Job, allowed_in_processes, allowed_in_threads
 
 
 class Clock:
@@ -64,19 +62,7 @@ def test_at_most_max_keys_buckets_least_recently_used_dropped() -> None:
 def test_concurrent_takes_never_exceed_the_burst() -> None:
     limiter = InProcessRateLimiter(Clock())
     rate = Rate(per_minute=1, burst=50)
-    allowed: list[bool] = []
-    barrier = threading.Barrier(20)
-
-    def worker() -> None:
-        barrier.wait()
-        for _ in range(10):
-            allowed.append(limiter.take("same", rate) == 0.0)
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    allowed = allowed_in_threads(limiter, rate)
     assert allowed.count(True) == 50
 
 

@@ -8,7 +8,6 @@ table is the one migration 0012 made. Times come from the database's clock: the 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from dui import migrations
 from dui.db import begin_write, make_engine, make_session_factory
 from dui.ratelimit import Rate, SharedRateLimiter
 from dui.ratelimit.postgres import PostgresRateLimiter
-from tests.ratelimit_workers import Job, allowed_in_processes
+from tests.ratelimit_workers import Job, allowed_in_processes, allowed_in_threads
 from tests.redisserver import _free_port
 
 
@@ -80,19 +79,7 @@ def test_zero_per_minute_is_no_limit_and_writes_nothing(engine: Engine) -> None:
 def test_threads_never_exceed_the_burst(engine: Engine) -> None:
     limiter = PostgresRateLimiter(engine)
     rate = Rate(per_minute=1, burst=50)
-    results: list[bool] = []
-    barrier = threading.Barrier(20)
-
-    def worker() -> None:
-        barrier.wait()
-        for _ in range(10):
-            results.append(limiter.take("same", rate) == 0.0)
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = allowed_in_threads(limiter, rate)
     assert len(results) == 200 and results.count(True) == 50
 
 

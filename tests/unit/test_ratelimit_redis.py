@@ -9,7 +9,6 @@ never more than the bucket allows.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import redis
 
 from dui.ratelimit import Rate, SharedRateLimiter
 from dui.ratelimit.redis import RedisRateLimiter, window
-from tests.ratelimit_workers import Job, allowed_in_processes
+from tests.ratelimit_workers import Job, allowed_in_processes, allowed_in_threads
 from tests.redisserver import RedisServer
 
 
@@ -66,19 +65,7 @@ def test_zero_per_minute_is_no_limit_and_writes_nothing(redis_url: str) -> None:
 def test_threads_never_exceed_the_burst(redis_url: str) -> None:
     limiter = RedisRateLimiter(redis_url)
     rate = Rate(per_minute=1, burst=50)
-    results: list[bool] = []
-    barrier = threading.Barrier(20)
-
-    def worker() -> None:
-        barrier.wait()
-        for _ in range(10):
-            results.append(limiter.take("same", rate) == 0.0)
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = allowed_in_threads(limiter, rate)
     assert len(results) == 200 and results.count(True) == 50
 
 

@@ -108,7 +108,9 @@ def read_cda(xml: bytes, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEP
         raise Invalid(f"The CDA document is refused: {exc}") from None
     if root.tag != f"{{{NS}}}ClinicalDocument":
         name = etree.QName(root).localname
-        raise Invalid(f"Not a CDA R2 document: the root element is <{name}>, not <ClinicalDocument> in {NS}")
+        if name == "ClinicalDocument":
+            raise Invalid(f"Not a CDA R2 document: <ClinicalDocument> is not in the CDA namespace {NS}")
+        raise Invalid(f"Not a CDA R2 document: the root element is <{name}>, not <ClinicalDocument>")
     return _Reader(root, ZoneInfo(timezone)).document()
 
 

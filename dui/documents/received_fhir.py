@@ -32,7 +32,8 @@ when the entry has an id, an ``identifier`` made from it (``urn:ietf:rfc:3986`` 
 ``urn:oid:<root>`` + extension), so that importing the same document twice can be detected. One ``Provenance``
 per import: target = every resource, entity = the DocumentReference (role source), agent = the document's
 author organization as a display (with its identifier when the document gives one), recorded = ``recorded``.
-The extension is not yet defined as a StructureDefinition: profile validation reports it as unknown (warning).
+The extension is defined in ``fhir_profiles/definitions/StructureDefinition-dui-received-entry.json`` (its three
+parts required), so profile validation checks it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from dui.documents.received_model import (
 )
 from dui.errors import Invalid, TooLarge, Unprocessable
 from dui.fhir.validation import Validator
+from fhir_profiles.context import Context
+from fhir_profiles.validator import ProfileValidator
 from tests.conftest import conformance_dir
 
 RECORDED = "2026-03-02T10:15:00+01:00"
@@ -190,6 +192,16 @@ def test_fludr_resources_are_valid_r4_and_traced(fludr: ReceivedDocument) -> Non
         assert parts["document"]["valueReference"] == {"reference": "DocumentReference/d1"}
         assert parts["location"]["valueString"].startswith("/ClinicalDocument/component/structuredBody/")
         assert resource["subject"] == {"reference": "Patient/p1"}
+
+
+def test_the_traceability_extension_is_defined_and_checked(fludr: ReceivedDocument) -> None:
+    profiles = ProfileValidator(Context())
+    pairs = resources(fludr)
+    for _, resource in pairs:
+        assert [p for p in profiles.validate(resource) if p.severity != "information"] == [], resource["resourceType"]
+    broken = pairs[1][1]
+    broken["extension"][0]["extension"].pop()  # no location
+    assert any("location" in p.message for p in profiles.validate(broken) if p.severity == "error")
 
 
 def test_condition(fludr: ReceivedDocument) -> None:

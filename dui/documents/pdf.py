@@ -249,7 +249,7 @@ BODY = _style("body")
 SMALL = _style("small", fontSize=7.5, leading=9.5, textColor=MUTED)
 LABEL = _style("label", fontSize=7.5, leading=9.5, textColor=MUTED)
 VALUE = _style("value", fontName=FONT_BOLD, fontSize=9.5, leading=12)
-TITLE = _style("title", fontName=FONT_BOLD, fontSize=14, leading=17, textColor=HEAD)
+TITLE = _style("title", fontName=FONT_BOLD, fontSize=13, leading=16, textColor=HEAD)
 ESTAB = _style("estab", fontName=FONT_BOLD, fontSize=9.5, leading=12, alignment=TA_RIGHT)
 ESTAB_SMALL = _style("estab-small", fontSize=8, leading=10, alignment=TA_RIGHT)
 NAME = _style("name", fontName=FONT_BOLD, fontSize=15, leading=18)
@@ -331,11 +331,11 @@ def _header(heading: str, estab: Establishment, as_of: datetime, built: datetime
         Paragraph(_markup(heading), TITLE),
         Spacer(1, 2),
         Paragraph(
-            _markup(f"Établi le {_when(built)} à partir du dossier à jour du {_when(as_of)}"),
+            f"Établi le <b>{_when(built)}</b><br/>à partir du dossier à jour du {_when(as_of)}",
             _style("made", fontSize=8.5, leading=11),
         ),
     ]
-    band = Table([[left, right]], colWidths=[WIDTH * 0.64, WIDTH * 0.36])
+    band = Table([[left, right]], colWidths=[WIDTH * 0.68, WIDTH * 0.32])
     band.setStyle(
         _table_style(
             [
@@ -450,7 +450,11 @@ def _section(name: str, body: Sequence[Flowable], *, style: ParagraphStyle = SEC
         )
     )
     first, rest = (body[0], list(body[1:])) if body else (_none(), [])
-    return [CondPageBreak(20 * mm), KeepTogether([head, Spacer(1, 2), first]), *rest, Spacer(1, 6)]
+    if isinstance(first, Table):
+        # a table splits over pages by itself (its column heads repeat): keep room for the title and a few rows,
+        # not the whole table, which would leave the rest of the page blank
+        return [CondPageBreak(35 * mm), head, Spacer(1, 2), first, *rest, Spacer(1, 6)]
+    return [CondPageBreak(14 * mm), KeepTogether([head, Spacer(1, 2), first]), *rest, Spacer(1, 6)]
 
 
 def _table(

@@ -17,6 +17,7 @@ from dui.documents import conformance
 from dui.documents.conformance import Report, check, compile_count, run_schematron
 from dui.errors import Invalid, Unprocessable
 from dui.fhir.xmlsafe import parse_untrusted
+from dui.settings import Settings
 from tests.conftest import conformance_dir
 
 NS = {"cda": "urn:hl7-org:v3"}
@@ -315,3 +316,9 @@ def test_the_command_without_material(tmp_path: Path) -> None:
     assert helped.exit_code == 0
     for words in ("DUI_CDA_MATERIAL", "TestContenuCDA", "Exit 0", "1 otherwise", "2, in one line"):
         assert words in helped.output
+
+
+def test_the_material_setting() -> None:
+    assert Settings.from_env({}).cda_material is None
+    assert Settings.from_env({"DUI_CDA_MATERIAL": ""}).cda_material is None
+    assert Settings.from_env({"DUI_CDA_MATERIAL": "/opt/TestContenuCDA"}).cda_material == "/opt/TestContenuCDA"

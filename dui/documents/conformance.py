@@ -514,14 +514,26 @@ def _schema(path: Path) -> etree.XMLSchema:
 def validate_xsd(root: etree._Element, xsd: Path) -> list[XsdError]:
     """The errors of ``root`` against the XML schema at ``xsd`` (``CDA_extended.xsd``)."""
     schema = _schema(xsd)
-    if schema.validate(root.getroottree()):
+    tree = root.getroottree()
+    if schema.validate(tree):
         return []
-    return [XsdError(e.line, _readable_path(_clark(e.path or "")), " ".join(e.message.split()))
-            for e in schema.error_log]
+    return [XsdError(e.line, _element_path(tree, e.path), " ".join(e.message.split())) for e in schema.error_log]
 
 
-def _clark(path: str) -> str:
-    return re.sub(r"\{([^}]*)\}", r"Q{\1}", path)
+def _element_path(tree: etree._ElementTree, path: str | None) -> str:
+    """libxml2's ``/*/*[14]/*`` as the schematron findings write it: ``/cda:ClinicalDocument[1]/cda:...``."""
+    found = tree.xpath(path) if path else []
+    if not found or not isinstance(found[0], etree._Element):
+        return path or ""
+    steps = []
+    node: etree._Element | None = found[0]
+    while node is not None:
+        name = etree.QName(node)
+        index = 1 + sum(1 for _ in node.itersiblings(node.tag, preceding=True))
+        prefix = _PREFIXES.get(name.namespace or "", f"Q{{{name.namespace}}}")
+        steps.append(f"{prefix}{name.localname}[{index}]")
+        node = node.getparent()
+    return "/" + "/".join(reversed(steps))
 
 
 # --- checking a document ---------------------------------------------------------------------------------------

@@ -240,6 +240,8 @@ def test_an_element_the_schema_refuses(material: Path) -> None:
     assert len(report.xsd_errors) == 1
     assert "favouriteColour" in report.xsd_errors[0].message
     assert "This element is not expected" in report.xsd_errors[0].message
+    assert report.xsd_errors[0].path == ("/cda:ClinicalDocument[1]/cda:recordTarget[1]/cda:patientRole[1]/"
+                                         "cda:favouriteColour[1]")
 
 
 @material_test

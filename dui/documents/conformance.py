@@ -173,7 +173,7 @@ def _resolve_includes(element: etree._Element, base: Path, stack: tuple[Path, ..
         href = include.get("href", "")
         if not href or "#" in href:
             raise SchematronError(f"{base}: include {href!r} is not a file reference")
-        target = (base.parent / href).resolve()
+        target = _existing((base.parent / href).resolve())
         if target in stack:
             raise SchematronError(f"{target}: included by itself")
         root = _read_xml(target)
@@ -183,6 +183,15 @@ def _resolve_includes(element: etree._Element, base: Path, stack: tuple[Path, ..
         if parent is None:
             raise SchematronError(f"{base}: an include cannot be the root")
         parent.replace(include, root)
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or the file whose name differs from it in case only: TestContenuCDA is written on Windows, and some
+    of its includes spell a file name otherwise than the file (``E_directiveAnticipee_int.sch``)."""
+    if path.exists() or not path.parent.is_dir():
+        return path
+    matches = [p for p in path.parent.iterdir() if p.name.lower() == path.name.lower()]
+    return matches[0] if len(matches) == 1 else path
 
 
 def _substituter(params: dict[str, str]) -> Any:

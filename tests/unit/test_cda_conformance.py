@@ -29,7 +29,7 @@ material_test = pytest.mark.conformance
 MAIN = """<?xml version="1.0" encoding="UTF-8"?>
 <schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">
   <ns prefix="t" uri="urn:t"/>
-  <include href="inc/abstract.sch"/>
+  <include href="inc/Abstract.sch"/>
   <pattern id="variables"><let name="vs" value="'vs/codes.xml'"/></pattern>
   <pattern id="first-match">
     <rule context="t:item[@kind = 'a']"><report test="true()">specific <value-of select="@code"/></report></rule>
@@ -65,6 +65,7 @@ def small_schematron(tmp_path: Path) -> Path:
     (tmp_path / "inc").mkdir()
     (tmp_path / "vs").mkdir()
     (tmp_path / "main.sch").write_text(MAIN, encoding="utf-8")
+    # spelt inc/Abstract.sch by the include, as TestContenuCDA's Windows-written includes sometimes do
     (tmp_path / "inc" / "abstract.sch").write_text(ABSTRACT, encoding="utf-8")
     # relative to the schematron that includes the pattern, not to the file that holds it
     (tmp_path / "vs" / "codes.xml").write_text('<codes><code v="abc"/><code v="xyz"/></codes>', encoding="utf-8")

@@ -162,6 +162,9 @@ class Settings:
     # Shared counters (rate limits) across processes and hosts; None: PostgreSQL's, or each process's memory
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    # The CDA conformance material: a checkout of ANS TestContenuCDA, the folder holding schematrons/ and
+    # infrastructure/ (docs/documents.md); None: `dui documents check` needs --material
+    cda_material: str | None = None
 
     @property
     def fhir_base(self) -> str:
@@ -261,6 +264,7 @@ class Settings:
                 modes=_validation_modes(env.get("DUI_VALIDATION", "warn")),
                 default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
             ),
+            cda_material=env.get("DUI_CDA_MATERIAL") or None,
         )
         settings.check()
         return settings

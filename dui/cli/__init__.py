@@ -47,9 +47,11 @@ def register(app: Flask) -> None:
 
 
 def _register_top_level() -> None:
-    from dui.cli import identity, serve
+    from dui.cli import documents, identity, serve
 
     cli.add_command(serve.serve)
+    # An AppGroup: `check` needs no app (with_appcontext=False); a command added with the default gets one.
+    cli.add_command(documents.documents)
     cli.add_command(identity.insi_simulator)  # needs no app in the parent process: each worker builds its own
     cli.add_command(routes_command)
     cli.add_command(shell_command)

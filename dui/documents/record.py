@@ -92,6 +92,7 @@ class Transfer:
     devices: tuple[str, ...] = ()  # prostheses, hearing aids, glasses...
     belongings: tuple[str, ...] = ()
     comment: str | None = None
+    consciousness: str | None = None  # at departure: DLU_002 conscient et éveillé, DLU_003 éveillable, DLU_004 non
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dui.documents import conformance
 from dui.documents.conformance import Report, check, compile_count, run_schematron
 from dui.errors import Invalid, Unprocessable
 from dui.fhir.xmlsafe import parse_untrusted
+from dui.settings import Settings
 from tests.conftest import conformance_dir
 
 NS = {"cda": "urn:hl7-org:v3"}
@@ -28,7 +29,7 @@ material_test = pytest.mark.conformance
 MAIN = """<?xml version="1.0" encoding="UTF-8"?>
 <schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">
   <ns prefix="t" uri="urn:t"/>
-  <include href="inc/abstract.sch"/>
+  <include href="inc/Abstract.sch"/>
   <pattern id="variables"><let name="vs" value="'vs/codes.xml'"/></pattern>
   <pattern id="first-match">
     <rule context="t:item[@kind = 'a']"><report test="true()">specific <value-of select="@code"/></report></rule>
@@ -64,6 +65,7 @@ def small_schematron(tmp_path: Path) -> Path:
     (tmp_path / "inc").mkdir()
     (tmp_path / "vs").mkdir()
     (tmp_path / "main.sch").write_text(MAIN, encoding="utf-8")
+    # spelt inc/Abstract.sch by the include, as TestContenuCDA's Windows-written includes sometimes do
     (tmp_path / "inc" / "abstract.sch").write_text(ABSTRACT, encoding="utf-8")
     # relative to the schematron that includes the pattern, not to the file that holds it
     (tmp_path / "vs" / "codes.xml").write_text('<codes><code v="abc"/><code v="xyz"/></codes>', encoding="utf-8")
@@ -239,6 +241,8 @@ def test_an_element_the_schema_refuses(material: Path) -> None:
     assert len(report.xsd_errors) == 1
     assert "favouriteColour" in report.xsd_errors[0].message
     assert "This element is not expected" in report.xsd_errors[0].message
+    assert report.xsd_errors[0].path == ("/cda:ClinicalDocument[1]/cda:recordTarget[1]/cda:patientRole[1]/"
+                                         "cda:favouriteColour[1]")
 
 
 @material_test
@@ -315,3 +319,9 @@ def test_the_command_without_material(tmp_path: Path) -> None:
     assert helped.exit_code == 0
     for words in ("DUI_CDA_MATERIAL", "TestContenuCDA", "Exit 0", "1 otherwise", "2, in one line"):
         assert words in helped.output
+
+
+def test_the_material_setting() -> None:
+    assert Settings.from_env({}).cda_material is None
+    assert Settings.from_env({"DUI_CDA_MATERIAL": ""}).cda_material is None
+    assert Settings.from_env({"DUI_CDA_MATERIAL": "/opt/TestContenuCDA"}).cda_material == "/opt/TestContenuCDA"

@@ -160,6 +160,8 @@ def test_forty_treatments_flow_over_pages_none_clipped() -> None:
     data = render(make_record(treatments=treatments), "DLU", built_at=BUILT_AT)
     pages = _pages(data)
     assert len(pages) >= 2
+    # the table starts on page 1 under its title (it does not jump to page 2 and leave page 1 half blank)
+    assert "Traitements en cours (40)" in pages[0] and "Médicament numéro 01" in pages[0]
     text = _flat("\n".join(pages))
     for i in range(1, 41):
         assert f"Médicament numéro {i:02d}" in text

@@ -253,3 +253,20 @@ def test_the_ins_oid_kind_is_only_printed_when_known() -> None:
     text = _flat(_text(render(record, "DLU", built_at=BUILT_AT)))
     assert "INS-NIR – OID 1.2.250.1.213.1.4.8" in text
     assert "de test" not in text
+
+
+def test_overlong_values_wrap_or_split_never_fail() -> None:
+    """A cell taller than a page splits inside the row; footer lines too long for the page are cut with "…"."""
+    long = "posologie très longue " * 400
+    record = make_record(
+        treatments=(Item("Médicament au long cours", detail=long),),
+        notify=(Person("Parent", long, "Fils", phone="06 00 00 00 00"),),
+        establishment=replace(make_record().establishment, name="EHPAD " + "des Tilleuls " * 40),
+    )
+    data = render(record, "FLUDT", make_transfer(reason=long), built_at=BUILT_AT)
+    pages = _pages(data)
+    text = _flat("\n".join(pages))
+    assert text.count("posologie") == 1200  # (a phrase may straddle a page break, a word does not)
+    for page in pages:
+        assert "Document généré par le DUI" in page
+        assert "…" in page  # the footer line naming the establishment was cut to the width of the page

@@ -335,7 +335,7 @@ def _header(heading: str, estab: Establishment, as_of: datetime, built: datetime
             _style("made", fontSize=8.5, leading=11),
         ),
     ]
-    band = Table([[left, right]], colWidths=[WIDTH * 0.68, WIDTH * 0.32])
+    band = Table([[left, right]], colWidths=[WIDTH * 0.68, WIDTH * 0.32], splitInRow=1)
     band.setStyle(
         _table_style(
             [
@@ -411,7 +411,7 @@ def _identity(ident: Identity, record: ResidentRecord, built: datetime) -> list[
     if record.stay_start:
         rows.append([Paragraph(_markup(f"Entrée dans l'établissement : {_fhir_date(record.stay_start)}"), BODY)])
         rows[-1] += ["", "", ""]
-    traits = Table(rows, colWidths=[WIDTH * 0.16, WIDTH * 0.34, WIDTH * 0.17, WIDTH * 0.33])
+    traits = Table(rows, colWidths=[WIDTH * 0.16, WIDTH * 0.34, WIDTH * 0.17, WIDTH * 0.33], splitInRow=1)
     first_span = len(rows) - len(ins_rows) - (1 if record.stay_start else 0)
     style = [
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
@@ -472,7 +472,7 @@ def _table(
             style = CELL_BOLD if i == 0 and bold_first else CELL
             cells.append(Paragraph(_markup(value), style) if value else Paragraph("–", NONE))
         data.append(cells)
-    table = Table(data, colWidths=[WIDTH * w for w in widths], repeatRows=1)
+    table = Table(data, colWidths=[WIDTH * w for w in widths], repeatRows=1, splitInRow=1)
     table.setStyle(
         _table_style(
             [
@@ -542,7 +542,7 @@ def _facts(rows: Sequence[tuple[str, str | None]], *, strong: int = 0) -> Table:
         ]
         for i, (label, value) in enumerate(rows)
     ]
-    table = Table(data, colWidths=[WIDTH * 0.24, WIDTH * 0.76])
+    table = Table(data, colWidths=[WIDTH * 0.24, WIDTH * 0.76], splitInRow=1)
     table.setStyle(
         _table_style(
             [
@@ -643,7 +643,7 @@ def _contacts(record: ResidentRecord) -> list[Flowable]:
             Paragraph(_markup(estab.phone), PHONE) if estab.phone else _none(),
         ]
     )
-    table = Table(rows, colWidths=[WIDTH * 0.3, WIDTH * 0.42, WIDTH * 0.28], repeatRows=1)
+    table = Table(rows, colWidths=[WIDTH * 0.3, WIDTH * 0.42, WIDTH * 0.28], repeatRows=1, splitInRow=1)
     table.setStyle(
         _table_style(
             [
@@ -703,17 +703,26 @@ class _PagedCanvas(Canvas):  # type: ignore[misc]  # reportlab ships no type inf
         self.line(MARGIN_X, y, PAGE_W - MARGIN_X, y)
         self.setFillColor(INK)
         self.setFont(FONT_BOLD, 8.5)
-        self.drawString(MARGIN_X, y - 10, self._resident)
+        self.drawString(MARGIN_X, y - 10, _fit(self._resident, FONT_BOLD, 8.5, WIDTH - 60))
         self.drawRightString(PAGE_W - MARGIN_X, y - 10, f"Page {number}/{total}")
         self.setFont(FONT, 7)
         self.setFillColor(MUTED)
-        self.drawString(MARGIN_X, y - 20, self._generated)
+        self.drawString(MARGIN_X, y - 20, _fit(self._generated, FONT, 7, WIDTH))
         if number > 1:
             self.setFont(FONT, 7.5)
             top = PAGE_H - MARGIN_TOP + 4 * mm
-            self.drawString(MARGIN_X, top, self._running)
+            self.drawString(MARGIN_X, top, _fit(self._running, FONT, 7.5, WIDTH))
             self.line(MARGIN_X, top - 3, PAGE_W - MARGIN_X, top - 3)
         self.restoreState()
+
+
+def _fit(text: str, font: str, size: float, width: float) -> str:
+    """``text`` cut with an ellipsis to fit on one line of ``width`` points (the footer and running header)."""
+    if pdfmetrics.stringWidth(text, font, size) <= width:
+        return text
+    while text and pdfmetrics.stringWidth(text + "…", font, size) > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
 
 
 def _pdf_date(moment: datetime) -> str:

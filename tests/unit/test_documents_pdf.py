@@ -160,6 +160,8 @@ def test_forty_treatments_flow_over_pages_none_clipped() -> None:
     data = render(make_record(treatments=treatments), "DLU", built_at=BUILT_AT)
     pages = _pages(data)
     assert len(pages) >= 2
+    # the table starts on page 1 under its title (it does not jump to page 2 and leave page 1 half blank)
+    assert "Traitements en cours (40)" in pages[0] and "Médicament numéro 01" in pages[0]
     text = _flat("\n".join(pages))
     for i in range(1, 41):
         assert f"Médicament numéro {i:02d}" in text
@@ -251,3 +253,20 @@ def test_the_ins_oid_kind_is_only_printed_when_known() -> None:
     text = _flat(_text(render(record, "DLU", built_at=BUILT_AT)))
     assert "INS-NIR – OID 1.2.250.1.213.1.4.8" in text
     assert "de test" not in text
+
+
+def test_overlong_values_wrap_or_split_never_fail() -> None:
+    """A cell taller than a page splits inside the row; footer lines too long for the page are cut with "…"."""
+    long = "posologie très longue " * 400
+    record = make_record(
+        treatments=(Item("Médicament au long cours", detail=long),),
+        notify=(Person("Parent", long, "Fils", phone="06 00 00 00 00"),),
+        establishment=replace(make_record().establishment, name="EHPAD " + "des Tilleuls " * 40),
+    )
+    data = render(record, "FLUDT", make_transfer(reason=long), built_at=BUILT_AT)
+    pages = _pages(data)
+    text = _flat("\n".join(pages))
+    assert text.count("posologie") == 1200  # (a phrase may straddle a page break, a word does not)
+    for page in pages:
+        assert "Document généré par le DUI" in page
+        assert "…" in page  # the footer line naming the establishment was cut to the width of the page

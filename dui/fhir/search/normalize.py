@@ -27,5 +27,6 @@ _SPELLED_OUT = str.maketrans({
 
 def normalize(value: str) -> str:
     """The comparison form of a string (see the module docstring)."""
-    decomposed = unicodedata.normalize("NFKD", value.translate(_SPELLED_OUT))
+    # Decomposed first, so that a letter the table spells out is found whatever accent it carries (ǿ -> ø + ́)
+    decomposed = unicodedata.normalize("NFKD", value).translate(_SPELLED_OUT)
     return "".join(ch for ch in decomposed.casefold() if ch.isalnum() and not unicodedata.combining(ch))

@@ -30,7 +30,7 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import audit, auth, db, demo, identity, index, keys, profiles, transfer
+    from dui.cli import audit, auth, db, demo, identity, index, keys, profiles, transfer, worker
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
@@ -44,6 +44,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(transfer.export_command)
     app.cli.add_command(transfer.import_command)
     app.cli.add_command(profiles.profiles)
+    app.cli.add_command(worker.worker)
 
 
 def _register_top_level() -> None:
@@ -59,7 +60,7 @@ def _register_top_level() -> None:
 
 _register_top_level()
 for _param in cli.params:
-    if _param.name in ("env_file", "app", "debug"):
+    if _param.name in ("env_file", "app", "debug") and isinstance(_param, click.Option):
         _param.hidden = True  # Flask's own options: the app is always this one
 
 

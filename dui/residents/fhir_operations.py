@@ -24,7 +24,7 @@ from dui.audit.export import audit_event
 from dui.errors import Forbidden, Invalid
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id, parse_body
 from dui.fhir.interactions.bundles import bundle
-from dui.residents import duplicates, merge, operations
+from dui.residents import duplicates, mapping, merge, operations
 from dui.residents.operations import IdentityOutcome
 from dui.residents.sharing import visible
 from fhir_profiles import CANONICAL
@@ -181,7 +181,7 @@ def _vitale(ctx: FhirContext, rid: str, params: dict[str, list[dict[str, Any]]])
     rank = _value(params, "birthRank", "valueInteger")
     if not isinstance(rank, int) or not 1 <= rank <= 9:
         raise Invalid("birthRank is the rang de naissance read on the carte Vitale (1-9)", expression="birthRank")
-    traits = operations.mapping.traits_of(patient)
+    traits = mapping.traits_of(patient)
     individu = str(_value(params, "matriculeIndividu", "valueString") or "")
     return VitaleQuery(nir_individu=individu,
                        nir_od=str(_value(params, "matriculeOD", "valueString") or individu),

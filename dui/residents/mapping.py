@@ -108,10 +108,11 @@ def traits_of(patient: dict[str, Any]) -> InsTraits | None:
     given = [g for g in name.get("given") or [] if isinstance(g, str)]
     listed = _extension_value(name, BIRTH_LIST, "valueString")
     given_names = tuple(listed.split()) if isinstance(listed, str) and listed.strip() else tuple(given)
+    family, born = name.get("family"), patient.get("birthDate")
     return InsTraits(
-        birth_family=name.get("family") if isinstance(name.get("family"), str) else "",
+        birth_family=family if isinstance(family, str) else "",
         birth_given_names=given_names,
-        birth_date=patient.get("birthDate") if isinstance(patient.get("birthDate"), str) else "",
+        birth_date=born if isinstance(born, str) else "",
         sex=GENDERS.get(patient.get("gender") or "", "?"),
         birth_place=birth_place_of(patient),
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -157,7 +158,7 @@ def _sqlite_rebuild(*, keyed: bool) -> None:
     """Rebuild both audit tables (SQLite cannot add AUTOINCREMENT in place): with AUTOINCREMENT and the 0011
     columns (``keyed``), or as revision 0009 made them, unsealing what the key sealed. The residents' table is
     rebuilt too, so that no row ever points at a dropped table (foreign keys are on)."""
-    columns = [
+    columns: list[sa.Column[Any]] = [
         sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("recorded", sa.DateTime(timezone=True), nullable=False),
         sa.Column("xid", sa.BigInteger(), nullable=True),

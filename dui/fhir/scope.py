@@ -169,6 +169,8 @@ def _reference_strings(node: Any) -> Iterator[str]:
         for key, value in node.items():
             if key == "reference" and isinstance(value, str) and not value.startswith("#"):
                 yield value
+            elif key == "url" and isinstance(value, str) and "Binary/" in value:
+                yield value  # an Attachment's content kept as a Binary of this server (read by exports)
             elif isinstance(value, dict | list):
                 yield from _reference_strings(value)
     elif isinstance(node, list):

@@ -35,7 +35,7 @@ def dispatch(path: str) -> Response:
     routed = router.shape(req)  # what is asked, from the method and path alone: until the full route is known
     actor: Actor = ANONYMOUS
     try:
-        _check_format()
+        _check_format(native=routed.rtype == "Binary" and routed.interaction in ("read", "vread"))
         actor = current_actor()
         req = FhirRequest(req.method, req.path, req.query, req.headers, request.get_data(cache=False) or None)
         routed, result = _serve(svc, actor, req, routed)
@@ -91,13 +91,14 @@ def _where() -> tuple[str | None, str | None]:
     return request.remote_addr, g.get("request_id")
 
 
-def _check_format() -> None:
-    """Answer JSON only; refuse explicitly what else a client asks for (406)."""
+def _check_format(native: bool = False) -> None:
+    """Answer JSON only; refuse explicitly what else a client asks for (406). ``native``: a Binary read, which
+    answers in the Binary's own content type whatever ``Accept`` asks (``dui.fhir.interactions.read``)."""
     fmt = request.args.get("_format")
     if fmt is not None and fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
         raise NotAcceptable(f"_format={fmt} is not available; this server answers FHIR JSON only")
     accept = request.accept_mimetypes
-    if not accept.provided or fmt is not None:
+    if not accept.provided or fmt is not None or native:
         return
     acceptable = {"application/fhir+json", "application/json", "application/json+fhir", "*/*", "application/*"}
     if any(value.split(";")[0].strip().lower() in acceptable and quality > 0 for value, quality in accept):
@@ -114,10 +115,11 @@ def _to_flask(result: FhirResponse) -> Response:
         payload = body
     else:
         payload = jsontext.dump(body)
-    if payload and request.args.get("_pretty") == "true":
+    if payload and request.args.get("_pretty") == "true" and result.content_type is None:
         payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000, stored=True), option=orjson.OPT_INDENT_2,
                                default=jsontext.fragment_default)
-    response = Response(payload, status=result.status, content_type=FHIR_JSON if payload else None)
+    response = Response(payload, status=result.status,
+                        content_type=(result.content_type or FHIR_JSON) if payload else None)
     for key, value in result.headers.items():
         response.headers[key] = value
     if request.method == "HEAD":

@@ -121,8 +121,16 @@ def search_parameter_table() -> dict[str, dict[str, Any]]:
     return table
 
 
+# Members the DUI adds to the R4 Patient compartment: a Binary whose ``securityContext`` is a Patient (a document's
+# CDA or PDF, a scanned letter) is part of that resident's record, under the same access rules and audit. The
+# parameter is the DUI's own (fhir_profiles ``SearchParameter-Binary-security-context``).
+OWN_COMPARTMENT_MEMBERS: dict[str, list[str]] = {"Binary": ["security-context"]}
+
+
 @cache
 def patient_compartment() -> dict[str, list[str]]:
-    """Resource type -> the parameters that place it in a Patient's compartment."""
-    members: dict[str, list[str]] = _load("compartment_patient.json")["members"]
+    """Resource type -> the parameters that place it in a Patient's compartment: the R4 CompartmentDefinition
+    and ``OWN_COMPARTMENT_MEMBERS``."""
+    members: dict[str, list[str]] = dict(_load("compartment_patient.json")["members"])
+    members.update(OWN_COMPARTMENT_MEMBERS)
     return members

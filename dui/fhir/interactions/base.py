@@ -76,6 +76,7 @@ class FhirResponse:
     # Every other version the answer served or the request changed (search pages and includes, history, the
     # version an update replaced or a delete ended): the audit trail names the residents they belong to.
     touched: list[ResourceVersion] = field(default_factory=list)
+    content_type: str | None = None  # a body in another format than FHIR JSON (a Binary served as itself)
 
     def versions(self) -> list[ResourceVersion]:
         return ([self.version] if self.version is not None else []) + self.touched
@@ -84,6 +85,11 @@ class FhirResponse:
 # A rule every write of a resource type must pass: (resource, loader of the stored version, actor, today)
 # -> the resource to store, or a ``DuiError``. Use-case packages provide them at wiring time.
 WriteRule = Callable[[dict[str, Any], Callable[[], "dict[str, Any] | None"], Actor, date], dict[str, Any]]
+
+# A resource type whose creation a use-case package takes over: (context, body) -> (the version filed, whether it
+# was created), or None when the body is stored as written. Documents POSTed with their content inline
+# (``dui.documents.inbound``): the CDA or the PDF is filed as Binaries of the resident's record.
+Filer = Callable[["FhirContext", dict[str, Any]], "tuple[ResourceVersion, bool] | None"]
 
 # A step every Bundle POSTed at the FHIR base goes through before its entries are read: (context, bundle) -> the
 # bundle to run (the same one when the step does not concern it), or a ``DuiError``. Use-case packages provide
@@ -119,6 +125,7 @@ class FhirContext:
     write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: Mapping[tuple[str, str], Operation] = field(default_factory=dict)
     bundle_rules: tuple[BundleRule, ...] = ()
+    filers: Mapping[str, Filer] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
     break_glass: str | None = None  # the reason a health professional gave to read beyond their rights
     planned: set[str] = field(default_factory=set)  # ``Type/id`` a transaction is about to create

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from dui.errors import DuiError, Gone, NotFound
+from dui.errors import DuiError, Gone, NotFound, Unprocessable
 from dui.fhir.definitions import r4
 from dui.fhir.interactions.base import (
     FhirContext,
@@ -19,6 +20,7 @@ from dui.fhir.interactions.base import (
     parse_version,
     version_headers,
 )
+from dui.fhir.repository import ResourceVersion
 from dui.fhir.search.plan import SUMMARY_MODES, element_names, one_of
 from dui.fhir.search.shaping import shape
 
@@ -33,6 +35,8 @@ def read(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespon
     headers = version_headers(version)
     if _not_modified(req, version.version, version.last_updated):
         return FhirResponse(304, None, headers, version)
+    if rtype == "Binary" and wants_native(req):
+        return _native(version, headers)
     return FhirResponse(200, _shaped(req, version.resource) or version.body, headers, version)
 
 
@@ -43,7 +47,40 @@ def vread(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, vid: str) ->
         raise NotFound(f"{rtype}/{rid} has no version {vid}")
     if version.deleted:
         raise Gone(f"Version {vid} of {rtype}/{rid} is its deletion", headers=version_headers(version))
+    if rtype == "Binary" and wants_native(req):
+        return _native(version, version_headers(version))
     return FhirResponse(200, version.body, version_headers(version), version)
+
+
+FHIR_FORMATS = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "json",
+                          "application/fhir+xml", "application/xml+fhir", "xml"})
+
+
+def wants_native(req: FhirRequest) -> bool:
+    """A Binary is answered in its own content type unless the client names a FHIR format (``_format``, or a FHIR
+    type in ``Accept``): http://hl7.org/fhir/R4/binary.html#rest."""
+    if any(name == "_format" for name, _ in req.query):
+        return False
+    accept = req.header("accept") or ""
+    for part in accept.split(","):
+        kind, _, params = part.partition(";")
+        refused = any(p.strip().replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params.split(";"))
+        if kind.strip().lower() in FHIR_FORMATS and not refused:
+            return False
+    return True
+
+
+def _native(version: ResourceVersion, headers: dict[str, str]) -> FhirResponse:
+    """The Binary's content as itself (its ``data`` decoded, with its ``contentType``)."""
+    binary = version.resource()
+    kind = binary.get("contentType")
+    try:
+        data = base64.b64decode(binary.get("data") or "", validate=True)
+    except (ValueError, TypeError):
+        raise Unprocessable(f"Binary/{version.id} holds data that is not base64: read it as FHIR JSON "
+                            "(Accept: application/fhir+json)") from None
+    return FhirResponse(200, data, headers, version, content_type=kind if isinstance(kind, str) and kind
+                        else "application/octet-stream")
 
 
 def _shaped(req: FhirRequest, content: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

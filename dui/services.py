@@ -27,6 +27,8 @@ from dui.auth.policy import Policy
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
+from dui.documents import fhir_operations as document_operations
+from dui.documents import freshness, inbound
 from dui.errors import Issue, Unavailable
 from dui.fhir.interactions.base import BundleRule, FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
@@ -86,7 +88,7 @@ class Services:
     residents: Residents = field(init=False)
 
     def __post_init__(self) -> None:
-        self.operations = fhir_operations.build(self.insi)
+        self.operations = {**fhir_operations.build(self.insi), **document_operations.build()}
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
@@ -151,7 +153,8 @@ class Services:
                               timeout=conf.timeout)
 
     def repository(self, session: Session) -> SqlFhirRepository:
-        return SqlFhirRepository(session, self.indexer, self.clock, self.keyring)
+        return SqlFhirRepository(session, self.indexer, self.clock, self.keyring,
+                                 listeners=(freshness.on_change,))  # a change the DLU shows makes it stale
 
     def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
         """The context of one unit of work. A staff member or an API client reads and writes through the access
@@ -176,6 +179,7 @@ class Services:
             write_rules=self.write_rules,
             operations=self.operations,
             bundle_rules=self.bundle_rules,
+            filers={"DocumentReference": inbound.filer},
             policy=self.policy,
             registry=self.registry,
             validator=self.validator,

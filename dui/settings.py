@@ -141,6 +141,18 @@ class ValidationSettings:
         return tuple(url for t, url in self.default_profiles if t == rtype)
 
 
+# A placeholder root for the ids of the documents built here, for development and tests only: an establishment
+# (or its software vendor) registers its own OID and sets DUI_DOCUMENT_OID; DUI_ENV=prod refuses this one.
+DEV_DOCUMENT_OID = "1.2.250.1.999.42.1"
+
+
+@dataclass(frozen=True)
+class DocumentSettings:
+    oid: str = DEV_DOCUMENT_OID  # root of the CDA ids (ClinicalDocument/id, setId) of the documents built here
+    dlu_quiet: float = 60.0  # seconds without a change before a stale DLU is rebuilt (one rebuild per burst)
+    dlu_max_delay: float = 900.0  # seconds a DLU may stay stale, however often the record changes
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "dev"
@@ -165,6 +177,7 @@ class Settings:
     # The CDA conformance material: a checkout of ANS TestContenuCDA, the folder holding schematrons/ and
     # infrastructure/ (docs/documents.md); None: `dui documents check` needs --material
     cda_material: str | None = None
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -265,6 +278,11 @@ class Settings:
                 default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
             ),
             cda_material=env.get("DUI_CDA_MATERIAL") or None,
+            documents=DocumentSettings(
+                oid=_oid(env.get("DUI_DOCUMENT_OID") or defaults.documents.oid),
+                dlu_quiet=_seconds(env, "DUI_DLU_QUIET", defaults.documents.dlu_quiet),
+                dlu_max_delay=_seconds(env, "DUI_DLU_MAX_DELAY", defaults.documents.dlu_max_delay),
+            ),
         )
         settings.check()
         return settings
@@ -307,6 +325,9 @@ class Settings:
                 if self.is_prod and value and Path(value).resolve().is_relative_to(simulator):
                     raise SettingsError(f"{name} is a file of the development INSi simulator ({insi.simulator_dir}): "
                                         "production refuses it")
+        if self.is_prod and self.documents.oid == DEV_DOCUMENT_OID:
+            raise SettingsError("DUI_ENV=prod requires the OID your documents are identified under: set "
+                                "DUI_DOCUMENT_OID (the development placeholder is refused)")
 
 
 def _timezone(name: str) -> str:
@@ -416,6 +437,14 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _oid(value: str) -> str:
+    parts = value.split(".")
+    if len(value) > 64 or len(parts) < 2 or not all(p.isdigit() and (p == "0" or not p.startswith("0"))
+                                                       for p in parts):
+        raise SettingsError(f"DUI_DOCUMENT_OID must be an OID such as 1.2.250.1.999.1, not {value[:70]!r}")
     return value
 
 

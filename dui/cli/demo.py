@@ -14,6 +14,7 @@ from dui.auth import accounts
 from dui.auth.actor import CLI
 from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
 from dui.demo.load import load_bundle
+from dui.documents import operations
 from dui.services import Services
 
 # Local accounts of the demo (development only: demo data and the password grant are refused in prod).
@@ -49,6 +50,11 @@ def load(residents: int) -> None:
                 totals += load_bundle(svc.fhir_context(session, CLI), bundle)
     click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
                f"{totals.get('200', 0)} already present")
+    built = 0
+    for index in range(1, residents + 1):  # each resident's DLU, as `dui worker` would build it
+        with svc.unit_of_work(write=True) as session:
+            built += operations.refresh_dlu(svc.fhir_context(session, CLI), f"demo-resident-{index:03d}").created
+    click.echo(f"demo documents: {built} DLU built, {residents - built} already current")
     with svc.unit_of_work(write=True) as session:
         made = [login for login, role in DEMO_ACCOUNTS if accounts.get_user(session, login) is None
                 and accounts.create_user(session, login, DEMO_PASSWORD, [role], DEMO_FINESS, svc.clock())]

@@ -83,3 +83,47 @@ def _material_setting() -> Path | None:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@documents.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--patient", "patient_id", help="The resident to file it on (id of her Patient), when the document "
+                                              "names her without an INS. Check her identity first.")
+def import_command(file: Path, patient_id: str | None) -> None:
+    """File a received CDA (a FLUDR back from the emergency department, a VSM, a letter) on its resident: the
+    resident holding the INS the document names (birth date and birth name must agree), or --patient. A FLUDR's
+    exit diagnoses, exit treatments and devices become part of the record, each traced to the document.
+    Filing the same document again changes nothing."""
+    from flask import current_app
+
+    from dui.auth.actor import CLI
+    from dui.documents import inbound
+    from dui.services import Services
+
+    svc: Services = current_app.extensions["dui"]
+    with file.open("rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    try:
+        with svc.unit_of_work(write=True) as session:
+            filed = inbound.file_cda(svc.fhir_context(session, CLI), data, patient_id=patient_id)
+    except DuiError as exc:
+        raise click.ClickException(f"{file}: {exc.message}") from None
+    if not filed.created:
+        click.echo(f"{file}: already filed as DocumentReference/{filed.reference.id}")
+        return
+    click.echo(f"{file}: filed as DocumentReference/{filed.reference.id} on "
+               f"{filed.reference.resource()['subject']['reference']}, {filed.items} item(s) added to the record")
+
+
+@documents.command("status")
+def status_command() -> None:
+    """How many residents have a current DLU, an out-of-date one (being rebuilt by `dui worker`), none yet."""
+    from flask import current_app
+
+    from dui.documents import freshness
+    from dui.services import Services
+
+    svc: Services = current_app.extensions["dui"]
+    with svc.unit_of_work(write=False) as session:
+        counts = freshness.staleness(session)
+    click.echo(", ".join(f"{count} {state}" for state, count in counts.items()))

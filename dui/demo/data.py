@@ -211,6 +211,7 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
             "subject": patient_ref, "authoredOn": (anchor - timedelta(days=rng.randint(1, 90))).isoformat(),
             "requester": medco, "dosageInstruction": [{"text": text.split(", ", 1)[1]}],
         }))
+    entries.extend(_entry(r) for r in _dlu_facts(pid, patient_ref, medco, admitted, rng, person))
     summary = (f"Synthèse d'admission de {person.display}, née le {person.birth_date:%d/%m/%Y}. "
                if person.gender == "female" else
                f"Synthèse d'admission de {person.display}, né le {person.birth_date:%d/%m/%Y}. ")
@@ -229,6 +230,60 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
                                     "data": base64.b64encode(summary.encode("utf-8")).decode("ascii")}}],
     }))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+HOSPITALS = ["Centre hospitalier partenaire (démo), Villefranche-sur-Saône", "Hôpital Édouard-Herriot, Lyon",
+             "Centre hospitalier Lyon Sud, Pierre-Bénite"]
+VACCINES = [("J07BB02", "Vaccin grippal saisonnier"), ("J07AL02", "Vaccin pneumococcique conjugué"),
+            ("J07BX03", "Vaccin COVID-19")]
+
+
+def _dlu_facts(pid: str, subject: dict[str, str], medco: dict[str, str], admitted: date, rng: random.Random,
+               person: Identity) -> list[dict[str, Any]]:
+    """What the DLU shows beyond conditions, allergies and treatments: a personne de confiance, the dispositions
+    with the preferred hospital, risks, sometimes BMR carriage and advance directives, vaccinations."""
+    flag_system = "https://dui.example.org/fhir/CodeSystem/dui-demo-alert"
+    out: list[dict[str, Any]] = [{
+        "resourceType": "RelatedPerson", "id": f"{pid}-confiance", "active": True, "patient": subject,
+        "relationship": [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R260-HL7RoleClass/FHIR/"
+                                                "TRE-R260-HL7RoleClass", "code": "NOK"}],
+                          "text": "Personne de confiance"}],
+        "name": [{"family": person.usual_family or person.family,
+                  "given": [rng.choice(["Isabelle", "Philippe", "Catherine", "Alain", "Sylvie", "Patrick"])]}],
+        "telecom": [{"system": "phone", "value": f"06 {rng.randint(10, 99)} {rng.randint(10, 99)} "
+                                                 f"{rng.randint(10, 99)} {rng.randint(10, 99)}"}],
+    }, {
+        "resourceType": "CarePlan", "id": f"{pid}-dispositions", "status": "active", "intent": "plan",
+        "category": [{"coding": [{"system": LOINC, "code": "11302-7", "display": "Dispositions"}]}],
+        "subject": subject, "author": medco,
+        "description": "En cas d'urgence, appeler le 15 puis la personne de confiance.",
+        "activity": [{"detail": {"status": "not-started", "description": "Hospitalisation si nécessaire",
+                                 "location": {"display": rng.choice(HOSPITALS)}}}],
+        "note": [{"text": "Porte des lunettes et un appareil auditif."}],
+    }, {
+        "resourceType": "Flag", "id": f"{pid}-risque-chute", "status": "active", "subject": subject,
+        "code": {"coding": [{"system": flag_system, "code": "fall-risk"}], "text": "Risque de chute"},
+        "period": {"start": admitted.isoformat()},
+    }]
+    if rng.random() < 0.2:
+        out.append({"resourceType": "Flag", "id": f"{pid}-bmr", "status": "active", "subject": subject,
+                    "code": {"coding": [{"system": flag_system, "code": "mdro"}],
+                             "text": "Portage de BMR (entérobactérie BLSE)"},
+                    "period": {"start": (admitted + timedelta(days=30)).isoformat()}})
+    if rng.random() < 0.3:
+        out.append({"resourceType": "Consent", "id": f"{pid}-directives", "status": "active",
+                    "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                          "code": "adr", "display": "Advanced Care Directive"}],
+                              "text": "Directives anticipées : pas d'acharnement thérapeutique"},
+                    "category": [{"coding": [{"system": LOINC, "code": "42348-3"}]}],
+                    "policyRule": {"text": "Directives anticipées (code de la santé publique, art. L.1111-11)"},
+                    "patient": subject, "dateTime": (admitted + timedelta(days=10)).isoformat()})
+    for n, (atc, label) in enumerate(rng.sample(VACCINES, rng.randint(1, 3))):
+        out.append({"resourceType": "Immunization", "id": f"{pid}-vaccin-{n}", "status": "completed",
+                    "vaccineCode": {"coding": [{"system": "http://www.whocc.no/atc", "code": atc}], "text": label},
+                    "patient": subject,
+                    "occurrenceDateTime": (admitted + timedelta(days=20 + n)).isoformat()})
+    return out
 
 
 def _patient(pid: str, person: Identity, org: dict[str, str], index: int, admitted: date,

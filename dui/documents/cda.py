@@ -777,10 +777,13 @@ class _Doc:
         _el(act, "statusCode", code="active")
         _ivl(act, "effectiveTime", None, None)
         rows: Sequence[Item | None] = items or (None,)
+        # None recorded: "no known allergy" when the record says so, else "no information" (JDV_AbsentOrUnknownAllergy)
+        absent = (("no-known-allergies", "Pas d'allergie connue") if self.record.no_known_allergy else
+                  ("no-allergy-info", "Pas d'information sur les allergies/hypersensibilités"))
         for item in rows:
             ref = self.ref("allergie")
             if item is None:
-                table.row("", "", ("Pas d'information sur les allergies/hypersensibilités", ref), "")
+                table.row("", "", (absent[1], ref), "")
             else:
                 table.row(_fr_date(item.start), _fr_date(item.end), (item.text, ref), item.detail or "")
             rel = _el(act, "entryRelationship", typeCode="SUBJ", inversionInd="false")
@@ -796,8 +799,7 @@ class _Doc:
             _el(obs, "statusCode", code="completed")
             _ivl(obs, "effectiveTime", item.start if item else None, item.end if item else None)
             if item is None:
-                value = _el(obs, "value", xsi_type="CD", code="no-allergy-info",
-                            displayName="Pas d'information sur les allergies/hypersensibilités",
+                value = _el(obs, "value", xsi_type="CD", code=absent[0], displayName=absent[1],
                             codeSystem=ABSENT_UNKNOWN)
             else:
                 value = _el(obs, "value", xsi_type="CD", nullFlavor="UNK")

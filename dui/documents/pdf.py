@@ -11,8 +11,8 @@ What is printed, in this order:
    naissance, liste des prénoms de naissance, date de naissance, sexe, lieu de naissance with its INSEE code), the
    name and given name used when they are known, and the matricule INS with the identity status; when the identity is
    not qualified the matricule is not printed (it may not be shared) and the local identifier names the resident;
-3. first and highlighted, allergies ("Aucune allergie connue" when the record lists none: an empty list never
-   prints as a blank) and the current treatments with their posology;
+3. first and highlighted, allergies ("Aucune allergie connue" only when the record says so; an empty list is
+   printed as not recorded, to be checked) and the current treatments with their posology;
 4. for the FLUDT, the transfer facts the nurse gives (motif, destination, dernier repas, dispositifs, objets
    personnels) and the latest vital signs;
 5. "À l'arrivée" (advance directives, palliative care, dispositions, preferred hospital), "Qui appeler" (médecin
@@ -78,6 +78,7 @@ KINDS = {
 }
 NOT_GIVEN = "Non renseigné"
 NO_ALLERGY = "Aucune allergie connue"
+ALLERGY_NOT_GIVEN = "Allergies non renseignées dans le dossier : à vérifier"
 PARIS = ZoneInfo("Europe/Paris")
 
 PAGE_W, PAGE_H = A4
@@ -142,7 +143,7 @@ def render(
     story: list[Flowable] = []
     story += _header(heading, record.establishment, record.as_of, built)
     story += _identity(ident, record, built)
-    story += _allergies(record.allergies)
+    story += _allergies(record.allergies, record.no_known_allergy)
     story += _treatments(record.treatments)
     if transfer is not None:
         story += _transfer(transfer, record.vitals, built)
@@ -489,14 +490,18 @@ def _table(
     return table
 
 
-def _allergies(allergies: Sequence[Item]) -> list[Flowable]:
+def _allergies(allergies: Sequence[Item], none_known: bool) -> list[Flowable]:
+    """The allergies; an empty list prints "Aucune allergie connue" only when the record says so (a coded "no known
+    allergy"), else a warning that none was recorded: an allergy nobody wrote down is not an absent one."""
     if not allergies:
-        box = Table([[Paragraph(escape(NO_ALLERGY), CALM_TEXT)]], colWidths=[WIDTH])
+        tint, border = (CALM_TINT, CALM) if none_known else (ALERT_TINT, ALERT)
+        words = NO_ALLERGY if none_known else ALLERGY_NOT_GIVEN
+        box = Table([[Paragraph(escape(words), CALM_TEXT)]], colWidths=[WIDTH])
         box.setStyle(
             _table_style(
                 [
-                    ("BACKGROUND", (0, 0), (-1, -1), CALM_TINT),
-                    ("BOX", (0, 0), (-1, -1), 1, CALM),
+                    ("BACKGROUND", (0, 0), (-1, -1), tint),
+                    ("BOX", (0, 0), (-1, -1), 1, border),
                     ("TOPPADDING", (0, 0), (-1, -1), 4),
                     ("BOTTOMPADDING", (0, 0), (-1, -1), 4),
                 ]
@@ -736,4 +741,4 @@ def _pdf_date(moment: datetime) -> str:
     return f"D:{local:%Y%m%d%H%M%S}{sign}{abs(minutes) // 60:02d}'{abs(minutes) % 60:02d}'"
 
 
-__all__: list[str] = ["KINDS", "NOT_GIVEN", "NO_ALLERGY", "printable", "render"]
+__all__: list[str] = ["ALLERGY_NOT_GIVEN", "KINDS", "NOT_GIVEN", "NO_ALLERGY", "printable", "render"]

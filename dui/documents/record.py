@@ -114,6 +114,9 @@ class ResidentRecord:
     pathologies: tuple[Item, ...] = ()
     antecedents: tuple[Item, ...] = ()
     allergies: tuple[Item, ...] = ()
+    # The record states "no known allergy" (an AllergyIntolerance coded so): only then does an empty list mean
+    # none; otherwise it means that nobody recorded any.
+    no_known_allergy: bool = False
     treatments: tuple[Item, ...] = ()
     directives: tuple[Item, ...] = ()  # advance directives, palliative care
     state: tuple[Item, ...] = ()  # psychic state, handicaps, mobility, risks

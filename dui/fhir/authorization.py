@@ -31,6 +31,8 @@ WRITES = {"create": "c", "update": "u", "patch": "u", "delete": "d"}
 IDENTITY_OPERATIONS = frozenset({"$ins-fetch", "$ins-verify", "$identity-check", "$identity-withdraw", "$merge",
                                  "$unmerge"})
 
+DOCUMENT_OPERATIONS = frozenset({"$dlu", "$fludt"})
+
 
 def authorize(ctx: FhirContext, route: Route) -> None:
     """Raise ``Forbidden`` unless the actor may do everything the routed request asks."""
@@ -56,6 +58,10 @@ def needs(route: Route) -> list[tuple[str, str]]:
             return [("r", rtype)]  # the types returned are filtered (``readable_types``)
         if route.operation in IDENTITY_OPERATIONS:
             return [("u", rtype)]
+        if route.operation in DOCUMENT_OPERATIONS:
+            # The service builds the document from the record: whoever may read the resident and her documents
+            # may have it built (the night nurse prints the FLUDT as she calls the ambulance).
+            return [("r", rtype), ("r", "DocumentReference"), ("r", "Binary")]
         return [("s" if route.operation == "$match" else "r", rtype)]
     if interaction in ("read", "vread", "history-instance"):
         return [("r", rtype)]

@@ -75,12 +75,18 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Told of every version written, in the writing transaction (``dui.documents.freshness``: the DLU goes out of
+# date). Use-case packages provide them at wiring time: the store never imports them.
+ChangeListener = Callable[["SqlFhirRepository", ResourceVersion], None]
+
+
 class SqlFhirRepository:
     """One per unit of work (request, CLI command, job); holds the session."""
 
     def __init__(self, session: Session, indexer: Indexer, clock: Clock, keyring: Keyring,
-                 id_factory: Callable[[], str] = new_id) -> None:
+                 id_factory: Callable[[], str] = new_id, listeners: Sequence[ChangeListener] = ()) -> None:
         self.session = session
+        self.listeners = tuple(listeners)
         self.bodies = Bodies(session, keyring)
         self.indexer = indexer
         self.clock = clock
@@ -280,7 +286,14 @@ class SqlFhirRepository:
         self._pending.append((resource_version, {
             "rid": current.rid, "version": version, "res_type": current.type, "last_updated": now,
             "method": "DELETE", "body": None}))
-        return ResourceVersion(current.rid, current.type, current.id, version, now, True, "DELETE", None)
+        return self._changed(
+            ResourceVersion(current.rid, current.type, current.id, version, now, True, "DELETE", None))
+
+    def _changed(self, version: ResourceVersion) -> ResourceVersion:
+        """Tell the listeners (in this transaction: what they write commits or rolls back with the change)."""
+        for listener in self.listeners:
+            listener(self, version)
+        return version
 
     def _write(self, current: Current | None, rtype: str, res_id: str, content: dict[str, Any],
                method: str) -> ResourceVersion:
@@ -308,7 +321,7 @@ class SqlFhirRepository:
             self._write_index(row_id, rtype, stored)
         except IntegrityError as exc:
             raise _conflict(exc, rtype) from None
-        return ResourceVersion(row_id, rtype, res_id, version, now, False, method, body)
+        return self._changed(ResourceVersion(row_id, rtype, res_id, version, now, False, method, body))
 
     def _write_index(self, row_id: int, rtype: str, stored: dict[str, Any]) -> None:
         rows = self.indexer.rows(row_id, rtype, stored)

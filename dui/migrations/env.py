@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 import dui.audit.tables
 import dui.auth.tables
 import dui.crypto.tables
+import dui.documents.tables
 import dui.fhir.tables
 import dui.profiles.tables  # noqa: F401
 from dui.db import make_engine, metadata

@@ -639,7 +639,8 @@ def test_audit_settings_from_the_environment() -> None:
 
     dev = Settings.from_env({})
     assert dev.audit == AuditSettings(heads_file="var/audit-heads.jsonl")
-    prod_env = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org", "DUI_MASTER_KEY_FILE": "/etc/m.key",
+    prod_env = {"DUI_ENV": "prod", "DUI_DOCUMENT_OID": "1.2.250.1.999.1",
+               "DUI_BASE_URL": "https://dui.example.org", "DUI_MASTER_KEY_FILE": "/etc/m.key",
                 "DUI_AUDIT_KEY_FILE": "/etc/dui/audit.key"}
     assert Settings.from_env(prod_env).audit == AuditSettings(key_file="/etc/dui/audit.key")  # heads: the log
     named = Settings.from_env({**prod_env, "DUI_AUDIT_KEY_PREVIOUS_FILE": "/etc/dui/audit-2026.key, /etc/a-2025.key",

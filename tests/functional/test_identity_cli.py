@@ -119,7 +119,8 @@ def test_simulator_command_is_refused_in_production() -> None:
 
     dui = str(Path(sys.executable).with_name("dui"))
     result = subprocess.run([dui, "insi-simulator"], capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "DUI_ENV": "prod", "DUI_BASE_URL": "https://x.example",
+                            env={"PATH": "/usr/bin:/bin", "DUI_ENV": "prod", "DUI_DOCUMENT_OID": "1.2.250.1.999.1",
+                                 "DUI_BASE_URL": "https://x.example",
                                  "DUI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),  # prod needs one
                                  "DUI_AUDIT_KEY_FILE": "/nonexistent/audit.key"})  # and names an audit key
     assert result.returncode == 1

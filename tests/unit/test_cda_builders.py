@@ -264,6 +264,7 @@ RECORDS = {
     "rich": lambda: (make_record(), make_transfer()),
     "empty": lambda: (empty_record(), Transfer(reason="Chute dans la chambre")),
     "no-ins": lambda: (make_record(identity=unqualified_identity()), make_transfer()),
+    "no-known-allergy": lambda: (make_record(allergies=(), no_known_allergy=True), make_transfer()),
 }
 # Beyond the volet's own schematron (what conformance.check runs), the profiles TestContenuCDA runs on every
 # document: IHE sections and entries, the CI-SIS content models, the ANS models and the structuration minimale.
@@ -292,3 +293,12 @@ def test_documents_conform(material: Path, kind: str, name: str) -> None:
     for profile in PROFILES:
         findings, _ = conformance.run_schematron(root, material / profile)
         assert [f.line() for f in findings if not f.is_warning] == [], profile
+
+
+def test_no_known_allergy_is_said_only_when_the_record_says_it() -> None:
+    ids = make_ids()
+    stated = etree.fromstring(cda.dlu(make_record(allergies=(), no_known_allergy=True), ids))
+    unstated = etree.fromstring(cda.dlu(make_record(allergies=()), ids))
+    path = "//cda:section[cda:code/@code='48765-2']//cda:observation/cda:value/@code"
+    assert stated.xpath(path, namespaces=NS) == ["no-known-allergies"]
+    assert unstated.xpath(path, namespaces=NS) == ["no-allergy-info"]

@@ -27,7 +27,7 @@ from dui.crypto.master import (
 from dui.settings import EncryptionSettings, Settings, SettingsError
 
 BODY = b'{"resourceType":"Patient","id":"p1","name":[{"family":"Lef\xc3\xa8vre"}]}'
-PROD = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org"}
+PROD = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org", "DUI_DOCUMENT_OID": "1.2.250.1.999.1"}
 
 
 def _key(n: int = 1) -> DataKey:

@@ -11,7 +11,7 @@ import pypdf
 import pypdfium2 as pdfium
 import pytest
 
-from dui.documents.pdf import NO_ALLERGY, NOT_GIVEN, printable, render
+from dui.documents.pdf import ALLERGY_NOT_GIVEN, NO_ALLERGY, NOT_GIVEN, printable, render
 from dui.documents.record import Item, Person
 from tests.documents_factory import BUILT_AT, empty_record, make_record, make_transfer, unqualified_identity
 
@@ -101,9 +101,11 @@ def test_allergies_and_treatments_come_first(dlu: bytes) -> None:
 
 
 def test_no_allergy_is_not_the_same_as_not_given() -> None:
-    text = _flat(_text(render(make_record(allergies=()), "DLU", built_at=BUILT_AT)))
-    assert NO_ALLERGY in text
-    assert "ALLERGIES (" not in text
+    stated = _flat(_text(render(make_record(allergies=(), no_known_allergy=True), "DLU", built_at=BUILT_AT)))
+    assert NO_ALLERGY in stated and ALLERGY_NOT_GIVEN not in stated
+    assert "ALLERGIES (" not in stated
+    unstated = _flat(_text(render(make_record(allergies=()), "DLU", built_at=BUILT_AT)))
+    assert ALLERGY_NOT_GIVEN in unstated and NO_ALLERGY not in unstated
 
 
 def test_empty_sections_print_non_renseigne() -> None:
@@ -111,7 +113,7 @@ def test_empty_sections_print_non_renseigne() -> None:
     flat = _flat(text)
     # treatments, directives, dispositions, hospital, 4 contact rows, 6 item sections, commentary...
     assert flat.count(NOT_GIVEN) >= 15
-    assert NO_ALLERGY in flat
+    assert ALLERGY_NOT_GIVEN in flat and NO_ALLERGY not in flat
     after = flat[flat.index("Traitements en cours") :]
     assert after.split()[3:5] == NOT_GIVEN.split()  # "Traitements en cours Non renseigné"
 

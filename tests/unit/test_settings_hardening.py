@@ -6,7 +6,8 @@ import pytest
 
 from dui.settings import DEFAULT_RATE_LIMITS, RateLimits, Settings, SettingsError
 
-PROD = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org", "DUI_MASTER_KEY_FILE": "/etc/dui/master.key",
+PROD = {"DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org", "DUI_DOCUMENT_OID": "1.2.250.1.999.1",
+       "DUI_MASTER_KEY_FILE": "/etc/dui/master.key",
         "DUI_AUDIT_KEY_FILE": "/etc/dui/audit.key"}
 
 

@@ -29,6 +29,11 @@ def create(ctx: FhirContext, req: FhirRequest, rtype: str, criteria: SearchPlan 
     content = resource_body(ctx, req, rtype)
     if criteria is not None:
         return _conditional(ctx, req, rtype, content, criteria)
+    # A document POSTed on its own is filed; the entries of a transaction (a TDDUI transfer) keep their form.
+    filer = ctx.filers.get(rtype) if req.resource is None else None
+    filed = filer(ctx, content) if filer is not None else None
+    if filed is not None:
+        return respond(ctx, req, filed[0], 201 if filed[1] else 200, location=True)
     content = ctx.prepare(rtype, content, None)
     version = ctx.repo.create(rtype, content, rid=req.assigned_id)
     return respond(ctx, req, version, 201, location=True)

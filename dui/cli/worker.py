@@ -1,0 +1,86 @@
+"""``dui worker``: the service's background work. Today: rebuilding the DLUs the record left out of date
+(``dui.documents.freshness``); the DMP and MSSanté deliveries will run here too.
+
+Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
+resident; a failure is logged (the resident's id, never health data) and the resident stays due.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import click
+from flask import current_app
+
+from dui.audit import trail
+from dui.audit.trail import AuditEntry
+from dui.auth.actor import SYSTEM
+from dui.documents import freshness, operations
+from dui.errors import DuiError
+from dui.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
+    """Rebuild the DLUs due now; (rebuilt, failed)."""
+    conf = svc.settings.documents
+    with svc.unit_of_work(write=False) as session:
+        patients = freshness.due(session, svc.clock(), conf.dlu_quiet, conf.dlu_max_delay, limit)
+    rebuilt = failed = 0
+    for patient_id in patients:
+        try:
+            with svc.unit_of_work(write=True) as session:
+                ctx = svc.fhir_context(session, SYSTEM)
+                built = operations.refresh_dlu(ctx, patient_id)
+                trail.record(session, AuditEntry(
+                    "dlu-rebuild", "success", SYSTEM, "DocumentReference", built.reference.id,
+                    detail="record changed" if built.created else "already current", patients=(patient_id,)),
+                    svc.clock())
+            rebuilt += 1
+        except DuiError as exc:  # e.g. the resident was deleted: nothing to build, the mark is dropped
+            failed += 1
+            logger.warning("DLU not rebuilt", extra={"patient": patient_id, "error": type(exc).__name__})
+            with svc.unit_of_work(write=True) as session:
+                freshness.forget(session, patient_id)
+        except Exception:
+            failed += 1
+            logger.exception("DLU rebuild failed", extra={"patient": patient_id})
+    return rebuilt, failed
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="Do what is due now, then exit (cron, tests).")
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between two passes.")
+def worker(once: bool, interval: float) -> None:
+    """Run the background work until stopped (SIGTERM or Ctrl-C): rebuild the out-of-date DLUs, after
+    DUI_DLU_QUIET seconds without a change to the resident's record, at the latest DUI_DLU_MAX_DELAY seconds
+    after the first one."""
+    svc: Services = current_app.extensions["dui"]
+    stop = threading.Event()
+    if not once:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    while True:
+        total = _pass(svc)
+        if once:
+            click.echo(f"dui worker: {total['rebuilt']} DLU rebuilt, {total['failed']} failed")
+            if total["failed"]:
+                raise SystemExit(1)
+            return
+        if stop.wait(interval):
+            return
+
+
+def _pass(svc: Services) -> dict[str, Any]:
+    rebuilt = failed = 0
+    while True:  # until nothing is due (a pass takes at most 100 residents at a time)
+        done, bad = rebuild_due_dlus(svc)
+        rebuilt, failed = rebuilt + done, failed + bad
+        if done + bad < 100 or bad:
+            return {"rebuilt": rebuilt, "failed": failed, "at": time.time()}

@@ -1,0 +1,89 @@
+"""The documents as FHIR operations on Patient (INTERFACES.md).
+
+=============================  ==========================================================================
+``Patient/{id}/$dlu``          build or refresh the resident's DLU; returns its DocumentReference (200 when the
+                               one in force was current, 201 when a new one was built). ``force`` (boolean)
+                               builds even when the record has not changed.
+``Patient/{id}/$fludt``        a FLUDT for a transfer to hospital now (``reason`` required; ``destination``,
+                               ``lastMeal``, ``device`` and ``belonging`` repeated, ``comment``); returns its
+                               DocumentReference (201)
+=============================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dui.documents import operations
+from dui.errors import Invalid
+from dui.fhir.interactions.base import (
+    FhirContext,
+    FhirRequest,
+    FhirResponse,
+    Operation,
+    check_id,
+    parse_body,
+    version_headers,
+)
+from dui.fhir.repository import ResourceVersion
+from fhir_profiles import CANONICAL
+
+FLUDT_PARAMETERS = ("reason", "destination", "lastMeal", "device", "belonging", "comment")
+
+
+def build() -> dict[tuple[str, str], Operation]:
+    post = ("POST",)
+    return {
+        ("Patient", "$dlu"): Operation(f"{CANONICAL}/OperationDefinition/Patient-dlu", post, "instance", dlu),
+        ("Patient", "$fludt"): Operation(f"{CANONICAL}/OperationDefinition/Patient-fludt", post, "instance", fludt),
+    }
+
+
+def dlu(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    params = _parameters(ctx, req, ("force",))
+    force = params.get("force", [None])[0]
+    if force is not None and not isinstance(force, bool):
+        raise Invalid("'force' is a boolean (valueBoolean)", expression="force")
+    built = operations.refresh_dlu(ctx, check_id(rid), force=bool(force))
+    return _answer(ctx, built.reference, 201 if built.created else 200)
+
+
+def fludt(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    params = _parameters(ctx, req, FLUDT_PARAMETERS)
+    facts: dict[str, Any] = {name: values[0] for name, values in params.items() if name not in ("device", "belonging")}
+    for name in ("device", "belonging"):
+        facts[name] = params.get(name, [])
+    for name, value in facts.items():
+        if name in ("device", "belonging"):
+            if not all(isinstance(v, str) and v.strip() for v in value):
+                raise Invalid(f"'{name}' values are strings (valueString)", expression=name)
+        elif not isinstance(value, str):
+            raise Invalid(f"'{name}' is a string (valueString)", expression=name)
+    reference = operations.build_fludt(ctx, check_id(rid), operations.transfer_from(facts))
+    return _answer(ctx, reference, 201)
+
+
+def _answer(ctx: FhirContext, version: ResourceVersion, status: int) -> FhirResponse:
+    headers = version_headers(version)
+    if status == 201:
+        headers["Location"] = f"{ctx.base}/{version.versioned_reference}"
+    return FhirResponse(status, version.body, headers, version)
+
+
+def _parameters(ctx: FhirContext, req: FhirRequest, allowed: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The body's Parameters as name -> values (valueString, valueBoolean...); unknown names are refused."""
+    if not req.body and req.resource is None:
+        return {}
+    body = parse_body(ctx, req)
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise Invalid("The body of this operation is a Parameters resource", expression="resourceType")
+    ctx.validator.check(body)
+    out: dict[str, list[Any]] = {}
+    for param in body.get("parameter") or []:
+        name = param.get("name")
+        if name not in allowed:
+            raise Invalid(f"'{str(name)[:60]}' is not a parameter of this operation (expected: "
+                          f"{', '.join(allowed)})", expression="Parameters.parameter.name")
+        values = [v for k, v in param.items() if k.startswith("value")]
+        out.setdefault(name, []).append(values[0] if values else None)
+    return out

@@ -1,0 +1,84 @@
+"""Documents are the resident's record: their DocumentReference and their Binaries (CDA, PDF) are read, built and
+filed under the same rules as the rest of it. A member of staff of Les Tilleuls building, reading or filing a
+document of a resident of Le Parc gets what she gets for an id nobody uses."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from tests.attack.conftest import World, parc_residents, tilleuls_residents
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+TYPE = {"coding": [{"system": "http://loinc.org", "code": "57833-6"}]}
+
+
+@pytest.fixture(scope="module")
+def built(world: World) -> dict[str, Any]:
+    """A DLU of a resident of Le Parc, built by its own staff."""
+    answer = world.call("p.infirmier", "POST", f"Patient/{parc_residents()[0]}/$dlu",
+                        {"resourceType": "Parameters"})
+    assert answer.status_code in (200, 201), answer.get_data(as_text=True)
+    return dict(answer.get_json())
+
+
+def _pdf_for(resident: str) -> dict[str, Any]:
+    return {"resourceType": "DocumentReference", "status": "current", "type": TYPE,
+            "subject": {"reference": f"Patient/{resident}"},
+            "content": [{"attachment": {"contentType": "application/pdf", "data": base64.b64encode(PDF).decode()}}]}
+
+
+def test_staff_build_their_residents_dlu(world: World) -> None:
+    answer = world.call("t.infirmier", "POST", f"Patient/{tilleuls_residents()[0]}/$dlu",
+                        {"resourceType": "Parameters"})
+    assert answer.status_code in (200, 201), answer.get_data(as_text=True)
+
+
+def test_another_establishments_documents_are_unknown(world: World, built: dict[str, Any]) -> None:
+    binaries = [c["attachment"]["url"] for c in built["content"]]
+    for path in (f"DocumentReference/{built['id']}", *binaries):
+        assert world.get("p.infirmier", path).status_code == 200
+        seen = world.get("t.medecin", path)
+        unknown = world.get("t.medecin", path.split("/")[0] + "/personne-0000")
+        assert (seen.status_code, unknown.status_code) == (404, 404)
+        if path.startswith("Binary/"):  # asked as itself
+            raw = world.get("t.medecin", path, headers={"Accept": "application/pdf"})
+            assert raw.status_code == 404 and not raw.data.startswith(b"%PDF")
+    found = world.ids("t.medecin", f"Binary?_id={','.join(b.split('/')[1] for b in binaries)}")
+    assert found == set()
+    everything = world.ids("p.infirmier", f"Patient/{parc_residents()[0]}/$everything?_count=1000")
+    assert set(binaries) <= everything  # the Binaries are part of the resident's record
+
+
+def test_building_or_filing_for_another_establishment_is_refused_like_unknown(world: World) -> None:
+    theirs, nobody = parc_residents()[0], "personne-0000"
+    for operation in ("$dlu", "$fludt"):
+        body = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Chute"}]}
+        if operation == "$dlu":
+            body = {"resourceType": "Parameters"}
+        answers = [world.call("t.infirmier", "POST", f"Patient/{rid}/{operation}", body) for rid in (theirs, nobody)]
+        assert [a.status_code for a in answers] == [404, 404]
+        assert answers[0].get_data(as_text=True).replace(theirs, "x") == answers[1].get_data(as_text=True).replace(
+            nobody, "x")
+    filed = [world.call("t.medecin", "POST", "DocumentReference", _pdf_for(rid)).status_code
+             for rid in (theirs, nobody)]
+    assert filed[0] == filed[1] and filed[0] in (403, 404, 422)
+
+
+def test_a_binary_cannot_be_attached_to_another_establishments_resident(world: World) -> None:
+    for rid in (parc_residents()[0], "personne-0000"):
+        body = {"resourceType": "Binary", "contentType": "application/pdf", "data": base64.b64encode(PDF).decode(),
+                "securityContext": {"reference": f"Patient/{rid}"}}
+        assert world.call("t.medecin", "POST", "Binary", body).status_code == 403
+
+
+def test_a_document_reference_cannot_point_at_another_establishments_binary(world: World,
+                                                                            built: dict[str, Any]) -> None:
+    theirs = built["content"][1]["attachment"]["url"]
+    body = {"resourceType": "DocumentReference", "status": "current",
+            "subject": {"reference": f"Patient/{tilleuls_residents()[0]}"},
+            "content": [{"attachment": {"contentType": "application/pdf", "url": theirs}}]}
+    answer = world.call("t.medecin", "POST", "DocumentReference", body)
+    assert answer.status_code == 403, answer.get_data(as_text=True)

@@ -88,7 +88,7 @@ def file_cda(ctx: FhirContext, xml: bytes, *, patient_id: str | None = None,
     stay = _stay(ctx, patient.id)
     body = _received_reference(doc, patient.id, stored, xml, stay, given or {})
     body = ctx.prepare("DocumentReference", body, None)
-    reference = ctx.repo.update(None, "DocumentReference", doc_id, body, method="PUT")
+    reference = ctx.repo.create("DocumentReference", body, rid=doc_id)
     items = _file_items(ctx, doc, patient.id, reference, stay)
     return Filed(reference, True, items)
 
@@ -126,7 +126,7 @@ def file_pdf(ctx: FhirContext, data: bytes, patient_id: str | None, given: dict[
     context.setdefault("practiceSetting", {"coding": [{"system": PRACTICE_SYSTEM, "code": "ETABLISSEMENT"}]})
     body["context"] = context
     body = ctx.prepare("DocumentReference", body, None)
-    return Filed(ctx.repo.update(None, "DocumentReference", doc_id, body, method="PUT"), True)
+    return Filed(ctx.repo.create("DocumentReference", body, rid=doc_id), True)
 
 
 # -- the resident -------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def _file_items(ctx: FhirContext, doc: ReceivedDocument, patient_id: str, refere
     for url, res in pairs:
         rtype, rid = assigned[url].split("/")
         body = ctx.prepare(rtype, _resolved(res, assigned), None)
-        ctx.repo.update(None, rtype, rid, body, method="PUT")
+        ctx.repo.create(rtype, body, rid=rid)
     return sum(1 for _, res in pairs if res["resourceType"] != "Provenance")
 
 

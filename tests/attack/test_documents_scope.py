@@ -82,3 +82,16 @@ def test_a_document_reference_cannot_point_at_another_establishments_binary(worl
             "content": [{"attachment": {"contentType": "application/pdf", "url": theirs}}]}
     answer = world.call("t.medecin", "POST", "DocumentReference", body)
     assert answer.status_code == 403, answer.get_data(as_text=True)
+
+
+def test_staff_file_and_build_documents_for_their_own_residents(world: World) -> None:
+    ours = tilleuls_residents()[0]
+    filed = world.call("t.medecin", "POST", "DocumentReference", _pdf_for(ours))
+    assert filed.status_code == 201, filed.get_data(as_text=True)
+    doc = filed.get_json()
+    assert world.get("t.infirmier", doc["content"][1]["attachment"]["url"],
+                     headers={"Accept": "application/pdf"}).data == PDF
+    transfer = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Chute"}]}
+    built = world.call("t.infirmier", "POST", f"Patient/{ours}/$fludt", transfer)
+    assert built.status_code == 201, built.get_data(as_text=True)
+    assert world.get("p.infirmier", f"DocumentReference/{built.get_json()['id']}").status_code == 404

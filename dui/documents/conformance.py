@@ -7,7 +7,8 @@ The schematrons are ISO Schematron bound to XSLT 2 (``queryBinding="xslt2"``), w
 cannot run, and the material carries no ISO skeleton. ``compile_schematron`` turns one into an XSLT 3 stylesheet
 run by SaxonC-HE (``saxonche``):
 
-- ``<include href>`` is replaced by the element of the file it names, recursively, relative to the including file;
+- ``<include href>`` is replaced by the element of the file it names, recursively, relative to the including file
+  (a file name that differs in case only is accepted: the material is written on Windows);
 - an abstract pattern is instantiated by every ``<pattern is-a>``: its rules are copied with each ``$param``
   replaced by its text in every query attribute (``context``, ``test``, ``select``, ``value``, ``path``,
   ``subject``), longest names first, in one pass; abstract rules are copied in place of ``<extends rule>``;
@@ -18,6 +19,8 @@ run by SaxonC-HE (``saxonche``):
 - the stylesheet's static base URI is the schematron's, so ``document('../jeuxDeValeurs/JDV_....xml')`` (the
   value sets) resolves the way the schematron's authors wrote it;
 - the phase ``#ALL`` runs unless another is asked for (``#DEFAULT``: the schema's ``defaultPhase``).
+- an assert or report whose test reads a file the material lacks (``doc('...')``, or ``document($v)`` of a global
+  let holding the path) is left out and listed as not checked, instead of failing the whole run.
 
 Findings are failed asserts and successful reports. A finding whose ``role`` is ``warning`` or ``info`` is a
 warning; every other one is an error: the ANS schematrons write their successful reports without a role as errors

@@ -22,7 +22,7 @@ from dui.fhir.interactions.base import (
     FhirResponse,
     Operation,
     check_id,
-    parse_body,
+    operation_parameters,
     version_headers,
 )
 from dui.fhir.repository import ResourceVersion
@@ -71,19 +71,6 @@ def _answer(ctx: FhirContext, version: ResourceVersion, status: int) -> FhirResp
 
 
 def _parameters(ctx: FhirContext, req: FhirRequest, allowed: tuple[str, ...]) -> dict[str, list[Any]]:
-    """The body's Parameters as name -> values (valueString, valueBoolean...); unknown names are refused."""
-    if not req.body and req.resource is None:
-        return {}
-    body = parse_body(ctx, req)
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise Invalid("The body of this operation is a Parameters resource", expression="resourceType")
-    ctx.validator.check(body)
-    out: dict[str, list[Any]] = {}
-    for param in body.get("parameter") or []:
-        name = param.get("name")
-        if name not in allowed:
-            raise Invalid(f"'{str(name)[:60]}' is not a parameter of this operation (expected: "
-                          f"{', '.join(allowed)})", expression="Parameters.parameter.name")
-        values = [v for k, v in param.items() if k.startswith("value")]
-        out.setdefault(name, []).append(values[0] if values else None)
-    return out
+    """The body's Parameters as name -> values (valueString, valueBoolean...)."""
+    return {name: [next((v for k, v in p.items() if k.startswith("value")), None) for p in params]
+            for name, params in operation_parameters(ctx, req, allowed).items()}

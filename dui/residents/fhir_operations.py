@@ -22,7 +22,14 @@ from typing import Any
 from dui.audit import trail
 from dui.audit.export import audit_event
 from dui.errors import Forbidden, Invalid
-from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, check_id, parse_body
+from dui.fhir.interactions.base import (
+    FhirContext,
+    FhirRequest,
+    FhirResponse,
+    Operation,
+    check_id,
+    operation_parameters,
+)
 from dui.fhir.interactions.bundles import bundle
 from dui.residents import duplicates, mapping, merge, operations
 from dui.residents.operations import IdentityOutcome
@@ -37,12 +44,12 @@ def build(insi: InsiProvider) -> dict[tuple[str, str], Operation]:
     """The Patient operations, bound to the INSi client the service was built with."""
 
     def ins_fetch(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
-        params = _parameters(ctx, req, ("matriculeIndividu", "matriculeOD", "birthRank"))
+        params = operation_parameters(ctx, req, ("matriculeIndividu", "matriculeOD", "birthRank"))
         vitale = _vitale(ctx, rid, params) if params else None
         return _identity_response(ctx, operations.fetch_ins(ctx, insi(), rid, vitale))
 
     def ins_verify(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
-        _parameters(ctx, req, ())
+        operation_parameters(ctx, req, ())
         return _identity_response(ctx, operations.verify(ctx, insi(), rid))
 
     def ours(name: str) -> str:
@@ -77,7 +84,7 @@ def access_report(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> F
 
 
 def identity_check(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
-    params = _parameters(ctx, req, ("documentType", "date"))
+    params = operation_parameters(ctx, req, ("documentType", "date"))
     document = _code(params, "documentType", required=True)
     checked = _value(params, "date", "valueDate")
     when = None
@@ -89,7 +96,7 @@ def identity_check(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> 
 
 
 def identity_withdraw(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
-    params = _parameters(ctx, req, ("evidence", "reason"))
+    params = operation_parameters(ctx, req, ("evidence", "reason"))
     evidence = _code(params, "evidence", required=True)
     reason = _value(params, "reason", "valueString")
     if not isinstance(reason, str) or not reason.strip():
@@ -98,7 +105,7 @@ def identity_withdraw(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) 
 
 
 def match(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    params = _parameters(ctx, req, ("resource", "onlyCertainMatches", "count"))
+    params = operation_parameters(ctx, req, ("resource", "onlyCertainMatches", "count"))
     resource = params.get("resource", [{}])[0].get("resource")
     if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
         raise Invalid("$match needs a Patient in the 'resource' parameter", expression="resource")
@@ -110,14 +117,14 @@ def match(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
 
 
 def merge_patients(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    params = _parameters(ctx, req, ("source-patient", "target-patient", "preview"))
+    params = operation_parameters(ctx, req, ("source-patient", "target-patient", "preview"))
     source, target = _patient_id(params, "source-patient"), _patient_id(params, "target-patient")
     preview = _value(params, "preview", "valueBoolean") is True
     return FhirResponse(200, _merge_parameters(ctx, merge.merge(ctx, source, target, preview=preview)))
 
 
 def unmerge_patient(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
-    params = _parameters(ctx, req, ("source-patient", "reason"))
+    params = operation_parameters(ctx, req, ("source-patient", "reason"))
     reason = _value(params, "reason", "valueString")
     if not isinstance(reason, str):
         raise Invalid("reason (valueString) is required to undo a merge", expression="reason")
@@ -125,24 +132,6 @@ def unmerge_patient(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirRespo
 
 
 # -- Parameters in and out --------------------------------------------------------------------------
-
-
-def _parameters(ctx: FhirContext, req: FhirRequest, allowed: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    """The body's Parameters by name (an empty body is no parameter); unknown names are refused."""
-    if not req.body and req.resource is None:
-        return {}
-    body = parse_body(ctx, req)
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise Invalid("The body of this operation is a Parameters resource", expression="resourceType")
-    ctx.validator.check(body)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for param in body.get("parameter") or []:
-        name = param.get("name")
-        if name not in allowed:
-            raise Invalid(f"'{str(name)[:60]}' is not a parameter of this operation (expected: "
-                          f"{', '.join(allowed) or 'none'})", expression=f"Parameters.parameter.where(name='{name}')")
-        out.setdefault(name, []).append(param)
-    return out
 
 
 def _value(params: dict[str, list[dict[str, Any]]], name: str, key: str) -> Any:

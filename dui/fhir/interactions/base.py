@@ -332,3 +332,22 @@ def matching_rids(ctx: FhirContext, plan: SearchPlan, limit: int = 2) -> list[in
     """Row ids of current resources matching conditional criteria (``FhirContext.criteria_plan``; at most
     ``limit``), among those the actor may see."""
     return ctx.repo.search(dataclasses.replace(plan, count=limit), total=None).rids
+
+
+def operation_parameters(ctx: FhirContext, req: FhirRequest,
+                         allowed: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """The body of an operation: its Parameters by name (an empty body is no parameter); unknown names are refused."""
+    if not req.body and req.resource is None:
+        return {}
+    body = parse_body(ctx, req)
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise Invalid("The body of this operation is a Parameters resource", expression="resourceType")
+    ctx.validator.check(body)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for param in body.get("parameter") or []:
+        name = param.get("name")
+        if name not in allowed:
+            raise Invalid(f"'{str(name)[:60]}' is not a parameter of this operation (expected: "
+                          f"{', '.join(allowed) or 'none'})", expression=f"Parameters.parameter.where(name='{name}')")
+        out.setdefault(name, []).append(param)
+    return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -132,29 +132,29 @@ def due(session: Session, now: datetime, quiet: float, max_delay: float, limit: 
     return list(session.execute(stmt).scalars())
 
 
-def claim(session: Session, patient_id: str, kind: str = DLU) -> Mark | None:
-    """The resident's row, locked until the end of the transaction (None: no document kept for the resident)."""
+def claim(session: Session, patient_id: str, kind: str = DLU) -> Mark:
+    """The resident's row (made if there is none yet), locked until the end of the transaction. Take it before
+    reading the record: a change committed meanwhile is then either read, or waits and marks the new DLU stale."""
     row = resident_document.c
+    dialect = session.get_bind().dialect.name
+    session.execute((pg_insert if dialect == "postgresql" else sqlite_insert)(resident_document)
+                    .values(patient_id=patient_id, kind=kind).on_conflict_do_nothing())
     stmt = select(resident_document).where(row.patient_id == patient_id, row.kind == kind)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         stmt = stmt.with_for_update()
-    found = session.execute(stmt).mappings().first()
-    if found is None:
-        return None
+    found = session.execute(stmt).mappings().one()
     return Mark(found["patient_id"], found["docref_id"], found["record_version"], found["built_at"],
                 found["stale_since"], found["last_change"])
 
 
 def built(session: Session, patient_id: str, docref_id: str, record_version: str, now: datetime,
           kind: str = DLU) -> None:
-    """The resident's document is now ``docref_id``, built from ``record_version``: no longer stale."""
+    """The resident's document (its row ``claim``ed) is now ``docref_id``, built from ``record_version``: no
+    longer stale."""
     row = resident_document.c
-    values = {"docref_id": docref_id, "record_version": record_version, "built_at": now, "stale_since": None,
-              "last_change": None}
-    done = session.execute(update(resident_document).where(and_(row.patient_id == patient_id, row.kind == kind))
-                           .values(**values))
-    if not done.rowcount:  # type: ignore[attr-defined]
-        session.execute(insert(resident_document).values(patient_id=patient_id, kind=kind, **values))
+    session.execute(update(resident_document).where(and_(row.patient_id == patient_id, row.kind == kind))
+                    .values(docref_id=docref_id, record_version=record_version, built_at=now, stale_since=None,
+                            last_change=None))
 
 
 def forget(session: Session, patient_id: str, kind: str = DLU) -> None:

@@ -56,28 +56,35 @@ class Built:
     created: bool  # False: the one in force was current, nothing was built
 
 
-def read_resident(ctx: FhirContext, patient_id: str) -> tuple[ResourceVersion, ResidentRecord]:
-    """The resident (as the actor sees it: unseen and unknown are one 404) and the record a document shows, read
-    in full from the store."""
+def resident(ctx: FhirContext, patient_id: str) -> ResourceVersion:
+    """The resident as the actor sees her (unseen and unknown are one 404)."""
     seen = ctx.repo.read("Patient", patient_id)
     if seen is None:
         raise not_found("Patient", patient_id)
     if seen.deleted:
         raise Gone(f"Patient/{patient_id} was deleted")
+    return seen
+
+
+def read_resident(ctx: FhirContext, patient_id: str) -> tuple[ResourceVersion, ResidentRecord]:
+    """The resident and the record a document shows, read in full from the store."""
+    seen = resident(ctx, patient_id)
     versions = read_versions(ctx.internal, seen)
     return seen, read_record(Record(versions), patient_id, ctx.clock())
 
 
 def refresh_dlu(ctx: FhirContext, patient_id: str, *, force: bool = False) -> Built:
-    """The resident's DLU, built now unless the one in force shows the record as it is (``force``: always)."""
-    _, record = read_resident(ctx, patient_id)
+    """The resident's DLU, built now unless the one in force shows the record as it is (``force``: always).
+    The resident's row is claimed before the record is read (``freshness.claim``)."""
+    resident(ctx, patient_id)
     mark = freshness.claim(_session(ctx), patient_id)
-    if (not force and mark is not None and mark.docref_id is not None and mark.stale_since is None
+    _, record = read_resident(ctx, patient_id)
+    if (not force and mark.docref_id is not None and mark.stale_since is None
             and mark.record_version == record.record_version):
         current = ctx.internal.read("DocumentReference", mark.docref_id)
         if current is not None and not current.deleted:
             return Built(current, False)
-    previous = ctx.internal.read("DocumentReference", mark.docref_id) if mark and mark.docref_id else None
+    previous = ctx.internal.read("DocumentReference", mark.docref_id) if mark.docref_id else None
     version = _set_version(previous) + 1
     reference = file_document(ctx, DLU, record, cda_builder=lambda ids: cda.dlu(record, ids),
                               pdf_bytes=pdf.render(record, "DLU", built_at=record.as_of), version=version,

@@ -360,3 +360,53 @@ def test_no_known_allergy_is_printed_only_when_the_record_says_it(demo: FhirClie
                                       "display": "No known allergy"}]}})
     text = printed(pid)
     assert NO_ALLERGY in text and ALLERGY_NOT_GIVEN not in text
+
+
+def test_a_change_committed_during_a_rebuild_leaves_the_new_dlu_stale(app: Flask, demo: FhirClient, backend: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild claims the resident's row before reading her record: a write arriving once the record is read
+    waits for the rebuild to commit, then marks the new DLU stale (PostgreSQL; on SQLite writers never overlap)."""
+    import threading
+
+    from dui.auth.actor import SYSTEM
+    from dui.documents import operations
+
+    if backend != "postgresql":
+        pytest.skip("on SQLite one writer at a time: no write can commit during a rebuild")
+    svc = app.extensions["dui"]
+    _dlu(demo)
+    read, release = threading.Event(), threading.Event()
+    answers: list[int] = []
+    reading = operations.read_versions
+
+    def read_then_wait(*args: Any, **kw: Any) -> Any:
+        versions = reading(*args, **kw)
+        read.set()  # the record is read: a change now is one this DLU will not show
+        release.wait(10)
+        return versions
+
+    monkeypatch.setattr(operations, "read_versions", read_then_wait)
+
+    def rebuild() -> None:
+        with svc.unit_of_work(write=True) as session:
+            operations.refresh_dlu(svc.fhir_context(session, SYSTEM), PID, force=True)
+
+    def change() -> None:
+        read.wait(10)
+        answers.append(demo.post("AllergyIntolerance", {
+            "resourceType": "AllergyIntolerance", "code": {"text": "Latex"},
+            "patient": {"reference": f"Patient/{PID}"}}).status_code)
+
+    builder, writer = threading.Thread(target=rebuild), threading.Thread(target=change)
+    builder.start()
+    writer.start()
+    read.wait(10)
+    writer.join(1.0)
+    assert writer.is_alive()  # the write waits for the rebuild's lock on the resident's row
+    release.set()
+    builder.join(20)
+    writer.join(20)
+    assert answers == [201]
+    with svc.unit_of_work(write=False) as session:
+        row = session.execute(select(resident_document).where(resident_document.c.patient_id == PID)).one()
+    assert row.stale_since is not None  # the DLU just built does not show the latex allergy: stale again

@@ -6,9 +6,9 @@ import base64
 import hashlib
 from typing import Any
 
+from dui.dmp.metadata import DocumentEntry, entry_from
 from dui.documents import cda
 from dui.documents.operations import CLASS_SYSTEM, CONFIDENTIALITY, FORMAT_SYSTEM
-from dui.dmp.metadata import DocumentEntry, entry_from
 from tests.cda_factory import make_ids, make_record
 
 INS = "236056912312345"

@@ -91,7 +91,7 @@ def test_a_local_time_without_offset_is_refused() -> None:
     with pytest.raises(MetadataError):
         xds_time("20260312103000")
     with pytest.raises(MetadataError):
-        xds_time(dt.datetime(2026, 3, 12, 10, 30))  # noqa: DTZ001
+        xds_time(dt.datetime(2026, 3, 12, 10, 30))
 
 
 def test_submission_set() -> None:

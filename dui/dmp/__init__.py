@@ -1,0 +1,1 @@
+"""The DMP (dossier médical partagé): client and local simulator."""

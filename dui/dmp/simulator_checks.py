@@ -73,7 +73,7 @@ FORMAT_CODES = frozenset({
 })
 LOINC = "2.16.840.1.113883.6.1"
 INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10"})  # INS-NIR, INS-NIR-TEST (DOMAIN.md §1.2)
-_INS_CX = re.compile(r"^([0-9]{5}[0-9AB][0-9]{9})\^\^\^&([0-9.]+)&ISO\^NH$")
+_INS_CX = re.compile(r"^([0-9]{6}[0-9AB][0-9]{8})\^\^\^&([0-9.]+)&ISO\^NH$")
 _DTM = re.compile(r"^[0-9]{4}(?:[0-9]{2}){0,5}$")  # HL7 v2 DTM, as XDS uses it: YYYY[MM[DD[hh[mm[ss]]]]]
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 _OID = re.compile(r"^[0-2](?:\.(?:0|[1-9][0-9]*))+$")

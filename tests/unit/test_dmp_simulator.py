@@ -489,3 +489,30 @@ def test_http_500_and_refuse_store_nothing(dmp: DmpSimulator, pki: Pki) -> None:
 def test_unknown_faults_are_refused(dmp: DmpSimulator) -> None:
     with pytest.raises(ValueError, match="unknown faults"):
         dmp.next_faults(["explode"])
+
+
+def test_a_binary_pdf_attachment_keeps_its_bytes(dmp: DmpSimulator, pki: Pki) -> None:
+    content = b"%PDF-1.7\r\n%\xe2\xe3\xcf\xd3\n\x00\x01\r\x0d\x0a\xff--MIMEBoundary\n" + bytes(range(256)) + b"\r\n"
+    doc = new_doc(content)
+    pdf = _set(f"{EO}/rim:Classification[@classificationScheme='{c.DE_FORMAT_CODE}']", "nodeRepresentation",
+               "urn:ihe:iti:xds-sd:pdf:2008")
+    answer = submit(dmp, pki, doc, mutate=pdf)
+    assert answer.status.endswith(":Success"), answer.contexts
+    entry = dmp.entry(doc.unique_id)
+    assert entry is not None and entry.content == content and entry.size == len(content)
+
+
+def test_it_says_it_is_a_simulator_in_its_log(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="dui.dmp.simulator"), DmpSimulator(pki) as simulator:
+        assert simulator.url.startswith("https://127.0.0.1:")
+    assert "DMP SIMULATOR" in caplog.text and "not the DMP" in caplog.text
+
+
+def test_a_soap_11_envelope_is_a_version_mismatch(dmp: DmpSimulator, pki: Pki) -> None:
+    body = b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>'
+    response = requests.post(dmp.url, data=body, headers={"Content-Type": "application/soap+xml"}, timeout=10,
+                             cert=(str(pki.client_cert), str(pki.client_key)), verify=str(pki.ca_cert))
+    assert response.status_code == 500
+    assert response.headers["X-Simulator"] == "DMP"
+    code = etree.fromstring(response.content).findtext(".//soap:Code/soap:Value", namespaces=NSMAP)
+    assert code == "soap:VersionMismatch"

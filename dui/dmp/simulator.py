@@ -285,9 +285,9 @@ def _read_message(content_type: str, data: bytes) -> tuple[etree._Element, dict[
         raise _Fault("the multipart body is unreadable")
     parts: dict[str, bytes] = {}
     root_bytes: bytes | None = None
-    start = params.get("start", "").strip()
+    start = params.get("start", "").strip().strip("<>")
     for index, part in enumerate(message.iter_parts()):
-        content_id = str(part.get("Content-ID", "")).strip()
+        content_id = str(part.get("Content-ID", "")).strip().strip("<>")
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             raise _Fault(f"the MIME part {content_id or index} is unreadable")
@@ -298,7 +298,7 @@ def _read_message(content_type: str, data: bytes) -> tuple[etree._Element, dict[
                 raise _Fault('the root part must have type="application/soap+xml"')
             root_bytes = payload
         elif content_id:
-            parts[content_id.strip("<>")] = payload
+            parts[content_id] = payload
     if root_bytes is None:
         raise _Fault("the root part of the multipart (start) is missing")
     return _parse(root_bytes), parts, True

@@ -355,14 +355,14 @@ def check_submission(request: etree._Element, documents: Mapping[str, bytes], re
             raise XdsError("XDSPatientIdDoesNotMatch",
                            f"DocumentEntry {entry.unique_id}: its patientId is not the SubmissionSet's")
         _check_members(associations, submission_set.get("id", ""), extrinsic.get("id", ""))
-        entry.replaces = _replaced(associations, extrinsic.get("id", ""), entry, registry)
         held = registry.by_unique_id(entry.unique_id)
-        if held is not None:
+        if held is not None:  # before the RPLC check: a retried replacement finds its target already deprecated
             if held.hash.lower() != entry.hash.lower():
                 raise XdsError("XDSDuplicateUniqueIdInRegistry",
                                f"uniqueId {entry.unique_id} is already registered with another hash")
             duplicates.append(entry.unique_id)
             continue
+        entry.replaces = _replaced(associations, extrinsic.get("id", ""), entry, registry)
         entries.append(entry)
     return Submission(tuple(entries), ss_unique, ss_patient, tuple(duplicates))
 

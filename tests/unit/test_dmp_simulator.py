@@ -454,6 +454,19 @@ def test_drop_after_store_then_the_retry_is_counted_once(dmp: DmpSimulator, pki:
     assert dmp.count(doc.unique_id) == 1
 
 
+def test_a_replacement_retried_after_a_lost_answer_is_a_success(dmp: DmpSimulator, pki: Pki) -> None:
+    first, second = new_doc(), new_doc()
+    assert submit(dmp, pki, first).status.endswith(":Success")
+    dmp.next_faults(["drop-after-store"])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        submit(dmp, pki, second, replaces=first.entry_uuid)
+    retried = submit(dmp, pki, second, replaces=first.entry_uuid)
+    assert retried.status.endswith(":Success"), retried.contexts
+    assert dmp.count(second.unique_id) == 1
+    old = dmp.entry(first.unique_id)
+    assert old is not None and old.status == c.DEPRECATED
+
+
 def test_drop_before_store(dmp: DmpSimulator, pki: Pki) -> None:
     doc = new_doc()
     dmp.next_faults(["drop-before-store"])

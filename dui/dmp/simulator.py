@@ -108,7 +108,6 @@ class _Reply:
     status: int
     body: bytes
     content_type: str
-    fault: str | None = None
 
 
 class _Fault(Exception):
@@ -123,12 +122,15 @@ class DmpSimulator:
     """``with DmpSimulator(make_pki(path)) as dmp: ... dmp.url``; ``dmp.next_faults([...])``, ``dmp.count(uid)``."""
 
     def __init__(self, pki: Pki, store: DmpStore | None = None, *, vihf_ca: Path | None = None,
-                 host: str = "127.0.0.1", port: int = 0, timeout_seconds: float = 3.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, timeout_seconds: float = 3.0,
+                 patients: Iterable[str] | None = None) -> None:
         self.pki = pki
         self.store = store if store is not None else DmpStore()
         self.vihf_ca = vihf_ca or pki.ca_cert
         self.host, self.port = host, port
         self.timeout_seconds = timeout_seconds
+        # the INS matricules whose DMP exists; None: every well-formed INS has one
+        self.patients = None if patients is None else frozenset(patients)
         self.received = 0
         self._faults: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
@@ -217,6 +219,8 @@ class DmpSimulator:
             try:
                 vihf = check_vihf(assertion, self.vihf_ca)
                 submission = check_submission(request, _documents(request, documents), self.store, vihf=vihf)
+                if self.patients is not None and submission.patient_id.split("^")[0] not in self.patients:
+                    raise XdsError("XDSUnknownPatientId", f"no DMP for {submission.patient_id}")
             except XdsError as error:
                 log.info("DMP simulator: refused (%s: %s)", error.code, error.context)
                 return self._response(message_id, mtom, [error])

@@ -14,6 +14,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -529,3 +530,28 @@ def test_a_soap_11_envelope_is_a_version_mismatch(dmp: DmpSimulator, pki: Pki) -
     assert response.headers["X-Simulator"] == "DMP"
     code = etree.fromstring(response.content).findtext(".//soap:Code/soap:Value", namespaces=NSMAP)
     assert code == "soap:VersionMismatch"
+
+
+def test_an_ins_without_a_dmp_is_an_unknown_patient(pki: Pki) -> None:
+    with DmpSimulator(pki, patients=["180012B12345678"]) as simulator:
+        doc = new_doc()
+        answer = submit(simulator, pki, doc)
+        assert answer.codes == ["XDSUnknownPatientId"]
+        assert simulator.count(doc.unique_id) == 0
+
+
+def test_an_expired_assertion_is_refused(pki: Pki) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with pytest.raises(c.XdsError, match="not valid now"):
+        c.check_vihf(vihf(pki), pki.ca_cert, now=later)
+    checked = c.check_vihf(vihf(pki), pki.ca_cert)
+    assert checked.resource_id == INS and checked.structure == "10000000001"
+
+
+def test_concurrent_twins_are_stored_once(dmp: DmpSimulator, pki: Pki) -> None:
+    doc = new_doc()
+    bodies = [mtom(envelope(provide_request(doc), vihf(pki)), doc.content) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda body: post(dmp, pki, *body), bodies))
+    assert all(a.status.endswith(":Success") for a in answers), [a.contexts for a in answers]
+    assert dmp.count(doc.unique_id) == 1

@@ -7,10 +7,13 @@ when it starts. It refuses, at TLS, clients without a certificate from its CA (`
 assertion and the ebRIM metadata (``dui.dmp.simulator_checks``), stores accepted documents by uniqueId (a
 second submission of the same uniqueId and hash is a Success with nothing added) and answers a
 RegistryResponse. Tests inject faults with ``next_faults``. Plain Python: no Flask, no SQLAlchemy.
+
+Run it with ``python -m dui.dmp.simulator --port 8444 --dir var/dmp-simulator`` (docs/dmp.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import email.parser
@@ -21,7 +24,7 @@ import ssl
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,7 +52,7 @@ from dui.dmp.simulator_checks import (
     q,
 )
 from dui.fhir.xmlsafe import UnsafeXml, parse_untrusted
-from ins.insi.pki import Pki
+from ins.insi.pki import Pki, make_pki
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +465,30 @@ def _close_gracefully(tls: ssl.SSLSocket) -> None:
         while tls.recv(65536):
             pass
     tls.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dui.dmp.simulator", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8444)
+    parser.add_argument("--dir", type=Path, default=Path("var/dmp-simulator"), help="where the test PKI lives")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    pki = make_pki(args.dir)
+    with DmpSimulator(pki, host=args.host, port=args.port) as simulator:
+        print(f"DMP simulator (development only, not the DMP) listening on {simulator.url}")
+        print(f"  client certificate (TLS and VIHF signature): {pki.client_cert}")
+        print(f"  client key:                                  {pki.client_key}")
+        print(f"  CA (trust anchor):                           {pki.ca_cert}")
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopped")
+
+
+if __name__ == "__main__":
+    main()
 
 
 __all__ = ["APPROVED", "DEPRECATED", "FAULTS", "ITI41_ACTION", "NS_LCM", "NS_RIM", "DmpSimulator", "DmpStore"]

@@ -1,4 +1,5 @@
-"""Adapter to the DMP (Mon espace santé): XDS.b metadata, ebRIM, VIHF, SOAP/MTOM transport, gateways.
+"""Adapter to the DMP (Mon espace santé): XDS.b metadata, ebRIM, VIHF, SOAP/MTOM transport, gateways, and a
+local simulator for development and tests.
 
-Plain typed modules: no Flask, no SQLAlchemy. ``soap`` is the only network code. See ``docs/dmp.md``.
+Plain typed modules: no Flask, no SQLAlchemy. ``soap`` is the only network client. See ``docs/dmp.md``.
 """

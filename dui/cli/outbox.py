@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 from flask import current_app
+from flask.cli import AppGroup
 
 from dui.errors import DuiError
 from dui.outbox import queue
@@ -15,7 +16,7 @@ from dui.outbox.tables import STATES
 from dui.services import Services
 
 
-@click.group("outbox")
+@click.group("outbox", cls=AppGroup)
 def outbox() -> None:
     """The outbox: deliveries to external systems (DMP, MSSanté) run by `dui worker`."""
 

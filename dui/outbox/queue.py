@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dui.db import is_postgresql
 from dui.errors import Conflict, Invalid, NotFound
-from dui.outbox.tables import LIVE_STATES, STATES, outbox_job
+from dui.outbox.tables import LIVE_PREDICATE, LIVE_STATES, STATES, outbox_job
 
 _LIVE = outbox_job.c.state.in_(LIVE_STATES)
+# The predicate of the partial unique index, as literal SQL: PostgreSQL infers the index from it only when it is
+# written with constants (bound values would fail once psycopg prepares the statement).
+_LIVE_INDEX = text(LIVE_PREDICATE)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def enqueue(session: Session, kind: str, target: str, key: str, now: datetime) -
     insert = pg_insert if is_postgresql(session) else sqlite_insert
     for _ in range(3):  # the job in place may turn dead or cancelled between the two statements: ask again
         stmt = (insert(outbox_job).values(**values)
-                .on_conflict_do_nothing(index_elements=["kind", "idempotency_key"], index_where=_LIVE)
+                .on_conflict_do_nothing(index_elements=["kind", "idempotency_key"], index_where=_LIVE_INDEX)
                 .returning(*outbox_job.c))
         row = session.execute(stmt).mappings().first()
         if row is None:

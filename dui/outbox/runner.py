@@ -5,7 +5,9 @@
    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``, so that concurrent workers each take another job;
    SQLite: under ``BEGIN IMMEDIATE`` (one writer at a time).
 2. The handler runs outside the claim, in a transaction of its own that it may write in: no row lock of the
-   outbox is held during its network call.
+   outbox is held during its network call. On SQLite that transaction starts as a reader (a plain BEGIN, not
+   BEGIN IMMEDIATE): a network call then blocks no writer; a handler that writes there may find the database
+   busy, which is a transient failure like any other.
 3. The outcome is recorded in a new transaction, with an audit entry ("outbox-attempt"), only while the job is
    still leased by this worker for this attempt (a worker whose lease expired records nothing).
 
@@ -105,13 +107,14 @@ def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Ha
     while len(seen) < limit:
         with unit(write=True) as session:
             job = _claim(session, now, now + lease, worker_id, seen, backoff.max_attempts)
+            postgresql = is_postgresql(session)
         if job is None:
             return report
         seen.append(job.id)
         if job.state == "dead":  # its lease expired once too often: the worker died on each of its attempts
             report.dead += 1
             continue
-        outcome = _attempt(unit, handlers, job)
+        outcome = _attempt(unit, handlers, job, write=postgresql)
         status = _record(unit, job, outcome, now, worker_id, backoff)
         if status is None:
             report.lost += 1
@@ -172,12 +175,12 @@ def _claim(session: Session, now: datetime, lease_until: datetime, worker_id: st
                    leased_by=worker_id, updated_at=now)
 
 
-def _attempt(unit: UnitOfWork, handlers: Mapping[str, Handler], job: Job) -> Outcome:
+def _attempt(unit: UnitOfWork, handlers: Mapping[str, Handler], job: Job, write: bool) -> Outcome:
     handler = handlers.get(job.kind)
     if handler is None:
         return permanent(f"no handler for the kind {job.kind!r} in this worker")
     try:
-        with unit(write=True) as session:
+        with unit(write=write) as session:  # SQLite: not BEGIN IMMEDIATE, which would stop every writer meanwhile
             outcome = handler(session, job)
         if not isinstance(outcome, Outcome):
             return transient(f"the {job.kind} handler returned {type(outcome).__name__}, not an Outcome")

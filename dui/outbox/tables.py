@@ -16,6 +16,7 @@ from dui.db import UtcDateTime, metadata
 
 STATES = ("due", "running", "done", "dead", "cancelled")
 LIVE_STATES = ("due", "running", "done")
+LIVE_PREDICATE = "state IN ('due', 'running', 'done')"
 ERROR_LENGTH = 500
 RESULT_LENGTH = 200
 
@@ -38,7 +39,6 @@ outbox_job = Table(
     Column("done_at", UtcDateTime, nullable=True),
     CheckConstraint("state IN ('due', 'running', 'done', 'dead', 'cancelled')", name="state"),
     Index("uq_outbox_job_kind_idempotency_key", "kind", "idempotency_key", unique=True,
-          sqlite_where=text("state IN ('due', 'running', 'done')"),
-          postgresql_where=text("state IN ('due', 'running', 'done')")),
+          sqlite_where=text(LIVE_PREDICATE), postgresql_where=text(LIVE_PREDICATE)),
     Index("ix_outbox_job_state_next_attempt_at", "state", "next_attempt_at"),
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from dui.audit.tables import audit_event
@@ -247,6 +247,7 @@ def test_two_workers_at_once_never_run_a_job_twice(svc: Services) -> None:
         thread.join(60)
     assert set(calls) == ids and set(calls.values()) == {1}
     assert sum(r.delivered for r in reports) == 50 and sum(r.lost for r in reports) == 0
+    assert all(r.delivered for r in reports), [r.delivered for r in reports]  # both took part
     assert len(audit(svc)) == 50
     with svc.unit_of_work(write=False) as session:
         assert {j.state for j in queue.list_jobs(session)} == {"done"}
@@ -264,6 +265,21 @@ def test_retry_and_cancel(svc: Services) -> None:
         queue.retry(session, dead.id, later)  # done
     with pytest.raises(NotFound), svc.unit_of_work() as session:
         queue.cancel(session, 9999, later)
+
+
+def test_no_row_lock_is_held_while_the_handler_runs(svc: Services, backend: str) -> None:
+    made = enqueue(svc, "uid-1")
+    if backend != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+
+    def handler(session: Session, current: Job) -> Outcome:
+        with svc.unit_of_work() as other:  # would fail at once if the claim still held the row
+            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            other.execute(select(outbox_job.c.id).where(outbox_job.c.id == current.id).with_for_update(nowait=True))
+        return delivered("ok")
+
+    assert run(svc, handler, T0).delivered == 1
+    assert job(svc, made.id).state == "done"
 
 
 def cli(app: Flask, *args: str) -> Any:

@@ -89,7 +89,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 def run_outbox(svc: Services, limit: int = 100) -> RunReport:
     """Run the outbox jobs due now (each at most once in this pass); a failure stays in the job, not here."""
-    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock(), WORKER_ID, limit=limit)
+    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock, WORKER_ID, limit=limit)
 
 
 def _pass(svc: Services) -> dict[str, Any]:

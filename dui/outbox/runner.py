@@ -95,18 +95,22 @@ class RunReport:
         return self.delivered + self.retried + self.dead + self.lost
 
 
-def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Handler], now: datetime,
-            worker_id: str, *, limit: int = 100, lease_seconds: float = 300.0,
+def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Handler],
+            now: datetime | Callable[[], datetime], worker_id: str, *, limit: int = 100, lease_seconds: float = 300.0,
             backoff: Backoff | None = None) -> RunReport:
-    """Run up to ``limit`` jobs due at ``now``, one at a time, each at most once in this pass."""
+    """Run up to ``limit`` jobs due, one at a time, each at most once in this pass. ``now``: a moment (tests), or
+    a clock read at each claim and each outcome (``dui worker``: a lease starts when its job is claimed, not when
+    the pass began)."""
     unit = _as_unit(units)
+    clock: Callable[[], datetime] = now if callable(now) else (lambda: now)
     backoff = backoff or Backoff()
     lease = timedelta(seconds=lease_seconds)
     report = RunReport()
     seen: list[int] = []
     while len(seen) < limit:
         with unit(write=True) as session:
-            job = _claim(session, now, now + lease, worker_id, seen, backoff.max_attempts)
+            moment = clock()
+            job = _claim(session, moment, moment + lease, worker_id, seen, backoff.max_attempts)
             postgresql = is_postgresql(session)
         if job is None:
             return report
@@ -115,7 +119,7 @@ def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Ha
             report.dead += 1
             continue
         outcome = _attempt(unit, handlers, job, write=postgresql)
-        status = _record(unit, job, outcome, now, worker_id, backoff)
+        status = _record(unit, job, outcome, clock(), worker_id, backoff)
         if status is None:
             report.lost += 1
         elif status == "delivered":

@@ -222,6 +222,22 @@ def test_a_worker_whose_lease_was_lost_records_nothing(svc: Services) -> None:
     assert (done.state, done.result, done.attempts) == ("done", "by w2", 2)
 
 
+def test_with_a_clock_each_lease_starts_when_its_job_is_claimed(svc: Services) -> None:
+    first, second = enqueue(svc, "uid-1"), enqueue(svc, "uid-2")
+    moments = [T0]
+    leases: dict[int, datetime | None] = {}
+
+    def handler(session: Session, current: Job) -> Outcome:
+        leases[current.id] = current.lease_until
+        moments[0] += timedelta(minutes=10)  # a slow call
+        return delivered("ok")
+
+    report = run_due(svc.unit_of_work, {KIND: handler}, lambda: moments[0], "w1", lease_seconds=60)
+    assert report.delivered == 2
+    assert leases == {first.id: T0 + timedelta(seconds=60), second.id: T0 + timedelta(minutes=10, seconds=60)}
+    assert job(svc, second.id).done_at == T0 + timedelta(minutes=20)
+
+
 def test_two_workers_at_once_never_run_a_job_twice(svc: Services) -> None:
     ids = {enqueue(svc, f"uid-{n}", target=f"DocumentReference/doc-{n}").id for n in range(50)}
     calls: Counter[int] = Counter()

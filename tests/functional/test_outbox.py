@@ -91,6 +91,28 @@ def test_enqueue_is_idempotent_on_kind_and_key_while_a_job_is_live(svc: Services
     assert again.id not in (first.id, other_kind.id) and again.state == "due"
 
 
+def test_two_concurrent_enqueues_of_the_same_delivery_give_one_job(svc: Services) -> None:
+    """The second waits for the first's transaction (row lock of the unique index on PostgreSQL, the write lock on
+    SQLite), then finds its job: the database decides, not a check made before the insert."""
+    enqueued = threading.Event()
+    ids: dict[str, int] = {}
+
+    def first() -> None:
+        with svc.unit_of_work() as session:
+            ids["first"] = queue.enqueue(session, KIND, "DocumentReference/doc-1", "uid-1", T0).id
+            enqueued.set()
+            time.sleep(0.3)  # the change goes on; the second enqueue is under way meanwhile
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert enqueued.wait(10)
+    ids["second"] = enqueue(svc, "uid-1").id
+    thread.join(10)
+    assert ids["first"] == ids["second"]
+    with svc.unit_of_work(write=False) as session:
+        assert len(queue.list_jobs(session)) == 1
+
+
 def test_a_delivered_job_is_done_with_its_result_and_audited(svc: Services) -> None:
     made = enqueue(svc, "uid-1", target="DocumentReference/doc-7")
     seen: list[tuple[int, str, str]] = []

@@ -131,6 +131,12 @@ def test_a_delivered_job_is_done_with_its_result_and_audited(svc: Services) -> N
     assert run(svc, handler, T0 + timedelta(hours=5)).attempted == 0  # never run again
 
 
+def test_the_runner_also_takes_a_session_factory(svc: Services) -> None:
+    made = enqueue(svc, "uid-1")
+    report = run_due(svc.session_factory, {KIND: lambda s, j: delivered("ok")}, T0, "w1")
+    assert report.delivered == 1 and job(svc, made.id).state == "done"
+
+
 def test_a_transient_failure_is_tried_again_after_a_growing_delay_then_dead(svc: Services) -> None:
     made = enqueue(svc, "uid-1")
     fail = lambda session, current: transient("registry unavailable (HTTP 503)")  # noqa: E731

@@ -24,7 +24,7 @@ from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.documents import freshness, operations
 from dui.errors import DuiError
-from dui.outbox.runner import RunReport, run_due
+from dui.outbox.runner import Backoff, RunReport, run_due
 from dui.services import Services
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 def run_outbox(svc: Services, limit: int = 100) -> RunReport:
     """Run the outbox jobs due now (each at most once in this pass); a failure stays in the job, not here."""
-    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock, WORKER_ID, limit=limit)
+    conf = svc.settings.outbox
+    backoff = Backoff(base=conf.backoff_base, cap=conf.backoff_cap, max_attempts=conf.max_attempts)
+    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock, WORKER_ID, limit=limit, lease_seconds=conf.lease,
+                   backoff=backoff)
 
 
 def _pass(svc: Services) -> dict[str, Any]:

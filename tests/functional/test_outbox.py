@@ -375,3 +375,35 @@ def test_dui_worker_runs_the_jobs_due_with_the_apps_handlers(app: Flask, svc: Se
     result = CliRunner().invoke(dui, ["worker", "--once"], obj=ScriptInfo(create_app=lambda: app))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == "dui worker: 1 outbox job(s) delivered, 0 to retry, 1 dead"
+
+
+def test_the_outbox_settings() -> None:
+    from dui.settings import OutboxSettings, Settings, SettingsError
+
+    assert Settings.from_env({}).outbox == OutboxSettings(30, 3600, 10, 300)
+    env = {"DUI_OUTBOX_BACKOFF_BASE": "5", "DUI_OUTBOX_BACKOFF_CAP": "60", "DUI_OUTBOX_MAX_ATTEMPTS": "3",
+           "DUI_OUTBOX_LEASE": "120"}
+    assert Settings.from_env(env).outbox == OutboxSettings(5, 60, 3, 120)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"DUI_OUTBOX_MAX_ATTEMPTS": "0"})
+
+
+def test_dui_worker_follows_the_outbox_settings(app: Flask, svc: Services) -> None:
+    from dui.cli.worker import run_outbox
+    from dui.settings import OutboxSettings
+
+    now = svc.clock()
+    made = enqueue(svc, "uid-1", now=now)
+    svc.outbox_handlers[KIND] = lambda session, current: transient("registry unavailable")
+    saved = svc.settings
+    svc.settings = saved.with_(outbox=OutboxSettings(backoff_base=5, backoff_cap=5, max_attempts=2, lease=60))
+    try:
+        assert run_outbox(svc).retried == 1
+        retried = job(svc, made.id)
+        assert retried.next_attempt_at <= retried.updated_at + timedelta(seconds=5)
+        with svc.unit_of_work() as session:  # due again at once
+            session.execute(update(outbox_job).values(next_attempt_at=now))
+        assert run_outbox(svc).dead == 1
+    finally:
+        svc.settings = saved
+    assert job(svc, made.id).last_error == "registry unavailable (attempt 2 of 2)"

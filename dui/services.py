@@ -38,6 +38,7 @@ from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
+from dui.outbox.runner import Handler
 from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
@@ -78,6 +79,8 @@ class Services:
     write_rules: Mapping[str, WriteRule] = field(default_factory=dict)
     operations: dict[tuple[str, str], Operation] = field(default_factory=dict)
     bundle_rules: tuple[BundleRule, ...] = (tddui_consumer.transfer_rule,)
+    # What ``dui worker`` runs for each kind of outbox job ("dmp.send": ...), filled by the features that enqueue.
+    outbox_handlers: dict[str, Handler] = field(default_factory=dict)
     _insi: InsiClient | None = None
     _simulator: Any = None
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -154,6 +154,16 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class OutboxSettings:
+    """``dui worker``'s outbox runs (docs/outbox.md)."""
+
+    backoff_base: float = 30.0  # seconds: the first retry waits up to this, each next one up to twice as long
+    backoff_cap: float = 3600.0  # seconds: no retry waits longer
+    max_attempts: int = 10  # then the job is dead
+    lease: float = 300.0  # seconds a worker holds a job before another may take it again
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -178,6 +188,7 @@ class Settings:
     # infrastructure/ (docs/documents.md); None: `dui documents check` needs --material
     cda_material: str | None = None
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -282,6 +293,12 @@ class Settings:
                 oid=_oid(env.get("DUI_DOCUMENT_OID") or defaults.documents.oid),
                 dlu_quiet=_seconds(env, "DUI_DLU_QUIET", defaults.documents.dlu_quiet),
                 dlu_max_delay=_seconds(env, "DUI_DLU_MAX_DELAY", defaults.documents.dlu_max_delay),
+            ),
+            outbox=OutboxSettings(
+                backoff_base=_seconds(env, "DUI_OUTBOX_BACKOFF_BASE", defaults.outbox.backoff_base),
+                backoff_cap=_seconds(env, "DUI_OUTBOX_BACKOFF_CAP", defaults.outbox.backoff_cap),
+                max_attempts=_int(env, "DUI_OUTBOX_MAX_ATTEMPTS", defaults.outbox.max_attempts, minimum=1),
+                lease=max(1.0, _seconds(env, "DUI_OUTBOX_LEASE", defaults.outbox.lease)),
             ),
         )
         settings.check()

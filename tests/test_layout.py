@@ -64,3 +64,11 @@ def test_encryption_at_rest_sits_below_the_fhir_engine() -> None:
         names = _imports(path)
         for upper in ("dui.fhir", "dui.residents", "dui.web", "dui.cli", "dui.app", "dui.services", "flask"):
             assert not _uses(names, upper), f"{path.relative_to(ROOT)} imports {upper}"
+
+
+def test_the_outbox_never_imports_the_layers_that_give_it_handlers() -> None:
+    for path in _modules("dui/outbox"):
+        names = _imports(path)
+        for upper in ("dui.documents", "dui.dmp", "dui.messaging", "dui.residents", "dui.web", "dui.cli", "dui.app",
+                      "dui.services", "flask"):
+            assert not _uses(names, upper), f"{path.relative_to(ROOT)} imports {upper}"

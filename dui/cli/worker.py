@@ -1,5 +1,6 @@
-"""``dui worker``: the service's background work. Today: rebuilding the DLUs the record left out of date
-(``dui.documents.freshness``); the DMP and MSSanté deliveries will run here too.
+"""``dui worker``: the service's background work: rebuilding the DLUs the record left out of date
+(``dui.documents.freshness``) and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app
+was built with (``Services.outbox_handlers``).
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.
@@ -8,7 +9,9 @@ resident; a failure is logged (the resident's id, never health data) and the res
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -21,6 +24,7 @@ from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.documents import freshness, operations
 from dui.errors import DuiError
+from dui.outbox.runner import Backoff, RunReport, run_due
 from dui.services import Services
 
 logger = logging.getLogger(__name__)
@@ -60,7 +64,7 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 def worker(once: bool, interval: float) -> None:
     """Run the background work until stopped (SIGTERM or Ctrl-C): rebuild the out-of-date DLUs, after
     DUI_DLU_QUIET seconds without a change to the resident's record, at the latest DUI_DLU_MAX_DELAY seconds
-    after the first one."""
+    after the first one; run the outbox jobs due (`dui outbox list`)."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
@@ -70,11 +74,25 @@ def worker(once: bool, interval: float) -> None:
         total = _pass(svc)
         if once:
             click.echo(f"dui worker: {total['rebuilt']} DLU rebuilt, {total['failed']} failed")
+            outbox: RunReport = total["outbox"]
+            click.echo(f"dui worker: {outbox.delivered} outbox job(s) delivered, {outbox.retried} to retry, "
+                       f"{outbox.dead} dead")
             if total["failed"]:
                 raise SystemExit(1)
             return
         if stop.wait(interval):
             return
+
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_outbox(svc: Services, limit: int = 100) -> RunReport:
+    """Run the outbox jobs due now (each at most once in this pass); a failure stays in the job, not here."""
+    conf = svc.settings.outbox
+    backoff = Backoff(base=conf.backoff_base, cap=conf.backoff_cap, max_attempts=conf.max_attempts)
+    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock, WORKER_ID, limit=limit, lease_seconds=conf.lease,
+                   backoff=backoff)
 
 
 def _pass(svc: Services) -> dict[str, Any]:
@@ -83,4 +101,10 @@ def _pass(svc: Services) -> dict[str, Any]:
         done, bad = rebuild_due_dlus(svc)
         rebuilt, failed = rebuilt + done, failed + bad
         if done + bad < 100 or bad:
-            return {"rebuilt": rebuilt, "failed": failed, "at": time.time()}
+            break
+    try:
+        outbox = run_outbox(svc)
+    except Exception:  # the database is unreachable, say: the next pass tries again
+        logger.exception("outbox pass failed")
+        outbox = RunReport()
+    return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "at": time.time()}

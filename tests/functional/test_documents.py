@@ -301,6 +301,9 @@ def test_a_pdf_attached_is_wrapped_in_a_cda_n1(demo: FhirClient) -> None:
     assert fake.status_code == 400
 
 
+NO_OUTBOX = "\ndui worker: 0 outbox job(s) delivered, 0 to retry, 0 dead"
+
+
 def test_dui_worker_once_and_documents_status(app: Flask, demo: FhirClient, no_quiet: None) -> None:
     from click.testing import CliRunner
     from flask.cli import ScriptInfo
@@ -312,13 +315,13 @@ def test_dui_worker_once_and_documents_status(app: Flask, demo: FhirClient, no_q
 
     assert run("documents", "status").output.strip() == "0 current, 0 stale, 2 never built"
     first = run("worker", "--once")
-    assert first.exit_code == 0 and first.output.strip() == "dui worker: 2 DLU rebuilt, 0 failed"
+    assert first.exit_code == 0 and first.output.strip() == "dui worker: 2 DLU rebuilt, 0 failed" + NO_OUTBOX
     assert run("documents", "status").output.strip() == "2 current, 0 stale, 0 never built"
     demo.create({"resourceType": "Flag", "status": "active", "code": {"text": "Risque de fugue"},
                  "subject": {"reference": f"Patient/{PID}"}})
     assert run("documents", "status").output.strip() == "1 current, 1 stale, 0 never built"
-    assert run("worker", "--once").output.strip() == "dui worker: 1 DLU rebuilt, 0 failed"
-    assert run("worker", "--once").output.strip() == "dui worker: 0 DLU rebuilt, 0 failed"
+    assert run("worker", "--once").output.strip() == "dui worker: 1 DLU rebuilt, 0 failed" + NO_OUTBOX
+    assert run("worker", "--once").output.strip() == "dui worker: 0 DLU rebuilt, 0 failed" + NO_OUTBOX
 
 
 def test_the_dlu_pdf_prints_the_traits_allergies_and_treatments_of_the_record(demo: FhirClient) -> None:

@@ -21,14 +21,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import fhir_profiles
-from dui.auth.actor import Actor
+from dui.auth.actor import SYSTEM, Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import begin_read, begin_write, make_engine, make_session_factory
+from dui.dmp.gateway import DmpGateway
+from dui.documents import dmp_feed, freshness, inbound
 from dui.documents import fhir_operations as document_operations
-from dui.documents import freshness, inbound
 from dui.errors import Issue, Unavailable
 from dui.fhir.interactions.base import BundleRule, FhirContext, Operation, WriteRule
 from dui.fhir.repository import FhirRepository
@@ -44,6 +45,16 @@ from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
 from dui.tddui import consumer as tddui_consumer
 from ins.insi.client import InsiClient
+
+
+def dui_version() -> str:
+    """The installed version of the service (LPS_Version of the VIHF)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dui")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def load_policy(path: str | None) -> Policy:
@@ -83,6 +94,9 @@ class Services:
     outbox_handlers: dict[str, Handler] = field(default_factory=dict)
     _insi: InsiClient | None = None
     _simulator: Any = None
+    _dmp: DmpGateway | None = None
+    _dmp_simulator: Any = None
+    dmp_factory: Callable[[], DmpGateway] | None = None  # tests: the in-memory twin, or a gateway to a simulator
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
     authenticator: Authenticator = field(init=False)
@@ -92,6 +106,9 @@ class Services:
 
     def __post_init__(self) -> None:
         self.operations = {**fhir_operations.build(self.insi), **document_operations.build()}
+        # What ``dui worker`` delivers after commit (dui.outbox): the DMP feed as the system, through self.dmp()
+        self.outbox_handlers.setdefault(dmp_feed.KIND, dmp_feed.handler(
+            lambda session: self.fhir_context(session, SYSTEM), self.dmp))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
@@ -134,6 +151,44 @@ class Services:
             if self._insi is None:
                 self._insi = self.insi_factory() if self.insi_factory else self._configured_insi()
             return self._insi
+
+    def dmp(self) -> DmpGateway:
+        """The DMP gateway, built on first use: the configured DMP, or the local DMP simulator in ``dev``."""
+        with self._insi_lock:
+            if self._dmp is None:
+                self._dmp = self.dmp_factory() if self.dmp_factory else self._configured_dmp()
+            return self._dmp
+
+    def _configured_dmp(self) -> DmpGateway:
+        from dui.dmp.metadata import Code
+        from dui.dmp.soap import SoapDmpGateway
+        from dui.dmp.vihf import VihfContext
+
+        conf = self.settings.dmp
+        vihf = VihfContext(subject_nameid=conf.structure_id, subject_name="DUI", structure_id=conf.structure_id,
+                           sector="SA17^1.2.250.1.71.4.2.4",
+                           roles=(Code("10", "1.2.250.1.213.1.1.4.5", "Médecin"),),  # UNCONFIRMED (docs/dmp.md)
+                           ins="", ins_oid="", lps_name="DUI", lps_version=dui_version(),
+                           lps_homologation="NON-HOMOLOGUE")
+        source_id = self.settings.documents.oid
+        if conf.url and conf.cert and conf.ca and conf.signing_cert and conf.signing_key:
+            return SoapDmpGateway(conf.url, conf.cert, conf.key, conf.ca, Path(conf.signing_cert).read_bytes(),
+                                  Path(conf.signing_key).read_bytes(), conf.timeout, vihf=vihf, source_id=source_id,
+                                  allow_simulator=not self.settings.is_prod)
+        if self.settings.is_prod:
+            raise Unavailable("The DMP is not configured: set DUI_DMP_URL, DUI_DMP_CERT, DUI_DMP_KEY, DUI_DMP_CA, "
+                              "DUI_DMP_SIGNING_CERT and DUI_DMP_SIGNING_KEY")
+        from dui.dmp.simulator import DmpSimulator, make_signing_pki
+        from ins.insi.pki import make_pki
+
+        warnings.warn("DUI_DMP_URL is not set: documents go to the local DMP simulator (development only)",
+                      SimulatorWarning, stacklevel=2)
+        pki = make_pki(Path(conf.simulator_dir))
+        cachet = make_signing_pki(Path(conf.simulator_dir))
+        self._dmp_simulator = DmpSimulator(pki, vihf_ca=cachet.ca_cert).start()
+        return SoapDmpGateway(self._dmp_simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
+                              cachet.cert.read_bytes(), cachet.key.read_bytes(), conf.timeout, vihf=vihf,
+                              source_id=source_id)
 
     def _configured_insi(self) -> InsiClient:
         from ins.insi.soap import SoapInsiClient
@@ -215,4 +270,6 @@ class Services:
     def dispose(self) -> None:
         if self._simulator is not None:
             self._simulator.stop()
+        if self._dmp_simulator is not None:
+            self._dmp_simulator.stop()
         self.engine.dispose()

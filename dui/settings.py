@@ -164,6 +164,23 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True)
+class DmpSettings:
+    """The DMP (XDS.b over mutual TLS, docs/dmp.md). No URL: in ``dev``, the local DMP simulator (started on first
+    use, certificates under ``simulator_dir``); in ``prod``, sending to the DMP is refused."""
+
+    url: str | None = None
+    cert: str | None = None  # the structure's transport certificate (PEM, or PKCS#12 .p12/.pfx)
+    key: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    signing_cert: str | None = None  # the "cachet" certificate that signs the VIHF
+    signing_key: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    simulator_dir: str = "var/dmp-simulator"
+    structure_id: str = "DEV-STRUCTURE"  # Identifiant_Structure of the VIHF (the establishment's idNat)
+    auto_send: tuple[str, ...] = ()  # FINESS of establishments whose DLU and FLUDT go to the DMP when built; "*": all
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -189,6 +206,7 @@ class Settings:
     cda_material: str | None = None
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    dmp: DmpSettings = field(default_factory=DmpSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -289,6 +307,16 @@ class Settings:
                 default_profiles=_default_profiles(env.get("DUI_DEFAULT_PROFILES", DEFAULT_PROFILES)),
             ),
             cda_material=env.get("DUI_CDA_MATERIAL") or None,
+            dmp=DmpSettings(
+                url=env.get("DUI_DMP_URL") or None, cert=env.get("DUI_DMP_CERT") or None,
+                key=env.get("DUI_DMP_KEY") or None, ca=env.get("DUI_DMP_CA") or None,
+                signing_cert=env.get("DUI_DMP_SIGNING_CERT") or None,
+                signing_key=env.get("DUI_DMP_SIGNING_KEY") or None,
+                timeout=_seconds(env, "DUI_DMP_TIMEOUT", DmpSettings.timeout) or DmpSettings.timeout,
+                simulator_dir=env.get("DUI_DMP_SIMULATOR_DIR", DmpSettings.simulator_dir),
+                structure_id=env.get("DUI_DMP_STRUCTURE_ID") or DmpSettings.structure_id,
+                auto_send=tuple(x.strip() for x in env.get("DUI_DMP_AUTO_SEND", "").split(",") if x.strip()),
+            ),
             documents=DocumentSettings(
                 oid=_oid(env.get("DUI_DOCUMENT_OID") or defaults.documents.oid),
                 dlu_quiet=_seconds(env, "DUI_DLU_QUIET", defaults.documents.dlu_quiet),
@@ -342,6 +370,18 @@ class Settings:
                 if self.is_prod and value and Path(value).resolve().is_relative_to(simulator):
                     raise SettingsError(f"{name} is a file of the development INSi simulator ({insi.simulator_dir}): "
                                         "production refuses it")
+        dmp = self.dmp
+        if dmp.url:
+            if not dmp.url.startswith("https://"):
+                raise SettingsError("DUI_DMP_URL must be an https URL (the DMP is reached over mutual TLS)")
+            missing = [name for name, value in (("DUI_DMP_CERT", dmp.cert), ("DUI_DMP_CA", dmp.ca),
+                                                ("DUI_DMP_SIGNING_CERT", dmp.signing_cert),
+                                                ("DUI_DMP_SIGNING_KEY", dmp.signing_key)) if not value]
+            if missing:
+                raise SettingsError(f"DUI_DMP_URL needs {', '.join(missing)} (the transport certificate, the CA of "
+                                    "the DMP's server certificate, the certificate and key that sign the VIHF)")
+            if self.is_prod and dmp.structure_id == DmpSettings.structure_id:
+                raise SettingsError("DUI_DMP_URL needs DUI_DMP_STRUCTURE_ID (the establishment's idNat in the VIHF)")
         if self.is_prod and self.documents.oid == DEV_DOCUMENT_OID:
             raise SettingsError("DUI_ENV=prod requires the OID your documents are identified under: set "
                                 "DUI_DOCUMENT_OID (the development placeholder is refused)")

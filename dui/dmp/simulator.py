@@ -492,3 +492,60 @@ if __name__ == "__main__":
 
 
 __all__ = ["APPROVED", "DEPRECATED", "FAULTS", "ITI41_ACTION", "NS_LCM", "NS_RIM", "DmpSimulator", "DmpStore"]
+
+
+@dataclass(frozen=True)
+class SigningPki:
+    """The development "cachet": an RSA CA the simulator trusts for VIHF signatures, and the certificate and key
+    that sign them (the DMP asks RSA-SHA256, which the INSi development PKI's EC keys cannot do)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def make_signing_pki(directory: Path) -> SigningPki:
+    """Create the development cachet in ``directory`` (reused when present)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    paths = SigningPki(directory / "vihf-ca.pem", directory / "vihf-cachet.pem", directory / "vihf-cachet.key")
+    if all(p.exists() for p in (paths.ca_cert, paths.cert, paths.key)):
+        return paths
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "DUI (simulateur DMP)"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    ca = (x509.CertificateBuilder().subject_name(name("AC cachet de test")).issuer_name(name("AC cachet de test"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(name("Cachet de test")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    paths.key.chmod(0o600)
+    paths.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths

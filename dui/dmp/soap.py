@@ -197,7 +197,8 @@ class SoapDmpGateway:
 
     def __init__(self, url: str, cert: str, key: str | None, ca: str, signing_cert: bytes, signing_key: bytes,
                  timeout: float, *, vihf: VihfContext, source_id: str, passphrase: bytes | None = None,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 allow_simulator: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError("the DMP url must be https://host[:port]/path")
@@ -209,6 +210,7 @@ class SoapDmpGateway:
         self.vihf = vihf
         self.source_id = source_id
         self.now = now
+        self.allow_simulator = allow_simulator  # False in production: an endpoint saying it is a simulator is refused
 
     def _assertion(self, patient_id: str) -> etree._Element:
         ins = patient_id.split("^", 1)[0]
@@ -225,10 +227,13 @@ class SoapDmpGateway:
             response = connection.getresponse()
             data = response.read(MAX_RESPONSE_BYTES + 1)
             status, answer_type = response.status, response.getheader("Content-Type", "")
+            simulator = response.getheader("X-Simulator")
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise Transient(f"the DMP could not be reached: {type(exc).__name__}") from None
         finally:
             connection.close()
+        if simulator and not self.allow_simulator:
+            raise Permanent(f"{self.url} answers as a simulator ({simulator}): refused in production")
         if len(data) > MAX_RESPONSE_BYTES:
             raise Transient("the DMP answer is too large")
         try:

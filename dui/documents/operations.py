@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dui.documents import cda, freshness, pdf
+from dui.documents import cda, dmp_feed, freshness, pdf
 from dui.documents.extract import BUILT_TAG_SYSTEM, LOINC, Record, read_record, read_versions
 from dui.documents.record import ResidentRecord, Transfer
 from dui.errors import Gone, Invalid
@@ -90,15 +90,26 @@ def refresh_dlu(ctx: FhirContext, patient_id: str, *, force: bool = False) -> Bu
                               pdf_bytes=pdf.render(record, "DLU", built_at=record.as_of), version=version,
                               replaces=previous)
     freshness.built(_session(ctx), patient_id, reference.id, record.record_version, record.as_of)
+    share_if_asked(ctx, record, reference)
     return Built(reference, True)
 
 
 def build_fludt(ctx: FhirContext, patient_id: str, transfer: Transfer) -> ResourceVersion:
     """A FLUDT for a transfer to hospital now: the record as it is, and the transfer's facts."""
     _, record = read_resident(ctx, patient_id)
-    return file_document(ctx, FLUDT, record, cda_builder=lambda ids: cda.fludt(record, transfer, ids),
-                         pdf_bytes=pdf.render(record, "FLUDT", transfer, built_at=record.as_of), version=1,
-                         replaces=None)
+    reference = file_document(ctx, FLUDT, record, cda_builder=lambda ids: cda.fludt(record, transfer, ids),
+                              pdf_bytes=pdf.render(record, "FLUDT", transfer, built_at=record.as_of), version=1,
+                              replaces=None)
+    share_if_asked(ctx, record, reference)
+    return reference
+
+
+def share_if_asked(ctx: FhirContext, record: ResidentRecord, reference: ResourceVersion) -> None:
+    """Queue a document just built for the DMP when the establishment asks for it (``DUI_DMP_AUTO_SEND``); the
+    rules (qualified identity, information, opposition) are applied when it is sent."""
+    wanted = ctx.settings.dmp.auto_send
+    if "*" in wanted or (record.establishment.finess and record.establishment.finess in wanted):
+        dmp_feed.request_share(ctx, reference.id, record.as_of)
 
 
 def file_document(ctx: FhirContext, kind: Kind, record: ResidentRecord, *, cda_builder: Any, pdf_bytes: bytes,

@@ -1,0 +1,225 @@
+"""Feeding the DMP end to end (docs/dmp.md): a document queued in the outbox, delivered by the worker to the local
+DMP simulator over mutual TLS (its checks of the VIHF signature and of every metadata slot pass), the rules applied
+at send time, faults retried until the DMP holds each document exactly once. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.cli import ScriptInfo
+
+from dui.cli import cli
+from dui.demo.data import resident_bundle, setup_bundle
+from dui.dmp.simulator import DmpSimulator, DmpStore, SigningPki, make_signing_pki
+from dui.dmp.soap import SoapDmpGateway
+from dui.documents import dmp_feed
+from dui.outbox.runner import Backoff, run_due
+from ins.insi.pki import make_pki
+from tests.helpers import FhirClient
+
+QUALIFIED, PROVISIONAL = "demo-resident-001", "demo-resident-003"  # identity qualifiée / provisoire in the demo
+STATE = dmp_feed.STATE_SYSTEM
+
+
+@pytest.fixture(scope="module")
+def cachet(tmp_path_factory: pytest.TempPathFactory) -> SigningPki:
+    return make_signing_pki(Path(tmp_path_factory.mktemp("dmp-cachet")))
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory, cachet: SigningPki) -> Iterator[DmpSimulator]:
+    with DmpSimulator(make_pki(Path(tmp_path_factory.mktemp("dmp-pki"))), vihf_ca=cachet.ca_cert,
+                      timeout_seconds=2.0) as dmp:
+        yield dmp
+
+
+@pytest.fixture
+def dmp(app: Flask, simulator: DmpSimulator, cachet: SigningPki) -> Iterator[DmpSimulator]:
+    """The service's DMP gateway pointed at the simulator (a short timeout, for the fault tests)."""
+    svc = app.extensions["dui"]
+    pki = simulator.pki
+    svc._dmp = SoapDmpGateway(simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
+                              cachet.cert.read_bytes(), cachet.key.read_bytes(), 1.0, vihf=vihf_context(),
+                              source_id=svc.settings.documents.oid)
+    simulator.store = DmpStore()  # an empty DMP for each test
+    yield simulator
+    svc._dmp = None
+
+
+def vihf_context() -> Any:
+    from dui.dmp.metadata import Code
+    from dui.dmp.vihf import VihfContext
+
+    return VihfContext(subject_nameid="DEV-STRUCTURE", subject_name="DUI", structure_id="DEV-STRUCTURE",
+                       sector="SA17^1.2.250.1.71.4.2.4", roles=(Code("10", "1.2.250.1.213.1.1.4.5", "Médecin"),),
+                       ins="", ins_oid="", lps_name="DUI", lps_version="test", lps_homologation="NON-HOMOLOGUE")
+
+
+@pytest.fixture
+def demo(client: FhirClient) -> FhirClient:
+    for bundle in (setup_bundle(), *(resident_bundle(i, date(2026, 11, 30)) for i in (1, 2, 3))):
+        assert client.post("", bundle).status_code == 200
+    return client
+
+
+def informed(client: FhirClient, pid: str) -> None:
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                     "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": dmp_feed.CONSENT_SYSTEM, "code": dmp_feed.INFORMATION}]}],
+               "patient": {"reference": f"Patient/{pid}"}, "dateTime": "2026-11-02T10:00:00+01:00",
+               "policyRule": {"text": "Information sur le DMP donnée au résident"}}
+    answer = client.post("Consent", consent)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+
+
+def opposed(client: FhirClient, pid: str, reason: str) -> None:
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                     "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": dmp_feed.CONSENT_SYSTEM, "code": dmp_feed.OPPOSITION}]}],
+               "extension": [{"url": dmp_feed.OPPOSITION_REASON, "valueString": reason}],
+               "patient": {"reference": f"Patient/{pid}"}, "dateTime": "2026-11-03T10:00:00+01:00",
+               "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                          "code": "OPTOUT"}]}}
+    assert client.post("Consent", consent).status_code == 201
+
+
+def cli_run(app: Flask, *args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
+
+
+def dlu(client: FhirClient, pid: str) -> dict[str, Any]:
+    answer = client.post(f"Patient/{pid}/$dlu", {"resourceType": "Parameters"})
+    assert answer.status_code in (200, 201), answer.get_data(as_text=True)
+    return dict(answer.get_json())
+
+
+def unique_id(doc: dict[str, Any]) -> str:
+    uid = dmp_feed.unique_id(doc)
+    assert uid is not None
+    return uid
+
+
+def state(client: FhirClient, doc: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+    body = client.get(f"DocumentReference/{doc['id']}").get_json()
+    tag = next((t["code"] for t in body["meta"].get("tag", []) if t["system"] == STATE), None)
+    parts = next(({p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in e["extension"]}
+                  for e in body.get("extension", []) if e["url"] == dmp_feed.SUBMISSION), {})
+    return tag, parts
+
+
+def run(app: Flask, later: timedelta = timedelta(0)) -> Any:
+    svc = app.extensions["dui"]
+    return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock() + later, "test-worker",
+                   backoff=Backoff(base=1, cap=2, max_attempts=5))
+
+
+def test_a_dlu_goes_to_the_dmp_once_over_mutual_tls(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    queued = cli_run(app, "dmp", "send", doc["id"])
+    assert queued.exit_code == 0, queued.output
+    assert state(demo, doc)[0] == "queued"
+    again = cli_run(app, "dmp", "send", doc["id"])
+    assert again.output.split(":")[1] == queued.output.split(":")[1]  # the same job
+    done = cli_run(app, "worker", "--once")
+    assert done.exit_code == 0 and "1 outbox job(s) delivered" in done.output, done.output
+    assert dmp.count(unique_id(doc)) == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.patient_id.startswith("231066912300104^^^&1.2.250.1.213.1.4.10&ISO")
+    tag, parts = state(demo, doc)
+    assert tag == "sent" and parts["status"] == "Success" and parts["uniqueId"] == unique_id(doc)
+    found = demo.search(f"DocumentReference?_tag={STATE}|sent")
+    assert [e["resource"]["id"] for e in found["entry"]] == [doc["id"]]
+
+
+def test_nothing_leaves_for_an_identity_that_is_not_qualified(app: Flask, demo: FhirClient,
+                                                              dmp: DmpSimulator) -> None:
+    informed(demo, PROVISIONAL)
+    doc = dlu(demo, PROVISIONAL)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    report = run(app)
+    assert (report.delivered, report.dead) == (0, 1)
+    assert dmp.count(unique_id(doc)) == 0
+    tag, parts = state(demo, doc)
+    assert tag == "refused" and parts["reason"].startswith("identity PROV")
+    failed = cli_run(app, "outbox", "list", "--failed")
+    assert "identity PROV" in failed.output
+
+
+def test_an_opposition_recorded_after_queuing_stops_the_send(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    opposed(demo, QUALIFIED, "motif légitime exprimé")
+    assert run(app).dead == 1
+    assert dmp.count(unique_id(doc)) == 0
+    tag, parts = state(demo, doc)
+    assert tag == "refused" and "opposed" in parts["reason"]
+
+
+def test_no_send_before_the_resident_is_informed(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    assert run(app).dead == 1 and dmp.count(unique_id(doc)) == 0
+    assert "information" in state(demo, doc)[1]["reason"]
+
+
+@pytest.mark.parametrize("fault", ["drop-after-store", "timeout", "http-500"])
+def test_faults_are_retried_and_the_dmp_holds_the_document_once(app: Flask, demo: FhirClient, dmp: DmpSimulator,
+                                                                fault: str) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    dmp.next_faults([fault])
+    first = run(app)
+    assert (first.delivered, first.retried) == (0, 1)
+    assert state(demo, doc)[0] == "queued"
+    second = run(app, later=timedelta(minutes=5))  # past the back-off
+    assert second.delivered == 1
+    assert dmp.count(unique_id(doc)) == 1
+    assert state(demo, doc)[0] == "sent"
+
+
+def test_a_refusal_by_the_dmp_is_a_dead_letter_with_its_reason(app: Flask, demo: FhirClient,
+                                                              dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    dmp.next_faults(["refuse"])
+    assert run(app).dead == 1
+    tag, parts = state(demo, doc)
+    assert tag == "refused" and parts["reason"].startswith("the DMP refused it")
+
+
+def test_a_new_dlu_replaces_the_one_sent(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    first = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", first["id"]).exit_code == 0
+    assert run(app).delivered == 1
+    demo.post("AllergyIntolerance", {"resourceType": "AllergyIntolerance", "code": {"text": "Iode"},
+                                     "patient": {"reference": f"Patient/{QUALIFIED}"}})
+    second = dlu(demo, QUALIFIED)
+    assert second["id"] != first["id"]
+    assert cli_run(app, "dmp", "send", second["id"]).exit_code == 0
+    assert run(app).delivered == 1
+    old, new = dmp.entry(unique_id(first)), dmp.entry(unique_id(second))
+    assert old is not None and new is not None
+    assert old.status.endswith("Deprecated") and new.status.endswith("Approved")
+
+
+def test_dmp_send_refuses_what_it_cannot_send(app: Flask, demo: FhirClient) -> None:
+    unknown = cli_run(app, "dmp", "send", "nothing-here")
+    assert unknown.exit_code == 1 and unknown.output.count("\n") == 1
+    plain = demo.create({"resourceType": "DocumentReference", "status": "current",
+                         "subject": {"reference": f"Patient/{QUALIFIED}"},
+                         "content": [{"attachment": {"contentType": "text/plain", "data": "Ym9uam91cg=="}}]})
+    refused = cli_run(app, "dmp", "send", plain["id"])
+    assert refused.exit_code == 1 and "no CDA" in refused.output

@@ -223,3 +223,23 @@ def test_dmp_send_refuses_what_it_cannot_send(app: Flask, demo: FhirClient) -> N
                          "content": [{"attachment": {"contentType": "text/plain", "data": "Ym9uam91cg=="}}]})
     refused = cli_run(app, "dmp", "send", plain["id"])
     assert refused.exit_code == 1 and "no CDA" in refused.output
+
+
+def test_documents_built_are_queued_when_the_establishment_asks(app: Flask, demo: FhirClient,
+                                                               dmp: DmpSimulator) -> None:
+    from dataclasses import replace
+
+    from dui.demo.data import ESTABLISHMENTS
+
+    svc = app.extensions["dui"]
+    saved = svc.settings
+    parc = next(e["finess"] for e in ESTABLISHMENTS if e["id"] == "demo-ehpad-le-parc")
+    svc.settings = saved.with_(dmp=replace(saved.dmp, auto_send=(parc,)))
+    try:
+        informed(demo, QUALIFIED)
+        doc = dlu(demo, QUALIFIED)  # demo-resident-001 lives at Le Parc
+        other = dlu(demo, "demo-resident-002")  # Les Tilleuls: not asked
+    finally:
+        svc.settings = saved
+    assert state(demo, doc)[0] == "queued" and state(demo, other)[0] is None
+    assert run(app).delivered == 1 and dmp.count(unique_id(doc)) == 1

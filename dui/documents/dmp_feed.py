@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from dui.dmp.errors import DmpError, Permanent, Transient
 from dui.dmp.gateway import DmpGateway
 from dui.dmp.metadata import MetadataError, entry_from
-from dui.errors import DuiError, Invalid, NotFound
+from dui.errors import DuiError, Invalid, NotFound, Unavailable
 from dui.fhir.interactions.base import FhirContext
 from dui.fhir.repository import FhirRepository, ResourceVersion
 from dui.fhir.search.plan import parse_search
@@ -53,6 +53,8 @@ GatewayProvider = Callable[[], DmpGateway]
 
 def request_share(ctx: FhirContext, docref_id: str, now: datetime) -> Job:
     """Queue a document (as the caller sees it) for the DMP; the same document queued twice is one job."""
+    if ctx.settings.is_prod and not ctx.settings.dmp.url:
+        raise Unavailable("The DMP is not configured (DUI_DMP_URL and its certificates): nothing can be sent to it")
     found = ctx.repo.read("DocumentReference", docref_id)
     if found is None or found.deleted:
         raise NotFound(f"DocumentReference/{docref_id} is not a document you may send")

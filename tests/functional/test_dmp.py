@@ -243,3 +243,21 @@ def test_documents_built_are_queued_when_the_establishment_asks(app: Flask, demo
         svc.settings = saved
     assert state(demo, doc)[0] == "queued" and state(demo, other)[0] is None
     assert run(app).delivered == 1 and dmp.count(unique_id(doc)) == 1
+
+
+def test_production_refuses_a_dmp_that_answers_as_a_simulator(demo: FhirClient, dmp: DmpSimulator,
+                                                              cachet: SigningPki) -> None:
+    from dui.dmp.errors import Permanent
+    from dui.dmp.metadata import entry_from
+
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    cda_url = next(c["attachment"]["url"] for c in doc["content"] if c["attachment"]["contentType"] == "text/xml")
+    cda = bytes(demo.get(cda_url, headers={"Accept": "text/xml"}).data)
+    entry = entry_from(doc, cda, "231066912300104", "1.2.250.1.213.1.4.10", "1.2.250.1.999.42.1")
+    pki = dmp.pki
+    production = SoapDmpGateway(dmp.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
+                                cachet.cert.read_bytes(), cachet.key.read_bytes(), 5.0, vihf=vihf_context(),
+                                source_id="1.2.250.1.999.42.1", allow_simulator=False)
+    with pytest.raises(Permanent, match="answers as a simulator"):
+        production.provide(entry, cda)

@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from dui.audit import trail
+from dui.audit.trail import AuditEntry
 from dui.dmp.errors import DmpError, Permanent, Transient
 from dui.dmp.gateway import DmpGateway
 from dui.dmp.metadata import MetadataError, entry_from
@@ -128,6 +130,9 @@ def deliver_job(ctx: FhirContext, gateway: GatewayProvider, job: Job) -> Outcome
         return transient(str(exc)[:200])
     set_state(store, docref_id, "sent", now, submission={"entryUUID": entry.entry_uuid, "uniqueId": entry.unique_id,
                                                          "status": outcome.status})
+    # The resident's data left for the DMP: the audit trail names her (the outbox's own entry names the job only)
+    trail.record(_session(ctx), AuditEntry("dmp-send", "success", ctx.actor, "DocumentReference", docref_id,
+                                           detail=outcome.status, patients=(patient_id,)), now)
     return delivered(f"{outcome.status} {entry.entry_uuid}")
 
 

@@ -138,6 +138,11 @@ def test_a_dlu_goes_to_the_dmp_once_over_mutual_tls(app: Flask, demo: FhirClient
     assert tag == "sent" and parts["status"] == "Success" and parts["uniqueId"] == unique_id(doc)
     found = demo.search(f"DocumentReference?_tag={STATE}|sent")
     assert [e["resource"]["id"] for e in found["entry"]] == [doc["id"]]
+    from dui.audit import trail
+
+    with app.extensions["dui"].unit_of_work(write=False) as session:
+        sends = [row for row, patients in trail.entries(session, patient=QUALIFIED) if row["action"] == "dmp-send"]
+    assert len(sends) == 1 and sends[0]["resource_id"] == doc["id"]
 
 
 def test_nothing_leaves_for_an_identity_that_is_not_qualified(app: Flask, demo: FhirClient,

@@ -98,6 +98,7 @@ class Services:
     _dmp_simulator: Any = None
     dmp_factory: Callable[[], DmpGateway] | None = None  # tests: the in-memory twin, or a gateway to a simulator
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
+    _dmp_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
     authenticator: Authenticator = field(init=False)
     policy: Policy = field(init=False)
@@ -154,7 +155,7 @@ class Services:
 
     def dmp(self) -> DmpGateway:
         """The DMP gateway, built on first use: the configured DMP, or the local DMP simulator in ``dev``."""
-        with self._insi_lock:
+        with self._dmp_lock:
             if self._dmp is None:
                 self._dmp = self.dmp_factory() if self.dmp_factory else self._configured_dmp()
             return self._dmp

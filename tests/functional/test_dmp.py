@@ -44,12 +44,13 @@ def dmp(app: Flask, simulator: DmpSimulator, cachet: SigningPki) -> Iterator[Dmp
     """The service's DMP gateway pointed at the simulator (a short timeout, for the fault tests)."""
     svc = app.extensions["dui"]
     pki = simulator.pki
-    svc._dmp = SoapDmpGateway(simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
-                              cachet.cert.read_bytes(), cachet.key.read_bytes(), 1.0, vihf=vihf_context(),
-                              source_id=svc.settings.documents.oid)
+    gateway = SoapDmpGateway(simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
+                             cachet.cert.read_bytes(), cachet.key.read_bytes(), 1.0, vihf=vihf_context(),
+                             source_id=svc.settings.documents.oid)
+    svc._dmp, svc.dmp_factory = None, lambda: gateway
     simulator.store = DmpStore()  # an empty DMP for each test
     yield simulator
-    svc._dmp = None
+    svc._dmp, svc.dmp_factory = None, None
 
 
 def vihf_context() -> Any:

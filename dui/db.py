@@ -140,3 +140,11 @@ def advisory_lock(session: Session, key: str) -> None:
         return
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh the query planner's statistics after a bulk load (``dui demo load``): until autovacuum gets to a
+    table just filled, PostgreSQL plans as if it were nearly empty, and the nested loops it then picks for scoped
+    searches (``_has`` on a large compartment) can run for seconds. SQLite keeps its statistics the same way."""
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")

@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 
 from dui.auth import accounts
 from dui.auth.actor import CLI
+from dui.db import analyze
 from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
 from dui.demo.load import load_bundle
 from dui.documents import operations
@@ -50,6 +51,7 @@ def load(residents: int) -> None:
                 totals += load_bundle(svc.fhir_context(session, CLI), bundle)
     click.echo(f"demo data: {residents} residents, {totals.get('201', 0)} resources created, "
                f"{totals.get('200', 0)} already present")
+    analyze(svc.engine)  # the planner's statistics, before anyone searches what was just loaded
     built = 0
     for index in range(1, residents + 1):  # each resident's DLU, as `dui worker` would build it
         with svc.unit_of_work(write=True) as session:

@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 
 from dui.app import create_app
 from dui.auth.roles import ROLES
+from dui.db import analyze
 from dui.demo.data import ESTABLISHMENTS, HOSPITAL
 from dui.settings import AuthSettings
 from tests.authkit import client_jwks, token_form, write_json
@@ -109,6 +110,7 @@ def build_world(app: Flask, tmp: Path, residents: list[int] | None = None) -> Wo
         for bundle in [setup_bundle(), *(resident_bundle(i, date.today()) for i in residents)]:
             with svc.unit_of_work(write=True) as session:
                 load_bundle(svc.fhir_context(session, CLI), bundle)
+        analyze(svc.engine)  # as `dui demo load` does
     world = World(app, app.test_client())
     accounts = [(f"t.{role}", role, TILLEULS) for role in ROLES] + [
         ("p.infirmier", "infirmier", PARC), ("p.administratif", "administratif", PARC)]

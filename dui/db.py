@@ -10,6 +10,8 @@ unique constraints, row locks and transaction-scoped advisory locks (see ``dui.f
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,6 +127,25 @@ def begin_read(session: Session) -> None:
     trips). Each statement sees the committed state at its own start."""
     if session.get_bind().dialect.name == "postgresql":
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+@contextmanager
+def unit_of_work(session_factory: sessionmaker[Session], write: bool = True) -> Iterator[Session]:
+    """A session in a transaction, committed if the block ends normally, else rolled back. A writing unit starts
+    with ``begin_write`` (BEGIN IMMEDIATE on SQLite); a reading one with ``begin_read``."""
+    session = session_factory()
+    try:
+        if write:
+            begin_write(session)
+        else:
+            begin_read(session)
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def is_postgresql(session: Session) -> bool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
-from dui.db import begin_read, begin_write, make_engine, make_session_factory
+from dui.db import make_engine, make_session_factory, unit_of_work
 from dui.dmp.gateway import DmpGateway
 from dui.documents import dmp_feed, freshness, inbound
 from dui.documents import fhir_operations as document_operations
@@ -247,26 +247,9 @@ class Services:
             clock=self.clock,
         )
 
-    @contextmanager
-    def unit_of_work(self, write: bool = True) -> Iterator[Session]:
-        """A session in a transaction, committed if the block ends normally, else rolled back.
-
-        A writing unit starts with ``begin_write`` (BEGIN IMMEDIATE on SQLite); a reading one with
-        ``begin_read`` (no transaction round trips on PostgreSQL).
-        """
-        session = self.session_factory()
-        try:
-            if write:
-                begin_write(session)
-            else:
-                begin_read(session)
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    def unit_of_work(self, write: bool = True) -> AbstractContextManager[Session]:
+        """A session in a transaction (``dui.db.unit_of_work``), committed if the block ends normally."""
+        return unit_of_work(self.session_factory, write)
 
     def dispose(self) -> None:
         if self._simulator is not None:

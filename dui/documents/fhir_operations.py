@@ -44,6 +44,8 @@ def dlu(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespons
     force = params.get("force", [None])[0]
     if force is not None and not isinstance(force, bool):
         raise Invalid("'force' is a boolean (valueBoolean)", expression="force")
+    if force:  # a new version whatever the record: for those who may write documents, not every reader
+        ctx.require("c", "DocumentReference")
     built = operations.refresh_dlu(ctx, check_id(rid), force=bool(force))
     return _answer(ctx, built.reference, 201 if built.created else 200)
 

@@ -66,9 +66,11 @@ def resident(ctx: FhirContext, patient_id: str) -> ResourceVersion:
     return seen
 
 
-def read_resident(ctx: FhirContext, patient_id: str) -> tuple[ResourceVersion, ResidentRecord]:
-    """The resident and the record a document shows, read in full from the store."""
-    seen = resident(ctx, patient_id)
+def read_resident(ctx: FhirContext, patient_id: str,
+                  seen: ResourceVersion | None = None) -> tuple[ResourceVersion, ResidentRecord]:
+    """The resident (``seen``: already read by the caller) and the record a document shows, read in full from
+    the store."""
+    seen = seen or resident(ctx, patient_id)
     versions = read_versions(ctx.internal, seen)
     return seen, read_record(Record(versions), patient_id, ctx.clock())
 
@@ -76,9 +78,9 @@ def read_resident(ctx: FhirContext, patient_id: str) -> tuple[ResourceVersion, R
 def refresh_dlu(ctx: FhirContext, patient_id: str, *, force: bool = False) -> Built:
     """The resident's DLU, built now unless the one in force shows the record as it is (``force``: always).
     The resident's row is claimed before the record is read (``freshness.claim``)."""
-    resident(ctx, patient_id)
+    seen = resident(ctx, patient_id)
     mark = freshness.claim(_session(ctx), patient_id)
-    _, record = read_resident(ctx, patient_id)
+    _, record = read_resident(ctx, patient_id, seen)
     if (not force and mark.docref_id is not None and mark.stale_since is None
             and mark.record_version == record.record_version):
         current = ctx.internal.read("DocumentReference", mark.docref_id)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal, Protocol
 
 from sqlalchemy import and_, or_, select, update
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dui.audit import trail
 from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
-from dui.db import begin_write, is_postgresql
+from dui.db import is_postgresql, unit_of_work
 from dui.outbox.queue import Job
 from dui.outbox.tables import ERROR_LENGTH, RESULT_LENGTH, outbox_job
 
@@ -132,25 +133,7 @@ def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Ha
 
 
 def _as_unit(units: UnitOfWork | sessionmaker[Session]) -> UnitOfWork:
-    if not isinstance(units, sessionmaker):
-        return units
-    factory = units
-
-    @contextmanager
-    def unit(write: bool = True) -> Iterator[Session]:
-        session = factory()
-        try:
-            if write:
-                begin_write(session)
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-
-    return unit
+    return partial(unit_of_work, units) if isinstance(units, sessionmaker) else units
 
 
 def _claim(session: Session, now: datetime, lease_until: datetime, worker_id: str, seen: list[int],

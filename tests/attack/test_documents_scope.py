@@ -95,3 +95,14 @@ def test_staff_file_and_build_documents_for_their_own_residents(world: World) ->
     built = world.call("t.infirmier", "POST", f"Patient/{ours}/$fludt", transfer)
     assert built.status_code == 201, built.get_data(as_text=True)
     assert world.get("p.infirmier", f"DocumentReference/{built.get_json()['id']}").status_code == 404
+
+
+def test_only_those_who_write_documents_may_force_new_versions(world: World) -> None:
+    """A reader may have the DLU built (it changes only with the record); a new version on demand, however often,
+    is for those who may write documents."""
+    ours = tilleuls_residents()[0]
+    force = {"resourceType": "Parameters", "parameter": [{"name": "force", "valueBoolean": True}]}
+    assert world.call("t.infirmier", "POST", f"Patient/{ours}/$dlu", force).status_code == 403
+    assert world.call("t.medecin", "POST", f"Patient/{ours}/$dlu", force).status_code == 201
+    plain = world.call("t.infirmier", "POST", f"Patient/{ours}/$dlu", {"resourceType": "Parameters"})
+    assert plain.status_code == 200  # the one just built is current

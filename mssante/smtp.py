@@ -15,7 +15,14 @@ import ssl
 from email.message import EmailMessage
 
 from mssante.errors import MessageError, Permanent, Transient, TransportError
-from mssante.transport import SendResult, classify_network, classify_reply, parse_url, tls_context
+from mssante.transport import (
+    SendResult,
+    classify_disconnect,
+    classify_network,
+    classify_reply,
+    parse_url,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 WHAT = "SMTP server"
@@ -62,8 +69,9 @@ class SmtpSender:
             raise self._failed(message_id, classify_reply(exc.smtp_code, text, WHAT)) from None
         except smtplib.SMTPNotSupportedError:
             raise self._failed(message_id, Permanent(f"the {WHAT} does not support a command we need")) from None
-        except smtplib.SMTPServerDisconnected:
-            raise self._failed(message_id, Transient(f"the {WHAT} closed the connection")) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a failed read as a disconnection: "...: timed out", "...: [SSL: ...ALERT...]"
+            raise self._failed(message_id, classify_disconnect(str(exc), WHAT)) from None
         except (OSError, ssl.SSLError) as exc:
             raise self._failed(message_id, classify_network(exc, WHAT)) from None
         except smtplib.SMTPException as exc:

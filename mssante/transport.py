@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 from mssante.errors import Permanent, Transient, TransportError
 
 DEFAULT_PORTS = {"smtp": 587, "smtps": 465, "imap": 143, "imaps": 993}
-_ADDRESS = re.compile(r"[^\s<>\"']+@[^\s<>\"']+")
+_ADDRESS = re.compile(r"<?[^\s<>\"']+@[^\s<>\"']+>?")
 _LONG_NUMBER = re.compile(r"\d{13,}")
 # TLS alerts and errors that are about a certificate (ours or the server's): permanent.
 _CERTIFICATE_REASONS = ("CERTIFICATE", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERT_", "HANDSHAKE_FAILURE",
@@ -172,6 +172,17 @@ def classify_network(exc: BaseException, what: str) -> TransportError:
     if isinstance(exc, OSError):
         return Transient(f"the {what} cannot be reached ({exc.strerror or type(exc).__name__})")
     return Transient(f"the {what} failed ({type(exc).__name__})")
+
+
+def classify_disconnect(text: str, what: str) -> TransportError:
+    """A connection that ended without a reply: a timeout, a TLS alert about a certificate (permanent: the
+    server refused ours), or a plain drop (transient). ``text`` is the client library's description."""
+    if "timed out" in text:
+        return Transient(f"the {what} did not answer in time")
+    upper = text.upper()
+    if "SSL" in upper and any(marker in upper for marker in _CERTIFICATE_REASONS):
+        return Permanent(f"the {what} ended TLS over a certificate: {scrub(text)}")
+    return Transient(f"the {what} closed the connection")
 
 
 def classify_reply(code: int, text: str, what: str) -> TransportError:

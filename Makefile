@@ -36,6 +36,7 @@ run: $(STAMP)
 	$(BIN)/dui serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
+	@scripts/ensure-test-servers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

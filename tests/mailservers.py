@@ -4,7 +4,8 @@
 whole connection is TLS (``implicit_tls``); the client certificate is checked against the test CA
 (``client_cert="required"``: ``CERT_REQUIRED``, the handshake fails without one; ``"optional"``: the handshake
 passes and ``MAIL FROM`` answers ``530 5.7.0`` without a valid certificate). Received messages are kept in
-``received``; ``fail_next`` queues replies to the next ``DATA`` commands (``451``, ``550``...); ``stop()`` is
+``received``; ``fail_next`` queues replies to the next ``DATA`` commands (``451``, ``550``...), ``refuse_rcpt``
+maps recipients to the reply their ``RCPT TO`` gets; ``stop()`` is
 "server down" and ``start()`` brings it back on the same port.
 
 ``DovecotServer``: the Debian ``dovecot-imapd`` in a temporary folder with a configuration of its own: IMAPS
@@ -89,6 +90,15 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
+    async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        reply = self.server.refuse_rcpt.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         if self.server.delay:
             await asyncio.sleep(self.server.delay)
@@ -111,6 +121,7 @@ class SmtpServer:
         self.port = free_port()
         self.received: list[Received] = []
         self.fail_next: list[str] = []
+        self.refuse_rcpt: dict[str, str] = {}
         self.delay = 0.0
         self.lock = threading.Lock()
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -100,6 +100,25 @@ def test_a_550_is_permanent(smtp_server: SmtpServer, pki: Pki) -> None:
     assert caught.value.code == 550 and smtp_server.received == []
 
 
+def test_a_partial_refusal_is_reported_not_raised(smtp_server: SmtpServer, pki: Pki) -> None:
+    """Some recipients accepted: raising would make the caller resend to them too."""
+    other = "secretariat@hopital.mssante.fr"
+    smtp_server.refuse_rcpt[TO] = "550 5.1.1 No such mailbox"
+    message = build_message(Outgoing(sender=FROM, to=(TO, other), subject="s", body="b", message_id="<p@x.fr>"))
+    result = _sender(smtp_server.url, pki).send(message)
+    assert (result.accepted, dict(result.refused)) == (1, {TO: 550})
+    assert [r.rcpt_tos for r in smtp_server.received] == [(other,)]
+
+
+@pytest.mark.parametrize(("reply", "category"), [("450 4.2.1 Try later", Transient), ("550 5.1.1 No", Permanent)])
+def test_every_recipient_refused(smtp_server: SmtpServer, pki: Pki, reply: str,
+                                 category: type[TransportError]) -> None:
+    smtp_server.refuse_rcpt[TO] = reply
+    with pytest.raises(category, match="refused every recipient"):
+        _sender(smtp_server.url, pki).send(_message())
+    assert smtp_server.received == []
+
+
 def test_a_server_down_is_transient(smtp_server: SmtpServer, pki: Pki) -> None:
     smtp_server.stop()
     with pytest.raises(Transient, match="refused the connection"):

@@ -41,9 +41,10 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 sys.addaudithook(_audit)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fails the test if anything opens a file for writing while it runs (the reader must stay in memory)."""
+    """Fails any test of this module that opens a file for writing, or leaves one in its working folder (a
+    temporary one): building and reading stay in memory."""
     global _WRITES
     monkeypatch.chdir(tmp_path)
     _WRITES = []
@@ -68,7 +69,7 @@ def _refused(data: bytes, limits: XdmLimits | None = None) -> str:
     return caught.value.reason
 
 
-def test_round_trip_gives_back_the_files_and_their_metadata(no_writes: None) -> None:
+def test_round_trip_gives_back_the_files_and_their_metadata() -> None:
     archive, files = _package()
     package = read_xdm(archive)
     assert [s.folder for s in package.subsets] == ["IHE_XDM/SUBSET01"]
@@ -218,21 +219,21 @@ def test_a_valid_hand_made_archive_is_accepted() -> None:
     ("IHE_XDM/SUBSET01/é.XML", "characters outside"),
     ("A/B/C/D/E/F.TXT", "deeper than"),
 ])
-def test_dangerous_names_are_refused(evil: str, reason: str, no_writes: None) -> None:
+def test_dangerous_names_are_refused(evil: str, reason: str) -> None:
     placeholder = "X" * len(evil.encode())
     data = samples.rename(samples.zip_of(_valid_entries([(placeholder, b"#!/bin/sh\necho pwned\n")])),
                           placeholder, evil)
     assert reason in _refused(data)
 
 
-def test_a_symbolic_link_is_refused(no_writes: None) -> None:
+def test_a_symbolic_link_is_refused() -> None:
     link = zipfile.ZipInfo("IHE_XDM/SUBSET01/LINK.XML")
     link.create_system = 3
     link.external_attr = 0o120777 << 16
     assert "symbolic link" in _refused(samples.zip_of(_valid_entries([(link, b"/etc/passwd")])))
 
 
-def test_an_encrypted_entry_is_refused(no_writes: None) -> None:
+def test_an_encrypted_entry_is_refused() -> None:
     data = samples.zip_of(_valid_entries([("IHE_XDM/SUBSET01/SECRET.TXT", b"not really encrypted")]))
     assert "encrypted" in _refused(samples.set_flag_bits(data, "IHE_XDM/SUBSET01/SECRET.TXT", 0x1))
 
@@ -243,13 +244,13 @@ def test_an_unusual_compression_method_is_refused() -> None:
     assert "compression method 12" in _refused(samples.zip_of(_valid_entries([(entry, b"x" * 100)])))
 
 
-def test_a_bomb_with_a_high_ratio_is_refused_before_decompressing(no_writes: None) -> None:
+def test_a_bomb_with_a_high_ratio_is_refused_before_decompressing() -> None:
     data = samples.zip_of(_valid_entries([("IHE_XDM/SUBSET01/BOMB.XML", b"\0" * (12 * 1024 * 1024))]))
     assert len(data) < 100_000
     assert "compression ratio above 100" in _refused(data)
 
 
-def test_a_bomb_lying_about_its_size_is_stopped_at_the_declared_size(no_writes: None) -> None:
+def test_a_bomb_lying_about_its_size_is_stopped_at_the_declared_size() -> None:
     data = samples.zip_of(_valid_entries([("IHE_XDM/SUBSET01/BOMB.XML", b"A" * (5 * 1024 * 1024))]))
     forged = samples.set_declared_size(data, "IHE_XDM/SUBSET01/BOMB.XML", 1000)
     assert "bad CRC-32" in _refused(forged)
@@ -276,13 +277,13 @@ def test_an_oversized_archive_is_refused_unread() -> None:
 
 
 @pytest.mark.parametrize("duplicate", ["IHE_XDM/SUBSET01/DOC0001.XML", "IHE_XDM/SUBSET01/doc0001.xml"])
-def test_duplicate_names_are_refused(duplicate: str, no_writes: None) -> None:
+def test_duplicate_names_are_refused(duplicate: str) -> None:
     """zipfile would warn and write it; the raw rename makes the second entry carry the first one's name."""
     data = samples.zip_of(_valid_entries([("IHE_XDM/SUBSET01/OTHER01.XYZ", b"other")]))
     assert "appears twice" in _refused(samples.rename(data, "IHE_XDM/SUBSET01/OTHER01.XYZ", duplicate))
 
 
-def test_overlapping_entries_are_refused(no_writes: None) -> None:
+def test_overlapping_entries_are_refused() -> None:
     data = samples.zip_of(_valid_entries([("IHE_XDM/SUBSET01/A.TXT", b"a" * 500), ("IHE_XDM/SUBSET01/B.TXT", b"b")]))
     forged = samples.point_entry_at(data, "IHE_XDM/SUBSET01/B.TXT", "IHE_XDM/SUBSET01/A.TXT")
     assert "overlaps" in _refused(forged)
@@ -297,7 +298,7 @@ def test_not_a_zip_is_refused() -> None:
     assert _refused(b"%PDF-1.4 definitely not a zip") == "not a readable zip archive"
 
 
-def test_an_archive_without_metadata_is_not_xdm(no_writes: None) -> None:
+def test_an_archive_without_metadata_is_not_xdm() -> None:
     data = samples.zip_of([("INDEX.HTM", b"<html/>"), ("IHE_XDM/SUBSET01/DOC0001.XML", CDA)])
     assert "not an XDM archive" in _refused(data)
 
@@ -316,7 +317,7 @@ LAUGHS = b"""<?xml version="1.0"?>
 
 
 @pytest.mark.parametrize("metadata", [XXE, LAUGHS], ids=["xxe", "billion-laughs"])
-def test_dtd_tricks_in_metadata_are_refused(metadata: bytes, no_writes: None) -> None:
+def test_dtd_tricks_in_metadata_are_refused(metadata: bytes) -> None:
     assert _refused(_with_metadata(metadata)) == "IHE_XDM/SUBSET01/METADATA.XML: a DOCTYPE or an entity declaration " \
                                                  "is refused"
 

@@ -114,8 +114,11 @@ def build_mdn(original: Incoming, *, sender: str, final_recipient: str, reportin
 
     ``sender``: our mailbox (From); ``final_recipient``: the mailbox the original reached; ``reporting_ua``:
     ``<name>; <version>`` of this software. Raises ``MessageError`` when the original asked for no notification
-    (no ``Disposition-Notification-To``) or has no Message-ID.
+    (no ``Disposition-Notification-To``), has no Message-ID, or is itself an MDN (RFC 8098 §2.1: never answered,
+    so that two engines cannot acknowledge each other forever).
     """
+    if original.is_mdn:
+        raise MessageError("an MDN is never answered with an MDN")
     if not original.notification_to:
         raise MessageError("the original message asks for no disposition notification")
     if not original.message_id:

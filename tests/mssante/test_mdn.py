@@ -71,6 +71,13 @@ def test_no_mdn_for_a_message_that_asked_for_none() -> None:
                   reporting_ua="dui-ehpad; 0.1.0")
 
 
+def test_no_mdn_for_an_mdn() -> None:
+    mdn = parse_message(_mdn(None))
+    assert mdn.is_mdn
+    with pytest.raises(MessageError, match="never answered"):
+        build_mdn(mdn, sender=OUR_BOX, final_recipient=OUR_BOX, reporting_ua="dui-ehpad; 0.1.0")
+
+
 FOREIGN = (
     "From: robot@hopital.mssante.fr\r\nTo: dui@ehpad-tilleuls.mssante.fr\r\n"
     "Subject: [KO Int=?utf-8?q?=C3=A9?=gration syst=?utf-8?q?=C3=A8?=me !][903] XDM/1.0/DDM+DLU X Y 01/01/1930\r\n"

@@ -115,9 +115,10 @@ class _Handler:
 
 class SmtpServer:
     def __init__(self, pki: Pki, *, implicit_tls: bool = False, client_cert: str = "required",
-                 server_cert: Path | None = None, server_key: Path | None = None) -> None:
+                 server_cert: Path | None = None, server_key: Path | None = None, plain: bool = False) -> None:
         self.pki = pki
         self.implicit_tls = implicit_tls
+        self.plain = plain  # no TLS at all, STARTTLS not offered: what a client must refuse to talk to
         self.port = free_port()
         self.received: list[Received] = []
         self.fail_next: list[str] = []
@@ -151,9 +152,9 @@ class SmtpServer:
         return ""
 
     def _factory(self) -> SMTP:
+        starttls = not self.implicit_tls and not self.plain
         return SMTP(_Handler(self), hostname="mx.mssante.test", ident="test MSSante operator",
-                    tls_context=None if self.implicit_tls else self._context,
-                    require_starttls=not self.implicit_tls, timeout=10)
+                    tls_context=self._context if starttls else None, require_starttls=starttls, timeout=10)
 
     def start(self) -> None:
         ready = threading.Event()

@@ -135,9 +135,16 @@ def test_a_slow_server_is_a_transient_timeout(smtp_server: SmtpServer, pki: Pki)
 
 
 def test_nothing_is_sent_in_clear_to_a_server_without_starttls(pki: Pki) -> None:
-    with running_smtp(pki, implicit_tls=True) as server:  # TLS port: a plain client gets no 220 greeting
-        with pytest.raises(TransportError):
-            _sender(server.url.replace("smtps://", "smtp://"), pki, timeout=2.0).send(_message())
+    with running_smtp(pki, plain=True) as server:
+        with pytest.raises(Permanent, match="does not offer STARTTLS"):
+            _sender(server.url, pki).send(_message())
+        assert server.received == []
+
+
+def test_a_starttls_client_at_an_implicit_tls_port_gets_no_greeting(pki: Pki) -> None:
+    with running_smtp(pki, implicit_tls=True) as server:
+        with pytest.raises(Transient, match="did not answer in time"):
+            _sender(server.url.replace("smtps://", "smtp://"), pki, timeout=1.0).send(_message())
         assert server.received == []
 
 

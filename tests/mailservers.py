@@ -280,6 +280,12 @@ class DovecotServer:
 
     def __init__(self, pki: Pki, *, move: bool = True) -> None:
         self.binary = require_dovecot()
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("dovecot")
+                pwd.getpwnam("dovenull")
+            except KeyError:
+                pytest.skip("the dovecot and dovenull users are missing (the dovecot-core package makes them)")
         self.pki = pki
         self.folder = Path(tempfile.mkdtemp(prefix="dui-dovecot-"))
         self.folder.chmod(0o755)  # dovecot's unprivileged processes (dovenull) go through it to base_dir
@@ -291,11 +297,7 @@ class DovecotServer:
         home.mkdir()
         if os.geteuid() == 0:
             internal, group, login = "dovecot", "dovecot", "dovenull"
-            try:
-                mail_user = pwd.getpwnam("dovecot")
-                pwd.getpwnam("dovenull")
-            except KeyError:
-                pytest.skip("the dovecot and dovenull users are missing (the dovecot-core package makes them)")
+            mail_user = pwd.getpwnam("dovecot")
             uid, gid = mail_user.pw_uid, mail_user.pw_gid
             os.chown(home, uid, gid)
         else:

@@ -252,7 +252,8 @@ class DmpSimulator:
                 raise _Fault("simulated internal error of the DMP (fault injection)", "Receiver")
             answer = _Answer(message_id, mtom, RESPONSE_ACTIONS[action])
             if fault == "refuse":
-                return answer.registry([XdsError("XDSRegistryError", "simulated refusal (fault injection)")])
+                refusal = XdsError("XDSRegistryError", "simulated refusal (fault injection)")
+                return answer.query(refusal) if action == ITI18_ACTION else answer.registry([refusal])
             request = next((c for c in body if isinstance(c.tag, str)), None)
             if request is None:
                 raise _Fault("the SOAP Body is empty")

@@ -153,21 +153,31 @@ def deliver_job(ctx: FhirContext, gateway: GatewayProvider, job: Job) -> Outcome
         replaces = _replaced_entry(dmp, store, doc, entry.patient_id)
         outcome = dmp.provide(entry, cda, replaces=replaces)
     except Permanent as exc:
-        return _refused(store, docref_id, f"the DMP refused it: {_codes(exc)}"[:200], now)
+        return _refused(store, docref_id, f"the DMP refused it: {_codes(exc)}"[:200], now,
+                        registry_errors=_texts(exc.errors))
     except (Transient, DmpError) as exc:
         return transient(str(exc)[:200])
     set_state(store, docref_id, "masked" if entry.masking else "sent", now, submission={
         "entryUUID": entry.entry_uuid, "uniqueId": entry.unique_id, "status": outcome.status, "version": "1",
-        "masking": " ".join(sorted(entry.masking))})
+        "masking": " ".join(sorted(entry.masking)), "registryErrors": _texts(outcome.errors)})
     # The resident's data left for the DMP: the audit trail names her (the outbox's own entry names the job only)
     trail.record(_session(ctx), AuditEntry("dmp-send", "success", ctx.actor, "DocumentReference", docref_id,
                                            detail=outcome.status, patients=(patient_id,)), now)
     return delivered(f"{outcome.status} {entry.entry_uuid}")
 
 
-def _refused(store: FhirRepository, docref_id: str, reason: str, now: datetime) -> Outcome:
-    set_state(store, docref_id, "refused", now, reason=reason)
+def _refused(store: FhirRepository, docref_id: str, reason: str, now: datetime,
+             registry_errors: str = "") -> Outcome:
+    """The document refused: the reason and the registry's errors (codes and texts) on the DocumentReference; the
+    outbox keeps the reason only (its texts may quote the INS, and the outbox holds no health data)."""
+    set_state(store, docref_id, "refused", now, reason=reason, submission={"registryErrors": registry_errors})
     return permanent(reason)
+
+
+def _texts(errors: tuple[object, ...]) -> str:
+    """Each RegistryError as ``severity code: text``, for the DocumentReference."""
+    return "; ".join(f"{getattr(e, 'severity', '') or 'Error'} {getattr(e, 'error_code', e)}: "
+                     f"{getattr(e, 'code_context', '')}".strip() for e in errors)[:1000]
 
 
 def _consent_rule(ctx: FhirContext, patient_id: str) -> str | None:

@@ -177,7 +177,7 @@ def test_faults_are_retried_and_the_dmp_holds_the_document_once(app: Flask, demo
     informed(demo, QUALIFIED)
     doc = dlu(demo, QUALIFIED)
     assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
-    dmp.next_faults([fault])
+    dmp.next_faults(["none", fault])  # the TD0.2 query answers; the fault hits the ITI-41 submission
     first = run(app)
     assert (first.delivered, first.retried) == (0, 1)
     assert state(demo, doc)[0] == "queued"
@@ -192,10 +192,11 @@ def test_a_refusal_by_the_dmp_is_a_dead_letter_with_its_reason(app: Flask, demo:
     informed(demo, QUALIFIED)
     doc = dlu(demo, QUALIFIED)
     assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
-    dmp.next_faults(["refuse"])
+    dmp.next_faults(["none", "refuse"])  # past the TD0.2 query
     assert run(app).dead == 1
     tag, parts = state(demo, doc)
-    assert tag == "refused" and parts["reason"].startswith("the DMP refused it")
+    assert tag == "refused" and parts["reason"] == "the DMP refused it: XDSRegistryError"
+    assert parts["registryErrors"] == "Error XDSRegistryError: simulated refusal (fault injection)"
 
 
 def test_a_new_dlu_replaces_the_one_sent(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:

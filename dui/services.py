@@ -110,6 +110,8 @@ class Services:
         # What ``dui worker`` delivers after commit (dui.outbox): the DMP feed as the system, through self.dmp()
         self.outbox_handlers.setdefault(dmp_feed.KIND, dmp_feed.handler(
             lambda session: self.fhir_context(session, SYSTEM), self.dmp))
+        self.outbox_handlers.setdefault(dmp_feed.UPDATE_KIND, dmp_feed.update_handler(
+            lambda session: self.fhir_context(session, SYSTEM), self.dmp))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
@@ -213,7 +215,9 @@ class Services:
 
     def repository(self, session: Session) -> SqlFhirRepository:
         return SqlFhirRepository(session, self.indexer, self.clock, self.keyring,
-                                 listeners=(freshness.on_change,))  # a change the DLU shows makes it stale
+                                 # a change the DLU shows makes it stale; a change of how a document is to be shown
+                                 # in the DMP queues its update there
+                                 listeners=(freshness.on_change, dmp_feed.on_change))
 
     def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
         """The context of one unit of work. A staff member or an API client reads and writes through the access

@@ -198,14 +198,15 @@ def provide_request(entry: DocumentEntry, submission: SubmissionSet, content_id:
 
 def update_request(submission: SubmissionSet, *, entry: DocumentEntry | None = None, logical_id: str = "",
                    previous_version: str = "", status_change: tuple[str, str] | None = None) -> etree._Element:
-    """The ITI-57 ``lcm:SubmitObjectsRequest``: a new version of ``entry`` (same ``logical_id``, replacing version
-    ``previous_version``: masking / unmasking changes its confidentiality codes), and/or an availability status change
-    ``(original, new)`` of the entry ``logical_id`` (archive, delete: ``urn:asip:ci-sis:2010:StatusType:*``)."""
+    """The ITI-57 ``lcm:SubmitObjectsRequest``: a new version of ``entry`` (its own ``entry_uuid`` is the new
+    version's id; same ``logical_id``, replacing version ``previous_version``: masking / unmasking changes its
+    confidentiality codes), and/or an availability status change ``(original, new)`` of the entry ``logical_id``
+    (archive, delete: ``urn:asip:ci-sis:2010:StatusType:*``)."""
     request = etree.Element(f"{{{NS_LCM}}}SubmitObjectsRequest", nsmap={"lcm": NS_LCM, "rim": NS_RIM})
     objects = _rim(request, "RegistryObjectList")
     registry_package(objects, submission)
     if entry is not None:
-        new_id = _id()
+        new_id = entry.entry_uuid
         extrinsic_object(objects, entry, entry_id=new_id, logical_id=logical_id)
         _association(objects, HAS_MEMBER, submission.entry_uuid, new_id,
                      (("SubmissionSetStatus", "Original"), ("PreviousVersion", previous_version)))

@@ -33,6 +33,10 @@ MASKING_DISPLAY = {"MASQUE_PS": "Masqué aux professionnels de santé",
                    "INVISIBLE_REPRESENTANTS_LEGAUX": "Non visible par les représentants légaux du patient",
                    "MASQUE_PSOCIAL": "Masqué aux professionnels du secteur social",
                    "MASQUE_PT": "Masqué au patient"}
+# The FHIR systems of TRE_A07 in a DocumentReference.securityLabel: the NOS URL (as the ANS PDSm example spells
+# it) and the OID. Only these carry masking codes: a look-alike code in another system is not a masking.
+MASKING_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatusVisibiliteDocument/FHIR/TRE-A07-StatusVisibiliteDocument"
+MASKING_SYSTEMS = frozenset({MASKING_SYSTEM, f"urn:oid:{MASKING_OID}"})
 CLASS_OID = "1.2.250.1.213.1.1.4.1"  # TRE_A03-ClasseDocument: UNCONFIRMED
 FORMAT_CISIS_OID = "1.2.250.1.213.1.1.4.2.282"  # TRE_A06-FormatCodeComplementaire: UNCONFIRMED
 FORMAT_IHE_OID = "1.3.6.1.4.1.19376.1.2.3"
@@ -217,12 +221,16 @@ def _confidentiality(root: Any, docref: dict[str, Any]) -> tuple[Code, ...]:
     first = _one(root, "c:confidentialityCode")
     codes = [Code(first.get("code") or "N", first.get("codeSystem") or CONFIDENTIALITY_OID,
                   first.get("displayName") or "")]
-    for label in docref.get("securityLabel") or []:
-        for coding in label.get("coding") or []:
-            code = coding.get("code")
-            if code in MASKING_CODES and code not in {c.code for c in codes}:
-                codes.append(Code(code, MASKING_OID, coding.get("display") or MASKING_DISPLAY[code]))
+    codes += [Code(code, MASKING_OID, MASKING_DISPLAY[code]) for code in sorted(masking_of(docref))]
     return tuple(codes)
+
+
+def masking_of(docref: dict[str, Any]) -> frozenset[str]:
+    """The TRE_A07 masking codes of a DocumentReference (its ``securityLabel``): how it is to be shown in the DMP."""
+    return frozenset(
+        str(coding["code"]) for label in docref.get("securityLabel") or [] if isinstance(label, dict)
+        for coding in label.get("coding") or [] if isinstance(coding, dict)
+        and coding.get("system") in MASKING_SYSTEMS and coding.get("code") in MASKING_CODES)
 
 
 def _format(docref: dict[str, Any], mime_type: str) -> Code:

@@ -35,21 +35,30 @@ from lxml import etree
 
 from dui.dmp.simulator_checks import (
     APPROVED,
+    DE_CONFIDENTIALITY_CODE,
+    DE_PATIENT_ID,
+    DE_STABLE,
+    DE_UNIQUE_ID,
     DEPRECATED,
     NS_LCM,
+    NS_QUERY,
     NS_RIM,
     NS_RS,
     NS_SAML,
     NS_XDSB,
     NS_XOP,
     Entry,
+    Query,
     Registry,
     Submission,
+    Update,
     XdsError,
     check_submission,
+    check_update,
     check_vihf,
     inline_document,
     q,
+    read_query,
 )
 from dui.fhir.xmlsafe import UnsafeXml, parse_untrusted
 from ins.insi.pki import Pki, make_pki
@@ -59,6 +68,10 @@ log = logging.getLogger(__name__)
 PATH = "/dmp/xdsb"
 ITI41_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ITI41_RESPONSE_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+ITI57_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"
+ITI18_ACTION = "urn:ihe:iti:2007:RegistryStoredQuery"
+RESPONSE_ACTIONS = {ITI41_ACTION: ITI41_RESPONSE_ACTION, ITI57_ACTION: "urn:ihe:iti:2010:UpdateDocumentSetResponse",
+                    ITI18_ACTION: "urn:ihe:iti:2007:RegistryStoredQueryResponse"}
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
 NS_WSA = "http://www.w3.org/2005/08/addressing"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -67,7 +80,8 @@ PARTIAL_SUCCESS = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
 SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 SIMULATOR_HEADER = "X-Simulator"
-FAULTS = frozenset({"drop-after-store", "drop-before-store", "timeout", "http-500", "refuse"})
+# "none" answers normally: it places a fault on a later request (["none", "drop-after-store"]: the second one)
+FAULTS = frozenset({"drop-after-store", "drop-before-store", "timeout", "http-500", "refuse", "none"})
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 _IO_TIMEOUT = 10.0
 
@@ -87,6 +101,29 @@ class DmpStore(Registry):
     def by_entry_uuid(self, entry_uuid: str) -> Entry | None:
         with self._lock:
             return next((e for e in self._entries if e.entry_uuid == entry_uuid), None)
+
+    def by_logical_id(self, logical_id: str) -> Entry | None:
+        with self._lock:
+            return next((e for e in self._entries if e.logical_id == logical_id), None)
+
+    def apply(self, update: Update) -> None:
+        """Apply a checked ITI-57 update, all or nothing: its versions and statuses are checked again under the
+        lock (two updates of the same version: the second gets XDSMetadataVersionError)."""
+        with self._lock:
+            held = {e.logical_id: e for e in self._entries}
+            for version in update.versions:
+                if held[version.logical_id].version != version.previous_version:
+                    raise XdsError("XDSMetadataVersionError", f"{version.logical_id}: its version has changed")
+            for change in update.status_changes:
+                if held[change.logical_id].status != change.original:
+                    raise XdsError("XDSMetadataUpdateError", f"{change.logical_id}: its status has changed")
+            for version in update.versions:
+                entry = held[version.logical_id]
+                entry.versions.append(entry.entry_uuid)
+                entry.entry_uuid, entry.version = version.entry_uuid, entry.version + 1
+                entry.confidentiality = version.confidentiality
+            for change in update.status_changes:
+                held[change.logical_id].status = change.new
 
     def save(self, submission: Submission) -> None:
         with self._lock:
@@ -126,7 +163,7 @@ class DmpSimulator:
 
     def __init__(self, pki: Pki, store: DmpStore | None = None, *, vihf_ca: Path | None = None,
                  host: str = "127.0.0.1", port: int = 0, timeout_seconds: float = 3.0,
-                 patients: Iterable[str] | None = None) -> None:
+                 patients: Iterable[str] | None = None, blocked: Iterable[str] = ()) -> None:
         self.pki = pki
         self.store = store if store is not None else DmpStore()
         self.vihf_ca = vihf_ca or pki.ca_cert
@@ -134,6 +171,8 @@ class DmpSimulator:
         self.timeout_seconds = timeout_seconds
         # the INS matricules whose DMP exists; None: every well-formed INS has one
         self.patients = None if patients is None else frozenset(patients)
+        # the INS matricules whose patient has blocked this structure (TD0.2 says "not authorized"; feeding refused)
+        self.blocked = frozenset(blocked)
         self.received = 0
         self._faults: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
@@ -208,12 +247,13 @@ class DmpSimulator:
         """The answer to one POSTed request (no I/O). ``fault``: the injected fault, if any."""
         try:
             root, documents, mtom = _read_message(content_type, data)
-            header, body, message_id = _envelope(root)
+            header, body, message_id, action = _envelope(root)
             if fault == "http-500":
                 raise _Fault("simulated internal error of the DMP (fault injection)", "Receiver")
+            answer = _Answer(message_id, mtom, RESPONSE_ACTIONS[action])
             if fault == "refuse":
-                return self._response(message_id, mtom, [XdsError("XDSRegistryError",
-                                                                    "simulated refusal (fault injection)")])
+                refusal = XdsError("XDSRegistryError", "simulated refusal (fault injection)")
+                return answer.query(refusal) if action == ITI18_ACTION else answer.registry([refusal])
             request = next((c for c in body if isinstance(c.tag, str)), None)
             if request is None:
                 raise _Fault("the SOAP Body is empty")
@@ -221,21 +261,47 @@ class DmpSimulator:
             assertion = security.find(q(NS_SAML, "Assertion")) if security is not None else None
             try:
                 vihf = check_vihf(assertion, self.vihf_ca)
+                if action == ITI18_ACTION:
+                    return answer.query(self._query(read_query(request), vihf.resource_id))
+                if action == ITI57_ACTION:
+                    update = check_update(request, self.store, vihf=vihf)
+                    self._may_feed(update.patient_id)
+                    self.store.apply(update)
+                    log.info("DMP simulator: %d new version(s), %d status change(s)", len(update.versions),
+                             len(update.status_changes))
+                    return answer.registry([])
                 submission = check_submission(request, _documents(request, documents), self.store, vihf=vihf)
-                if self.patients is not None and submission.patient_id.split("^")[0] not in self.patients:
-                    raise XdsError("XDSUnknownPatientId", f"no DMP for {submission.patient_id}")
+                self._may_feed(submission.patient_id)
             except XdsError as error:
                 log.info("DMP simulator: refused (%s)", error.code)  # its context quotes the INS: not logged
-                return self._response(message_id, mtom, [error])
+                return answer.query(error) if action == ITI18_ACTION else answer.registry([error])
             self.store.save(submission)
             log.info("DMP simulator: stored %d document(s), %d already held", len(submission.entries),
                      len(submission.duplicates))
-            return self._response(message_id, mtom, [])
+            return answer.registry([])
         except _Fault as exc:
             return _Reply(400 if exc.code == "Sender" else 500, _fault_envelope(exc), _SOAP_TYPE)
 
-    def _response(self, message_id: str, mtom: bool, errors: list[XdsError]) -> _Reply:
-        return _registry_response(message_id, mtom, errors)
+    def _may_feed(self, patient_id: str) -> None:
+        """Refuse a patient who has no DMP (XDSUnknownPatientId) or who blocked this structure."""
+        matricule = patient_id.split("^")[0]
+        if self.patients is not None and matricule not in self.patients:
+            raise XdsError("XDSUnknownPatientId", f"no DMP for {patient_id}")
+        if matricule in self.blocked:
+            # The DMP's own code for this refusal is not public: the simulator says it with XDSRegistryError
+            raise XdsError("XDSRegistryError", "access refused: the patient has blocked this structure (simulated)")
+
+    def _query(self, query: Query, resource_id: str) -> tuple[str, list[Entry]]:
+        """The entries a stored query finds, for the patient the VIHF names (never another patient's)."""
+        if query.patient_id:
+            if query.patient_id != resource_id:
+                raise XdsError("XDSRegistryError", "VIHF refused: its resource-id is not the queried patient")
+            self._may_feed(query.patient_id)
+            found = [e for e in self.store.entries() if e.patient_id == query.patient_id and e.status in query.statuses]
+        else:
+            found = [e for e in self.store.entries() if e.patient_id == resource_id
+                     and (e.unique_id in query.unique_ids or e.entry_uuid in query.entry_uuids)]
+        return query.return_type, found
 
     def _serve(self, handler: _Handler) -> bool:
         """Answer one request; False when the connection must be dropped without an answer."""
@@ -254,6 +320,7 @@ class DmpSimulator:
         with self._lock:
             self.received += 1
         fault = self._take_fault()
+        fault = None if fault == "none" else fault
         if fault == "drop-before-store":
             return False
         reply = self.reply(handler.headers.get("Content-Type", ""), data, fault)
@@ -318,7 +385,7 @@ def _parse(data: bytes) -> etree._Element:
         raise _Fault(f"the SOAP envelope is refused: {exc}") from None
 
 
-def _envelope(root: etree._Element) -> tuple[etree._Element, etree._Element, str]:
+def _envelope(root: etree._Element) -> tuple[etree._Element, etree._Element, str, str]:
     if root.tag == "{http://schemas.xmlsoap.org/soap/envelope/}Envelope":
         raise _Fault("SOAP 1.1 envelope; the DMP speaks SOAP 1.2", "VersionMismatch")
     if root.tag != q(NS_SOAP, "Envelope"):
@@ -327,13 +394,13 @@ def _envelope(root: etree._Element) -> tuple[etree._Element, etree._Element, str
     if header is None or body is None:
         raise _Fault("the SOAP Header or Body is missing")
     action = (header.findtext(q(NS_WSA, "Action")) or "").strip()
-    if action != ITI41_ACTION:
+    if action not in RESPONSE_ACTIONS:
         raise _Fault(f"the WS-Addressing Action {action or '(none)'} is not supported; this simulator answers "
-                     f"{ITI41_ACTION}", "Sender", "wsa:ActionNotSupported")
+                     f"{', '.join(RESPONSE_ACTIONS)}", "Sender", "wsa:ActionNotSupported")
     message_id = (header.findtext(q(NS_WSA, "MessageID")) or "").strip()
     if not message_id:
         raise _Fault("the WS-Addressing MessageID is missing", "Sender", "wsa:MessageAddressingHeaderRequired")
-    return header, body, message_id
+    return header, body, message_id, action
 
 
 def _documents(request: etree._Element, parts: dict[str, bytes]) -> dict[str, bytes]:
@@ -356,33 +423,87 @@ def _documents(request: etree._Element, parts: dict[str, bytes]) -> dict[str, by
     return documents
 
 
-def _registry_response(message_id: str, mtom: bool, errors: list[XdsError]) -> _Reply:
-    envelope = etree.Element(q(NS_SOAP, "Envelope"), nsmap={"soap": NS_SOAP, "wsa": NS_WSA})
-    header = etree.SubElement(envelope, q(NS_SOAP, "Header"))
-    etree.SubElement(header, q(NS_WSA, "Action")).text = ITI41_RESPONSE_ACTION
-    etree.SubElement(header, q(NS_WSA, "MessageID")).text = f"urn:uuid:{uuid.uuid4()}"
-    etree.SubElement(header, q(NS_WSA, "RelatesTo")).text = message_id
-    etree.SubElement(header, "{urn:dui:dmp:simulateur}Simulateur").text = "DMP simulator: not the DMP"
-    body = etree.SubElement(envelope, q(NS_SOAP, "Body"))
-    response = etree.SubElement(body, q(NS_RS, "RegistryResponse"), nsmap={"rs": NS_RS},
-                                status=FAILURE if errors else SUCCESS)
+@dataclass(frozen=True)
+class _Answer:
+    """How to answer one request: to its MessageID, MTOM if it was, with the response Action of its own."""
+
+    message_id: str
+    mtom: bool
+    action: str
+
+    def registry(self, errors: list[XdsError]) -> _Reply:
+        """A RegistryResponse (ITI-41, ITI-57): Success, or Failure with the errors."""
+        response = etree.Element(q(NS_RS, "RegistryResponse"), nsmap={"rs": NS_RS},
+                                 status=FAILURE if errors else SUCCESS)
+        _errors(response, errors)
+        return self._reply(response)
+
+    def query(self, result: tuple[str, list[Entry]] | XdsError) -> _Reply:
+        """An AdhocQueryResponse (ITI-18): the entries found, as ObjectRefs or as ExtrinsicObjects (LeafClass)."""
+        response = etree.Element(q(NS_QUERY, "AdhocQueryResponse"), nsmap={"query": NS_QUERY, "rim": NS_RIM,
+                                                                             "rs": NS_RS})
+        if isinstance(result, XdsError):
+            response.set("status", FAILURE)
+            _errors(response, [result])
+            etree.SubElement(response, q(NS_RIM, "RegistryObjectList"))
+            return self._reply(response)
+        response.set("status", SUCCESS)
+        return_type, entries = result
+        objects = etree.SubElement(response, q(NS_RIM, "RegistryObjectList"))
+        for entry in entries:
+            if return_type == "ObjectRef":
+                etree.SubElement(objects, q(NS_RIM, "ObjectRef"), id=entry.entry_uuid)
+            else:
+                _leaf(objects, entry)
+        return self._reply(response)
+
+    def _reply(self, response: etree._Element) -> _Reply:
+        envelope = etree.Element(q(NS_SOAP, "Envelope"), nsmap={"soap": NS_SOAP, "wsa": NS_WSA})
+        header = etree.SubElement(envelope, q(NS_SOAP, "Header"))
+        etree.SubElement(header, q(NS_WSA, "Action")).text = self.action
+        etree.SubElement(header, q(NS_WSA, "MessageID")).text = f"urn:uuid:{uuid.uuid4()}"
+        etree.SubElement(header, q(NS_WSA, "RelatesTo")).text = self.message_id
+        etree.SubElement(header, "{urn:dui:dmp:simulateur}Simulateur").text = "DMP simulator: not the DMP"
+        etree.SubElement(envelope, q(NS_SOAP, "Body")).append(response)
+        xml = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        if not self.mtom:
+            return _Reply(200, xml, _SOAP_TYPE)
+        boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+        root_id = f"<root.{uuid.uuid4().hex}@dmp-simulator>"
+        body_bytes = (
+            f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n"
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: {root_id}\r\n\r\n"
+        ).encode() + xml + f"\r\n--{boundary}--\r\n".encode()
+        content_type = (f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; start="{root_id}"; '
+                        f'start-info="application/soap+xml"')
+        return _Reply(200, body_bytes, content_type)
+
+
+def _errors(response: etree._Element, errors: list[XdsError]) -> None:
     if errors:
         error_list = etree.SubElement(response, q(NS_RS, "RegistryErrorList"))
         for error in errors:
             etree.SubElement(error_list, q(NS_RS, "RegistryError"), errorCode=error.code,
                              codeContext=error.context, severity=SEVERITY_ERROR, location=error.location)
-    xml = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-    if not mtom:
-        return _Reply(200, xml, _SOAP_TYPE)
-    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
-    root_id = f"<root.{uuid.uuid4().hex}@dmp-simulator>"
-    body_bytes = (
-        f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n"
-        f"Content-Transfer-Encoding: binary\r\nContent-ID: {root_id}\r\n\r\n"
-    ).encode() + xml + f"\r\n--{boundary}--\r\n".encode()
-    content_type = (f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; start="{root_id}"; '
-                    f'start-info="application/soap+xml"')
-    return _Reply(200, body_bytes, content_type)
+
+
+def _leaf(objects: etree._Element, entry: Entry) -> None:
+    """The registered metadata a client needs back: ids, lid, version, status, confidentiality codes."""
+    obj = etree.SubElement(objects, q(NS_RIM, "ExtrinsicObject"), id=entry.entry_uuid, lid=entry.logical_id,
+                           status=entry.status, mimeType=entry.mime_type, objectType=DE_STABLE)
+    for name, value in (("hash", entry.hash), ("size", str(entry.size))):
+        slot = etree.SubElement(obj, q(NS_RIM, "Slot"), name=name)
+        etree.SubElement(etree.SubElement(slot, q(NS_RIM, "ValueList")), q(NS_RIM, "Value")).text = value
+    etree.SubElement(obj, q(NS_RIM, "VersionInfo"), versionName=str(entry.version))
+    for code, scheme in entry.confidentiality:
+        classification = etree.SubElement(obj, q(NS_RIM, "Classification"), id=f"urn:uuid:{uuid.uuid4()}",
+                                          classificationScheme=DE_CONFIDENTIALITY_CODE,
+                                          classifiedObject=entry.entry_uuid, nodeRepresentation=code)
+        slot = etree.SubElement(classification, q(NS_RIM, "Slot"), name="codingScheme")
+        etree.SubElement(etree.SubElement(slot, q(NS_RIM, "ValueList")), q(NS_RIM, "Value")).text = scheme
+    for scheme, value in ((DE_PATIENT_ID, entry.patient_id), (DE_UNIQUE_ID, entry.unique_id)):
+        etree.SubElement(obj, q(NS_RIM, "ExternalIdentifier"), id=f"urn:uuid:{uuid.uuid4()}",
+                         identificationScheme=scheme, registryObject=entry.entry_uuid, value=value)
 
 
 def _fault_envelope(fault: _Fault) -> bytes:

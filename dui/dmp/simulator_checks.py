@@ -72,6 +72,12 @@ FORMAT_CODES = frozenset({
     "urn:ihe:iti:xds-sd:pdf:2008", "urn:ihe:iti:xds-sd:text:2008",
 })
 LOINC = "2.16.840.1.113883.6.1"
+MASKING_OID = "1.2.250.1.213.1.1.4.13"  # TRE_A07-StatutVisibiliteDocument (DOMAIN.md §4.2)
+MASKING_CODES = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX", "MASQUE_PSOCIAL",
+                           "MASQUE_PT"})
+ARCHIVED = "urn:asip:ci-sis:2010:StatusType:Archived"
+DELETED = "urn:asip:ci-sis:2010:StatusType:Deleted"
+UPDATE_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10"})  # INS-NIR, INS-NIR-TEST (DOMAIN.md §1.2)
 _INS_CX = re.compile(r"^([0-9]{6}[0-9AB][0-9]{8})\^\^\^&([0-9.]+)&ISO\^NH$")
 _DTM = re.compile(r"^[0-9]{4}(?:[0-9]{2}){0,5}$")  # HL7 v2 DTM, as XDS uses it: YYYY[MM[DD[hh[mm[ss]]]]]
@@ -226,6 +232,17 @@ class Entry:
     status: str = APPROVED
     replaces: str | None = None
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    confidentiality: tuple[tuple[str, str], ...] = ()  # (code, codingScheme)
+    logical_id: str = ""  # the lid: the entryUUID of its first version
+    version: int = 1
+    versions: list[str] = field(default_factory=list)  # the entryUUIDs of its earlier versions
+
+    def __post_init__(self) -> None:
+        self.logical_id = self.logical_id or self.entry_uuid
+
+    @property
+    def masking(self) -> frozenset[str]:
+        return frozenset(code for code, scheme in self.confidentiality if scheme == MASKING_OID)
 
 
 @dataclass(frozen=True)
@@ -245,6 +262,9 @@ class Registry:
         raise NotImplementedError
 
     def by_entry_uuid(self, entry_uuid: str) -> Entry | None:
+        raise NotImplementedError
+
+    def by_logical_id(self, logical_id: str) -> Entry | None:
         raise NotImplementedError
 
 
@@ -332,16 +352,7 @@ def check_submission(request: etree._Element, documents: Mapping[str, bytes], re
     associations = objects.findall(q(NS_RIM, "Association"))
     classifications = list(objects.iter(q(NS_RIM, "Classification")))
     submission_set = _submission_set(packages, classifications)
-    ss_patient = _check_ins(_external_id(submission_set, SS_PATIENT_ID, "patientId", "SubmissionSet"),
-                            "SubmissionSet")
-    ss_unique = _external_id(submission_set, SS_UNIQUE_ID, "uniqueId", "SubmissionSet")
-    source_id = _external_id(submission_set, SS_SOURCE_ID, "sourceId", "SubmissionSet")
-    if not _OID.match(ss_unique) or not _OID.match(source_id):
-        raise _meta("SubmissionSet: uniqueId and sourceId must be OIDs")
-    _check_dtm(_slot(submission_set, "submissionTime", "SubmissionSet"), "submissionTime", "SubmissionSet")
-    _coded(submission_set, classifications, SS_CONTENT_TYPE_CODE, "contentTypeCode", "SubmissionSet")
-    if vihf is not None and vihf.resource_id != ss_patient:
-        raise XdsError("XDSRegistryError", "VIHF refused: its resource-id is not the patientId of the submission")
+    ss_patient, ss_unique = _check_submission_set(submission_set, classifications, vihf)
     if not extrinsics:
         raise _meta("the submission holds no DocumentEntry (ExtrinsicObject)")
     ids = {e.get("id") for e in extrinsics}
@@ -365,6 +376,22 @@ def check_submission(request: etree._Element, documents: Mapping[str, bytes], re
         entry.replaces = _replaced(associations, extrinsic.get("id", ""), entry, registry)
         entries.append(entry)
     return Submission(tuple(entries), ss_unique, ss_patient, tuple(duplicates))
+
+
+def _check_submission_set(submission_set: etree._Element, classifications: list[etree._Element],
+                          vihf: Vihf | None) -> tuple[str, str]:
+    """The SubmissionSet's patientId and uniqueId, once its slots and classifications are checked."""
+    ss_patient = _check_ins(_external_id(submission_set, SS_PATIENT_ID, "patientId", "SubmissionSet"),
+                            "SubmissionSet")
+    ss_unique = _external_id(submission_set, SS_UNIQUE_ID, "uniqueId", "SubmissionSet")
+    source_id = _external_id(submission_set, SS_SOURCE_ID, "sourceId", "SubmissionSet")
+    if not _OID.match(ss_unique) or not _OID.match(source_id):
+        raise _meta("SubmissionSet: uniqueId and sourceId must be OIDs")
+    _check_dtm(_slot(submission_set, "submissionTime", "SubmissionSet"), "submissionTime", "SubmissionSet")
+    _coded(submission_set, classifications, SS_CONTENT_TYPE_CODE, "contentTypeCode", "SubmissionSet")
+    if vihf is not None and vihf.resource_id != ss_patient:
+        raise XdsError("XDSRegistryError", "VIHF refused: its resource-id is not the patientId of the submission")
+    return ss_patient, ss_unique
 
 
 def _submission_set(packages: list[etree._Element], classifications: list[etree._Element]) -> etree._Element:
@@ -401,7 +428,11 @@ def _entry(extrinsic: etree._Element, classifications: list[etree._Element], doc
         raise _meta(f"{what}: formatCode {format_code} is not accepted")
     _coded(extrinsic, classifications, DE_FACILITY_TYPE_CODE, "healthcareFacilityTypeCode", what)
     _coded(extrinsic, classifications, DE_PRACTICE_SETTING_CODE, "practiceSettingCode", what)
-    _coded(extrinsic, classifications, DE_CONFIDENTIALITY_CODE, "confidentialityCode", what, many=True)
+    confidentiality = _coded(extrinsic, classifications, DE_CONFIDENTIALITY_CODE, "confidentialityCode", what,
+                             many=True)
+    for code, scheme in confidentiality:
+        if scheme == MASKING_OID and code not in MASKING_CODES:
+            raise _meta(f"{what}: {code} is not a code of TRE_A07-StatutVisibiliteDocument")
     authors = _classifications(extrinsic, classifications, DE_AUTHOR)
     if not authors:
         raise _meta(f"{what}: an author Classification ({DE_AUTHOR}) is required")
@@ -424,7 +455,8 @@ def _entry(extrinsic: etree._Element, classifications: list[etree._Element], doc
         raise XdsError("XDSNonIdenticalSize", f"{what}: size is not the size of the attached document")
     entry_uuid = local_id if local_id.startswith("urn:uuid:") else f"urn:uuid:{uuid.uuid4()}"
     return Entry(entry_uuid, unique_id, patient_id, declared_hash.lower(), len(content), mime_type, format_code,
-                 type_code, content, submission_set_id, slots=_slots(extrinsic))
+                 type_code, content, submission_set_id, slots=_slots(extrinsic),
+                 confidentiality=tuple(confidentiality))
 
 
 def _check_members(associations: list[etree._Element], submission_set_id: str, entry_id: str) -> None:
@@ -458,3 +490,182 @@ def inline_document(element: etree._Element) -> bytes:
         return base64.b64decode("".join((element.text or "").split()), validate=True)
     except ValueError:
         raise XdsError("XDSRepositoryMetadataError", f"Document {element.get('id')}: not base64") from None
+
+
+# --- ITI-57 Update Document Set (DMP TD3.3) ------------------------------------------------------------------
+# IHE XDS Metadata Update (ITI TF-2b §3.57, ITI TF-3 §4.2.2.2): a new version of a DocumentEntry (same lid, the
+# PreviousVersion slot on its HasMember association), or an UpdateAvailabilityStatus association on its lid. The
+# DMP uses it to mask / unmask (confidentiality codes of TRE_A07) and to archive / delete (the ci-sis statuses):
+# how exactly is UNCONFIRMED against the DMPi guide. A metadata update never changes the document itself: its
+# uniqueId, hash and size stay those of the registered entry.
+
+@dataclass(frozen=True)
+class NewVersion:
+    logical_id: str
+    previous_version: int
+    entry_uuid: str
+    confidentiality: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    logical_id: str
+    original: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """A checked ITI-57 request: the new versions and the status changes it asks for."""
+
+    patient_id: str
+    submission_set_unique_id: str
+    versions: tuple[NewVersion, ...]
+    status_changes: tuple[StatusChange, ...]
+
+
+NEW_STATUSES = frozenset({APPROVED, ARCHIVED, DELETED})
+_FINAL = {DEPRECATED: "deprecated (replaced)", DELETED: "deleted"}
+
+
+def check_update(request: etree._Element, registry: Registry, *, vihf: Vihf | None = None) -> Update:
+    """Check an ITI-57 ``lcm:SubmitObjectsRequest`` against the entries ``registry`` holds."""
+    if request.tag != q(NS_LCM, "SubmitObjectsRequest"):
+        raise XdsError("XDSMetadataUpdateOperationError", "the Body of ITI-57 must be an lcm:SubmitObjectsRequest")
+    objects = request.find(q(NS_RIM, "RegistryObjectList"))
+    if objects is None:
+        raise _meta("SubmitObjectsRequest/RegistryObjectList is missing")
+    associations = objects.findall(q(NS_RIM, "Association"))
+    classifications = list(objects.iter(q(NS_RIM, "Classification")))
+    submission_set = _submission_set(objects.findall(q(NS_RIM, "RegistryPackage")), classifications)
+    ss_id = submission_set.get("id", "")
+    ss_patient, ss_unique = _check_submission_set(submission_set, classifications, vihf)
+    versions = [_new_version(extrinsic, classifications, associations, ss_id, ss_patient, registry)
+                for extrinsic in objects.findall(q(NS_RIM, "ExtrinsicObject"))]
+    changes = [_status_change(association, associations, ss_id, ss_patient, registry)
+               for association in associations if association.get("associationType") == UPDATE_STATUS]
+    if not versions and not changes:
+        raise XdsError("XDSMetadataUpdateOperationError", "the request holds no new version and no status change")
+    return Update(ss_patient, ss_unique, tuple(versions), tuple(changes))
+
+
+def _held(registry: Registry, logical_id: str, what: str, patient_id: str) -> Entry:
+    held = registry.by_logical_id(logical_id) if logical_id else None
+    if held is None:
+        raise XdsError("XDSMetadataUpdateError", f"{what}: no DocumentEntry has the lid {logical_id or '(none)'}")
+    if held.patient_id != patient_id:
+        raise XdsError("XDSPatientIdDoesNotMatch", f"{what}: the entry {logical_id} belongs to another patient")
+    if held.status in _FINAL:
+        raise XdsError("XDSMetadataUpdateError", f"{what}: the entry {logical_id} is {_FINAL[held.status]}")
+    return held
+
+
+def _new_version(extrinsic: etree._Element, classifications: list[etree._Element],
+                 associations: list[etree._Element], ss_id: str, ss_patient: str, registry: Registry) -> NewVersion:
+    new_id = extrinsic.get("id") or ""
+    what = f"DocumentEntry {new_id}"
+    held = _held(registry, extrinsic.get("lid") or "", what, ss_patient)
+    if not new_id.startswith("urn:uuid:") or new_id == held.entry_uuid or new_id in held.versions:
+        raise _meta(f"{what}: a new version needs a new entryUUID (urn:uuid:)")
+    entry = _entry(extrinsic, classifications, {new_id: held.content}, ss_id)  # hash and size: the held document's
+    if entry.unique_id != held.unique_id:
+        raise XdsError("XDSMetadataUpdateError", f"{what}: a metadata update cannot change the uniqueId")
+    if entry.patient_id != ss_patient:
+        raise XdsError("XDSPatientIdDoesNotMatch", f"{what}: its patientId is not the SubmissionSet's")
+    member = _member(associations, ss_id, new_id, what)
+    previous = _slot(member, "PreviousVersion", f"{what} HasMember") or ""
+    if previous != str(held.version):
+        raise XdsError("XDSMetadataVersionError",
+                       f"{what}: PreviousVersion {previous} is not the registered version {held.version}")
+    return NewVersion(held.logical_id, held.version, new_id, entry.confidentiality)
+
+
+def _status_change(association: etree._Element, associations: list[etree._Element], ss_id: str, ss_patient: str,
+                   registry: Registry) -> StatusChange:
+    what = f"UpdateAvailabilityStatus {association.get('id')}"
+    if association.get("sourceObject") != ss_id:
+        raise _meta(f"{what}: its sourceObject must be the SubmissionSet")
+    held = _held(registry, association.get("targetObject") or "", what, ss_patient)
+    original = _slot(association, "OriginalStatus", what) or ""
+    new = _slot(association, "NewStatus", what) or ""
+    if new not in NEW_STATUSES:
+        raise XdsError("XDSMetadataUpdateOperationError", f"{what}: NewStatus {new} is not one of "
+                       f"{', '.join(sorted(NEW_STATUSES))}")
+    if original != held.status:
+        raise XdsError("XDSMetadataUpdateError", f"{what}: OriginalStatus {original} is not the entry's status")
+    _member(associations, ss_id, association.get("id") or "", what)
+    return StatusChange(held.logical_id, original, new)
+
+
+def _member(associations: list[etree._Element], ss_id: str, target: str, what: str) -> etree._Element:
+    for association in associations:
+        if (association.get("associationType") == HAS_MEMBER and association.get("sourceObject") == ss_id
+                and association.get("targetObject") == target):
+            if _slot(association, "SubmissionSetStatus", f"{what} HasMember") != "Original":
+                raise _meta(f"{what}: its HasMember Association needs SubmissionSetStatus Original")
+            return association
+    raise _meta(f"{what}: no HasMember Association from the SubmissionSet")
+
+
+# --- ITI-18 Registry Stored Query (DMP TD3.1; TD0.2 as the DUI asks it) ------------------------------------------
+FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
+NS_QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
+RETURN_TYPES = frozenset({"ObjectRef", "LeafClass"})
+
+
+@dataclass(frozen=True)
+class Query:
+    """A checked stored query: FindDocuments on ``patient_id`` (with ``statuses``), or GetDocuments by
+    ``unique_ids`` / ``entry_uuids``."""
+
+    query_id: str
+    return_type: str
+    patient_id: str = ""
+    statuses: frozenset[str] = frozenset()
+    unique_ids: tuple[str, ...] = ()
+    entry_uuids: tuple[str, ...] = ()
+
+
+def _quoted(values: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """The values of a stored query parameter: ``'a'`` or ``('a','b')`` (ITI TF-2a §3.18.4.1.2.3.5)."""
+    found = []
+    for value in values:
+        for part in value.strip().removeprefix("(").removesuffix(")").split(","):
+            part = part.strip()
+            if len(part) < 2 or part[0] != "'" or part[-1] != "'":
+                raise XdsError("XDSStoredQueryParamNumber", f"{name}: values are quoted strings, not {part!r}")
+            found.append(part[1:-1])
+    return tuple(found)
+
+
+def read_query(request: etree._Element) -> Query:
+    """Check an ``query:AdhocQueryRequest`` for FindDocuments or GetDocuments."""
+    if request.tag != q(NS_QUERY, "AdhocQueryRequest"):
+        raise XdsError("XDSRegistryError", "the Body of ITI-18 must be a query:AdhocQueryRequest")
+    option = request.find(q(NS_QUERY, "ResponseOption"))
+    return_type = option.get("returnType", "") if option is not None else ""
+    if return_type not in RETURN_TYPES:
+        raise XdsError("XDSRegistryError", "ResponseOption returnType must be ObjectRef or LeafClass")
+    query = request.find(q(NS_RIM, "AdhocQuery"))
+    if query is None:
+        raise XdsError("XDSRegistryError", "the AdhocQuery is missing")
+    slots = _slots(query)
+    query_id = query.get("id", "")
+    if query_id == FIND_DOCUMENTS:
+        patient = _quoted(slots.get("$XDSDocumentEntryPatientId", ()), "$XDSDocumentEntryPatientId")
+        if len(patient) != 1:
+            raise XdsError("XDSStoredQueryParamNumber", "FindDocuments needs one $XDSDocumentEntryPatientId")
+        statuses = _quoted(slots.get("$XDSDocumentEntryStatus", ()), "$XDSDocumentEntryStatus")
+        if not statuses:
+            raise XdsError("XDSStoredQueryParamNumber", "FindDocuments needs $XDSDocumentEntryStatus")
+        return Query(query_id, return_type, patient_id=_check_ins(patient[0], "FindDocuments"),
+                     statuses=frozenset(statuses))
+    if query_id == GET_DOCUMENTS:
+        unique_ids = _quoted(slots.get("$XDSDocumentEntryUniqueId", ()), "$XDSDocumentEntryUniqueId")
+        entry_uuids = _quoted(slots.get("$XDSDocumentEntryEntryUUID", ()), "$XDSDocumentEntryEntryUUID")
+        if bool(unique_ids) == bool(entry_uuids):
+            raise XdsError("XDSStoredQueryParamNumber",
+                           "GetDocuments needs $XDSDocumentEntryUniqueId or $XDSDocumentEntryEntryUUID (one of them)")
+        return Query(query_id, return_type, unique_ids=unique_ids, entry_uuids=entry_uuids)
+    raise XdsError("XDSUnknownStoredQuery", f"this simulator answers FindDocuments and GetDocuments, not {query_id}")

@@ -28,10 +28,19 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from dui.dmp.ebrim import NS_RIM, Outcome, RegistryError, parse_response, provide_request, update_request
+from dui.dmp.ebrim import (
+    DE_CONFIDENTIALITY,
+    DE_UNIQUE_ID,
+    NS_RIM,
+    Outcome,
+    RegistryError,
+    parse_response,
+    provide_request,
+    update_request,
+)
 from dui.dmp.errors import Permanent, Transient
-from dui.dmp.gateway import Access, with_masking
-from dui.dmp.metadata import DocumentEntry, submission_set
+from dui.dmp.gateway import Access, Registered, with_masking
+from dui.dmp.metadata import APPROVED, MASKING_OID, DocumentEntry, submission_set
 from dui.dmp.vihf import VihfContext, sign_vihf
 from dui.fhir.xmlsafe import UnsafeXml, parse_untrusted
 
@@ -43,6 +52,7 @@ ACTION_PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ACTION_UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"
 ACTION_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
 FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 MAX_RESPONSE_BYTES = 4 << 20
 
@@ -277,13 +287,19 @@ class SoapDmpGateway:
         answer = self._send(ACTION_PROVIDE, request, entry.patient_id, {content_id: (cda, entry.mime_type)})
         return self._outcome(answer)
 
-    def update_metadata(self, entry: DocumentEntry, *, masking: frozenset[str] | None = None,
-                        status: str | None = None, version: str = "1") -> Outcome:
+    def lookup(self, unique_id: str, patient_id: str) -> Registered | None:
+        answer = self._send(ACTION_QUERY, get_documents(unique_id), patient_id, {})
+        return read_registered(answer, unique_id)
+
+    def update_metadata(self, entry: DocumentEntry, registered: Registered, *,
+                        masking: frozenset[str] | None = None, status: str | None = None) -> Outcome:
         submission = submission_set(entry, self.source_id, f"{self.source_id}.{uuid.uuid4().int % 10**20}",
                                     self.now())
-        updated = None if masking is None else with_masking(entry, masking)
-        request = update_request(submission, entry=updated, logical_id=entry.entry_uuid, previous_version=version,
-                                 status_change=(entry.availability_status, status) if status else None)
+        updated = None if masking is None else dataclasses.replace(
+            with_masking(entry, masking), availability_status=registered.status)
+        request = update_request(submission, entry=updated, logical_id=registered.logical_id,
+                                 previous_version=str(registered.version),
+                                 status_change=(registered.status, status) if status else None)
         return self._outcome(self._send(ACTION_UPDATE, request, entry.patient_id, {}))
 
     def check(self, ins: str, ins_oid: str) -> Access:
@@ -304,16 +320,63 @@ def find_documents(patient_id: str) -> etree._Element:
     return request
 
 
-def read_access(answer: bytes) -> Access:
-    """TD0.2 as read from an ITI-18 answer: ``XDSUnknownPatientId`` → no DMP; an access error → not authorized."""
+def get_documents(unique_id: str) -> etree._Element:
+    """An ITI-18 GetDocuments stored query (LeafClass) on the entry ``unique_id``."""
+    request = etree.Element(f"{{{NS_QUERY}}}AdhocQueryRequest", nsmap={"query": NS_QUERY, "rim": NS_RIM})
+    etree.SubElement(request, f"{{{NS_QUERY}}}ResponseOption", returnType="LeafClass", returnComposedObjects="true")
+    query = etree.SubElement(request, f"{{{NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
+    slot = etree.SubElement(query, f"{{{NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
+    etree.SubElement(etree.SubElement(slot, f"{{{NS_RIM}}}ValueList"), f"{{{NS_RIM}}}Value").text = \
+        "('" + unique_id.replace("'", "''") + "')"
+    return request
+
+
+def read_registered(answer: bytes, unique_id: str) -> Registered | None:
+    """The current version of the entry ``unique_id`` in an ITI-18 LeafClass answer, or None when absent."""
+    response = _query_response(answer)
+    if response.get("status", "").endswith(":Failure"):
+        codes = ", ".join(sorted({e.error_code for e in _query_errors(response)}))
+        raise Permanent(f"the DMP refused the query: {codes}", _query_errors(response))
+    current: Registered | None = None
+    for obj in response.iter(f"{{{NS_RIM}}}ExtrinsicObject"):
+        ids = {e.get("identificationScheme"): e.get("value") for e in obj.iter(f"{{{NS_RIM}}}ExternalIdentifier")}
+        if ids.get(DE_UNIQUE_ID) != unique_id:
+            continue
+        version_info = obj.find(f"{{{NS_RIM}}}VersionInfo")
+        try:
+            version = int(version_info.get("versionName", "1")) if version_info is not None else 1
+        except ValueError:
+            raise Permanent("the DMP answered a version that is not a number") from None
+        masking = frozenset(
+            c.get("nodeRepresentation", "") for c in obj.iter(f"{{{NS_RIM}}}Classification")
+            if c.get("classificationScheme") == DE_CONFIDENTIALITY
+            and MASKING_OID in (v.text for v in c.iter(f"{{{NS_RIM}}}Value")))
+        found = Registered(entry_uuid=obj.get("id", ""), logical_id=obj.get("lid") or obj.get("id", ""),
+                           version=version, status=obj.get("status", APPROVED), masking=masking)
+        if current is None or found.version > current.version:
+            current = found
+    return current
+
+
+def _query_response(answer: bytes) -> etree._Element:
     root = parse_untrusted(answer)
     response = root if root.tag == f"{{{NS_QUERY}}}AdhocQueryResponse" else root.find(
         f".//{{{NS_QUERY}}}AdhocQueryResponse")
     if response is None:
         raise Permanent("no AdhocQueryResponse in the DMP answer")
-    errors = [RegistryError(e.get("errorCode", ""), e.get("codeContext", ""), e.get("severity", "").rsplit(":")[-1])
-              for e in response.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0}RegistryError")]
-    codes = {e.error_code for e in errors}
+    return response
+
+
+def _query_errors(response: etree._Element) -> tuple[RegistryError, ...]:
+    return tuple(RegistryError(e.get("errorCode", ""), e.get("codeContext", ""),
+                               e.get("severity", "").rsplit(":")[-1])
+                 for e in response.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0}RegistryError"))
+
+
+def read_access(answer: bytes) -> Access:
+    """TD0.2 as read from an ITI-18 answer: ``XDSUnknownPatientId`` → no DMP; an access error → not authorized."""
+    response = _query_response(answer)
+    codes = {e.error_code for e in _query_errors(response)}
     if "XDSUnknownPatientId" in codes:
         return Access(exists=False, authorized=False, detail="XDSUnknownPatientId")
     if response.get("status", "").endswith(":Failure"):

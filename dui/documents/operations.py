@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from dui.dmp.metadata import MASKING_SYSTEMS
 from dui.documents import cda, dmp_feed, freshness, pdf
 from dui.documents.extract import BUILT_TAG_SYSTEM, LOINC, Record, read_record, read_versions
 from dui.documents.record import ResidentRecord, Transfer
@@ -180,6 +181,10 @@ def document_reference(kind: Kind, record: ResidentRecord, ids: cda.DocumentIds,
         body["custodian"] = {"reference": record.establishment.source}
     if replaces is not None:
         body["relatesTo"] = [{"code": "replaces", "target": {"reference": f"DocumentReference/{replaces.id}"}}]
+        if replaces.body is not None:  # a masking (INVISIBLE_PATIENT, MASQUE_PS...) stays on the new version
+            body["securityLabel"] += [
+                label for label in replaces.resource().get("securityLabel") or []
+                if any(c.get("system") in MASKING_SYSTEMS for c in label.get("coding") or [])]
     for version, data, format_code in contents:
         content_type = version.resource().get("contentType")
         attachment = {"contentType": content_type, "language": "fr-FR", "url": f"Binary/{version.id}",

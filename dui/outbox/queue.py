@@ -69,6 +69,14 @@ def enqueue(session: Session, kind: str, target: str, key: str, now: datetime) -
     raise Conflict(f"outbox: the {kind} job for this key keeps changing; try again")
 
 
+def live(session: Session, kind: str, key: str) -> Job | None:
+    """The job due or running for ``kind`` and ``key``, if there is one (not yet delivered)."""
+    row = session.execute(select(outbox_job).where(
+        outbox_job.c.kind == kind, outbox_job.c.idempotency_key == key,
+        outbox_job.c.state.in_(("due", "running")))).mappings().first()
+    return Job.from_row(row) if row is not None else None
+
+
 def get(session: Session, job_id: int) -> Job | None:
     row = session.execute(select(outbox_job).where(outbox_job.c.id == job_id)).mappings().first()
     return Job.from_row(row) if row is not None else None

@@ -11,11 +11,15 @@ statements under a statement timeout no longer than the budget (``Settings.state
 unit of work around the request rolls back on it. ``run`` turns it into ``RequestStopped`` (503, ``Retry-After``),
 which the FHIR edge records in the audit trail like any other refusal.
 
-It can never land after the request has left ``run``: the watchdog fires at most once per request, and only
-while holding the lock with which the request disarms; a request that disarms after its exception was fired
-but before it landed clears it (``PyThreadState_SetAsyncExc(id, NULL)``) before leaving. Wherever it lands
-between arming and that point (inside the work, or inside the disarming itself), it is caught by the handler of
-``run``, which was entered before arming. As for Ctrl-C, code interrupted between two bytecodes may be left
+It can never land after the request has left ``run``: the watchdog fires at most once per request, and a request
+that disarms after its exception was fired but before it landed clears it (``PyThreadState_SetAsyncExc(id,
+NULL)``) before leaving. Wherever it lands between arming and that point (inside the work, or inside the
+disarming itself), it is caught by the handler of ``run``, which was entered before arming and disarms again.
+Disarming takes no lock: an exception landing just after a lock was acquired would leave it held for ever (the
+request's next disarm, the watchdog and every later request would wait on it). The request and the watchdog meet
+through two flags instead: the request sets ``done`` then waits while ``firing``; the watchdog sets ``firing``
+then fires only if not ``done``. Whichever order the interpreter runs them in, a request that has left ``run``
+was either never fired at or has cleared what was. As for Ctrl-C, code interrupted between two bytecodes may be left
 half-way: what the request opened (its transaction, its session) is discarded by the unit of work around it.
 """
 
@@ -46,11 +50,13 @@ class BudgetExceeded(BaseException):
 
 
 class _Armed:
-    __slots__ = ("deadline", "fired", "thread")
+    __slots__ = ("deadline", "done", "fired", "firing", "thread")
 
     def __init__(self, thread: int, deadline: float) -> None:
         self.thread = thread
         self.deadline = deadline
+        self.done = False  # set by the request when it disarms
+        self.firing = False  # set by the watchdog around its check of ``done`` and its fire
         self.fired = False
 
 
@@ -64,6 +70,7 @@ class Watchdog:
         self._wake_at = float("inf")  # when the watchdog wakes next, unless notified
 
     def arm(self, entry: _Armed) -> None:
+        # The lock is safe here: nothing can be fired at this thread before its entry is in the set.
         with self._cond:
             if self._pid != os.getpid():  # first use in this process (a gunicorn worker forks after import)
                 self._pid = os.getpid()
@@ -75,25 +82,33 @@ class Watchdog:
                 self._wake_at = entry.deadline
                 self._cond.notify()
 
-    def disarm(self, entry: _Armed) -> None:
-        with self._cond:
-            self._armed.discard(entry)
-            fired = entry.fired
-        if fired:  # fired, and perhaps not landed yet: it must not land after the request has left
+    @staticmethod
+    def disarm(entry: _Armed) -> None:
+        """No lock (see the module's docstring); the watchdog drops the entry from its set when it next wakes."""
+        entry.done = True
+        while entry.firing:  # the watchdog is between its check of ``done`` and its fire: let it finish
+            time.sleep(0)
+        if entry.fired:  # fired, and perhaps not landed yet: it must not land after the request has left
             _clear(entry.thread, None)
 
     def armed(self) -> int:
         with self._cond:
-            return len(self._armed)
+            return sum(1 for e in self._armed if not e.done)
 
     def _watch(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for entry in [e for e in self._armed if e.deadline <= now]:
-                    self._armed.discard(entry)
-                    entry.fired = True
-                    _fire(entry.thread, BudgetExceeded)
+                for entry in list(self._armed):
+                    if entry.done:
+                        self._armed.discard(entry)
+                    elif entry.deadline <= now:
+                        self._armed.discard(entry)
+                        entry.firing = True
+                        if not entry.done:
+                            entry.fired = True
+                            _fire(entry.thread, BudgetExceeded)
+                        entry.firing = False
                 self._wake_at = min((e.deadline for e in self._armed), default=float("inf"))
                 self._cond.wait(None if self._wake_at == float("inf") else max(self._wake_at - now, 0.001))
 

@@ -22,6 +22,7 @@ from dui.documents import dmp_feed
 from dui.outbox.runner import Backoff, run_due
 from ins.insi.pki import make_pki
 from tests.helpers import FhirClient
+from tests.unit.dmp_samples import vihf_context
 
 QUALIFIED, PROVISIONAL = "demo-resident-001", "demo-resident-003"  # identity qualifiée / provisoire in the demo
 STATE = dmp_feed.STATE_SYSTEM
@@ -49,17 +50,9 @@ def dmp(app: Flask, simulator: DmpSimulator, cachet: SigningPki) -> Iterator[Dmp
                              source_id=svc.settings.documents.oid)
     svc._dmp, svc.dmp_factory = None, lambda: gateway
     simulator.store = DmpStore()  # an empty DMP for each test
+    simulator.patients, simulator.blocked = None, frozenset()
     yield simulator
     svc._dmp, svc.dmp_factory = None, None
-
-
-def vihf_context() -> Any:
-    from dui.dmp.metadata import Code
-    from dui.dmp.vihf import VihfContext
-
-    return VihfContext(subject_nameid="DEV-STRUCTURE", subject_name="DUI", structure_id="DEV-STRUCTURE",
-                       sector="SA17^1.2.250.1.71.4.2.4", roles=(Code("10", "1.2.250.1.213.1.1.4.5", "Médecin"),),
-                       ins="", ins_oid="", lps_name="DUI", lps_version="test", lps_homologation="NON-HOMOLOGUE")
 
 
 @pytest.fixture
@@ -184,7 +177,7 @@ def test_faults_are_retried_and_the_dmp_holds_the_document_once(app: Flask, demo
     informed(demo, QUALIFIED)
     doc = dlu(demo, QUALIFIED)
     assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
-    dmp.next_faults([fault])
+    dmp.next_faults(["none", fault])  # the TD0.2 query answers; the fault hits the ITI-41 submission
     first = run(app)
     assert (first.delivered, first.retried) == (0, 1)
     assert state(demo, doc)[0] == "queued"
@@ -199,10 +192,11 @@ def test_a_refusal_by_the_dmp_is_a_dead_letter_with_its_reason(app: Flask, demo:
     informed(demo, QUALIFIED)
     doc = dlu(demo, QUALIFIED)
     assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
-    dmp.next_faults(["refuse"])
+    dmp.next_faults(["none", "refuse"])  # past the TD0.2 query
     assert run(app).dead == 1
     tag, parts = state(demo, doc)
-    assert tag == "refused" and parts["reason"].startswith("the DMP refused it")
+    assert tag == "refused" and parts["reason"] == "the DMP refused it: XDSRegistryError"
+    assert parts["registryErrors"] == "Error XDSRegistryError: simulated refusal (fault injection)"
 
 
 def test_a_new_dlu_replaces_the_one_sent(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
@@ -267,3 +261,168 @@ def test_production_refuses_a_dmp_that_answers_as_a_simulator(demo: FhirClient, 
                                 source_id="1.2.250.1.999.42.1", allow_simulator=False)
     with pytest.raises(Permanent, match="answers as a simulator"):
         production.provide(entry, cda)
+
+
+# --- TD0.2: the DMP is asked before each send -------------------------------------------------------------------
+
+def test_a_resident_without_a_dmp_or_who_blocked_the_structure_gets_nothing(app: Flask, demo: FhirClient,
+                                                                           dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    dmp.patients = frozenset({"100000000000000"})  # she has no DMP
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    assert run(app).dead == 1 and dmp.count(unique_id(doc)) == 0
+    tag, parts = state(demo, doc)
+    assert tag == "refused" and parts["reason"] == "the resident has no DMP (TD0.2)"
+    dmp.patients, dmp.blocked = None, frozenset({"231066912300104"})  # she has one, and blocked this structure
+    job = cli_run(app, "outbox", "list", "--failed").output.split()[0]
+    assert cli_run(app, "outbox", "retry", job).exit_code == 0
+    assert run(app).dead == 1 and dmp.count(unique_id(doc)) == 0
+    assert state(demo, doc)[1]["reason"].startswith("this establishment may not feed her DMP (TD0.2")
+    dmp.blocked = frozenset()  # she lifted it: the retried job goes
+    assert cli_run(app, "outbox", "retry", job).exit_code == 0
+    assert run(app).delivered == 1 and dmp.count(unique_id(doc)) == 1
+
+
+# --- TD3.3: masking, archive, delete -----------------------------------------------------------------------------
+
+def sent_dlu(app: Flask, demo: FhirClient) -> dict[str, Any]:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    assert run(app).delivered == 1
+    return doc
+
+
+def update_jobs(app: Flask) -> list[Any]:
+    from dui.outbox import queue
+
+    with app.extensions["dui"].unit_of_work(write=False) as session:
+        return [j for j in queue.list_jobs(session) if j.kind == dmp_feed.UPDATE_KIND]
+
+
+def test_masking_through_fhir_reaches_the_dmp_as_a_new_version(app: Flask, demo: FhirClient,
+                                                               dmp: DmpSimulator) -> None:
+    doc = sent_dlu(app, demo)
+    label = {"coding": [{"system": dmp_feed.MASKING_SYSTEM, "code": "INVISIBLE_PATIENT"}]}
+    patched = demo.patch(f"DocumentReference/{doc['id']}", [
+        {"op": "add", "path": "/securityLabel/-", "value": label}], content_type="application/json-patch+json")
+    assert patched.status_code == 200, patched.get_data(as_text=True)
+    jobs = update_jobs(app)
+    assert [(j.state, j.target) for j in jobs] == [("due", f"DocumentReference/{doc['id']}")]
+    assert run(app).delivered == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.masking == {"INVISIBLE_PATIENT"} and entry.version == 2
+    assert dmp.count(unique_id(doc)) == 1  # one document, in its second version
+    tag, parts = state(demo, doc)
+    assert tag == "masked" and parts["masking"] == "INVISIBLE_PATIENT" and parts["version"] == "2"
+    assert parts["entryUUID"] == entry.entry_uuid != entry.logical_id
+    lifted = cli_run(app, "dmp", "unmask", doc["id"], "--code", "INVISIBLE_PATIENT")
+    assert lifted.exit_code == 0, lifted.output
+    assert run(app).delivered == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.masking == frozenset() and entry.version == 3
+    assert state(demo, doc)[0] == "sent"
+
+
+def test_a_lost_answer_to_an_update_is_not_applied_twice(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    doc = sent_dlu(app, demo)
+    assert cli_run(app, "dmp", "mask", doc["id"], "--code", "MASQUE_PS").exit_code == 0
+    dmp.next_faults(["none", "drop-after-store"])  # the query answers; the update is applied, its answer lost
+    first = run(app)
+    assert (first.delivered, first.retried) == (0, 1)
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.version == 2 and entry.masking == {"MASQUE_PS"}
+    assert run(app, later=timedelta(minutes=5)).delivered == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.version == 2  # the retry found it done
+    assert state(demo, doc)[0] == "masked"
+
+
+def test_archive_then_delete(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    from dui.dmp.metadata import ARCHIVED, DELETED
+
+    doc = sent_dlu(app, demo)
+    assert cli_run(app, "dmp", "archive", doc["id"]).exit_code == 0
+    assert run(app).delivered == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.status == ARCHIVED and state(demo, doc)[0] == "archived"
+    refused = cli_run(app, "dmp", "delete", doc["id"])
+    assert refused.exit_code == 1 and "--yes" in refused.output
+    assert cli_run(app, "dmp", "delete", doc["id"], "--yes").exit_code == 0
+    assert run(app).delivered == 1
+    assert entry.status == DELETED and state(demo, doc)[0] == "deleted"
+    after = cli_run(app, "dmp", "mask", doc["id"])
+    assert after.exit_code == 1 and "cannot change" in after.output
+    assert demo.get(f"DocumentReference/{doc['id']}").status_code == 200  # still in her record here
+
+
+@pytest.mark.parametrize("how", ["entered-in-error", "DELETE"])
+def test_a_document_entered_in_error_or_deleted_here_is_deleted_from_the_dmp(app: Flask, demo: FhirClient,
+                                                                              dmp: DmpSimulator, how: str) -> None:
+    from dui.dmp.metadata import DELETED
+
+    doc = sent_dlu(app, demo)
+    if how == "DELETE":
+        changed = demo.delete(f"DocumentReference/{doc['id']}")
+        assert changed.status_code in (200, 204), changed.get_data(as_text=True)
+    else:
+        changed = demo.patch(f"DocumentReference/{doc['id']}", [
+            {"op": "replace", "path": "/status", "value": how}], content_type="application/json-patch+json")
+        assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert run(app).delivered == 1
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.status == DELETED
+
+
+def test_a_masking_asked_before_the_send_goes_with_it(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    informed(demo, QUALIFIED)
+    doc = dlu(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "send", doc["id"]).exit_code == 0
+    assert cli_run(app, "dmp", "mask", doc["id"], "--code", "INVISIBLE_PATIENT").exit_code == 0
+    run(app)
+    run(app, later=timedelta(minutes=5))
+    entry = dmp.entry(unique_id(doc))
+    assert entry is not None and entry.masking == {"INVISIBLE_PATIENT"} and entry.version == 1
+    assert all(j.state == "done" for j in update_jobs(app))
+    assert state(demo, doc)[0] == "masked"
+
+
+def test_a_masking_of_a_document_never_sent_stays_here(app: Flask, demo: FhirClient, dmp: DmpSimulator) -> None:
+    doc = dlu(demo, QUALIFIED)
+    informed(demo, QUALIFIED)
+    assert cli_run(app, "dmp", "mask", doc["id"]).exit_code == 0
+    report = run(app)
+    assert report.delivered == 1 and dmp.count(unique_id(doc)) == 0
+    jobs = update_jobs(app)
+    assert len(jobs) == 1 and (jobs[0].result or "").startswith("not in the DMP")
+
+
+def test_invisible_patient_stays_on_the_next_version_of_the_dlu(app: Flask, demo: FhirClient,
+                                                                dmp: DmpSimulator) -> None:
+    first = sent_dlu(app, demo)
+    assert cli_run(app, "dmp", "mask", first["id"], "--code", "INVISIBLE_PATIENT").exit_code == 0
+    assert run(app).delivered == 1
+    demo.post("AllergyIntolerance", {"resourceType": "AllergyIntolerance", "code": {"text": "Iode"},
+                                     "patient": {"reference": f"Patient/{QUALIFIED}"}})
+    second = dlu(demo, QUALIFIED)
+    codes = {c["code"] for label in second["securityLabel"] for c in label["coding"]}
+    assert "INVISIBLE_PATIENT" in codes
+    assert cli_run(app, "dmp", "send", second["id"]).exit_code == 0
+    assert run(app).delivered == 1
+    old, new = dmp.entry(unique_id(first)), dmp.entry(unique_id(second))
+    assert old is not None and new is not None
+    assert new.masking == {"INVISIBLE_PATIENT"} and new.replaces == old.entry_uuid  # the RPLC of version 2
+    assert old.status.endswith("Deprecated")
+
+
+def test_visibility_requests_refuse_what_they_cannot_do(app: Flask, demo: FhirClient) -> None:
+    unknown = cli_run(app, "dmp", "mask", "nothing-here")
+    assert unknown.exit_code == 1 and unknown.output.count("\n") == 1
+    bad = cli_run(app, "dmp", "unmask", "nothing-here", "--code", "SECRET")
+    assert bad.exit_code == 2
+    plain = demo.create({"resourceType": "DocumentReference", "status": "current",
+                         "subject": {"reference": f"Patient/{QUALIFIED}"},
+                         "content": [{"attachment": {"contentType": "text/plain", "data": "Ym9uam91cg=="}}]})
+    refused = cli_run(app, "dmp", "archive", plain["id"])
+    assert refused.exit_code == 1 and "uniqueId" in refused.output

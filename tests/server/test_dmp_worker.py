@@ -55,7 +55,7 @@ def test_a_worker_killed_mid_delivery_leaves_a_job_delivered_once(app: Flask, da
                "DUI_DMP_URL": dmp.url, "DUI_DMP_CERT": str(pki.client_cert), "DUI_DMP_KEY": str(pki.client_key),
                "DUI_DMP_CA": str(pki.ca_cert), "DUI_DMP_SIGNING_CERT": str(cachet.cert),
                "DUI_DMP_SIGNING_KEY": str(cachet.key), "DUI_DMP_TIMEOUT": "60", "DUI_OUTBOX_LEASE": "1"}
-        dmp.next_faults(["timeout"])  # stores the document, then holds the answer
+        dmp.next_faults(["none", "timeout"])  # TD0.2 answers; the submission is stored, its answer held
         worker = subprocess.Popen([DUI, "worker", "--once"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60

@@ -6,7 +6,8 @@ import base64
 import hashlib
 from typing import Any
 
-from dui.dmp.metadata import DocumentEntry, entry_from
+from dui.dmp.metadata import Code, DocumentEntry, entry_from
+from dui.dmp.vihf import VihfContext
 from dui.documents import cda
 from dui.documents.operations import CLASS_SYSTEM, CONFIDENTIALITY, FORMAT_SYSTEM
 from tests.cda_factory import make_ids, make_record
@@ -41,3 +42,10 @@ def dlu_entry(masking: tuple[str, ...] = (), **ids: Any) -> tuple[DocumentEntry,
     data = dlu_bytes(**ids)
     extension = ids.get("extension", "DLU-p1-3")
     return entry_from(docref_for(data, extension, masking), data, INS, INS_OID, SOURCE_ID), data
+
+
+def vihf_context() -> VihfContext:
+    """The VIHF context of a development structure (its INS is set per request by the gateway)."""
+    return VihfContext(subject_nameid="DEV-STRUCTURE", subject_name="DUI", structure_id="DEV-STRUCTURE",
+                       sector="SA17^1.2.250.1.71.4.2.4", roles=(Code("10", "1.2.250.1.213.1.1.4.5", "Médecin"),),
+                       ins="", ins_oid="", lps_name="DUI", lps_version="test", lps_homologation="NON-HOMOLOGUE")

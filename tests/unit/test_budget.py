@@ -88,3 +88,28 @@ def test_threads_are_stopped_each_on_its_own() -> None:
         thread.join()
     assert time.perf_counter() - started < 2
     assert results == {**{f"short{i}": "done" for i in range(4)}, **{f"long{i}": "stopped" for i in range(4)}}
+
+
+def test_disarming_takes_no_lock() -> None:
+    """A stop landing just after a lock was acquired would leave it held for ever: disarming must not need the
+    watchdog's lock (here held by another thread for the whole call)."""
+    entry = budget._Armed(threading.get_ident(), time.monotonic() + 60)
+    budget.WATCHDOG.arm(entry)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with budget.WATCHDOG._cond:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    returned = threading.Event()
+    disarming = threading.Thread(target=lambda: (budget.WATCHDOG.disarm(entry), returned.set()))
+    disarming.start()
+    disarming.join(2)
+    release.set()
+    holder.join(5)
+    assert returned.is_set(), "disarm waited for the watchdog's lock"
+    assert budget.WATCHDOG.armed() == 0

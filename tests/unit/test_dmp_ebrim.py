@@ -90,10 +90,11 @@ def test_replacement_has_an_rplc_association() -> None:
 def test_update_request_new_version_and_status() -> None:
     entry, _ = dlu_entry()
     submission = submission_set(entry, SOURCE_ID, f"{SOURCE_ID}.8", NOW)
-    request = ebrim.update_request(submission, entry=dataclasses.replace(entry), logical_id=entry.entry_uuid,
+    new_version = dataclasses.replace(entry, entry_uuid="urn:uuid:33333333-0000-4000-8000-000000000002")
+    request = ebrim.update_request(submission, entry=new_version, logical_id=entry.entry_uuid,
                                    previous_version="1", status_change=("", ARCHIVED))
     obj = request.find(".//rim:ExtrinsicObject", NS)
-    assert obj.get("lid") == entry.entry_uuid and obj.get("id") != entry.entry_uuid
+    assert obj.get("lid") == entry.entry_uuid and obj.get("id") == new_version.entry_uuid
     change = request.find(f".//rim:Association[@associationType='{ebrim.UPDATE_STATUS}']", NS)
     slots = {s.get("name"): s.findtext("rim:ValueList/rim:Value", namespaces=NS) for s in change.iterfind(
         "rim:Slot", NS)}

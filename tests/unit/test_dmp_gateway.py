@@ -62,10 +62,33 @@ def test_masking_and_status_updates() -> None:
     dmp = InMemoryDmpGateway()
     entry, data = dlu_entry()
     dmp.provide(entry, data)
-    dmp.update_metadata(entry, masking=frozenset({"INVISIBLE_PATIENT"}))
-    assert dmp.entries[entry.unique_id].entry.masking == {"INVISIBLE_PATIENT"}
-    dmp.update_metadata(entry, masking=frozenset())
+    registered = dmp.lookup(entry.unique_id, entry.patient_id)
+    assert registered is not None and (registered.version, registered.masking) == (1, frozenset())
+    assert registered.logical_id == registered.entry_uuid == entry.entry_uuid
+    second = dataclasses.replace(entry, entry_uuid="urn:uuid:33333333-0000-4000-8000-000000000002")
+    dmp.update_metadata(second, registered, masking=frozenset({"INVISIBLE_PATIENT"}))
+    now = dmp.lookup(entry.unique_id, entry.patient_id)
+    assert now is not None and (now.version, now.masking, now.entry_uuid) == (
+        2, {"INVISIBLE_PATIENT"}, second.entry_uuid)
+    assert now.logical_id == entry.entry_uuid
+    with pytest.raises(Permanent) as stale:  # an update on version 1 once version 2 exists
+        dmp.update_metadata(second, registered, masking=frozenset())
+    assert stale.value.errors[0].error_code == "XDSMetadataVersionError"  # type: ignore[attr-defined]
+    third = dataclasses.replace(entry, entry_uuid="urn:uuid:33333333-0000-4000-8000-000000000003")
+    dmp.update_metadata(third, now, masking=frozenset())
     assert dmp.entries[entry.unique_id].entry.masking == frozenset()
     assert dmp.entries[entry.unique_id].entry.confidentiality_codes[0].code == "N"
-    dmp.update_metadata(entry, status=DELETED)
+    latest = dmp.lookup(entry.unique_id, entry.patient_id)
+    assert latest is not None
+    dmp.update_metadata(entry, latest, status=DELETED)
     assert dmp.entries[entry.unique_id].entry.availability_status == DELETED
+    assert dmp.lookup(entry.unique_id, "another^^^&1.2.250.1.213.1.4.8&ISO^NH") is None
+
+
+def test_blocked_patient() -> None:
+    dmp = InMemoryDmpGateway(blocked={INS})
+    entry, data = dlu_entry()
+    access = dmp.check(INS, INS_OID)
+    assert access.exists and not access.authorized
+    with pytest.raises(Permanent):
+        dmp.provide(entry, data)

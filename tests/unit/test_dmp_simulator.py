@@ -416,7 +416,7 @@ def test_a_bad_or_missing_vihf_is_an_xds_error(dmp: DmpSimulator, pki: Pki,
 
 def test_another_action_is_a_soap_fault(dmp: DmpSimulator, pki: Pki) -> None:
     doc = new_doc()
-    soap = envelope(provide_request(doc), vihf(pki), action="urn:ihe:iti:2007:RegistryStoredQuery")
+    soap = envelope(provide_request(doc), vihf(pki), action="urn:ihe:iti:2007:RetrieveDocumentSet")
     body, content_type = mtom(soap, doc.content)
     response = requests.post(dmp.url, data=body, headers={"Content-Type": content_type}, timeout=10,
                              cert=(str(pki.client_cert), str(pki.client_key)), verify=str(pki.ca_cert))

@@ -39,12 +39,14 @@ from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
+from dui.messaging import sending
 from dui.outbox.runner import Handler
 from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
 from dui.tddui import consumer as tddui_consumer
 from ins.insi.client import InsiClient
+from mssante.transport import MailReceiver, MailSender
 
 
 def dui_version() -> str:
@@ -97,6 +99,9 @@ class Services:
     _dmp: DmpGateway | None = None
     _dmp_simulator: Any = None
     dmp_factory: Callable[[], DmpGateway] | None = None  # tests: the in-memory twin, or a gateway to a simulator
+    # tests: the in-memory mailbox (mssante.InMemoryMailbox), or clients of test servers
+    mail_sender_factory: Callable[[], MailSender] | None = None
+    mail_receiver_factory: Callable[[], MailReceiver] | None = None
     _insi_lock: threading.Lock = field(default_factory=threading.Lock)
     _dmp_lock: threading.Lock = field(default_factory=threading.Lock)
     keyring: Keyring = field(init=False)
@@ -112,6 +117,8 @@ class Services:
             lambda session: self.fhir_context(session, SYSTEM), self.dmp))
         self.outbox_handlers.setdefault(dmp_feed.UPDATE_KIND, dmp_feed.update_handler(
             lambda session: self.fhir_context(session, SYSTEM), self.dmp))
+        self.outbox_handlers.setdefault(sending.KIND, sending.handler(
+            lambda session: self.fhir_context(session, SYSTEM), self.mail_sender))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
@@ -154,6 +161,33 @@ class Services:
             if self._insi is None:
                 self._insi = self.insi_factory() if self.insi_factory else self._configured_insi()
             return self._insi
+
+    def mail_sender(self) -> MailSender:
+        """The MSSanté SMTP submission client (built per use: a connection per message); ``Unavailable`` when
+        MSSanté is not configured."""
+        if self.mail_sender_factory is not None:
+            return self.mail_sender_factory()
+        conf = self.settings.mssante
+        if not conf.can_send:
+            raise Unavailable(conf.missing("send"))
+        from mssante import SmtpSender
+
+        assert conf.smtp_url and conf.cert and conf.key and conf.ca
+        return SmtpSender(conf.smtp_url, cert_file=conf.cert, key_file=conf.key, ca_file=conf.ca,
+                          timeout=conf.timeout)
+
+    def mail_receiver(self) -> MailReceiver | None:
+        """The MSSanté IMAP client of the establishment's mailbox, or None when nothing is to be polled."""
+        if self.mail_receiver_factory is not None:
+            return self.mail_receiver_factory()
+        conf = self.settings.mssante
+        if not conf.can_receive:
+            return None
+        from mssante import ImapReceiver
+
+        assert conf.imap_url and conf.cert and conf.key and conf.ca
+        return ImapReceiver(conf.imap_url, cert_file=conf.cert, key_file=conf.key, ca_file=conf.ca,
+                            timeout=conf.timeout)
 
     def dmp(self) -> DmpGateway:
         """The DMP gateway, built on first use: the configured DMP, or the local DMP simulator in ``dev``."""

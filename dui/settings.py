@@ -181,6 +181,37 @@ class DmpSettings:
 
 
 @dataclass(frozen=True)
+class MssanteSettings:
+    """MSSanté (docs/mssante.md): the operator's SMTP submission and IMAP servers (``smtp://`` STARTTLS, ``smtps://``
+    and ``imaps://`` implicit TLS), the establishment's applicative mailbox (``sender``), its client certificate and
+    key (PEM), the CA of the operator's servers. Unset: sending is refused with a clear error, nothing is polled."""
+
+    smtp_url: str | None = field(default=None, repr=False)  # may carry a password
+    imap_url: str | None = field(default=None, repr=False)
+    sender: str | None = None
+    cert: str | None = None
+    key: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def can_send(self) -> bool:
+        return bool(self.smtp_url and self.sender and self.cert and self.key and self.ca)
+
+    @property
+    def can_receive(self) -> bool:
+        return bool(self.imap_url and self.cert and self.key and self.ca)
+
+    def missing(self, what: str) -> str:
+        """One line naming the settings a use of MSSanté lacks."""
+        names = {"smtp_url": "DUI_MSSANTE_SMTP_URL", "imap_url": "DUI_MSSANTE_IMAP_URL", "sender": "DUI_MSSANTE_FROM",
+                 "cert": "DUI_MSSANTE_CERT", "key": "DUI_MSSANTE_KEY", "ca": "DUI_MSSANTE_CA"}
+        wanted = ("smtp_url", "sender", "cert", "key", "ca") if what == "send" else ("imap_url", "cert", "key", "ca")
+        lacking = [names[n] for n in wanted if not getattr(self, n)]
+        return f"MSSanté is not configured: set {', '.join(lacking)}"
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
@@ -207,6 +238,7 @@ class Settings:
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     dmp: DmpSettings = field(default_factory=DmpSettings)
+    mssante: MssanteSettings = field(default_factory=MssanteSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -316,6 +348,12 @@ class Settings:
                 simulator_dir=env.get("DUI_DMP_SIMULATOR_DIR", DmpSettings.simulator_dir),
                 structure_id=env.get("DUI_DMP_STRUCTURE_ID") or DmpSettings.structure_id,
                 auto_send=tuple(x.strip() for x in env.get("DUI_DMP_AUTO_SEND", "").split(",") if x.strip()),
+            ),
+            mssante=MssanteSettings(
+                smtp_url=env.get("DUI_MSSANTE_SMTP_URL") or None, imap_url=env.get("DUI_MSSANTE_IMAP_URL") or None,
+                sender=env.get("DUI_MSSANTE_FROM") or None, cert=env.get("DUI_MSSANTE_CERT") or None,
+                key=env.get("DUI_MSSANTE_KEY") or None, ca=env.get("DUI_MSSANTE_CA") or None,
+                timeout=_seconds(env, "DUI_MSSANTE_TIMEOUT", MssanteSettings.timeout) or MssanteSettings.timeout,
             ),
             documents=DocumentSettings(
                 oid=_oid(env.get("DUI_DOCUMENT_OID") or defaults.documents.oid),

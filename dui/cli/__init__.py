@@ -30,7 +30,21 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import audit, auth, db, demo, dmp, identity, index, keys, outbox, profiles, transfer, worker
+    from dui.cli import (
+        audit,
+        auth,
+        db,
+        demo,
+        dmp,
+        identity,
+        index,
+        keys,
+        mssante,
+        outbox,
+        profiles,
+        transfer,
+        worker,
+    )
 
     app.cli.add_command(db.db)
     app.cli.add_command(demo.demo)
@@ -47,6 +61,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(worker.worker)
     app.cli.add_command(outbox.outbox)
     app.cli.add_command(dmp.dmp)
+    app.cli.add_command(mssante.mssante)
 
 
 def _register_top_level() -> None:

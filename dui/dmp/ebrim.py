@@ -179,18 +179,26 @@ def _association(parent: etree._Element, kind: str, source: str, target: str,
     return ident
 
 
+def submit_objects(entry: DocumentEntry, submission: SubmissionSet, replaces: str | None = None) -> etree._Element:
+    """The ``lcm:SubmitObjectsRequest`` of one document: its entry, the submission set, their HasMember association
+    and, with ``replaces``, the RPLC association (the metadata of ITI-41, and the METADATA.XML of an XDM package)."""
+    request = etree.Element(f"{{{NS_LCM}}}SubmitObjectsRequest", nsmap={"lcm": NS_LCM, "rim": NS_RIM})
+    objects = _rim(request, "RegistryObjectList")
+    extrinsic_object(objects, entry)
+    registry_package(objects, submission)
+    _association(objects, HAS_MEMBER, submission.entry_uuid, entry.entry_uuid, (("SubmissionSetStatus", "Original"),))
+    if replaces:
+        _association(objects, RPLC, entry.entry_uuid, replaces, ())
+    return request
+
+
 def provide_request(entry: DocumentEntry, submission: SubmissionSet, content_id: str,
                     replaces: str | None = None) -> etree._Element:
     """The ITI-41 ``xdsb:ProvideAndRegisterDocumentSetRequest`` for one document whose bytes travel as the MTOM part
     ``content_id``; ``replaces``: the entryUUID of the entry it replaces (RPLC association)."""
     request = etree.Element(f"{{{NS_XDSB}}}ProvideAndRegisterDocumentSetRequest", nsmap={
         "xdsb": NS_XDSB, "lcm": NS_LCM, "rim": NS_RIM})
-    objects = _rim(etree.SubElement(request, f"{{{NS_LCM}}}SubmitObjectsRequest"), "RegistryObjectList")
-    extrinsic_object(objects, entry)
-    registry_package(objects, submission)
-    _association(objects, HAS_MEMBER, submission.entry_uuid, entry.entry_uuid, (("SubmissionSetStatus", "Original"),))
-    if replaces:
-        _association(objects, RPLC, entry.entry_uuid, replaces, ())
+    request.append(submit_objects(entry, submission, replaces))
     document = etree.SubElement(request, f"{{{NS_XDSB}}}Document", id=entry.entry_uuid)
     etree.SubElement(document, f"{{{NS_XOP}}}Include", href=f"cid:{content_id}", nsmap={"xop": NS_XOP})
     return request

@@ -202,15 +202,25 @@ def _has(consent: dict[str, Any], code: str) -> bool:
 
 
 def _cda_url(doc: dict[str, Any]) -> str | None:
+    return content_url(doc, ("text/xml", "application/xml"))
+
+
+def content_url(doc: dict[str, Any], content_types: tuple[str, ...]) -> str | None:
+    """The url of the document's first content of one of ``content_types``."""
     for content in doc.get("content") or []:
         attachment = content.get("attachment") or {}
-        if attachment.get("contentType") in ("text/xml", "application/xml") and isinstance(attachment.get("url"), str):
+        if attachment.get("contentType") in content_types and isinstance(attachment.get("url"), str):
             return str(attachment["url"])
     return None
 
 
 def _cda(store: FhirRepository, doc: dict[str, Any]) -> bytes | None:
-    url = _cda_url(doc)
+    return content_bytes(store, doc, ("text/xml", "application/xml"))
+
+
+def content_bytes(store: FhirRepository, doc: dict[str, Any], content_types: tuple[str, ...]) -> bytes | None:
+    """The bytes of the document's content of one of ``content_types``, read from its Binary (None: none)."""
+    url = content_url(doc, content_types)
     if url is None or not url.startswith("Binary/"):
         return None
     binary = store.read("Binary", url.removeprefix("Binary/"))

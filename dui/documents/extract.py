@@ -124,7 +124,7 @@ def read_record(record: Record, patient_id: str, as_of: datetime) -> ResidentRec
     people = _people(record, patient)
     return ResidentRecord(
         patient_id=patient_id,
-        identity=_identity(patient),
+        identity=identity_of(patient),
         establishment=_establishment(org, patient.get("managingOrganization")),
         as_of=as_of,
         record_version=record.version,
@@ -180,7 +180,8 @@ def read_record(record: Record, patient_id: str, as_of: datetime) -> ResidentRec
 # -- identity and people ----------------------------------------------------------------------------
 
 
-def _identity(patient: dict[str, Any]) -> Identity:
+def identity_of(patient: dict[str, Any]) -> Identity:
+    """The identity traits of a Patient as documents print them; the INS only when the sharing gate allows it."""
     official = mapping.official_name(patient) or {}
     usual = next((n for n in patient.get("name") or [] if n.get("use") == "usual"), None)
     given = official.get("given") or [""]

@@ -10,6 +10,7 @@ import dui.auth.tables
 import dui.crypto.tables
 import dui.documents.tables
 import dui.fhir.tables
+import dui.messaging.tables
 import dui.outbox.tables
 import dui.profiles.tables  # noqa: F401
 from dui.db import make_engine, metadata

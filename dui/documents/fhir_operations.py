@@ -1,4 +1,4 @@
-"""The documents as FHIR operations on Patient (INTERFACES.md).
+"""The documents as FHIR operations on Patient and DocumentReference (INTERFACES.md).
 
 =============================  ==========================================================================
 ``Patient/{id}/$dlu``          build or refresh the resident's DLU; returns its DocumentReference (200 when the
@@ -7,14 +7,21 @@
 ``Patient/{id}/$fludt``        a FLUDT for a transfer to hospital now (``reason`` required; ``destination``,
                                ``lastMeal``, ``device`` and ``belonging`` repeated, ``comment``); returns its
                                DocumentReference (201)
+``DocumentReference/{id}/``    queue the document for the resident's DMP (``dui dmp send``); 202 with the
+``$dmp-send``                  outbox job (Parameters ``job``, ``state``)
+``DocumentReference/{id}/``    queue the document for an MSSanté address (``to``, required; ``dui mssante
+``$mssante-send``              send``); 202 with the outbox job
 =============================  ==========================================================================
+
+Queuing needs the right to update the DocumentReference (the send is recorded on it): who may only read the
+resident's documents may print them, not send them out.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dui.documents import operations
+from dui.documents import dmp_feed, operations
 from dui.errors import Invalid
 from dui.fhir.interactions.base import (
     FhirContext,
@@ -26,6 +33,8 @@ from dui.fhir.interactions.base import (
     version_headers,
 )
 from dui.fhir.repository import ResourceVersion
+from dui.messaging import sending
+from dui.outbox.queue import Job
 from fhir_profiles import CANONICAL
 
 FLUDT_PARAMETERS = ("reason", "destination", "lastMeal", "device", "belonging", "comment")
@@ -36,6 +45,10 @@ def build() -> dict[tuple[str, str], Operation]:
     return {
         ("Patient", "$dlu"): Operation(f"{CANONICAL}/OperationDefinition/Patient-dlu", post, "instance", dlu),
         ("Patient", "$fludt"): Operation(f"{CANONICAL}/OperationDefinition/Patient-fludt", post, "instance", fludt),
+        ("DocumentReference", "$dmp-send"): Operation(f"{CANONICAL}/OperationDefinition/DocumentReference-dmp-send",
+                                                      post, "instance", dmp_send),
+        ("DocumentReference", "$mssante-send"): Operation(
+            f"{CANONICAL}/OperationDefinition/DocumentReference-mssante-send", post, "instance", mssante_send),
     }
 
 
@@ -63,6 +76,30 @@ def fludt(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirRespo
             raise Invalid(f"'{name}' is a string (valueString)", expression=name)
     reference = operations.build_fludt(ctx, check_id(rid), operations.transfer_from(facts))
     return _answer(ctx, reference, 201)
+
+
+def dmp_send(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    _parameters(ctx, req, ())
+    ctx.require("u", "DocumentReference")
+    return _queued(ctx, rid, dmp_feed.request_share(ctx, check_id(rid), ctx.clock()))
+
+
+def mssante_send(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    params = _parameters(ctx, req, ("to",))
+    to = params.get("to", [None])
+    if len(to) != 1 or not isinstance(to[0], str):
+        raise Invalid("'to' (valueString), the recipient's MSSanté address, is required once", expression="to")
+    ctx.require("u", "DocumentReference")
+    return _queued(ctx, rid, sending.request_send(ctx, check_id(rid), to[0], ctx.clock()))
+
+
+def _queued(ctx: FhirContext, rid: str, job: Job) -> FhirResponse:
+    """202: the delivery is queued (``dui worker`` makes it); the job, to follow it (``dui outbox show``). The
+    document is named for the audit trail (whose data leaves)."""
+    body = {"resourceType": "Parameters", "parameter": [{"name": "job", "valueInteger": job.id},
+                                                        {"name": "state", "valueCode": job.state}]}
+    document = ctx.repo.read("DocumentReference", rid)
+    return FhirResponse(202, body, {}, None, touched=[document] if document is not None else [])
 
 
 def _answer(ctx: FhirContext, version: ResourceVersion, status: int) -> FhirResponse:

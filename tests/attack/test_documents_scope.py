@@ -106,3 +106,22 @@ def test_only_those_who_write_documents_may_force_new_versions(world: World) -> 
     assert world.call("t.medecin", "POST", f"Patient/{ours}/$dlu", force).status_code == 201
     plain = world.call("t.infirmier", "POST", f"Patient/{ours}/$dlu", {"resourceType": "Parameters"})
     assert plain.status_code == 200  # the one just built is current
+
+
+def test_sending_a_document_out_needs_the_right_to_write_it_and_its_resident(world: World,
+                                                                             built: dict[str, Any]) -> None:
+    """Queuing a document for the DMP or an MSSanté address records the send on it: a reader may not; another
+    establishment's document is unknown."""
+    ours = world.call("t.medecin", "POST", f"Patient/{tilleuls_residents()[0]}/$dlu", {"resourceType": "Parameters"})
+    assert ours.status_code in (200, 201)
+    mine = ours.get_json()["id"]
+    empty = {"resourceType": "Parameters"}
+    to = {"resourceType": "Parameters", "parameter": [{"name": "to", "valueString": "urgences@ch.mssante.fr"}]}
+    assert world.call("t.infirmier", "POST", f"DocumentReference/{mine}/$dmp-send", empty).status_code == 403
+    assert world.call("t.infirmier", "POST", f"DocumentReference/{mine}/$mssante-send", to).status_code == 403
+    assert world.call("t.medecin", "POST", f"DocumentReference/{built['id']}/$dmp-send", empty).status_code == 404
+    queued = world.call("t.medecin", "POST", f"DocumentReference/{mine}/$dmp-send", empty)
+    assert queued.status_code == 202, queued.get_data(as_text=True)
+    assert {p["name"] for p in queued.get_json()["parameter"]} == {"job", "state"}
+    unset = world.call("t.medecin", "POST", f"DocumentReference/{mine}/$mssante-send", to)
+    assert unset.status_code == 503 and "DUI_MSSANTE_SMTP_URL" in unset.get_data(as_text=True)

@@ -222,3 +222,16 @@ def test_through_a_real_smtp_server_with_starttls_and_a_client_certificate(
         message = BytesParser(policy=policy.default).parsebytes(got.data)
         assert isinstance(message, EmailMessage)
         assert [d.unique_id for d in read_xdm(the_xdm(message)).documents] == [sending.unique_id(doc)]
+
+
+def test_the_staff_client_queues_a_send_with_a_fhir_operation(app: Flask, demo: FhirClient,  # noqa: F811
+                                                              mailbox: InMemoryMailbox) -> None:
+    doc = dlu(demo, QUALIFIED)
+    to = {"resourceType": "Parameters", "parameter": [{"name": "to", "valueString": HOSPITAL}]}
+    queued = demo.post(f"DocumentReference/{doc['id']}/$mssante-send", to)
+    assert queued.status_code == 202, queued.get_data(as_text=True)
+    job = {p["name"]: p.get("valueInteger", p.get("valueCode")) for p in queued.get_json()["parameter"]}
+    assert job["state"] == "due"
+    missing = demo.post(f"DocumentReference/{doc['id']}/$mssante-send", {"resourceType": "Parameters"})
+    assert missing.status_code == 400
+    assert run(app).delivered == 1 and len(mailbox.sent) == 1

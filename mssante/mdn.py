@@ -1,4 +1,4 @@
-"""Message disposition notifications (RFC 8098) as MSSanté integration acknowledgements (DOMAIN.md §5.5).
+"""Message disposition notifications (RFC 8098) as MSSanté integration acknowledgements.
 
 A receiving integration engine answers a message that asked for one (``Disposition-Notification-To``) with a
 ``multipart/report; report-type=disposition-notification``: a human-readable part, then a
@@ -8,7 +8,7 @@ A receiving integration engine answers a message that asked for one (``Dispositi
 - success: ``Disposition: automatic-action/MDN-sent-automatically; processed``;
 - failure: ``processed/error`` and the MSSanté integration code as ``<code>^<label>``, which we write in the
   RFC's ``Error`` field; the subject then begins with ``[KO Intégration système !][<code>] `` followed by the
-  original subject (MSS-LPS ``struct-msg-mdn.md`` as reported in DOMAIN.md). UNCONFIRMED: whether MSS-LPS puts
+  original subject (MSS-LPS ``struct-msg-mdn.md``). UNCONFIRMED: whether MSS-LPS puts
   ``<code>^<label>`` in an ``Error`` field (as here) or on the Disposition line; ``parse_mdn`` reads both, and
   falls back on the subject's code.
 
@@ -45,7 +45,7 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 class IntegrationCode(enum.IntEnum):
     """MSSanté integration error codes (MSS-LPS ``error-codes.md``), 900 to 906.
 
-    DOMAIN.md §5.5 gives the meaning of 902 to 905. The meanings and labels of 900, 901 and 906 are UNCONFIRMED
+    Our sources give the meaning of 902 to 905. The meanings and labels of 900, 901 and 906 are UNCONFIRMED
     (not in the sources we have): their members are named by number and their labels say so. Every label is our
     own wording; the exact texts of error-codes.md are UNCONFIRMED.
     """

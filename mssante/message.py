@@ -1,6 +1,6 @@
 """MSSanté messages as MIME (stdlib ``email``, ``EmailMessage`` with the SMTP policy: CRLF line ends).
 
-Conventions (DOMAIN.md §5.2, from the Référentiel socle MSSanté #2 "ECO" requirements and MSS-LPS):
+Conventions (from the Référentiel socle MSSanté #2 "ECO" requirements and MSS-LPS):
 
 - one patient per message (ECO.2.1.1): ``build_message`` reads the IHE_XDM.ZIP it attaches and refuses one
   whose subsets name more than one patient;
@@ -33,7 +33,7 @@ from mssante.errors import MessageError, MessageRefused, XdmRefused
 from mssante.xdm import ARCHIVE_NAME, read_xdm
 
 SUBJECT_PREFIX = "XDM/1.0/DDM+"
-# UNCONFIRMED (DOMAIN.md §5.2): the date of birth's format in the subject; French order is our guess.
+# UNCONFIRMED: the date of birth's format in the subject; French order is our guess.
 SUBJECT_DATE_FORMAT = "%d/%m/%Y"
 HEADER_CODE_CDA = "X-MSS-CODECDA"
 HEADER_MES = "X-MSS-MES"
@@ -115,7 +115,7 @@ class Incoming:
 def xdm_subject(label: str, family: str, given: str, birth_date: dt.date) -> str:
     """``XDM/1.0/DDM+<libellé> <NOM> <prénom> <date de naissance>``, e.g. ``XDM/1.0/DDM+DLU DUPONT Jeanne 02/03/1931``.
 
-    UNCONFIRMED (ECO.2.1.3 as reported in DOMAIN.md §5.2): the exact spacing and the date format
+    UNCONFIRMED (ECO.2.1.3 as reported by secondary sources): the exact spacing and the date format
     (``SUBJECT_DATE_FORMAT``); the family name is written in capitals and the first given name as stored.
     """
     parts = [label.strip(), family.strip().upper(), given.strip(), birth_date.strftime(SUBJECT_DATE_FORMAT)]

@@ -4,7 +4,7 @@ protocols, their result types, and what the SMTP and IMAP clients share (URLs, T
 Implementations: ``mssante.smtp.SmtpSender``, ``mssante.imap.ImapReceiver`` (network), and
 ``mssante.memory.InMemoryMailbox`` (both protocols, in memory, for tests of the service).
 
-URLs (DOMAIN.md §5.1; INTERFACES.md ``DUI_MSSANTE_SMTP_URL`` / ``DUI_MSSANTE_IMAP_URL``):
+URLs (the settings ``DUI_MSSANTE_SMTP_URL`` and ``DUI_MSSANTE_IMAP_URL`` of the service):
 ``smtp://host[:587]`` submission with STARTTLS required, ``smtps://host[:465]`` implicit TLS,
 ``imap://host[:143]`` with STARTTLS required, ``imaps://host[:993]`` implicit TLS. An optional
 ``user[:password]@`` (percent-encoded) logs in; without a password the IMAP client authenticates with SASL

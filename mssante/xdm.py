@@ -1,6 +1,6 @@
 """IHE XDM, "Distribute Document Set on Media" (IHE ITI TF-1 §16, ITI TF-2b §3.32), as the zip MSSanté carries.
 
-Layout (DOMAIN.md §5.3)::
+Layout (IHE ITI TF-1 §16, ITI-32)::
 
     IHE_XDM.ZIP
     ├── INDEX.HTM                  links to the documents, for a person opening the zip

@@ -201,8 +201,12 @@ def test_sending_refuses_what_it_cannot_send(app: Flask, demo: FhirClient) -> No
         svc.settings = saved
 
 
+@pytest.mark.parametrize("fault", ["451 4.3.0 Try again later", "down"])
 def test_through_a_real_smtp_server_with_starttls_and_a_client_certificate(
-        app: Flask, demo: FhirClient, tmp_path_factory: pytest.TempPathFactory) -> None:  # noqa: F811
+        app: Flask, demo: FhirClient, tmp_path_factory: pytest.TempPathFactory, fault: str) -> None:  # noqa: F811
+    """A transient failure first (a 4xx reply, or the server down), then the server answers: one message."""
+    from datetime import timedelta
+
     pki: Pki = make_pki(tmp_path_factory.mktemp("mssante-send-pki"))
     svc = app.extensions["dui"]
     saved = svc.settings
@@ -213,7 +217,15 @@ def test_through_a_real_smtp_server_with_starttls_and_a_client_certificate(
         try:
             doc = dlu(demo, QUALIFIED)
             assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
-            assert run(app).delivered == 1
+            if fault == "down":
+                server.stop()
+            else:
+                server.fail_next.append(fault)
+            first = run(app)
+            assert (first.delivered, first.retried) == (0, 1) and server.received == []
+            if fault == "down":
+                server.start()
+            assert run(app, later=timedelta(minutes=5)).delivered == 1
         finally:
             svc.settings = saved
         assert len(server.received) == 1
@@ -222,6 +234,28 @@ def test_through_a_real_smtp_server_with_starttls_and_a_client_certificate(
         message = BytesParser(policy=policy.default).parsebytes(got.data)
         assert isinstance(message, EmailMessage)
         assert [d.unique_id for d in read_xdm(the_xdm(message)).documents] == [sending.unique_id(doc)]
+
+
+def test_a_permanent_refusal_is_a_dead_letter(app: Flask, demo: FhirClient,  # noqa: F811
+                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    pki: Pki = make_pki(tmp_path_factory.mktemp("mssante-refuse-pki"))
+    svc = app.extensions["dui"]
+    saved = svc.settings
+    with running_smtp(pki) as server:
+        svc.settings = saved.with_(mssante=MssanteSettings(
+            smtp_url=server.url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert),
+            key=str(pki.client_key), ca=str(pki.ca_cert), timeout=10))
+        try:
+            doc = dlu(demo, QUALIFIED)
+            assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
+            server.fail_next.append("550 5.7.1 Message refused")
+            assert run(app).dead == 1
+        finally:
+            svc.settings = saved
+    state = sendings(demo, doc)[HOSPITAL]
+    assert state["state"] == "refused" and "refused" in state["detail"]
+    failed = cli_run(app, "outbox", "list", "--failed")
+    assert "mssante.send" in failed.output
 
 
 def test_the_staff_client_queues_a_send_with_a_fhir_operation(app: Flask, demo: FhirClient,  # noqa: F811
@@ -235,3 +269,32 @@ def test_the_staff_client_queues_a_send_with_a_fhir_operation(app: Flask, demo: 
     missing = demo.post(f"DocumentReference/{doc['id']}/$mssante-send", {"resourceType": "Parameters"})
     assert missing.status_code == 400
     assert run(app).delivered == 1 and len(mailbox.sent) == 1
+
+
+def test_a_tls_failure_stops_until_the_operator_retries(app: Flask, demo: FhirClient,  # noqa: F811
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A server whose certificate our CA does not vouch for: a dead letter (retrying cannot help), delivered once
+    after the configuration is mended and the operator retries it."""
+    pki: Pki = make_pki(tmp_path_factory.mktemp("mssante-tls-pki"))
+    stranger: Pki = make_pki(tmp_path_factory.mktemp("mssante-tls-stranger"))
+    svc = app.extensions["dui"]
+    saved = svc.settings
+
+    def configured(ca: str) -> Any:
+        return saved.with_(mssante=MssanteSettings(
+            smtp_url=server.url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert),
+            key=str(pki.client_key), ca=ca, timeout=10))
+
+    with running_smtp(pki) as server:
+        try:
+            svc.settings = configured(str(stranger.ca_cert))
+            doc = dlu(demo, QUALIFIED)
+            assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
+            assert run(app).dead == 1 and server.received == []
+            svc.settings = configured(str(pki.ca_cert))
+            job = cli_run(app, "outbox", "list", "--failed").output.split()[0]
+            assert cli_run(app, "outbox", "retry", job).exit_code == 0
+            assert run(app).delivered == 1
+        finally:
+            svc.settings = saved
+        assert len(server.received) == 1

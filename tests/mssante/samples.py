@@ -32,7 +32,7 @@ from mssante.xdm import (
     Sender,
 )
 
-INS = "279035121518989"  # DOMAIN.md §5.4's example matricule
+INS = "279035121518989"  # the example matricule of the ANS DLU example
 INS_OID = "1.2.250.1.213.1.4.10"  # INS-NIR-TEST
 PATIENT_CX = f"{INS}^^^&{INS_OID}&ISO"
 INSTITUTION = "EHPAD Les Tilleuls^^^^^&1.2.250.1.71.4.2.2&ISO^IDNT^^^10000001"

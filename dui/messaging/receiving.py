@@ -131,7 +131,8 @@ def poll(receiver: MailReceiver, work: UnitOfWork, context_of: Callable[[Session
     ``context_of(session)``: the system's context in a unit of work. Never raises for a server problem: the
     report says it (``failure``)."""
     report = PollReport()
-    folder = folder or str(getattr(receiver, "folder", DEFAULT_FOLDER))
+    named = getattr(receiver, "folder", None)  # ImapReceiver's; the in-memory twin has one folder
+    folder = folder or (named if isinstance(named, str) and named else DEFAULT_FOLDER)
     for _ in range(rounds):
         with work(write=False) as session:
             cursor = load_cursor(session, folder)

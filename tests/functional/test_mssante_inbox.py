@@ -185,7 +185,7 @@ def mdns(boxes: Boxes) -> list[Any]:
 def rows(app: Flask, table: Any) -> list[Any]:
     svc: Services = app.extensions["dui"]
     with svc.unit_of_work(write=False) as session:
-        return list(session.execute(select(table).order_by(table.c[list(table.c.keys())[0]])).mappings())
+        return list(session.execute(select(table).order_by(*table.primary_key.columns)).mappings())
 
 
 def search(client: FhirClient, query: str) -> list[dict[str, Any]]:
@@ -216,7 +216,8 @@ def test_a_fludr_lands_on_its_resident_with_its_items_and_is_acknowledged(app: F
     assert boxes.outbox.sent[0]["To"] == URGENCES and boxes.outbox.sent[0]["From"] == MAILBOX
     (received,) = rows(app, mssante_received)
     assert (received["outcome"], received["mdn_state"], received["mdn"]) == ("filed", "sent", None)
-    assert received["message_id"] == sent["Message-ID"]
+    assert (received["message_id"], received["folder"], received["uidvalidity"], received["uid"]) == (
+        sent["Message-ID"], "INBOX", 7, 1)
     # nothing new, then the same message again (moved back, or a second copy): nothing is filed twice
     assert worker(app).startswith("dui worker: MSSanté inbox: 0 filed, 0 queued")
     boxes.inbox.deliver(sent)
@@ -463,9 +464,25 @@ def imap_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def dovecot(imap_pki: Pki) -> Iterator[DovecotServer]:
+def dovecot_server(imap_pki: Pki) -> Iterator[DovecotServer]:
     with running_dovecot(imap_pki) as server:
         yield server
+
+
+@pytest.fixture
+def dovecot(dovecot_server: DovecotServer) -> DovecotServer:
+    """The module's Dovecot with an empty INBOX and no processed folder."""
+    imap = dovecot_server.client()
+    try:
+        imap.delete('"DUI-traite"')
+        imap.select("INBOX")
+        _, found = imap.search(None, "ALL")
+        if found and found[0]:
+            imap.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+            imap.expunge()
+    finally:
+        imap.logout()
+    return dovecot_server
 
 
 def _uids(server: DovecotServer, folder: str) -> int:

@@ -34,11 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy as email_policy
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -166,14 +168,14 @@ def _take(receiver: MailReceiver, work: UnitOfWork, context_of: Callable[[Sessio
     try:
         with work(write=True) as session:
             outcome = receive(context_of(session), fetched, folder, uidvalidity, clock())
-    except Exception:  # a bug or the database: the message is queued with the reason, never lost
-        logger.exception("mssante message not processed", extra={"uid": fetched.uid})
+    except Exception as exc:  # a bug or the database: the message is queued with the reason, never lost
+        logger.error("mssante message not processed", extra={"uid": fetched.uid, **_failure(exc)})
         report.errors += 1
         try:
             with work(write=True) as session:
                 outcome = receive(context_of(session), fetched, folder, uidvalidity, clock(), failed=True)
-        except Exception:
-            logger.exception("mssante message not queued either", extra={"uid": fetched.uid})
+        except Exception as again:
+            logger.error("mssante message not queued either", extra={"uid": fetched.uid, **_failure(again)})
             report.failure = f"message uid {fetched.uid} could not be processed (see the log)"
             return False
     if outcome is None:
@@ -195,6 +197,14 @@ def _take(receiver: MailReceiver, work: UnitOfWork, context_of: Callable[[Sessio
     with work(write=True) as session:
         save_cursor(session, folder, Cursor(uidvalidity, fetched.uid), clock())
     return True
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    """What is logged of an unexpected error: its class and where it was raised, never its message (it may quote
+    the message's content)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    return {"error": type(exc).__name__, "at": where}
 
 
 # -- one message ------------------------------------------------------------------------------------------------

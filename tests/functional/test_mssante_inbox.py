@@ -240,7 +240,33 @@ def test_without_smtp_the_mdn_is_recorded_as_not_sent(app: Flask, demo: FhirClie
     assert received["mdn_state"] == "unsent" and "DUI_MSSANTE_SMTP_URL" in received["mdn_detail"]
     assert received["mdn"] is not None  # kept sealed: `dui outbox retry` sends it once SMTP is configured
     failed = cli_run(app, "outbox", "list", "--failed")
-    assert "mssante.mdn" in failed.output
+    (job,) = [line.split()[0] for line in failed.output.splitlines() if "mssante.mdn" in line]
+    svc.mail_sender_factory = lambda: boxes.outbox
+    assert cli_run(app, "outbox", "retry", job).exit_code == 0
+    worker(app)
+    (mdn,) = mdns(boxes)
+    assert mdn.processed
+    (received,) = rows(app, mssante_received)
+    assert (received["mdn_state"], received["mdn"]) == ("sent", None)
+
+
+def test_an_unexpected_failure_queues_the_message_and_logs_no_content(app: Flask, demo: FhirClient, boxes: Boxes,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from dui.messaging import receiving
+
+    def broken(incoming: Any) -> Any:
+        raise RuntimeError("DUPONT Andrée 226022A00400359")  # what a careless message could quote
+
+    monkeypatch.setattr(receiving, "cda_documents", broken)
+    boxes.inbox.deliver(message(None))
+    assert worker(app).startswith("dui worker: MSSanté inbox: 0 filed, 1 queued, 0 acknowledgement(s), "
+                                  "0 duplicate(s), 1 error(s)")
+    (item,) = rows(app, mssante_inbox)
+    assert item["code"] == "900" and "internal error" in item["reason"] and item["raw"] is not None
+    assert boxes.inbox.folder == {}
+    logged = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "RuntimeError" in logged and "DUPONT" not in logged and "226022A00400359" not in logged
 
 
 # -- queued ------------------------------------------------------------------------------------------------------
@@ -443,10 +469,21 @@ def test_the_queue_is_a_task_for_the_receiving_establishment_only(app: Flask, de
     text = found.get_data(as_text=True)
     for health in ("279035121518989", "PAT-TROIS", "DOMINIQUE", "DUPONT", "XDM/1.0"):
         assert health not in text
-    # another establishment's staff: not in the search, not by id
+    # another establishment's staff: not in the search, not by id, not through _has
     assert get(parc, query).get_json().get("entry", []) == []
     assert get(parc, f"/fhir/Task/{item['task_id']}").status_code == 404
     assert get(tilleuls, f"/fhir/Task/{item['task_id']}").status_code == 200
+    has = "/fhir/Organization?_has:Task:owner:status=requested"
+    assert [e["resource"]["id"] for e in get(tilleuls, has).get_json()["entry"]] == [TILLEULS_ORG]
+    assert get(parc, has).get_json().get("entry", []) == []
+    # the same rule for any Task of no resident: one's own establishment's, not another's
+    headers = {"Authorization": f"Bearer {tilleuls}", "Content-Type": "application/fhir+json"}
+    for org, status in ((TILLEULS_ORG, 201), (PARC_ORG, 403)):
+        todo = {"resourceType": "Task", "status": "requested", "intent": "order", "description": "Commander des gants",
+                "owner": {"reference": f"Organization/{org}"}}
+        assert web.post("/fhir/Task", json=todo, headers=headers).status_code == status
+    assert len(get(tilleuls, "/fhir/Task?status=requested").get_json()["entry"]) == 2
+    assert get(parc, "/fhir/Task?status=requested").get_json().get("entry", []) == []
     # the queue changes through dui mssante inbox, not through a FHIR write
     task["status"] = "completed"
     changed = web.put(f"/fhir/Task/{item['task_id']}", json=task,

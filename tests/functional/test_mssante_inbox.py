@@ -29,13 +29,14 @@ from dui.cli.worker import poll_inbox
 from dui.demo.data import resident_bundle, setup_bundle
 from dui.messaging import sending
 from dui.messaging.inbox import RECONCILE, TASK_CODES
-from dui.messaging.tables import mssante_inbox, mssante_message, mssante_received
+from dui.messaging.tables import mssante_inbox, mssante_mailbox, mssante_message, mssante_received
 from dui.services import Services
 from dui.settings import MssanteSettings
 from ins.insi.pki import Pki, make_pki
 from mssante import (
     InMemoryMailbox,
     Outgoing,
+    Permanent,
     Transient,
     XdmFile,
     build_mdn,
@@ -432,6 +433,53 @@ def test_a_mailbox_that_cannot_be_reached_does_not_stop_the_outbox(app: Flask, d
     assert "1 outbox job(s) delivered" in done.output and len(boxes.outbox.sent) == 1
     (line,) = [x for x in done.output.splitlines() if "MSSanté inbox" in x]
     assert line.endswith("stopped: the mailbox cannot be read: the IMAP server refused the connection")
+
+
+def test_a_permanent_mailbox_failure_makes_the_worker_fail(app: Flask, demo: FhirClient, boxes: Boxes) -> None:
+    boxes.inbox.fail_with = Permanent("the IMAP server's certificate is not trusted")
+    done = cli_run(app, "worker", "--once")
+    assert done.exit_code == 1 and "outbox job(s) delivered" in done.output
+    assert "stopped: the mailbox cannot be read: the IMAP server's certificate is not trusted" in done.output
+
+
+class FlakyMarks(InMemoryMailbox):
+    """The in-memory mailbox whose server fails to move messages while ``down``."""
+
+    down = False
+
+    def mark_processed(self, uid: int, uidvalidity: int) -> None:
+        if self.down:
+            raise Transient("the IMAP server closed the connection")
+        super().mark_processed(uid, uidvalidity)
+
+
+def test_a_message_not_marked_or_read_again_after_a_uidvalidity_change_is_taken_once(
+        app: Flask, demo: FhirClient, boxes: Boxes) -> None:
+    svc: Services = app.extensions["dui"]
+    flaky = FlakyMarks(uidvalidity=7)
+    svc.mail_receiver_factory = lambda: flaky
+    first, second = message(None), message(None)
+    flaky.deliver(first)
+    flaky.deliver(second)
+    flaky.down = True
+    line = worker(app)  # the first is taken, then cannot be moved: the poll stops there
+    assert line.startswith("dui worker: MSSanté inbox: 0 filed, 1 queued, 0 acknowledgement(s), 0 duplicate(s), "
+                           "1 error(s); stopped: message uid 1 taken but not marked processed")
+    assert sorted(flaky.folder) == [1, 2] and rows(app, mssante_received)[0]["uid"] == 1
+    flaky.down = False
+    assert "1 queued, 0 acknowledgement(s), 1 duplicate(s), 0 error(s)" in worker(app)  # the first, then the second
+    assert flaky.folder == {} and len(rows(app, mssante_inbox)) == 2
+    # the server renumbers the folder (a rebuild): read again from its start, nothing taken twice
+    flaky.deliver(first)
+    third = message(None)
+    flaky.deliver(third)
+    flaky.change_uidvalidity(8)
+    assert "1 queued, 0 acknowledgement(s), 1 duplicate(s), 0 error(s)" in worker(app)
+    assert [r["message_id"] for r in rows(app, mssante_inbox)] == [first["Message-ID"], second["Message-ID"],
+                                                                    third["Message-ID"]]
+    (cursor,) = rows(app, mssante_mailbox)
+    assert (cursor["folder"], cursor["uidvalidity"], cursor["last_uid"]) == ("INBOX", 8, 2)
+    assert len(mdns(boxes)) == 3  # each answered once (900: nothing to file)
 
 
 # -- FHIR: the queue as Tasks, for the receiving establishment only ---------------------------------------------

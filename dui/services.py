@@ -39,7 +39,7 @@ from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
-from dui.messaging import sending
+from dui.messaging import inbox, receiving, sending
 from dui.outbox.runner import Handler
 from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
@@ -119,9 +119,13 @@ class Services:
             lambda session: self.fhir_context(session, SYSTEM), self.dmp))
         self.outbox_handlers.setdefault(sending.KIND, sending.handler(
             lambda session: self.fhir_context(session, SYSTEM), self.mail_sender))
+        # the MDNs answering mail received (dui.messaging.receiving), sent after the poll's commit
+        self.outbox_handlers.setdefault(receiving.MDN_KIND, receiving.mdn_handler(
+            lambda session: self.fhir_context(session, SYSTEM), self.mail_sender))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
-            self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod)}
+            self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod),
+                                "Task": inbox.task_rule}  # the MSSanté reconciliation Tasks: the queue's own
         # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
         self.keyring = keyring_for(self.settings)
         # Who is calling: access tokens, OIDC issuers (DUI_AUTH_OIDC_ISSUERS is read here: a bad file stops start-up).

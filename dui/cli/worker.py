@@ -1,6 +1,8 @@
 """``dui worker``: the service's background work: rebuilding the DLUs the record left out of date
-(``dui.documents.freshness``) and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app
-was built with (``Services.outbox_handlers``).
+(``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``)
+and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app was built with
+(``Services.outbox_handlers``). The inbox is polled before the outbox runs, so that the acknowledgements (MDN) a
+poll queues leave in the same pass.
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.
@@ -24,8 +26,10 @@ from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.documents import freshness, operations
 from dui.errors import DuiError
+from dui.messaging import receiving
 from dui.outbox.runner import Backoff, RunReport, run_due
 from dui.services import Services
+from mssante import Permanent, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,10 @@ def worker(once: bool, interval: float) -> None:
             outbox: RunReport = total["outbox"]
             click.echo(f"dui worker: {outbox.delivered} outbox job(s) delivered, {outbox.retried} to retry, "
                        f"{outbox.dead} dead")
-            if total["failed"]:
+            inbox: receiving.PollReport | None = total["inbox"]
+            if inbox is not None:
+                click.echo(f"dui worker: MSSanté inbox: {inbox.line()}")
+            if total["failed"] or (inbox is not None and inbox.permanent):
                 raise SystemExit(1)
             return
         if stop.wait(interval):
@@ -95,6 +102,18 @@ def run_outbox(svc: Services, limit: int = 100) -> RunReport:
                    backoff=backoff)
 
 
+def poll_inbox(svc: Services) -> receiving.PollReport | None:
+    """Take the new mail of the MSSanté mailbox (None when no mailbox is configured). A server that cannot be
+    reached is in the report, not raised: the rest of the pass goes on."""
+    try:
+        receiver = svc.mail_receiver()
+    except TransportError as exc:  # a malformed URL, certificate files that cannot be read
+        return receiving.PollReport(failure=f"the mailbox cannot be used: {exc}", permanent=isinstance(exc, Permanent))
+    if receiver is None:
+        return None
+    return receiving.poll(receiver, svc.unit_of_work, lambda session: svc.fhir_context(session, SYSTEM), svc.clock)
+
+
 def _pass(svc: Services) -> dict[str, Any]:
     rebuilt = failed = 0
     while True:  # until nothing is due (a pass takes at most 100 residents at a time)
@@ -103,8 +122,13 @@ def _pass(svc: Services) -> dict[str, Any]:
         if done + bad < 100 or bad:
             break
     try:
+        inbox = poll_inbox(svc)
+    except Exception:  # the database is unreachable, say: the outbox is tried all the same
+        logger.exception("mssante inbox pass failed")
+        inbox = receiving.PollReport(errors=1, failure="the inbox pass failed (see the log)")
+    try:
         outbox = run_outbox(svc)
     except Exception:  # the database is unreachable, say: the next pass tries again
         logger.exception("outbox pass failed")
         outbox = RunReport()
-    return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "at": time.time()}
+    return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "inbox": inbox, "at": time.time()}

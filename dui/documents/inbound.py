@@ -197,8 +197,9 @@ def _received_reference(doc: ReceivedDocument, patient_id: str, stored: Resource
                              else {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{doc.id.root}"}),
         "status": "current",
         "docStatus": "final",
-        "type": ({"coding": [{"system": LOINC if code.system in (None, "2.16.840.1.113883.6.1") else
-                              f"urn:oid:{code.system}", "code": code.code, "display": code.display or code.code}]}
+        # Coded.system is already the FHIR system (http://loinc.org, or urn:oid:<oid>); no codeSystem: LOINC
+        "type": ({"coding": [{"system": code.system or LOINC, "code": code.code,
+                              "display": code.display or code.code}]}
                  if code is not None and code.code else given.get("type") or {"text": doc.title or doc.kind}),
         "subject": {"reference": f"Patient/{patient_id}"},
         "description": doc.title or f"Document {doc.kind} reçu",

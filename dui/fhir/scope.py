@@ -16,10 +16,12 @@ FINESS) sees a resident when a *grant* names its establishment's Organization (o
 
 A resource of a Patient-compartment type is visible when it belongs to at least one resident and every resident it
 belongs to is visible; other types (organizations, professionals, medications...) are directory data, visible to
-all. ``Sight`` applies it for one unit of work: in SQL on the search index, on the searched type and on each hop
-of chains and ``_has`` (a search never sees, nor tests, another establishment's residents), and in memory on the
-bodies a read, an include, a history or ``$everything`` serves, with the grants of their residents asked of the
-database.
+all. One exception, ``OWNED_TYPES``: a ``Task`` that belongs to no resident is work for an establishment (mail
+received over MSSanté waiting to be matched with a resident, ``dui.messaging.inbox``), visible to the establishment
+its ``owner`` is (an Organization carrying its FINESS) and to no other. ``Sight`` applies it for one unit of work:
+in SQL on the search index, on the searched type and on each hop of chains and ``_has`` (a search never sees, nor
+tests, another establishment's residents), and in memory on the bodies a read, an include, a history or
+``$everything`` serves, with the grants of their residents asked of the database.
 
 **Who may write what widens sight.** The grants and the FINESS they hang on are facts only the right actor may
 write (checked on every write of a staff member or an API client by ``dui.fhir.scoped``):
@@ -47,8 +49,10 @@ from typing import Any
 from sqlalchemy import (
     CompoundSelect,
     Select,
+    and_,
     bindparam,
     case,
+    exists,
     false,
     func,
     or_,
@@ -66,6 +70,9 @@ FINESS_SYSTEM = "https://finess.esante.gouv.fr"
 CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress")
 ADMINISTRATIVE_ROLES = frozenset({ADMINISTRATIF, DIRECTION, ADMINISTRATEUR})  # the establishment's administration
 GRANTING_TYPES = frozenset({"Patient", "Encounter", "Consent"})
+# Resident data that may belong to no resident, and is then the establishment's own: type -> the reference parameter
+# naming the Organization it belongs to.
+OWNED_TYPES: dict[str, str] = {"Task": "owner"}
 
 
 @cache
@@ -115,6 +122,14 @@ class Residents:
             return set()
         return {rid for _, target, rid in self.indexer.references(rtype, content, params)
                 if target == "Patient" and rid is not None}
+
+    def owners(self, rtype: str, content: dict[str, Any]) -> set[str]:
+        """The Organizations a resource of ``OWNED_TYPES`` names as its owner (empty for other types)."""
+        param = OWNED_TYPES.get(rtype)
+        if param is None:
+            return set()
+        return {oid for _, target, oid in self.indexer.references(rtype, content, (param,))
+                if target == "Organization" and oid is not None}
 
     def references(self, content: Any) -> set[tuple[str, str]]:
         """(type, id) of every reference to this server anywhere in ``content`` (contained resources included)."""
@@ -263,9 +278,11 @@ class Sight:
         self.flush = flush  # the store's queued rows must be written before the grants are read
         self._known: dict[str, bool] = {}
         self._sql: CompoundSelect[Any] | None = None
+        self._organizations: set[str] | None = None
 
     def invalidate(self) -> None:
         self._known.clear()
+        self._organizations = None
 
     # in memory
 
@@ -293,8 +310,23 @@ class Sight:
         """``sees`` for many (type, body) pairs at once: one query for all their residents."""
         owners = [self.residents.of(t, c) if is_resident_data(t) and c is not None else set() for t, c in items]
         seen = self.seen(set().union(*owners))
-        return [not is_resident_data(t) or (c is not None and bool(found) and found <= seen)
+        return [not is_resident_data(t) or (c is not None and (found <= seen if found else self._owns(t, c)))
                 for (t, c), found in zip(items, owners, strict=True)]
+
+    def _owns(self, rtype: str, content: dict[str, Any]) -> bool:
+        """Whether a resource of no resident is the establishment's own (``OWNED_TYPES``)."""
+        if rtype not in OWNED_TYPES:
+            return False
+        named = self.residents.owners(rtype, content)
+        return bool(named) and bool(named & self.organizations())
+
+    def organizations(self) -> set[str]:
+        """Ids of the establishment's Organizations (those carrying its FINESS)."""
+        if self._organizations is None:
+            self.flush()
+            self._organizations = {str(i) for i in self.session.execute(organizations_of(self.scope.finess))
+                                   .scalars()}
+        return self._organizations
 
     # in SQL
 
@@ -319,8 +351,19 @@ class Sight:
             return select(candidates.c.rid).where(candidates.c.rid.in_(seen))
         ref = search_reference.alias()
         seen_resident = case((ref.c.target_id.in_(self._residents()), 1), else_=0)
-        return (select(candidates.c.rid)
-                .join(ref, ref.c.rid == candidates.c.rid)
-                .where(ref.c.param.in_(compartment_params()[rtype]), ref.c.target_type == "Patient")
-                .group_by(candidates.c.rid)
-                .having(func.min(seen_resident) == 1))
+        residents = (select(candidates.c.rid)
+                     .join(ref, ref.c.rid == candidates.c.rid)
+                     .where(ref.c.param.in_(compartment_params()[rtype]), ref.c.target_type == "Patient")
+                     .group_by(candidates.c.rid)
+                     .having(func.min(seen_resident) == 1))
+        if rtype not in OWNED_TYPES:
+            return residents
+        # or of no resident, and owned by one of the establishment's Organizations
+        own, anyone = search_reference.alias(), search_reference.alias()
+        owned = select(own.c.rid).where(own.c.res_type == rtype, own.c.param == OWNED_TYPES[rtype],
+                                        own.c.target_type == "Organization",
+                                        own.c.target_id.in_(organizations_of(self.scope.finess))).correlate(None)
+        of_nobody = ~exists().where(anyone.c.rid == candidates.c.rid, anyone.c.target_type == "Patient",
+                                    anyone.c.param.in_(compartment_params()[rtype])).correlate(candidates)
+        return select(candidates.c.rid).where(or_(candidates.c.rid.in_(residents.correlate(None)),
+                                                  and_(candidates.c.rid.in_(owned), of_nobody)))

@@ -33,8 +33,10 @@ NO_JITTER = Backoff(base=30, cap=3600, max_attempts=3, jitter=lambda ceiling: ce
 def svc(app: Flask) -> Iterator[Services]:
     empty_database(app)
     services: Services = app.extensions["dui"]
+    wired = dict(services.outbox_handlers)
     yield services
-    services.outbox_handlers.clear()
+    services.outbox_handlers.clear()  # the handlers the tests added go; the app's own stay for later modules
+    services.outbox_handlers.update(wired)
 
 
 def enqueue(svc: Services, key: str, target: str = "DocumentReference/doc-1", kind: str = KIND,

@@ -89,6 +89,8 @@ def list_clients() -> None:
     rows = _run(accounts.list_clients, write=False)
     if not rows:
         click.echo("no client registered")
+    else:
+        click.echo("client_id  state     FINESS     created           name  [scopes]")
     for c in rows:
         state = "enabled " if c.enabled else "disabled"
         click.echo(f"{c.client_id}  {state}  {c.establishment or '-':9}  {_when(c.created_at)}  {c.name}  [{c.scopes}]")
@@ -154,6 +156,8 @@ def list_users() -> None:
     rows = _run(accounts.list_users, write=False)
     if not rows:
         click.echo("no local account")
+    else:
+        click.echo(f"{'login':24}  state     establishment  created           roles")
     for u in rows:
         state = "enabled " if u.enabled else "disabled"
         click.echo(f"{u.login:24}  {state}  {u.establishment}  {_when(u.created_at)}  {', '.join(u.roles)}")

@@ -26,6 +26,9 @@ def _svc() -> Services:
     return svc
 
 
+HEADER = "id\tstate\tkind\ttarget\tattempts\twhen\t  error"
+
+
 def _line(job: Job) -> str:
     when = f"next {job.next_attempt_at.isoformat(timespec='seconds')}" if job.state == "due" else \
         f"updated {job.updated_at.isoformat(timespec='seconds')}"
@@ -44,6 +47,8 @@ def list_command(failed: bool, state: str | None, limit: int) -> None:
     svc = _svc()
     with svc.unit_of_work(write=False) as session:
         jobs = queue.list_jobs(session, "dead" if failed else state, limit=limit)
+    if jobs:
+        click.echo(HEADER)
     for job in jobs:
         click.echo(_line(job))
     if not jobs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -38,6 +39,13 @@ def worker_abort(worker: Any) -> None:
     inflight.record_aborted(worker.wsgi.extensions["dui"])
 
 
+def base_url_for(host: str, port: int) -> str:
+    """The service's own URL when it is served on ``host:port`` directly (a wildcard address: this machine)."""
+    name = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    name = f"[{name}]" if ":" in name else name
+    return f"http://{name}:{port}"
+
+
 def startup_checks(settings: Settings) -> None:
     """Refuse now, with one ``dui: configuration error:`` line, what would otherwise fail in every worker: an
     unreadable or development master key; in ``prod``, a missing or development token-signing key (without one,
@@ -63,8 +71,11 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
 
     Run `dui db upgrade` first. Each worker opens its own database pool. The access log is the
     service's own (path without query string, so no search value reaches the logs); gunicorn's
-    is off for that reason.
+    is off for that reason. Without DUI_BASE_URL, the links the service writes (fullUrl, Location, paging, the SMART
+    configuration, the token audience) name the host and port it serves on.
     """
+    if not os.environ.get("DUI_BASE_URL"):  # the workers inherit it
+        os.environ["DUI_BASE_URL"] = base_url_for(host, port)
     settings = Settings.from_env()  # fail now, with one line, on a bad configuration
     startup_checks(settings)
     if settings.request_budget and timeout <= settings.request_budget:

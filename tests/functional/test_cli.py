@@ -11,13 +11,13 @@ from flask import Flask
 
 from dui.cli import cli
 from dui.db import make_engine
-from tests.conftest import empty_database
+from tests.conftest import TEST_AUDIT_KEY_FILE, TEST_MASTER_KEY_FILE, empty_database
 
 DUI = str(Path(sys.executable).with_name("dui"))
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DUI, *args], capture_output=True, text=True, env=env, timeout=120)
+def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DUI, *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
 
 
 def test_db_upgrade_and_current_on_a_new_sqlite_file(tmp_path: Path) -> None:
@@ -170,3 +170,35 @@ def test_demo_accounts_see_their_establishment_only(app: Flask) -> None:
                                                         "Accept": "application/fhir+json"}).get_json()["entry"]
     homes = {e["resource"]["managingOrganization"]["reference"] for e in mine}
     assert homes == {"Organization/demo-ehpad-les-tilleuls"} and 0 < len(mine) < len(everyone)
+
+
+def test_a_database_the_command_cannot_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Missing, unreachable, not migrated, or a database the service does not support: one line naming the
+    problem, never a traceback."""
+    cases = {
+        "mysql://dui@127.0.0.1/dui": "a mysql:// database is not supported",
+        "postgresql://postgres@127.0.0.1:1/dui": "cannot use the database (postgresql",
+        f"sqlite:///{tmp_path / 'empty.sqlite'}": "not migrated): run `dui db upgrade` first",
+    }
+    for url, said in cases.items():
+        for command in (("users", "list"), ("audit", "verify"), ("outbox", "list")):
+            result = _run(*command, env={"PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": url,
+                                         "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+                                         "DUI_AUDIT_KEY_FILE": str(TEST_AUDIT_KEY_FILE)})
+            assert result.returncode == 1, (url, command, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("dui: ") and said in lines[0], (url, command, lines)
+
+
+def test_warnings_are_one_line_and_flasks_own_commands_are_hidden(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": f"sqlite:///{tmp_path / 'dui.sqlite'}"}
+    assert _run("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    # no DUI_MASTER_KEY_FILE, no audit key: development keys (under tmp_path/var), each warned
+    listed = _run("users", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    warned = [line for line in listed.stderr.splitlines() if line.strip()]
+    assert warned and all("is not set" in line for line in warned), warned  # each warning one line, no source
+    assert not any(line.startswith(" ") or "warnings.warn" in line for line in warned)
+    help_text = _run("--help", env=env, cwd=tmp_path).stdout
+    commands = [line.split()[0] for line in help_text.split("Commands:")[1].splitlines() if line.strip()]
+    assert "serve" in commands and "routes" not in commands and "shell" not in commands

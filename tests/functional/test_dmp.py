@@ -275,7 +275,7 @@ def test_a_resident_without_a_dmp_or_who_blocked_the_structure_gets_nothing(app:
     tag, parts = state(demo, doc)
     assert tag == "refused" and parts["reason"] == "the resident has no DMP (TD0.2)"
     dmp.patients, dmp.blocked = None, frozenset({"231066912300104"})  # she has one, and blocked this structure
-    job = cli_run(app, "outbox", "list", "--failed").output.split()[0]
+    job = cli_run(app, "outbox", "list", "--failed").output.splitlines()[1].split()[0]
     assert cli_run(app, "outbox", "retry", job).exit_code == 0
     assert run(app).dead == 1 and dmp.count(unique_id(doc)) == 0
     assert state(demo, doc)[1]["reason"].startswith("this establishment may not feed her DMP (TD0.2")

@@ -292,7 +292,7 @@ def test_a_tls_failure_stops_until_the_operator_retries(app: Flask, demo: FhirCl
             assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
             assert run(app).dead == 1 and server.received == []
             svc.settings = configured(str(pki.ca_cert))
-            job = cli_run(app, "outbox", "list", "--failed").output.split()[0]
+            job = cli_run(app, "outbox", "list", "--failed").output.splitlines()[1].split()[0]
             assert cli_run(app, "outbox", "retry", job).exit_code == 0
             assert run(app).delivered == 1
         finally:

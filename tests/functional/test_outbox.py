@@ -338,12 +338,13 @@ def test_the_outbox_cli(app: Flask, svc: Services) -> None:
     due = enqueue(svc, "uid-2", target="DocumentReference/doc-2")
     run(svc, lambda s, j: permanent("refused: bad format code"), T0, limit=1)
     listed = cli(app, "list")
-    assert listed.exit_code == 0 and len(listed.output.splitlines()) == 2
+    assert listed.exit_code == 0 and len(listed.output.splitlines()) == 3  # a header row, two jobs
+    assert listed.output.splitlines()[0].split("\t")[:4] == ["id", "state", "kind", "target"]
     failed = cli(app, "list", "--failed")
-    assert failed.output.splitlines() == [
+    assert failed.output.splitlines()[1:] == [
         f"{dead.id}\tdead\t{KIND}\tDocumentReference/doc-1\tattempts 1\tupdated {T0.isoformat()}"
         "  error: refused: bad format code"]
-    assert cli(app, "list", "--state", "due").output.startswith(f"{due.id}\tdue\t")
+    assert cli(app, "list", "--state", "due").output.splitlines()[1].startswith(f"{due.id}\tdue\t")
     shown = cli(app, "show", str(dead.id))
     assert shown.exit_code == 0 and "state: dead" in shown.output and "last_error: refused" in shown.output
     unknown = cli(app, "show", "9999")

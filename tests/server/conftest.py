@@ -28,8 +28,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 16) -> Iterator[str]:
+def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 16,
+                   base_url: bool = True) -> Iterator[str]:
     """``dui serve`` on a free port with ``env`` added to this process's environment; yields its base URL.
+    ``base_url=False``: DUI_BASE_URL left unset (the service then names the host and port it serves on).
 
     Its log is kept in ``SERVER_LOGS`` for the log hygiene test. The master and its workers are stopped at the end.
     """
@@ -40,7 +42,9 @@ def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port), "--workers", str(workers),
          "--threads", str(threads)],
-        cwd=ROOT, env={**os.environ, "DUI_BASE_URL": base, **env}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "DUI_BASE_URL"},
+                       **({"DUI_BASE_URL": base} if base_url else {}), **env},
+        stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
         deadline = time.monotonic() + 30

@@ -246,7 +246,9 @@ class Services:
         warnings.warn("DUI_INSI_URL is not set: INSi calls go to the local INSi simulator (development only)",
                       SimulatorWarning, stacklevel=2)
         pki = make_pki(Path(conf.simulator_dir))
-        self._simulator = InsiSimulator(pki=pki)
+        from dui.demo.register import demo_register
+
+        self._simulator = InsiSimulator(demo_register(), pki=pki)  # its register knows the demo residents
         self._simulator.start()
         return SoapInsiClient(self._simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
                               timeout=conf.timeout)

@@ -195,8 +195,10 @@ def insi_simulator(host: str, port: int, directory: str) -> None:
 
     if Settings.from_env().is_prod:
         raise click.ClickException("the INSi simulator is refused when DUI_ENV=prod")
+    from dui.demo.register import demo_register
+
     pki = make_pki(Path(directory))
-    with InsiSimulator(pki=pki, host=host, port=port) as simulator:
+    with InsiSimulator(demo_register(), pki=pki, host=host, port=port) as simulator:
         click.echo(f"INSi simulator on {simulator.url}")
         click.echo(f"  DUI_INSI_URL={simulator.url} DUI_INSI_CERT={pki.client_cert} DUI_INSI_KEY={pki.client_key} "
                    f"DUI_INSI_CA={pki.ca_cert}")

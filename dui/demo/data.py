@@ -149,6 +149,11 @@ ALLERGIES = [
 ]  # fmt: skip
 
 
+def demo_person(index: int, seed: int = 2026) -> Identity:
+    """The identity of the demo resident ``index`` (the one ``resident_bundle`` writes)."""
+    return identity(random.Random(seed * 1000 + index), index) if index != 1 else FIRST_RESIDENT
+
+
 def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any]:
     """One resident and their record, as a transaction Bundle of PUTs."""
     rng = random.Random(seed * 1000 + index)

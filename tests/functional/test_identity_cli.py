@@ -149,3 +149,17 @@ def test_admission_with_a_provisional_identity_lists_likely_duplicates(app: Flas
     assert bad.output.startswith("Error: The identity traits break the INS rules (the birth family name may hold")
     assert "not a real calendar date" in bad.output and len(bad.output.strip().splitlines()) == 1
     assert client.search("Patient")["total"] == 2
+
+
+def test_the_demo_stays_coherent_with_its_simulator(app: Flask) -> None:
+    """The demo residents are in the development INSi simulator's register: verifying them all confirms every INS
+    the demo holds and withdraws none."""
+    from tests.conftest import empty_database
+
+    empty_database(app)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["demo", "load", "--residents", "8"]).exit_code == 0
+    verified = runner.invoke(args=["ins", "verify", "--all"])
+    assert verified.exit_code == 0, verified.output
+    summary = verified.output.strip().splitlines()[-1]
+    assert "confirmed" in summary and "withdrawn" not in summary and "failed" not in summary, summary

@@ -1,19 +1,107 @@
-"""The ``dui`` command: a Flask CLI group; every command is thin and says when to run it."""
+"""The ``dui`` command: a Flask CLI group; every command is thin and says when to run it.
+
+The commands are imported when they run, not when ``dui`` starts: ``dui --help`` lists them from ``COMMANDS``
+without loading the FHIR engine or the app (a test keeps each line of that table equal to its command's own help).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
 from typing import Any
 
 import click
-import sqlalchemy.exc
 from flask import Flask
 from flask.cli import FlaskGroup, routes_command, shell_command
 
 from dui.crypto.errors import CryptoError
 from dui.settings import SettingsError
+
+# name -> (module, attribute, whether it works on the app's data, its short help)
+COMMANDS: dict[str, tuple[str, str, bool, str]] = {
+    "audit": ("dui.cli.audit", "audit", True,
+        "The audit trail: every read, search, write and refusal, append-only and chained with the audit key."),
+    "clients": ("dui.cli.auth", "clients", True,
+        "API clients authenticating with SMART Backend Services (client credentials, private_key_jwt)."),
+    "db": ("dui.cli.db", "db", True,
+        "Database schema (Alembic migrations)."),
+    "demo": ("dui.cli.demo", "demo", True,
+        "Demonstration data (test INS identities, never real people)."),
+    "dmp": ("dui.cli.dmp", "dmp", True,
+        "The DMP (Mon espace santé): documents queued for it, delivered by `dui worker`."),
+    "documents": ("dui.cli.documents", "documents", False,
+        "Clinical documents: CDA R2 of the CI-SIS (DLU-EHPAD DLU, FLUDT, FLUDR; XDS-SD N1)."),
+    "export": ("dui.cli.transfer", "export_command", True,
+        "Export residents' records: with --tddui, one TDDUI transaction Bundle for another DUI."),
+    "import": ("dui.cli.transfer", "import_command", True,
+        "Import a TDDUI transfer Bundle: every resource created, all or nothing, under the same rules as a "
+        "POST at the FHIR base."),
+    "ins": ("dui.cli.identity", "ins", True,
+        "The residents' INS: retrieval and verification through INSi, identity-document checks."),
+    "insi-simulator": ("dui.cli.identity", "insi_simulator", False,
+        "Serve the local INSi simulator over mutual TLS (development and tests only; refused when "
+        "DUI_ENV=prod)."),
+    "keys": ("dui.cli.keys", "keys", True,
+        "Keys of encryption at rest: data keys wrapped by the master key (DUI_MASTER_KEY_FILE)."),
+    "mssante": ("dui.cli.mssante", "mssante", True,
+        "MSSanté: documents sent to an address, delivered by `dui worker`; received mail to reconcile."),
+    "outbox": ("dui.cli.outbox", "outbox", True,
+        "The outbox: deliveries to external systems (DMP, MSSanté) run by `dui worker`."),
+    "profiles": ("dui.cli.profiles", "profiles", True,
+        "Profiles in force: the DUI's own, base FHIR R4, and installed IG packages (FR Core, TDDUI...)."),
+    "reindex": ("dui.cli.index", "reindex", True,
+        "Rebuild the search index from the stored resources."),
+    "residents": ("dui.cli.identity", "residents", True,
+        "Residents' records: potential duplicates, merge, and undoing a merge."),
+    "serve": ("dui.cli.serve", "serve", False,
+        "Serve the API (FHIR at /fhir) with gunicorn."),
+    "users": ("dui.cli.auth", "users", True,
+        "Local staff accounts (development and small sites; otherwise Pro Santé Connect or the site's IdP)."),
+    "worker": ("dui.cli.worker", "worker", True,
+        "Run the background work until stopped (SIGTERM or Ctrl-C)."),
+}
+
+
+class DuiGroup(FlaskGroup):
+    """A FlaskGroup that lists its commands without loading the app, and imports each one only when it runs.
+
+    The app's commands (``register``) are reached through the app, so that they run in its context; the others
+    (``serve``, ``documents``, ``insi-simulator``) are imported directly."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(click.Group.list_commands(self, ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is not None and not entry[2]:
+            return _load(name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own = {name: command for name, command in self.commands.items() if not command.hidden}
+        listed = sorted([(name, entry[3]) for name, entry in COMMANDS.items()]
+                        + [(name, command.get_short_help_str(200)) for name, command in own.items()])
+        if listed:
+            limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+            rows = [(name, _short(text, limit)) for name, text in listed]
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut at a word to fit ``limit`` characters, with "..." (as click shortens a command's help)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:max(limit - 3, 0)].rsplit(" ", 1)[0]
+    return f"{cut}..."
+
+
+def _load(name: str) -> click.Command:
+    module, attribute, _, _ = COMMANDS[name]
+    command: click.Command = getattr(importlib.import_module(module), attribute)
+    return command
 
 
 def _create_app():  # type: ignore[no-untyped-def]
@@ -22,7 +110,7 @@ def _create_app():  # type: ignore[no-untyped-def]
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
+@click.group(cls=DuiGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
              load_dotenv=False)
 @click.version_option(package_name="dui", prog_name="dui")
 def cli() -> None:
@@ -34,54 +122,15 @@ def cli() -> None:
 
 def register(app: Flask) -> None:
     """Attach the commands that work on the app's data to ``app.cli`` (``dui`` finds them there)."""
-    from dui.cli import (
-        audit,
-        auth,
-        db,
-        demo,
-        dmp,
-        identity,
-        index,
-        keys,
-        mssante,
-        outbox,
-        profiles,
-        transfer,
-        worker,
-    )
-
-    app.cli.add_command(db.db)
-    app.cli.add_command(demo.demo)
-    app.cli.add_command(index.reindex)
-    app.cli.add_command(identity.ins)
-    app.cli.add_command(identity.residents)
-    app.cli.add_command(keys.keys)
-    app.cli.add_command(audit.audit)
-    app.cli.add_command(auth.clients)
-    app.cli.add_command(auth.users)
-    app.cli.add_command(transfer.export_command)
-    app.cli.add_command(transfer.import_command)
-    app.cli.add_command(profiles.profiles)
-    app.cli.add_command(worker.worker)
-    app.cli.add_command(outbox.outbox)
-    app.cli.add_command(dmp.dmp)
-    app.cli.add_command(mssante.mssante)
+    for name, (_, _, on_app, _) in COMMANDS.items():
+        if on_app:
+            app.cli.add_command(_load(name), name)
 
 
-def _register_top_level() -> None:
-    from dui.cli import documents, identity, serve
-
-    cli.add_command(serve.serve)
-    # An AppGroup: `check` needs no app (with_appcontext=False); a command added with the default gets one.
-    cli.add_command(documents.documents)
-    cli.add_command(identity.insi_simulator)  # needs no app in the parent process: each worker builds its own
-    # Flask's own commands stay at hand for developers, out of the list an administrator reads
-    for command in (routes_command, shell_command):
-        command.hidden = True
-        cli.add_command(command)
-
-
-_register_top_level()
+# Flask's own commands stay at hand for developers, out of the list an administrator reads
+for _command in (routes_command, shell_command):
+    _command.hidden = True
+    cli.add_command(_command)
 for _param in cli.params:
     if _param.name in ("env_file", "app", "debug") and isinstance(_param, click.Option):
         _param.hidden = True  # Flask's own options: the app is always this one
@@ -103,7 +152,7 @@ def main() -> None:
     except CryptoError as exc:  # a stored body or a key that cannot be read: one line, no traceback
         click.echo(f"dui: encryption at rest: {exc}", err=True)
         sys.exit(1)
-    except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
+    except Exception as exc:  # a database the command cannot use says so in one line; anything else is a bug
         said = database_error(exc)
         if said is None:
             raise
@@ -116,6 +165,10 @@ def database_error(exc: BaseException) -> str | None:
     or None for any other error (a bug keeps its traceback)."""
     import os
 
+    import sqlalchemy.exc  # here: `dui --help` does not pay for SQLAlchemy
+
+    if not isinstance(exc, (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError)):
+        return None
     url = os.environ.get("DUI_DATABASE_URL", "sqlite:///var/dui.sqlite")
     scheme = url.split(":", 1)[0]
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200] if str(exc).strip() else ""

@@ -66,9 +66,11 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="Seconds between two passes.")
 def worker(once: bool, interval: float) -> None:
-    """Run the background work until stopped (SIGTERM or Ctrl-C): rebuild the out-of-date DLUs, after
-    DUI_DLU_QUIET seconds without a change to the resident's record, at the latest DUI_DLU_MAX_DELAY seconds
-    after the first one; run the outbox jobs due (`dui outbox list`)."""
+    """Run the background work until stopped (SIGTERM or Ctrl-C).
+
+    Each pass rebuilds the out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
+    record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
+    configured, and runs the outbox jobs due (`dui outbox list`)."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:

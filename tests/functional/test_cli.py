@@ -193,12 +193,33 @@ def test_a_database_the_command_cannot_use_is_one_line_and_exit_1(tmp_path: Path
 def test_warnings_are_one_line_and_flasks_own_commands_are_hidden(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": f"sqlite:///{tmp_path / 'dui.sqlite'}"}
     assert _run("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    # no DUI_MASTER_KEY_FILE, no audit key: development keys (under tmp_path/var), each warned
-    listed = _run("users", "list", env=env, cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    warned = [line for line in listed.stderr.splitlines() if line.strip()]
-    assert warned and all("is not set" in line for line in warned), warned  # each warning one line, no source
-    assert not any(line.startswith(" ") or "warnings.warn" in line for line in warned)
+    # no DUI_MASTER_KEY_FILE: a development master key (under tmp_path/var), warned
+    loaded = _run("demo", "load", "--residents", "1", env=env, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    lines = [line for line in (loaded.stdout + loaded.stderr).splitlines() if line.strip()]
+    warned = [line for line in lines if "DUI_MASTER_KEY_FILE is not set" in line]
+    assert len(warned) == 1 and "WARNING dui.warnings" in warned[0], lines  # one log line
+    assert not any("warnings.warn" in line or "UserWarning" in line or "Warning:" in line for line in lines), lines
     help_text = _run("--help", env=env, cwd=tmp_path).stdout
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].splitlines() if line.strip()]
     assert "serve" in commands and "routes" not in commands and "shell" not in commands
+
+
+def test_help_lists_every_command_without_loading_the_app(app: Flask) -> None:
+    """`dui --help` reads the command table, not the app: no FHIR engine, no database (fast); each line of the
+    table says what the command's own help says."""
+    probe = ("import sys\nfrom dui.cli import cli\n"
+             "try:\n    cli.main(['--help'], prog_name='dui')\nexcept SystemExit:\n    pass\n"
+             "print('LOADED:' + ','.join(m for m in ('dui.services', 'dui.app', 'sqlalchemy', 'dui.fhir.registry')"
+             " if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("LOADED:"), result.stdout.splitlines()[-1]
+    from dui.cli import COMMANDS, _load
+
+    for name, (_, _, on_app, short) in COMMANDS.items():
+        command = _load(name)
+        assert short == command.get_short_help_str(1000), name
+        assert (name in app.cli.commands) == on_app, name
+    assert set(COMMANDS) >= set(app.cli.commands)

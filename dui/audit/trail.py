@@ -49,7 +49,7 @@ LEGACY_CONTENT_COLUMNS = ("seq", "recorded", "actor_kind", "actor_id", "roles", 
                           "request_id", "purpose", "count")
 CONTENT_COLUMNS = (*LEGACY_CONTENT_COLUMNS, "gap_first", "gap_last")
 VOID, ACKNOWLEDGE_GAP = "void", "acknowledge-gap"  # the actions that explain missing numbers
-_SEAL_BATCH = 5000
+SEAL_BATCH = 5000
 @dataclass(frozen=True)
 class AuditEntry:
     """One audited act. ``patients``: the ids of the residents whose data it touched."""
@@ -175,7 +175,7 @@ def seal(session: Session, key: AuditKey) -> int:
                                                         BigInteger))).scalar_one()
         # No xid: recorded before revision 0011 by other means than the service; long settled.
         stmt = stmt.where(or_(audit_event.c.xid < horizon, audit_event.c.xid.is_(None)))
-    rows = session.execute(stmt.limit(_SEAL_BATCH)).mappings().all()
+    rows = session.execute(stmt.limit(SEAL_BATCH)).mappings().all()
     patients = _patients(session, [r["seq"] for r in rows])
     changes = []
     for row in rows:

@@ -14,7 +14,7 @@ import orjson
 from flask import current_app
 from flask.cli import AppGroup
 
-from dui.audit import heads, trail
+from dui.audit import heads, sealing, trail
 from dui.audit.export import audit_event
 from dui.audit.keys import AuditKeys, audit_keys
 from dui.services import Services
@@ -35,23 +35,11 @@ def audit() -> None:
 
 def _seal_all(svc: Services, keys: AuditKeys) -> int:
     """Seal everything that has settled, then publish the head (log, and DUI_AUDIT_HEADS_FILE)."""
-    total = 0
-    while True:
-        with svc.unit_of_work(write=True) as session:
-            sealed = trail.seal(session, keys.current)
-        total += sealed
-        if sealed < 5000:
-            break
-    if total:
-        with svc.unit_of_work(write=False) as session:
-            position, digest, key_id = trail.head(session)
-        head = heads.make(position, digest, key_id, svc.clock(), total)
-        try:
-            heads.publish(head, svc.settings.audit.heads_file)
-        except OSError as exc:
-            raise click.ClickException(f"{total} entries sealed, but their head could not be written to "
-                                       f"{svc.settings.audit.heads_file}: {exc.strerror}") from None
-    return total
+    try:
+        return sealing.seal_settled(svc.unit_of_work, keys.current, svc.settings.audit.heads_file, svc.clock)
+    except OSError as exc:
+        raise click.ClickException(f"entries sealed, but their head could not be written to "
+                                   f"{svc.settings.audit.heads_file}: {exc.strerror}") from None
 
 
 @audit.command()

@@ -21,7 +21,8 @@ from typing import Any
 import click
 from flask import current_app
 
-from dui.audit import trail
+from dui.audit import sealing, trail
+from dui.audit.keys import audit_keys
 from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.documents import freshness, operations
@@ -70,16 +71,24 @@ def worker(once: bool, interval: float) -> None:
 
     Each pass rebuilds the out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
     record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
-    configured, and runs the outbox jobs due (`dui outbox list`)."""
+    configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
+    `dui audit seal` does)."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    last_seal = float("-inf")
     while True:
         total = _pass(svc)
+        sealed = None
+        if once or time.monotonic() - last_seal >= sealing.SEAL_EVERY:
+            sealed = seal_audit(svc)
+            last_seal = time.monotonic()
         if once:
             click.echo(f"dui worker: {total['rebuilt']} DLU rebuilt, {total['failed']} failed")
+            click.echo(f"dui worker: audit trail: {sealed} entries sealed" if sealed is not None
+                       else "dui worker: audit trail: the seal failed (see the log)")
             outbox: RunReport = total["outbox"]
             click.echo(f"dui worker: {outbox.delivered} outbox job(s) delivered, {outbox.retried} to retry, "
                        f"{outbox.dead} dead")
@@ -134,3 +143,13 @@ def _pass(svc: Services) -> dict[str, Any]:
         logger.exception("outbox pass failed")
         outbox = RunReport()
     return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "inbox": inbox, "at": time.time()}
+
+
+def seal_audit(svc: Services) -> int | None:
+    """Seal the audit trail (``dui audit seal``); None when it failed (logged: the next pass tries again)."""
+    try:
+        return sealing.seal_settled(svc.unit_of_work, audit_keys(svc.settings).current,
+                                    svc.settings.audit.heads_file, svc.clock)
+    except Exception:
+        logger.exception("audit seal failed")
+        return None

@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 import pytest
 from alembic import command
-from click.testing import Result
+from click.testing import CliRunner, Result
 from flask import Flask
+from flask.cli import ScriptInfo
 from sqlalchemy import Connection, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +32,7 @@ from dui.audit import trail
 from dui.audit.keys import AuditKey, audit_keys, read_audit_key
 from dui.audit.tables import audit_event, audit_event_patient
 from dui.auth.actor import Actor
+from dui.cli import cli as dui_cli
 from dui.crypto.master import KEY_BYTES, write_key_file
 from dui.db import make_engine, normalize_url
 from dui.fhir.validation import Validator
@@ -650,3 +652,21 @@ def test_audit_settings_from_the_environment() -> None:
     with pytest.raises(SettingsError, match="DUI_AUDIT_KEY_PREVIOUS_FILE needs DUI_AUDIT_KEY_FILE"):
         Settings.from_env({"DUI_AUDIT_KEY_PREVIOUS_FILE": "/etc/dui/audit-2026.key"})
     assert TEST_AUDIT.heads_file == str(TEST_HEADS_FILE)
+
+
+def test_the_worker_seals_the_audit_trail(app: Flask, client: FhirClient) -> None:
+    """Nothing else need schedule ``dui audit seal``: each pass of ``dui worker`` (at most once a minute, and
+    always with --once) seals what has settled."""
+    seal_all(app)
+    record_entries(client, 3)
+    assert unsealed(app) >= 3
+    deadline = time.monotonic() + 30
+    sealed = 0
+    while unsealed(app):  # PostgreSQL: only entries older than every running transaction settle
+        result = CliRunner().invoke(dui_cli, ["worker", "--once"], obj=ScriptInfo(create_app=lambda: app))
+        assert result.exit_code == 0, result.output
+        line = next(x for x in result.output.splitlines() if x.startswith("dui worker: audit trail: "))
+        sealed += int(line.split(": ")[2].split()[0])
+        assert time.monotonic() < deadline, "entries still unsealed"
+    assert sealed >= 3
+    assert cli(app, "audit", "verify").exit_code == 0

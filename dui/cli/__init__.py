@@ -19,7 +19,9 @@ from flask.cli import FlaskGroup, routes_command, shell_command
 from dui.crypto.errors import CryptoError
 from dui.settings import SettingsError
 
-# name -> (module, attribute, whether it works on the app's data, its short help)
+# name -> (module, attribute, whether it works on the app's data, its short help). A command on the app's data is
+# reached through the app (it runs in its context), unless it is in DIRECT: a group some of whose commands must
+# work before the app can start (``dui keys generate`` on a new installation).
 COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "audit": ("dui.cli.audit", "audit", True,
         "The audit trail: every read, search, write and refusal, append-only and chained with the audit key."),
@@ -64,6 +66,9 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
 }
 
 
+DIRECT = frozenset({"keys"})
+
+
 class DuiGroup(FlaskGroup):
     """A FlaskGroup that lists its commands without loading the app, and imports each one only when it runs.
 
@@ -75,7 +80,7 @@ class DuiGroup(FlaskGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         entry = COMMANDS.get(name)
-        if entry is not None and not entry[2]:
+        if entry is not None and (not entry[2] or name in DIRECT):
             return _load(name)
         return super().get_command(ctx, name)
 

@@ -68,25 +68,49 @@ def status() -> None:
         sys.exit(1)
 
 
-@keys.command()
+@keys.command(with_appcontext=False)  # a new installation has no key yet: the app could not start
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--audit", is_flag=True, help="An audit key (DUI_AUDIT_KEY_FILE), which seals the audit trail's chain.")
-def generate(file: Path, audit: bool) -> None:
-    """Write a new random master key (or, with --audit, audit key) to FILE (mode 0600; never overwrites).
+@click.option("--audit", "kind", flag_value="audit", help="An audit key (DUI_AUDIT_KEY_FILE), which seals the "
+              "audit trail's chain.")
+@click.option("--signing", "kind", flag_value="signing", help="A token-signing key (DUI_AUTH_SIGNING_KEY): an EC "
+              "P-256 private key in PEM.")
+def generate(file: Path, kind: str | None) -> None:
+    """Write a new random master key (or, with --audit, an audit key; with --signing, a token-signing key) to FILE
+    (mode 0600; never overwrites). Works before anything else is configured, DUI_ENV=prod included.
 
     Then name it in DUI_MASTER_KEY_FILE (new installation), or follow the rotation procedure of
     docs/security.md. Keep a copy apart from the database backups: without it they cannot be read.
-    An audit key goes in DUI_AUDIT_KEY_FILE; it must differ from the master key.
+    An audit key goes in DUI_AUDIT_KEY_FILE; it must differ from the master key. A signing key goes in
+    DUI_AUTH_SIGNING_KEY, the same file on every server.
     """
-    what = "audit key" if audit else "master key"
+    what = {"audit": "audit key", "signing": "token-signing key"}.get(kind or "", "master key")
     try:
-        write_key_file(file, os.urandom(KEY_BYTES), what=what)
+        if kind == "signing":
+            write_signing_key(file)
+        else:
+            write_key_file(file, os.urandom(KEY_BYTES), what=what)
     except FileExistsError:
         raise click.ClickException(f"{file} exists: a key is never overwritten") from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {file}: {exc.strerror}") from None
-    key_id = read_audit_key(file).key_id if audit else read_key_file(file).key_id
+    if kind == "signing":
+        click.echo(f"{what} (EC P-256) written to {file}")
+        return
+    key_id = read_audit_key(file).key_id if kind == "audit" else read_key_file(file).key_id
     click.echo(f"{what} {key_id} written to {file}")
+
+
+def write_signing_key(file: Path) -> None:
+    """A new EC P-256 private key in PEM (PKCS#8), created with mode 0600; ``FileExistsError`` if ``file`` exists."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(pem)
 
 
 @keys.command()

@@ -223,3 +223,23 @@ def test_help_lists_every_command_without_loading_the_app(app: Flask) -> None:
         assert short == command.get_short_help_str(1000), name
         assert (name in app.cli.commands) == on_app, name
     assert set(COMMANDS) >= set(app.cli.commands)
+
+
+def test_keys_are_generated_before_anything_is_configured_even_in_prod(tmp_path: Path) -> None:
+    """A new production host has no key yet: `dui keys generate` must not need the app (which refuses to start
+    without them)."""
+    from dui.auth.keys import load_signing_key
+    from dui.crypto.master import read_key_file
+
+    env = {"PATH": "/usr/bin:/bin", "DUI_ENV": "prod", "DUI_BASE_URL": "https://dui.example.org"}
+    for args, file in ((["keys", "generate"], "master.key"), (["keys", "generate", "--audit"], "audit.key"),
+                       (["keys", "generate", "--signing"], "token-signing.pem")):
+        made = _run(*args, str(tmp_path / "etc" / file), env=env, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        assert (tmp_path / "etc" / file).stat().st_mode & 0o777 == 0o600
+    again = _run("keys", "generate", str(tmp_path / "etc" / "master.key"), env=env, cwd=tmp_path)
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+    assert not read_key_file(tmp_path / "etc" / "master.key").development
+    load_signing_key(str(tmp_path / "etc" / "token-signing.pem"), str(tmp_path / "dev"), prod=True)
+    needs_app = _run("keys", "status", env=env, cwd=tmp_path)  # the rest of `dui keys` still needs the app
+    assert needs_app.returncode == 2 and needs_app.stderr.startswith("dui: configuration error")

@@ -248,10 +248,15 @@ def _claims(issuer: TokenIssuer, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
+class Later(int):
+    """A time claim given relative to when the test runs (parametrize values are made at collection: a long
+    suite would turn "in 600 s" into the past)."""
+
+
 @pytest.mark.parametrize(("changes", "reason"), [
-    ({"exp": int(time.time()) - 120}, "expired"),
-    ({"iat": int(time.time()) + 600, "exp": int(time.time()) + 900}, "not yet valid"),
-    ({"nbf": int(time.time()) + 600}, "not yet valid"),
+    ({"exp": Later(-120)}, "expired"),
+    ({"iat": Later(600), "exp": Later(900)}, "not yet valid"),
+    ({"nbf": Later(600)}, "not yet valid"),
     ({"aud": "https://other.test/fhir"}, "wrong audience"),
     ({"iss": "https://other.test"}, "wrong issuer"),
     ({"exp": None}, "exp claim is missing"),
@@ -261,6 +266,8 @@ def _claims(issuer: TokenIssuer, **changes: Any) -> dict[str, Any]:
     ({"exp": "tomorrow"}, "must be a number"),
 ])
 def test_access_tokens_refused_with_their_reason(issuer: TokenIssuer, changes: dict[str, Any], reason: str) -> None:
+    now = int(time.time())
+    changes = {k: now + int(v) if isinstance(v, Later) else v for k, v in changes.items()}
     token = sign(_claims(issuer, **changes), issuer.key.private_key, "ES256", issuer.key.kid)
     with pytest.raises(TokenError, match=reason):
         issuer.verify(token, datetime.now(UTC))

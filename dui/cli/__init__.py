@@ -73,7 +73,8 @@ class DuiGroup(FlaskGroup):
     """A FlaskGroup that lists its commands without loading the app, and imports each one only when it runs.
 
     The app's commands (``register``) are reached through the app, so that they run in its context; the others
-    (``serve``, ``documents``, ``insi-simulator``) are imported directly."""
+    (``serve``, ``documents``, ``insi-simulator``) and those of ``DIRECT`` are imported directly (the commands of
+    an AppGroup that need the app load it themselves)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(click.Group.list_commands(self, ctx)) | set(COMMANDS))

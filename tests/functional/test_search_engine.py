@@ -224,3 +224,32 @@ def test_uri_modifiers_number_and_meta_parameters(client: FhirClient) -> None:
     assert ids(client.search("RiskAssessment?probability=0.72")) == [risk["id"]]
     assert ids(client.search("RiskAssessment?probability=lt0.5")) == []
     assert ids(client.search("RiskAssessment?probability=ap0.7")) == [risk["id"]]
+
+
+def test_a_composite_the_index_does_not_hold_is_refused_or_ignored_never_a_500(client: FhirClient) -> None:
+    """MolecularSequence's coordinates are composites of three components: not in the composite index (two),
+    so not in the CapabilityStatement, ignored in lenient handling and refused under handling=strict."""
+    for code in ("chromosome-variant-coordinate", "chromosome-window-coordinate",
+                 "referenceseqid-variant-coordinate", "referenceseqid-window-coordinate"):
+        lenient = client.get(f"MolecularSequence?{code}=1$ge1$lt5")
+        assert lenient.status_code == 200, lenient.get_data(as_text=True)
+        strict = client.get(f"MolecularSequence?{code}=1$ge1$lt5", headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400 and "not-supported" in outcome_codes(strict), strict.get_data(as_text=True)
+    statement = client.get("metadata").get_json()
+    sequence = next(r for r in statement["rest"][0]["resource"] if r["type"] == "MolecularSequence")
+    assert "chromosome-variant-coordinate" not in {p["name"] for p in sequence["searchParam"]}
+
+
+def test_no_search_parameter_of_any_type_answers_a_500(client: FhirClient, app: Any) -> None:
+    """Every parameter the server knows, for every type, with a few values a client may send: an answer, or a
+    clear refusal, never an internal error."""
+    registry = app.extensions["dui"].registry
+    router_types = [r["type"] for r in client.get("metadata").get_json()["rest"][0]["resource"]]
+    failures = []
+    for rtype in router_types:
+        for code in registry.for_type(rtype):
+            for value in ("1", "a|b", "a$b"):
+                answer = client.get(f"{rtype}?{code}={value}&_count=1")
+                if answer.status_code >= 500:
+                    failures.append(f"{rtype}?{code}={value}: {answer.status_code}")
+    assert not failures, failures[:20]

@@ -267,6 +267,9 @@ class Parser:
             return self._skip(name, f"Unknown search parameter '{code}' for {rtype}")
         if param.type not in MODIFIERS:
             return self._skip(name, f"Search parameter '{code}' ({param.type}) is not supported")
+        if param.type == "composite" and not param.indexed:  # e.g. three components: not in the composite index
+            return self._skip(name, f"Search parameter '{code}' (a composite of {len(param.components)} "
+                                    "components) is not supported")
         if modifier:
             type_modifier = param.type == "reference" and modifier in param.targets
             if modifier not in MODIFIERS[param.type] and not type_modifier:

@@ -118,8 +118,9 @@ def _to_flask(result: FhirResponse) -> Response:
     if payload and request.args.get("_pretty") == "true" and result.content_type is None:
         payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000, stored=True), option=orjson.OPT_INDENT_2,
                                default=jsontext.fragment_default)
-    response = Response(payload, status=result.status,
-                        content_type=(result.content_type or FHIR_JSON) if payload else None)
+    response = Response(payload, status=result.status, content_type=result.content_type or FHIR_JSON)
+    if not payload:  # no body, no type (Flask would say text/html)
+        del response.headers["Content-Type"]
     for key, value in result.headers.items():
         response.headers[key] = value
     if request.method == "HEAD":

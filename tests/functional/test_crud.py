@@ -183,7 +183,7 @@ def test_delete_is_idempotent_and_unknown_is_404(client: FhirClient) -> None:
     created = client.create(patient())
     assert client.delete(f"Patient/{created['id']}").status_code == 204
     again = client.delete(f"Patient/{created['id']}")
-    assert again.status_code == 204
+    assert again.status_code == 204 and "Content-Type" not in again.headers
     assert again.headers["ETag"] == 'W/"2"'  # no new version
     assert client.delete("Patient/never-existed").status_code == 404
 
@@ -210,6 +210,7 @@ def test_prefer_return(client: FhirClient) -> None:
     assert minimal.status_code == 201
     assert minimal.get_data() == b""
     assert "Location" in minimal.headers
+    assert "Content-Type" not in minimal.headers  # no body, no type (not text/html)
     outcome = client.post("Patient", patient(), headers={"Prefer": "return=OperationOutcome"})
     assert outcome.status_code == 201
     assert outcome.get_json()["resourceType"] == "OperationOutcome"

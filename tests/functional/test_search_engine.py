@@ -253,3 +253,15 @@ def test_no_search_parameter_of_any_type_answers_a_500(client: FhirClient, app: 
                 if answer.status_code >= 500:
                     failures.append(f"{rtype}?{code}={value}: {answer.status_code}")
     assert not failures, failures[:20]
+
+
+def test_a_parameter_without_a_value_is_ignored_or_refused_when_strict(client: FhirClient) -> None:
+    """``Patient?family=`` is ignored (R4 search.html: a parameter with no value); ``handling=strict`` refuses it;
+    an empty value among others (``a,,b``) is always an error."""
+    created = client.create(patient(family="Sansvaleur"))["id"]
+    lenient = client.get("Patient?family=&_count=100")
+    assert lenient.status_code == 200 and created in ids(lenient.get_json())
+    assert "family" not in next(link["url"] for link in lenient.get_json()["link"] if link["relation"] == "self")
+    strict = client.get("Patient?family=", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400 and "has no value" in diagnostics(strict)
+    assert client.get("Patient?family=a,,b").status_code == 400

@@ -161,7 +161,9 @@ class Parser:
             if name in CONTROL_PARAMETERS or name.split(":")[0] in ("_include", "_revinclude"):
                 self._control(plan, name, raw)
                 continue
-            node = self.criterion(rtype, name, raw, depth=0)
+            # No value at all: ignored (search.html#errors), refused under handling=strict
+            node = self._skip(name, f"Search parameter '{name}' has no value") if raw == "" else \
+                self.criterion(rtype, name, raw, depth=0)
             if node is None:
                 plan.ignored.append(name)
                 continue

@@ -40,7 +40,7 @@ from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
 from dui.messaging import inbox, receiving, sending
-from dui.outbox.runner import Handler
+from dui.outbox.runner import Handler, bind
 from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
@@ -112,16 +112,17 @@ class Services:
 
     def __post_init__(self) -> None:
         self.operations = {**fhir_operations.build(self.insi), **document_operations.build()}
-        # What ``dui worker`` delivers after commit (dui.outbox): the DMP feed as the system, through self.dmp()
-        self.outbox_handlers.setdefault(dmp_feed.KIND, dmp_feed.handler(
-            lambda session: self.fhir_context(session, SYSTEM), self.dmp))
-        self.outbox_handlers.setdefault(dmp_feed.UPDATE_KIND, dmp_feed.update_handler(
-            lambda session: self.fhir_context(session, SYSTEM), self.dmp))
-        self.outbox_handlers.setdefault(sending.KIND, sending.handler(
-            lambda session: self.fhir_context(session, SYSTEM), self.mail_sender))
+        # What ``dui worker`` delivers after commit (dui.outbox), as the system: the DMP feed through self.dmp(),
+        # MSSanté's sends and acknowledgements through self.mail_sender()
+        def as_system(session: Session) -> FhirContext:
+            return self.fhir_context(session, SYSTEM)
+
+        handlers = self.outbox_handlers
+        handlers.setdefault(dmp_feed.KIND, bind(dmp_feed.deliver_job, as_system, self.dmp))
+        handlers.setdefault(dmp_feed.UPDATE_KIND, bind(dmp_feed.deliver_update, as_system, self.dmp))
+        handlers.setdefault(sending.KIND, bind(sending.deliver_send, as_system, self.mail_sender))
         # the MDNs answering mail received (dui.messaging.receiving), sent after the poll's commit
-        self.outbox_handlers.setdefault(receiving.MDN_KIND, receiving.mdn_handler(
-            lambda session: self.fhir_context(session, SYSTEM), self.mail_sender))
+        handlers.setdefault(receiving.MDN_KIND, bind(receiving.deliver_mdn, as_system, self.mail_sender))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod),

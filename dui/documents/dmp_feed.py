@@ -102,16 +102,6 @@ def unique_id(doc: dict[str, Any]) -> str | None:
     return f"{system.removeprefix('urn:oid:')}^{value}"
 
 
-def handler(context_of: Callable[[Session], FhirContext], gateway: GatewayProvider
-            ) -> Callable[[Session, Job], Outcome]:
-    """The outbox handler of ``dmp.send`` jobs, bound to the service (its context as the system, its gateway)."""
-
-    def deliver(session: Session, job: Job) -> Outcome:
-        return deliver_job(context_of(session), gateway, job)
-
-    return deliver
-
-
 def deliver_job(ctx: FhirContext, gateway: GatewayProvider, job: Job) -> Outcome:
     """Send the job's document if the rules allow it now; record the outcome on the DocumentReference."""
     store, now = ctx.internal, ctx.clock()
@@ -314,16 +304,6 @@ def on_change(repo: SqlFhirRepository, version: ResourceVersion) -> None:
     if key is not None:  # a document the DMP can hold: the job finds out whether it does
         queue.enqueue(repo.session, UPDATE_KIND, f"DocumentReference/{version.id}", f"{key}@{version.version}",
                       repo.clock())
-
-
-def update_handler(context_of: Callable[[Session], FhirContext], gateway: GatewayProvider
-                   ) -> Callable[[Session, Job], Outcome]:
-    """The outbox handler of ``dmp.update`` jobs."""
-
-    def deliver(session: Session, job: Job) -> Outcome:
-        return deliver_update(context_of(session), gateway, job)
-
-    return deliver
 
 
 def deliver_update(ctx: FhirContext, gateway: GatewayProvider, job: Job) -> Outcome:

@@ -64,7 +64,7 @@ from dui.messaging.inbox import bodies_of, session_of
 from dui.messaging.tables import mssante_mailbox, mssante_received
 from dui.outbox import queue
 from dui.outbox.queue import Job
-from dui.outbox.runner import Handler, Outcome, UnitOfWork, delivered, permanent, transient
+from dui.outbox.runner import Outcome, UnitOfWork, delivered, permanent, transient
 from ins import NirError, parse_matricule
 from mssante import (
     Cursor,
@@ -356,15 +356,6 @@ def _answer(ctx: FhirContext, received_id: int, incoming: Incoming, code: Integr
         mdn=sealed, mdn_state="queued", mdn_detail=str(code.value) if code is not None else "processed"))
     key = f"mdn {incoming.message_id or received_id}"[:256]
     queue.enqueue(session, MDN_KIND, f"mssante_received/{received_id}", key, now)
-
-
-def mdn_handler(context_of: Callable[[Session], FhirContext], sender: Callable[[], MailSender]) -> Handler:
-    """The outbox handler of ``mssante.mdn`` jobs, bound to the service (its context as the system, its sender)."""
-
-    def deliver(session: Session, job: Job) -> Outcome:
-        return deliver_mdn(context_of(session), sender, job)
-
-    return deliver
 
 
 def deliver_mdn(ctx: FhirContext, sender: Callable[[], MailSender], job: Job) -> Outcome:

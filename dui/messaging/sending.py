@@ -113,16 +113,6 @@ def request_send(ctx: FhirContext, docref_id: str, address: str, now: datetime) 
     return job
 
 
-def handler(context_of: Callable[[Session], FhirContext], sender: SenderProvider
-            ) -> Callable[[Session, Job], Outcome]:
-    """The outbox handler of ``mssante.send`` jobs, bound to the service (its context as the system, its sender)."""
-
-    def deliver(session: Session, job: Job) -> Outcome:
-        return deliver_send(context_of(session), sender, job)
-
-    return deliver
-
-
 def deliver_send(ctx: FhirContext, sender: SenderProvider, job: Job) -> Outcome:
     """Send the job's document to the job's address if the rules allow it now; record the outcome."""
     store, now = ctx.internal, ctx.clock()

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,6 +64,18 @@ def permanent(error: str) -> Outcome:
 
 
 Handler = Callable[[Session, Job], Outcome]
+C = TypeVar("C")
+D = TypeVar("D")
+
+
+def bind(deliver: Callable[[C, D, Job], Outcome], context_of: Callable[[Session], C], dependency: D) -> Handler:
+    """A handler from a delivery use case ``deliver(context, dependency, job)``: the context built on the
+    runner's session (the service's, as the system), the dependency (a gateway, a mail sender) given once."""
+
+    def handle(session: Session, job: Job) -> Outcome:
+        return deliver(context_of(session), dependency, job)
+
+    return handle
 
 
 class UnitOfWork(Protocol):

@@ -13,6 +13,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +46,13 @@ def mailbox(app: Flask) -> Iterator[InMemoryMailbox]:
     svc.mail_sender_factory = lambda: box
     yield box
     svc.settings, svc.mail_sender_factory = saved, None
+
+
+def through(settings: Any, url: str, pki: Pki, ca: Path | None = None) -> Any:
+    """``settings`` sending through the SMTP server at ``url`` with the client certificate of ``pki``."""
+    return settings.with_(mssante=MssanteSettings(
+        smtp_url=url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert), key=str(pki.client_key),
+        ca=str(ca or pki.ca_cert), timeout=10))
 
 
 def sendings(client: FhirClient, doc: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -211,9 +219,7 @@ def test_through_a_real_smtp_server_with_starttls_and_a_client_certificate(
     svc = app.extensions["dui"]
     saved = svc.settings
     with running_smtp(pki) as server:
-        svc.settings = saved.with_(mssante=MssanteSettings(
-            smtp_url=server.url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert),
-            key=str(pki.client_key), ca=str(pki.ca_cert), timeout=10))
+        svc.settings = through(saved, server.url, pki)
         try:
             doc = dlu(demo, QUALIFIED)
             assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
@@ -242,9 +248,7 @@ def test_a_permanent_refusal_is_a_dead_letter(app: Flask, demo: FhirClient,  # n
     svc = app.extensions["dui"]
     saved = svc.settings
     with running_smtp(pki) as server:
-        svc.settings = saved.with_(mssante=MssanteSettings(
-            smtp_url=server.url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert),
-            key=str(pki.client_key), ca=str(pki.ca_cert), timeout=10))
+        svc.settings = through(saved, server.url, pki)
         try:
             doc = dlu(demo, QUALIFIED)
             assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
@@ -280,18 +284,13 @@ def test_a_tls_failure_stops_until_the_operator_retries(app: Flask, demo: FhirCl
     svc = app.extensions["dui"]
     saved = svc.settings
 
-    def configured(ca: str) -> Any:
-        return saved.with_(mssante=MssanteSettings(
-            smtp_url=server.url, sender="dui@ehpad-tilleuls.mssante.fr", cert=str(pki.client_cert),
-            key=str(pki.client_key), ca=ca, timeout=10))
-
     with running_smtp(pki) as server:
         try:
-            svc.settings = configured(str(stranger.ca_cert))
+            svc.settings = through(saved, server.url, pki, ca=stranger.ca_cert)
             doc = dlu(demo, QUALIFIED)
             assert cli_run(app, "mssante", "send", doc["id"], "--to", HOSPITAL).exit_code == 0
             assert run(app).dead == 1 and server.received == []
-            svc.settings = configured(str(pki.ca_cert))
+            svc.settings = through(saved, server.url, pki)
             job = cli_run(app, "outbox", "list", "--failed").output.splitlines()[1].split()[0]
             assert cli_run(app, "outbox", "retry", job).exit_code == 0
             assert run(app).delivered == 1

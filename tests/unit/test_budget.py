@@ -56,7 +56,9 @@ def test_the_stop_never_lands_after_run_has_returned() -> None:
         for i in range(1000):
             try:
                 try:
-                    budget.run(0.002, spin, 0.002 * (0.9 + (i % 5) * 0.05))  # 90 % to 110 % of the budget
+                    # 90 % to 110 % of the budget (the race), and up to 3 times it (a stop however late the
+                    # watchdog wakes on a loaded machine)
+                    budget.run(0.002, spin, 0.002 * (0.9, 1.0, 1.1, 2.0, 3.0)[i % 5])
                     outcomes["done"] += 1
                 except RequestStopped:
                     outcomes["stopped"] += 1
@@ -65,7 +67,8 @@ def test_the_stop_never_lands_after_run_has_returned() -> None:
                 outcomes["stray"] += 1
     finally:
         sys.setswitchinterval(interval)
-    assert outcomes["done"] and outcomes["stopped"] and not outcomes["stray"], outcomes
+    watchdog = [t.is_alive() for t in threading.enumerate() if t.name == "dui-budget-watchdog"]
+    assert outcomes["done"] and outcomes["stopped"] and not outcomes["stray"], (outcomes, f"watchdog: {watchdog}")
     assert budget.WATCHDOG.armed() == 0
 
 

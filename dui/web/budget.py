@@ -66,6 +66,7 @@ class Watchdog:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._armed: set[_Armed] = set()
+        self._latest: dict[int, _Armed] = {}  # each thread's last entry: a thread's earlier one is done
         self._pid = 0
         self._wake_at = float("inf")  # when the watchdog wakes next, unless notified
 
@@ -75,6 +76,12 @@ class Watchdog:
             if self._pid != os.getpid():  # first use in this process (a gunicorn worker forks after import)
                 self._pid = os.getpid()
                 threading.Thread(target=self._watch, name="dui-budget-watchdog", daemon=True).start()
+            # The thread's previous entry is done (a thread serves one request at a time): dropped now, so that the
+            # set holds the requests in flight, not every request since the watchdog last woke.
+            previous = self._latest.get(entry.thread)
+            if previous is not None:
+                self._armed.discard(previous)
+            self._latest[entry.thread] = entry
             self._armed.add(entry)
             # Woken only for a deadline earlier than the one it waits for: under load, about once per budget, not
             # once per request (waking it costs a thread switch and the interpreter lock: 0.3 ms per request).

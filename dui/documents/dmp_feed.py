@@ -49,7 +49,7 @@ from dui.dmp.metadata import (
 )
 from dui.errors import Conflict, DuiError, Invalid, NotFound, Unavailable
 from dui.fhir.interactions.base import FhirContext
-from dui.fhir.repository import FhirRepository, ResourceVersion
+from dui.fhir.repository import FhirRepository, ResourceVersion, amend
 from dui.fhir.search.plan import parse_search
 from dui.fhir.sql import SqlFhirRepository, format_instant
 from dui.fhir.xmlsafe import UnsafeXml
@@ -249,25 +249,21 @@ def set_state(store: FhirRepository, docref_id: str, state: str, now: datetime, 
               submission: dict[str, str] | None = None) -> ResourceVersion | None:
     """The document's DMP state (``meta.tag`` of ``dui-dmp-state``, searchable with ``_tag``), with the registry's
     answer or the reason it was refused (``dui-dmp-submission``)."""
-    current = store.current("DocumentReference", docref_id, for_update=True)
-    stored = store.read("DocumentReference", docref_id)
-    if current is None or current.deleted or stored is None or stored.body is None:
-        return None
-    body = copy.deepcopy(stored.resource())
-    meta = body.setdefault("meta", {})
-    meta.pop("versionId", None)
-    meta.pop("lastUpdated", None)
-    meta["tag"] = [t for t in meta.get("tag") or [] if t.get("system") != STATE_SYSTEM]
-    meta["tag"].append({"system": STATE_SYSTEM, "code": state, "display": STATES[state]})
     parts = [{"url": "state", "valueCode": state}, {"url": "when", "valueDateTime": format_instant(now)}]
     if reason:
         parts.append({"url": "reason", "valueString": reason})
     for key, value in (submission or {}).items():
         if value:  # FHIR has no empty strings
             parts.append({"url": key, "valueString": value})
-    body["extension"] = [e for e in body.get("extension") or [] if e.get("url") != SUBMISSION]
-    body["extension"].append({"url": SUBMISSION, "extension": parts})
-    return store.update(current, "DocumentReference", docref_id, body)
+
+    def change(body: dict[str, Any]) -> None:
+        meta = body["meta"]
+        meta["tag"] = [t for t in meta.get("tag") or [] if t.get("system") != STATE_SYSTEM]
+        meta["tag"].append({"system": STATE_SYSTEM, "code": state, "display": STATES[state]})
+        body["extension"] = [e for e in body.get("extension") or [] if e.get("url") != SUBMISSION]
+        body["extension"].append({"url": SUBMISSION, "extension": parts})
+
+    return amend(store, "DocumentReference", docref_id, change)
 
 
 # --- TD3.3: masking, archive, delete ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dui.documents.extract import BUILT_TAG_SYSTEM, LOINC, Record, read_record, 
 from dui.documents.record import ResidentRecord, Transfer
 from dui.errors import Gone, Invalid
 from dui.fhir.interactions.base import FhirContext, not_found
-from dui.fhir.repository import FhirRepository, ResourceVersion
+from dui.fhir.repository import FhirRepository, ResourceVersion, amend
 from dui.fhir.sql import format_instant
 from fhir_profiles import CANONICAL
 
@@ -200,13 +200,8 @@ def document_reference(kind: Kind, record: ResidentRecord, ids: cda.DocumentIds,
 
 def supersede(store: FhirRepository, old: ResourceVersion) -> None:
     """The replaced document: status ``superseded`` (it stays readable, with its CDA and PDF)."""
-    body = old.resource()
-    if body.get("status") == "superseded":
-        return
-    body = {**body, "status": "superseded"}
-    body["meta"] = {k: v for k, v in (body.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    current = store.current("DocumentReference", old.id, for_update=True)
-    store.update(current, "DocumentReference", old.id, body)
+    if old.resource().get("status") != "superseded":
+        amend(store, "DocumentReference", old.id, lambda body: body.update(status="superseded"))
 
 
 def transfer_from(params: dict[str, Any]) -> Transfer:

@@ -7,7 +7,8 @@ job) owns the transaction (http://hl7.org/fhir/R4/http.html for the semantics ea
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,3 +132,19 @@ class FhirRepository(Protocol):
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def amend(store: FhirRepository, rtype: str, rid: str, change: Callable[[dict[str, Any]], None]
+          ) -> ResourceVersion | None:
+    """A new version of ``rtype/rid``: its current body changed in place by ``change`` (the server's ``meta``
+    fields dropped, the store sets them), written under the row lock; None when it is gone or deleted."""
+    current = store.current(rtype, rid, for_update=True)
+    stored = store.read(rtype, rid)
+    if current is None or current.deleted or stored is None or stored.body is None:
+        return None
+    body = copy.deepcopy(stored.resource())
+    meta = body.setdefault("meta", {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    change(body)
+    return store.update(current, rtype, rid, body)

@@ -18,7 +18,6 @@ resident by her local identifier (``^PI``), as the CDA does, never by an INS the
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import re
@@ -41,7 +40,7 @@ from dui.documents.dmp_feed import content_bytes, content_url, unique_id
 from dui.documents.extract import identity_of
 from dui.errors import DuiError, Invalid, NotFound, Unavailable, Unprocessable
 from dui.fhir.interactions.base import FhirContext
-from dui.fhir.repository import FhirRepository, ResourceVersion
+from dui.fhir.repository import FhirRepository, ResourceVersion, amend
 from dui.fhir.sql import format_instant
 from dui.fhir.xmlsafe import UnsafeXml
 from dui.messaging.tables import mssante_message
@@ -263,25 +262,20 @@ def record(store: FhirRepository, docref_id: str, address: str, state: str, now:
            message_id: str | None = None, detail: str | None = None) -> ResourceVersion | None:
     """The send of the document to ``address`` (extension ``dui-mssante-sending``, one per recipient): its
     state, when, the Message-ID, and why it was refused or what the MDN said."""
-    current = store.current("DocumentReference", docref_id, for_update=True)
-    stored = store.read("DocumentReference", docref_id)
-    if current is None or current.deleted or stored is None or stored.body is None:
-        return None
-    body = copy.deepcopy(stored.resource())
-    meta = body.setdefault("meta", {})
-    meta.pop("versionId", None)
-    meta.pop("lastUpdated", None)
-    extensions = body.get("extension") or []
-    before = next((e for e in extensions if e.get("url") == SENDING and _part(e, "address") == address), None)
-    message_id = message_id or (_part(before, "messageId") if before else None)
-    parts = [{"url": "address", "valueString": address}, {"url": "state", "valueCode": state},
-             {"url": "when", "valueDateTime": format_instant(now)}]
-    if message_id:
-        parts.append({"url": "messageId", "valueString": message_id})
-    if detail:
-        parts.append({"url": "detail", "valueString": detail[:300]})
-    body["extension"] = [e for e in extensions if e is not before] + [{"url": SENDING, "extension": parts}]
-    return store.update(current, "DocumentReference", docref_id, body)
+
+    def change(body: dict[str, Any]) -> None:
+        extensions = body.get("extension") or []
+        before = next((e for e in extensions if e.get("url") == SENDING and _part(e, "address") == address), None)
+        known_id = message_id or (_part(before, "messageId") if before else None)
+        parts = [{"url": "address", "valueString": address}, {"url": "state", "valueCode": state},
+                 {"url": "when", "valueDateTime": format_instant(now)}]
+        if known_id:
+            parts.append({"url": "messageId", "valueString": known_id})
+        if detail:
+            parts.append({"url": "detail", "valueString": detail[:300]})
+        body["extension"] = [e for e in extensions if e is not before] + [{"url": SENDING, "extension": parts}]
+
+    return amend(store, "DocumentReference", docref_id, change)
 
 
 def _part(extension: dict[str, Any] | None, name: str) -> str | None:

@@ -72,7 +72,7 @@ def load_policy(path: str | None) -> Policy:
         raise SettingsError(f"DUI_POLICY_FILE {path}: {exc}") from None
 
 
-SCOPED_KINDS = frozenset({"staff", "client"})  # actors bound by the access rules of dui.fhir.scope
+SCOPED_KINDS = frozenset({"staff", "client", "device"})  # actors bound by the access rules of dui.fhir.scope
 
 
 class SimulatorWarning(UserWarning):

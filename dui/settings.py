@@ -154,6 +154,15 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Fall-sensor alerts (docs/staff-api.md, "Fall-sensor alerts")."""
+
+    escalation: float = 120.0  # seconds an alert may wait for an acknowledgement before it goes to the whole house
+    merge_window: float = 600.0  # seconds during which a room's new events join its open alert
+    stream_seconds: float = 300.0  # an SSE stream ends after this; the client reconnects with Last-Event-ID
+
+
+@dataclass(frozen=True)
 class OutboxSettings:
     """``dui worker``'s outbox runs (docs/outbox.md)."""
 
@@ -239,6 +248,7 @@ class Settings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     dmp: DmpSettings = field(default_factory=DmpSettings)
     mssante: MssanteSettings = field(default_factory=MssanteSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -359,6 +369,11 @@ class Settings:
                 oid=_oid(env.get("DUI_DOCUMENT_OID") or defaults.documents.oid),
                 dlu_quiet=_seconds(env, "DUI_DLU_QUIET", defaults.documents.dlu_quiet),
                 dlu_max_delay=_seconds(env, "DUI_DLU_MAX_DELAY", defaults.documents.dlu_max_delay),
+            ),
+            alerts=AlertSettings(
+                escalation=_seconds(env, "DUI_ALERT_ESCALATION", defaults.alerts.escalation),
+                merge_window=_seconds(env, "DUI_ALERT_MERGE_WINDOW", defaults.alerts.merge_window),
+                stream_seconds=max(1.0, _seconds(env, "DUI_ALERT_STREAM_SECONDS", defaults.alerts.stream_seconds)),
             ),
             outbox=OutboxSettings(
                 backoff_base=_seconds(env, "DUI_OUTBOX_BACKOFF_BASE", defaults.outbox.backoff_base),

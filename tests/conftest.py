@@ -24,7 +24,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-import dui.audit.tables  # noqa: F401  (registers the audit tables)
+import dui.audit.tables
+import dui.staff.tables  # noqa: F401  (and the staff alerts tables)
 from dui import migrations
 from dui.app import create_app
 from dui.crypto.master import KEY_BYTES, write_key_file

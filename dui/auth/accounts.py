@@ -42,6 +42,11 @@ class ApiClient:
     establishment: str | None
     enabled: bool
     created_at: int
+    kind: str = "client"  # "device": a sensor gateway, which may only post events (dui.staff.alerts)
+
+
+# What a device client is registered with, and may be granted: it writes the fall it reports and its Flag.
+DEVICE_SCOPES = "system/Observation.c system/Flag.c"
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,15 @@ class StaffUser:
 
 
 def register_client(session: Session, name: str, scopes: ScopeSet, jwks: dict[str, Any],
-                    establishment: str | None, now: datetime) -> ApiClient:
-    """Register a SMART Backend Services client; its id is generated. ``AccountError``/``ValueError`` on bad input."""
+                    establishment: str | None, now: datetime, kind: str = "client") -> ApiClient:
+    """Register a SMART Backend Services client; its id is generated. ``AccountError``/``ValueError`` on bad input.
+    A ``device`` client (a sensor gateway) belongs to an establishment and is registered with ``DEVICE_SCOPES``."""
+    if kind == "device":
+        if not establishment:
+            raise AccountError("a device client belongs to an establishment: give its FINESS")
+        scopes = ScopeSet.parse(DEVICE_SCOPES)
+    elif kind != "client":
+        raise AccountError(f"unknown kind of client {kind!r}; expected client or device")
     name = name.strip()
     if not name or len(name) > 200:
         raise AccountError("the client's name must have 1 to 200 characters")
@@ -72,10 +84,10 @@ def register_client(session: Session, name: str, scopes: ScopeSet, jwks: dict[st
         raise AccountError("a backend client is registered with system/ scopes only (SMART Backend Services)")
     jwks = validate_jwks(jwks)
     finess = check_finess(establishment) if establishment else None
-    client = ApiClient(str(uuid.uuid4()), name, scopes, jwks, finess, True, int(now.timestamp()))
+    client = ApiClient(str(uuid.uuid4()), name, scopes, jwks, finess, True, int(now.timestamp()), kind)
     session.execute(insert(api_client).values(
         client_id=client.client_id, name=client.name, scopes=str(scopes), jwks=json.dumps(jwks),
-        establishment=finess, enabled=True, created_at=client.created_at))
+        establishment=finess, enabled=True, created_at=client.created_at, kind=kind))
     return client
 
 
@@ -100,7 +112,7 @@ def disable_client(session: Session, client_id: str, now: datetime) -> ApiClient
 
 def _client(row: Any) -> ApiClient:
     return ApiClient(row["client_id"], row["name"], ScopeSet.parse(row["scopes"]), json.loads(row["jwks"]),
-                     row["establishment"], bool(row["enabled"]), int(row["created_at"]))
+                     row["establishment"], bool(row["enabled"]), int(row["created_at"]), row["kind"])
 
 
 # -- Staff accounts ------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class Authenticator:
         if checked is not None and time.monotonic() - checked < ACTIVE_CHECK_SECONDS:
             return True
         with self.session_factory() as session:
-            if actor.kind == "client":
+            if actor.kind in ("client", "device"):
                 enabled = session.execute(select(api_client.c.enabled)
                                           .where(api_client.c.client_id == actor.id)).scalar()
             elif actor.auth_method == "password":

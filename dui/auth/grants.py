@@ -112,7 +112,8 @@ def _client_credentials(auth: Authenticator, session: Session, params: dict[str,
     if not granted:
         raise OAuthError("invalid_scope", f"None of the requested scopes is registered for this client; it may "
                          f"ask for: {client.scopes}")
-    return Actor("client", client.client_id, frozenset(), client.establishment, scopes=granted,
+    # A device client's token is a device's: refused everywhere but /api/devices/events (dui.auth.policy.may).
+    return Actor(client.kind, client.client_id, frozenset(), client.establishment, scopes=granted,
                  client_id=client.client_id, auth_method="private_key_jwt", issuer=auth.issuer_url)
 
 

@@ -135,6 +135,8 @@ def may(actor: Actor, permission: str, resource_type: str, policy: Policy, *,
         if actor.scopes.allows(resource_type, permission, "system"):
             return Decision(True, "scope")
         return Decision(False, f"the token's scopes do not grant '{permission}' on {resource_type}")
+    if actor.kind == "device":
+        return Decision(False, "a device client may only post sensor events (POST /api/devices/events)")
     if actor.kind != "staff":
         return Decision(False, f"unknown kind of actor {actor.kind!r}")
     granted = any(permission in policy.permissions(role, resource_type, actor.establishment)

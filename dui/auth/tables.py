@@ -15,7 +15,7 @@ read the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, String, Table, Text
 
 from dui.db import metadata
 
@@ -30,6 +30,9 @@ api_client = Table(
     Column("enabled", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("disabled_at", BigInteger, nullable=True),
+    # "device": a sensor gateway that may only post events to /api/devices/events (dui.staff.alerts)
+    Column("kind", String(16), nullable=False, server_default="client"),
+    CheckConstraint("kind IN ('client', 'device')", name="kind"),
 )
 
 staff_user = Table(

@@ -26,7 +26,7 @@ from dui.auth.scopes import ScopeError, ScopeSet
 
 LEEWAY = 30  # seconds of clock difference tolerated between machines
 MAX_TOKEN_BYTES = 16 * 1024
-KINDS = ("client", "staff")
+KINDS = ("client", "staff", "device")
 
 
 class TokenError(Exception):

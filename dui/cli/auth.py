@@ -62,22 +62,30 @@ def clients() -> None:
 
 @clients.command("create")
 @click.argument("name")
-@click.option("--scope", "scope", required=True, multiple=True, metavar="SCOPES",
+@click.option("--scope", "scope", multiple=True, metavar="SCOPES",
               help='SMART system scopes it may be granted, space-separated or repeated: "system/Patient.rs '
                    'system/Observation.rs" (v2) or "system/Patient.read" (v1).')
 @click.option("--jwks-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON Web Key Set of the client's public keys (EC P-256/P-384 or RSA >= 2048 bits, "
                    "each with a kid).")
 @click.option("--establishment", metavar="FINESS", help="The establishment the client belongs to, if any.")
-def create_client(name: str, scope: tuple[str, ...], jwks_file: Path, establishment: str | None) -> None:
+@click.option("--device", is_flag=True, help="A sensor gateway (fall detection): it may only post events to "
+              "/api/devices/events, for the residents of its establishment (--establishment required; no --scope).")
+def create_client(name: str, scope: tuple[str, ...], jwks_file: Path, establishment: str | None,
+                  device: bool) -> None:
     """Register a client; prints its client_id (the iss and sub of its assertions) on standard output."""
+    if device and scope:
+        raise click.UsageError("a device client is registered without --scope: it may only post sensor events")
+    if not device and not scope:
+        raise click.UsageError("give the client's scopes with --scope (or --device for a sensor gateway)")
     try:
-        scopes = ScopeSet.parse(scope)
+        scopes = ScopeSet.parse(scope or [accounts.DEVICE_SCOPES])
         jwks = parse_jwks(jwks_file.read_bytes())
     except (ScopeError, JwksError) as exc:
         raise click.ClickException(f"{jwks_file if isinstance(exc, JwksError) else '--scope'}: {exc}") from None
     now = _services().clock()
-    client = _run(lambda s: accounts.register_client(s, name, scopes, jwks, establishment, now))
+    client = _run(lambda s: accounts.register_client(s, name, scopes, jwks, establishment, now,
+                                                     "device" if device else "client"))
     click.echo(client.client_id)
     click.echo(f"client {client.name!r} registered with scopes {client.scopes}; token endpoint "
                f"{_services().authenticator.token_url}", err=True)
@@ -93,7 +101,8 @@ def list_clients() -> None:
         click.echo("client_id  state     FINESS     created           name  [scopes]")
     for c in rows:
         state = "enabled " if c.enabled else "disabled"
-        click.echo(f"{c.client_id}  {state}  {c.establishment or '-':9}  {_when(c.created_at)}  {c.name}  [{c.scopes}]")
+        scopes = "device" if c.kind == "device" else str(c.scopes)
+        click.echo(f"{c.client_id}  {state}  {c.establishment or '-':9}  {_when(c.created_at)}  {c.name}  [{scopes}]")
 
 
 @clients.command("disable")

@@ -113,11 +113,30 @@ def staff_entries(org: dict[str, str], number: int) -> list[dict[str, Any]]:
     return entries
 
 
+UNITS = [("lilas", "Unité Les Lilas"), ("iris", "Unité protégée Les Iris")]
+SENSOR_SYSTEM = "https://dui.example.org/demo/sensor"  # demo serial numbers of the fall sensors
+PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+
+
+def unit_location(org: dict[str, str], key: str, name: str) -> dict[str, Any]:
+    return {"resourceType": "Location", "id": f"{org['id']}-{key}", "status": "active", "name": name,
+            "mode": "instance",
+            "physicalType": {"coding": [{"system": PHYSICAL_TYPE, "code": "wa", "display": "Ward"}]},
+            "managingOrganization": {"reference": f"Organization/{org['id']}", "display": org["name"]}}
+
+
+def room_of(index: int) -> tuple[str, str, str]:
+    """(room number, unit key, unit name) of the demo resident ``index``: one resident per room."""
+    key, name = UNITS[(index // 2) % len(UNITS)]
+    return f"{100 + index}", key, name
+
+
 def setup_bundle() -> dict[str, Any]:
-    """The establishments, their staff and the partner hospital."""
+    """The establishments, their units, their staff and the partner hospital."""
     entries = [_entry(organization(o, "EHPAD")) for o in ESTABLISHMENTS]
     entries.append(_entry(organization(HOSPITAL, "Centre hospitalier")))
     for number, org in enumerate(ESTABLISHMENTS, start=1):
+        entries.extend(_entry(unit_location(org, key, name)) for key, name in UNITS)
         entries.extend(staff_entries(org, number))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
@@ -165,6 +184,18 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
     nurse = {"reference": f"Practitioner/{org['id']}-ide-{1 + index % 2}"}
     admitted = anchor - timedelta(days=rng.randint(60, 1500))
     entries = [_entry(_patient(pid, person, org, index, admitted, rng, medco))]
+    number, unit_key, unit_name = room_of(index)
+    room_id = f"{org['id']}-chambre-{number}"
+    entries.append(_entry({
+        "resourceType": "Location", "id": room_id, "status": "active", "name": f"Chambre {number}",
+        "mode": "instance", "physicalType": {"coding": [{"system": PHYSICAL_TYPE, "code": "ro", "display": "Room"}]},
+        "partOf": {"reference": f"Location/{org['id']}-{unit_key}", "display": unit_name},
+        "managingOrganization": {"reference": f"Organization/{org['id']}", "display": org["name"]}}))
+    entries.append(_entry({
+        "resourceType": "Device", "id": f"{org['id']}-capteur-{number}", "status": "active",
+        "identifier": [{"system": SENSOR_SYSTEM, "value": f"CAPTEUR-{org['finess']}-{number}"}],
+        "deviceName": [{"name": "Capteur de détection de chute", "type": "user-friendly-name"}],
+        "owner": {"reference": f"Organization/{org['id']}"}, "location": {"reference": f"Location/{room_id}"}}))
     entries.append(_entry({
         "resourceType": "Encounter", "id": f"{pid}-sejour",
         "identifier": [{"type": {"coding": [{"system": "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"
@@ -178,6 +209,8 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
         "type": [{"text": "Hébergement permanent en EHPAD"}],
         "subject": patient_ref,
         "period": {"start": admitted.isoformat()},
+        "location": [{"location": {"reference": f"Location/{room_id}", "display": f"Chambre {number}"},
+                      "status": "active"}],
         "serviceProvider": {"reference": f"Organization/{org['id']}", "display": org["name"]},
     }))
     entries.extend(_entry(o) for o in _vital_signs(pid, patient_ref, nurse, anchor, rng))

@@ -12,7 +12,8 @@ import dui.documents.tables
 import dui.fhir.tables
 import dui.messaging.tables
 import dui.outbox.tables
-import dui.profiles.tables  # noqa: F401
+import dui.profiles.tables
+import dui.staff.tables  # noqa: F401
 from dui.db import make_engine, metadata
 
 config = context.config

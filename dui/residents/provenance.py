@@ -77,5 +77,10 @@ def status_history(provenances: list[dict[str, Any]]) -> StatusHistory:
 
 
 def _agent(actor: Actor) -> dict[str, Any]:
-    return {"who": {"identifier": {"system": f"{ACTOR_SYSTEM}/{actor.kind}", "value": actor.id},
-                    "display": f"{actor.kind}:{actor.id}"}}
+    return {"who": actor_reference(actor)}
+
+
+def actor_reference(actor: Actor) -> dict[str, Any]:
+    """A logical reference to the actor (a staff login, a client id): the author of what they record."""
+    return {"identifier": {"system": f"{ACTOR_SYSTEM}/{actor.kind}", "value": actor.id},
+            "display": f"{actor.kind}:{actor.id}"}

@@ -64,6 +64,41 @@ def record_fhir(session: Session, svc: Services, now: datetime, actor: Actor, re
     return seq
 
 
+# How strongly an interaction acts, to name a staff API request after its strongest one.
+_WEIGHT = {"create": 4, "update": 4, "patch": 4, "delete": 4, "transaction": 4, "operation": 3, "read": 1,
+           "vread": 1, "search": 2, "history": 2}
+
+
+def record_api(session: Session, svc: Services, now: datetime, actor: Actor, endpoint: str,
+               calls: list[tuple[Route, FhirResponse]], status: int, where: Where,
+               patients: set[str] | None = None) -> int:
+    """A staff API request answered (``dui.web.staff``): one entry naming its endpoint, the strongest FHIR
+    interaction it ran, and every resident whose data those interactions served or wrote (as ``record_fhir``
+    reads them) or the use case read outside FHIR (``patients``)."""
+    found = set(patients or ())
+    for route, result in calls:
+        found |= residents_of(svc.residents, route, result)
+    main = max(calls, key=lambda c: _WEIGHT.get(c[0].action, 0))[0] if calls else None
+    entry = trail.AuditEntry(main.action if main else "request", "success", actor, main.rtype if main else None,
+                             main.rid if main else None, f"api {endpoint}", status, where[0], where[1],
+                             patients=tuple(sorted(found)))
+    seq = trail.record(session, entry, now)
+    mark_recorded()
+    return seq
+
+
+def record_api_refusal(svc: Services, actor: Actor, endpoint: str, route: Route | None, status: int,
+                       patients: tuple[str, ...], where: Where) -> None:
+    """A staff API request refused or failed (in a transaction of its own: the request's was rolled back)."""
+    outcome = "denied" if status in (401, 403) else ("error" if status >= 500 else "failed")
+    named = (route.rid,) if route is not None and route.rtype == "Patient" and route.rid else ()
+    entry = trail.AuditEntry(route.action if route else "request", outcome, actor, route.rtype if route else None,
+                             route.rid if route else None, f"api {endpoint}", status, where[0], where[1],
+                             patients=tuple(sorted({*named, *patients})))
+    _record_apart(svc, entry)
+    mark_recorded()
+
+
 def void_lost(svc: Services, seq: int, request_id: str | None) -> None:
     """The transaction holding entry ``seq`` failed to commit: say so, so that the gap it leaves in the numbering
     is explained (``dui audit verify``). The failure is recorded as a refusal afterwards."""

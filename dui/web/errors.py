@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from dui.errors import DuiError, Fault, TooLarge, Unavailable
 from dui.fhir import jsontext
 from dui.fhir.outcomes import error_outcome
+from dui.web.staff import problems
 
 logger = logging.getLogger("dui.web")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -66,6 +67,9 @@ def _render(err: DuiError) -> Response:
     if request.path.startswith("/fhir"):
         body: Any = outcome
         mimetype = FHIR_JSON
+    elif request.path == "/api" or request.path.startswith("/api/"):
+        body = problems.error_problem(err, status)
+        mimetype = problems.PROBLEM_JSON
     else:
         body = {"type": "about:blank", "title": err.message, "status": status,
                 "errors": [i.diagnostics for i in err.issues]}

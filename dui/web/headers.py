@@ -18,11 +18,15 @@ from dui.errors import Forbidden
 from dui.services import Services
 
 CSP = "default-src 'none'; frame-ancestors 'none'"
+# /api/docs: its page, script and style come from this server only (no CDN, no inline script)
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            "frame-ancestors 'none'")
+API_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 HSTS = "max-age=31536000"
 FHIR_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 TOKEN_METHODS = ("POST",)
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Accept", "If-Match", "If-None-Match", "If-None-Exist",
-                   "If-Modified-Since", "Prefer", "X-Request-Id", "X-Break-Glass")
+                   "If-Modified-Since", "Prefer", "X-Request-Id", "X-Break-Glass", "Last-Event-ID")
 EXPOSED_HEADERS = ("Location", "Content-Location", "ETag", "Last-Modified", "Retry-After", "WWW-Authenticate",
                    "X-Request-Id")
 PREFLIGHT_MAX_AGE = "600"
@@ -61,7 +65,7 @@ def register(app: Flask) -> None:
     @app.after_request
     def secure(response: Response) -> Response:
         headers = response.headers
-        headers["Content-Security-Policy"] = CSP
+        headers["Content-Security-Policy"] = DOCS_CSP if request.path.startswith("/api/docs") else CSP
         headers["X-Frame-Options"] = "DENY"
         headers["Referrer-Policy"] = "no-referrer"
         headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -81,6 +85,8 @@ def cors_methods(path: str) -> tuple[str, ...] | None:
     """The methods a browser may use cross-origin on ``path``, or None if it is not a CORS endpoint."""
     if path == "/fhir" or path.startswith("/fhir/"):
         return FHIR_METHODS
+    if path == "/api" or path.startswith("/api/"):
+        return API_METHODS
     if path.rstrip("/") == "/auth/token":
         return TOKEN_METHODS
     return None

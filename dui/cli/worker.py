@@ -30,6 +30,7 @@ from dui.errors import DuiError
 from dui.messaging import receiving
 from dui.outbox.runner import Backoff, RunReport, run_due
 from dui.services import Services
+from dui.staff import alerts
 from mssante import Permanent, TransportError
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 def worker(once: bool, interval: float) -> None:
     """Run the background work until stopped (SIGTERM or Ctrl-C).
 
-    Each pass rebuilds the out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
+    Each pass escalates the fall alerts nobody acknowledged within DUI_ALERT_ESCALATION seconds, rebuilds the
+    out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
     record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
     configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
     `dui audit seal` does)."""
@@ -87,6 +89,9 @@ def worker(once: bool, interval: float) -> None:
             last_seal = time.monotonic()
         if once:
             click.echo(f"dui worker: {total['rebuilt']} DLU rebuilt, {total['failed']} failed")
+            if total["escalated"]:
+                click.echo(f"dui worker: {total['escalated']} fall alert(s) escalated (not acknowledged in "
+                           f"{svc.settings.alerts.escalation:g} s)")
             click.echo(f"dui worker: audit trail: {sealed} entries sealed" if sealed is not None
                        else "dui worker: audit trail: the seal failed (see the log)")
             outbox: RunReport = total["outbox"]
@@ -125,7 +130,18 @@ def poll_inbox(svc: Services) -> receiving.PollReport | None:
     return receiving.poll(receiver, svc.unit_of_work, lambda session: svc.fhir_context(session, SYSTEM), svc.clock)
 
 
+def escalate_alerts(svc: Services) -> int | None:
+    """Escalate the fall alerts nobody acknowledged in time (``dui.staff.alerts.escalate``); None on failure."""
+    try:
+        with svc.unit_of_work(write=True) as session:
+            return alerts.escalate(session, svc.clock(), svc.settings.alerts.escalation)
+    except Exception:
+        logger.exception("alert escalation failed")
+        return None
+
+
 def _pass(svc: Services) -> dict[str, Any]:
+    escalated = escalate_alerts(svc)  # first: an alert must not wait behind a batch of DLU rebuilds
     rebuilt = failed = 0
     while True:  # until nothing is due (a pass takes at most 100 residents at a time)
         done, bad = rebuild_due_dlus(svc)
@@ -142,7 +158,8 @@ def _pass(svc: Services) -> dict[str, Any]:
     except Exception:  # the database is unreachable, say: the next pass tries again
         logger.exception("outbox pass failed")
         outbox = RunReport()
-    return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "inbox": inbox, "at": time.time()}
+    return {"rebuilt": rebuilt, "failed": failed, "outbox": outbox, "inbox": inbox, "escalated": escalated,
+            "at": time.time()}
 
 
 def seal_audit(svc: Services) -> int | None:

@@ -156,13 +156,13 @@ def feed(session: Session, establishment: str, after: int, unit: str | None, lim
     """``(seq, kind, alert)`` of the establishment's alert events after ``after``, in order. With ``unit``: the
     events of that unit's rooms, and every escalation (an escalated alert goes to the whole house)."""
     e = staff_alert_event.c
-    query = (select(e.seq, e.kind, staff_alert).join(staff_alert, staff_alert.c.id == e.alert_id)
+    query = (select(e.seq, e.kind.label("event_kind"), staff_alert).join(staff_alert, staff_alert.c.id == e.alert_id)
              .where(e.establishment == establishment, e.seq > after).order_by(e.seq).limit(limit))
     out = []
     for row in session.execute(query):
-        if unit and row.unit != unit and row.kind != "escalated":
+        if unit and row.unit != unit and row.event_kind != "escalated":
             continue
-        out.append((row.seq, row.kind, view(row)))
+        out.append((row.seq, row.event_kind, view(row)))
     return out
 
 

@@ -55,6 +55,7 @@ def test_my_residents_now_are_my_establishments_with_rooms_units_and_attention(a
     assert [i["id"] for i in items] == [MINE, OTHER_MINE]  # not the Tilleuls' resident
     first = items[0]
     assert first["family"] == "Lefèvre" and first["room"] == {"id": ROOM_OF_MINE, "name": "Chambre 101"}
+    assert first["identity_status"] == "QUAL"
     assert first["unit"]["id"] == "demo-ehpad-le-parc-lilas"
     assert any(f["code"] == "fall-risk" for f in first["attention"]["flags"])
     assert first["attention"]["dlu"] == "missing"

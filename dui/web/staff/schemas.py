@@ -160,7 +160,8 @@ class IdentityOut(Schema):
     given = fields.String(allow_none=True)
     birth_date = fields.String(allow_none=True)
     gender = fields.String(allow_none=True)
-    identity_status = fields.String(required=True, metadata={"description": "PROV, RECUP, VALI or QUAL"})
+    identity_status = fields.String(required=True, validate=validate.OneOf(["PROV", "RECUP", "VALI", "QUAL"]),
+                                    metadata={"description": "provisoire, récupérée, validée or qualifiée (RNIV)"})
 
 
 class ResidentNowOut(IdentityOut):

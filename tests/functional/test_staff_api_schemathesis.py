@@ -1,0 +1,50 @@
+"""Property tests of the staff API against its own OpenAPI document (Schemathesis): for every operation, requests
+generated from the document, valid and invalid, get no server error and answers that follow the document (status
+documented, content type, body schema), with a nurse's token and a director's, on SQLite and PostgreSQL.
+
+Every check of Schemathesis runs but one: a request valid by the document may still be refused with 422 (a rule
+across fields, such as "systolic above diastolic", or a resident that does not exist is not JSON Schema), so
+"positive data acceptance" does not apply. The SSE stream is left out here (it answers for minutes by design);
+tests/functional/test_staff_alerts.py reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
+
+from dui.demo.data import resident_bundle, setup_bundle
+from tests.functional.test_staff_api import PARC, token
+from tests.helpers import FhirClient
+
+SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("role", ["infirmier", "direction"])
+def test_no_server_error_and_answers_follow_the_document(app: Flask, client: FhirClient, role: str) -> None:
+    for bundle in (setup_bundle(), *(resident_bundle(i, date(2026, 11, 30)) for i in (1, 2, 3))):
+        assert client.post("", bundle).status_code == 200
+    headers = token(app, "staff", role, PARC)
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app).exclude(path="/api/alerts/stream")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @SETTINGS
+            def call(case: Any) -> None:
+                case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+
+            try:
+                call()
+            except Exception as exc:
+                raise AssertionError(f"{operation.label} ({mode.value}): {exc}") from exc

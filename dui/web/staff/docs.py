@@ -1,17 +1,17 @@
 """``/api/openapi.json`` and ``/api/docs``: the OpenAPI document, and Swagger UI to browse it.
 
-Swagger UI's files come from the ``swagger-ui-bundle`` package and are served from here: the page loads with no
+Swagger UI's files (version 5, which reads OpenAPI 3.1) come from the ``swagger-ui-py`` package and are served
+from here: the page loads with no
 network beyond this server (no CDN), under a Content-Security-Policy that allows this server's scripts only.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 
 import orjson
 from flask import Response, abort
-from swagger_ui_bundle import swagger_ui_path
 
 from dui.web.staff.edge import bp
 from dui.web.staff.openapi import document
@@ -74,4 +74,4 @@ def docs_asset(name: str) -> Response:
 
 @cache
 def _asset(name: str) -> bytes:
-    return (Path(swagger_ui_path) / name).read_bytes()
+    return (files("swagger_ui") / "static" / name).read_bytes()

@@ -53,8 +53,8 @@ class Record:
             headers: Mapping[str, str] | None = None) -> FhirResponse:
         """Route, authorize and run one interaction; raises what ``/fhir`` would answer as an error."""
         all_headers = {**(JSON_HEADERS if body is not None else {}), **(headers or {})}
-        req = FhirRequest(method, path, tuple(query), all_headers,
-                          orjson.dumps(body) if body is not None else None)
+        # jsontext writes back the decimals of a resource read here (FhirDecimal) as their own text
+        req = FhirRequest(method, path, tuple(query), all_headers, jsontext.dump(body) if body is not None else None)
         routed = router.route(self.ctx, req)
         self.refused = routed
         result = router.handle(self.ctx, req, routed)

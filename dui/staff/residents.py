@@ -7,8 +7,8 @@ physical type ``wa``) narrows the list to the residents whose current stay is in
 
 What needs attention, per resident: the active Flags (a fall alert not yet acknowledged, a fall risk, BMR
 carriage...), vital signs missing for ``VITALS_STALE_DAYS`` days, and the DLU (missing, or stale: the record
-changed since it was built and the worker has not rebuilt it yet). Medications due per round come with the
-administration plan, which the staff API does not have yet.
+changed since it was built and the worker has not rebuilt it yet), and the doses of the current round not yet
+recorded (``dui.staff.medications.doses_due``; none for an actor who may not read medications).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from dui.documents.freshness import DLU
 from dui.documents.tables import resident_document
 from dui.residents import mapping
-from dui.staff import codes
+from dui.staff import codes, medications
 from dui.staff.record import Record, instant, version_of
 
 DLU_TYPE = "http://loinc.org|74207-2"
@@ -49,6 +49,7 @@ def residents_now(record: Record, session: Session, now: datetime, unit: str | N
     flags = _active_flags(record, ids)
     measured = _recently_measured(record, ids, now)
     dlu = _dlu_states(record, session, ids)
+    due = medications.doses_due(record, ids, now)
     rooms = _rooms(record, stays.values(), included)
     out = []
     for pid in ids:
@@ -56,7 +57,8 @@ def residents_now(record: Record, session: Session, now: datetime, unit: str | N
         room, unit_view = rooms.get(pid, (None, None))
         out.append({**identity_view(patient), "room": room, "unit": unit_view,
                     "attention": {"flags": flags.get(pid, []), "vitals_missing": pid not in measured,
-                                  "last_vital_signs": measured.get(pid), "dlu": dlu.get(pid, "missing")}})
+                                  "last_vital_signs": measured.get(pid), "dlu": dlu.get(pid, "missing"),
+                                  "doses_due": due.get(pid, 0) if due is not None else None}})
     return out, following
 
 
@@ -82,7 +84,8 @@ def resident(record: Record, session: Session, now: datetime, pid: str) -> tuple
             "Condition", [("subject", f"Patient/{pid}"), ("clinical-status", "active"), ("_count", "50")])]
     if record.may("s", "MedicationRequest"):
         view["treatments"] = [{"medication": _text(m.get("medicationCodeableConcept")),
-                               "dosage": "; ".join(d.get("text", "") for d in m.get("dosageInstruction") or [])}
+                               "dosage": "; ".join(d["text"] for d in m.get("dosageInstruction") or []
+                                                   if d.get("text"))}
                               for m in record.search("MedicationRequest", [("subject", f"Patient/{pid}"),
                                                                            ("status", "active"), ("_count", "50")])]
     return view, version

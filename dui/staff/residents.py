@@ -57,7 +57,7 @@ def residents_now(record: Record, session: Session, now: datetime, unit: str | N
         room, unit_view = rooms.get(pid, (None, None))
         out.append({**identity_view(patient), "room": room, "unit": unit_view,
                     "attention": {"flags": flags.get(pid, []), "vitals_missing": pid not in measured,
-                                  "last_vital_signs": measured.get(pid), "dlu": dlu.get(pid, "missing"),
+                                  "last_vital_signs": measured.get(pid), "dlu": dlu[pid],
                                   "doses_due": due.get(pid, 0) if due is not None else None}})
     return out, following
 
@@ -75,7 +75,7 @@ def resident(record: Record, session: Session, now: datetime, pid: str) -> tuple
                         "room": _display((stay.get("location") or [{}])[0].get("location"))}
     view["flags"] = _active_flags(record, [pid]).get(pid, [])
     view["vital_signs"] = _latest_vitals(record, pid)
-    view["dlu"] = _dlu_states(record, session, [pid]).get(pid, "missing")
+    view["dlu"] = _dlu_states(record, session, [pid])[pid]
     if record.may("s", "AllergyIntolerance"):
         view["allergies"] = [_text(a.get("code")) for a in record.search(
             "AllergyIntolerance", [("patient", f"Patient/{pid}"), ("clinical-status", "active"), ("_count", "50")])]
@@ -151,10 +151,11 @@ def _latest_vitals(record: Record, pid: str) -> dict[str, Any]:
     return latest
 
 
-def _dlu_states(record: Record, session: Session, ids: list[str]) -> dict[str, str]:
-    """Resident -> ``current``, ``stale`` (the record changed since it was built) or ``missing``."""
+def _dlu_states(record: Record, session: Session, ids: list[str]) -> dict[str, str | None]:
+    """Resident -> ``current``, ``stale`` (the record changed since it was built) or ``missing``; None for an actor
+    who may not read documents."""
     if not record.may("s", "DocumentReference"):
-        return {}
+        return dict.fromkeys(ids)
     have = {(d.get("subject") or {}).get("reference", "").removeprefix("Patient/") for d in record.search(
         "DocumentReference", [("subject", ",".join(f"Patient/{i}" for i in ids)), ("type", DLU_TYPE),
                               ("status", "current"), ("_elements", "subject"),

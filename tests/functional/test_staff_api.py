@@ -80,6 +80,7 @@ def test_an_aide_sees_no_diagnosis_a_nurse_does(app: Flask, web: FlaskClient) ->
     aide = web.get(f"/api/residents/{MINE}", headers=token(app, "staff", "aide-soignant", PARC)).get_json()
     assert "conditions" not in aide and "treatments" not in aide
     assert aide["flags"] and aide["stay"]["room"]["id"] == ROOM_OF_MINE
+    assert aide["dlu"] is None and seen.get_json()["dlu"] == "missing"  # documents are medical data
 
 
 def test_another_establishments_resident_is_not_found(app: Flask, web: FlaskClient) -> None:

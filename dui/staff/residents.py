@@ -94,7 +94,7 @@ def identity_view(patient: dict[str, Any]) -> dict[str, Any]:
     return {"id": patient["id"], "version": version_of(patient),
             "family": name.get("family"), "given": " ".join(name.get("given") or []) or None,
             "birth_date": patient.get("birthDate"), "gender": patient.get("gender"),
-            "identity_status": mapping.status_of(patient).value}
+            "identity_status": mapping.status_of(patient).code}
 
 
 def _active_flags(record: Record, ids: list[str]) -> dict[str, list[dict[str, Any]]]:

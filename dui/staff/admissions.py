@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from dui.auth.actor import Actor
@@ -89,6 +89,7 @@ NOK_RELATIONSHIP = {"system": "https://mos.esante.gouv.fr/NOS/TRE_R260-HL7RoleCl
                     "code": "NOK"}
 CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                              "code": "patient-privacy"}]}
+CLOCK_TOLERANCE = timedelta(minutes=5)  # a time of death "now" from a device whose clock runs a little ahead
 BLOCKING_GRADES = ("certain", "probable")  # a match of these grades stops an admission unless confirmed
 
 INSI_FRENCH = {
@@ -205,7 +206,7 @@ def record_death(record: Record, actor: Actor, now: datetime, pid: str, moment: 
     if patient.get("deceasedDateTime") or patient.get("deceasedBoolean"):
         raise refuse(Conflict, "The resident's death is recorded already", "Le décès du résident est déjà "
                      "enregistré")
-    if moment > now:
+    if moment > now + CLOCK_TOLERANCE:
         raise refuse(Unprocessable, "The time of death cannot be later than now",
                      "L'heure du décès ne peut pas être postérieure à maintenant", "deceased_at")
     stay, version = current_stay(record, actor, pid)
@@ -267,8 +268,8 @@ def stay_of(encounter: dict[str, Any]) -> dict[str, Any]:
 
 def _free_room(record: Record, finess: str, room_id: str) -> dict[str, Any]:
     """The room, once known to be a room of the establishment that no current stay occupies."""
-    not_ours = refuse(Unprocessable, f"Location/{room_id} is not a room of your establishment",
-                      f"Location/{room_id} n'est pas une chambre de votre établissement", "stay.room")
+    not_ours = refuse(Unprocessable, f"Location/{room_id} is not an open room of your establishment",
+                      f"Location/{room_id} n'est pas une chambre ouverte de votre établissement", "stay.room")
     _lock(record, "Location", room_id)
     try:
         room, _ = record.read("Location", room_id)

@@ -263,9 +263,9 @@ def test_an_ins_another_resident_carries_refuses_the_whole_admission(app: Flask,
 
 
 @pytest.mark.parametrize(("room", "status", "word"), [
-    (THEIR_ROOM, 422, "n'est pas une chambre de votre établissement"),
-    ("no-such-room", 422, "n'est pas une chambre de votre établissement"),
-    (f"{PARC_ORG}-lilas", 422, "n'est pas une chambre de votre établissement"),  # a unit, not a room
+    (THEIR_ROOM, 422, "n'est pas une chambre ouverte de votre établissement"),
+    ("no-such-room", 422, "n'est pas une chambre ouverte de votre établissement"),
+    (f"{PARC_ORG}-lilas", 422, "n'est pas une chambre ouverte de votre établissement"),  # a unit, not a room
     (ROOM_OF_MINE, 409, "occupée par un séjour en cours"),
 ])
 def test_a_room_not_ours_or_occupied_is_refused_and_nothing_is_written(app: Flask, web: FlaskClient, demo: FhirClient,
@@ -302,7 +302,8 @@ def test_bad_admissions_are_problems_naming_the_field_never_500(app: Flask, web:
 
     before = totals(demo)
     good = berthier(app)
-    assert refused({**good, "identity": {**good["identity"], "birth_place": "6912"}})[0][0] == "identity.birth_place"
+    assert refused({**good, "identity": {**good["identity"], "birth_place": "6912"}}) == [
+        ("identity.birth_place", "Un code COG de l'INSEE : 5 caractères (2A/2B pour la Corse, 99xxx pour un pays)")]
     assert refused({**good, "general_practitioner": {"family": "Roux", "rpps": "10003456780"}}) == [
         ("general_practitioner.rpps", "Un numéro RPPS compte 11 chiffres, clé comprise")]
     assert refused({**good, "general_practitioner": {"id": f"{PARC_ORG}-medco", "family": "Roux"}})[0][0] == \

@@ -8,6 +8,8 @@ OpenAPI document (``dui.web.staff.openapi``) is generated from these classes.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -267,9 +269,24 @@ class Problem(Schema):
 
 # -- admission and projet --------------------------------------------------------------------------------------
 
-COG = validate.Regexp(r"^(?:[0-9]{5}|2[AB][0-9]{3})$", error="Not an INSEE COG code.")
 NAME = validate.Length(min=1, max=100)
-PHONE = validate.Regexp(r"^\+?[0-9 .\-()]{6,25}$", error="Not a phone number.")
+
+
+def _matching(pattern: str, en: str, fr: str) -> Callable[[str], None]:
+    """A validator refusing, in English and French, a string that does not match ``pattern``."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> None:
+        if not compiled.fullmatch(value):
+            raise ValidationError(Bilingual(en, fr))
+
+    return check
+
+
+COG = _matching(r"[0-9]{5}|2[AB][0-9]{3}", "An INSEE COG code: 5 characters (2A/2B for Corsica, 99xxx for a "
+                "country)", "Un code COG de l'INSEE : 5 caractères (2A/2B pour la Corse, 99xxx pour un pays)")
+PHONE = _matching(r"\+?[0-9 .\-()]{6,25}", "A phone number: digits, spaces, dots, dashes",
+                  "Un numéro de téléphone : chiffres, espaces, points, tirets")
 
 
 class AdmissionIdentityIn(In):

@@ -46,7 +46,7 @@ from typing import Any
 from dui.auth.actor import Actor
 from dui.auth.roles import ADMINISTRATIF, DIRECTION, MEDECIN
 from dui.documents import dmp_feed
-from dui.errors import Conflict, NotFound, Unavailable, Unprocessable
+from dui.errors import Conflict, Issue, NotFound, Unavailable, Unprocessable
 from dui.fhir.scope import CURRENT_ENCOUNTER, FINESS_SYSTEM
 from dui.residents import admission
 from dui.staff.record import (
@@ -59,7 +59,7 @@ from dui.staff.record import (
     update_entry,
     version_of,
 )
-from dui.staff.refusals import refuse, require_role
+from dui.staff.refusals import Said, refuse, require_role
 from dui.staff.residents import identity_view
 from dui.tddui.profiles import CANONICAL as TDDUI
 from ins import InsTraits
@@ -177,8 +177,8 @@ def admit(record: Record, actor: Actor, now: datetime, request: dict[str, Any]) 
     insi = _fetch_ins(record, pid) if request["insi"] else {"requested": False, "result": None, "message": None,
                                                                "message_fr": None}
     body, version = record.read("Patient", pid)
-    stay_view = {"id": location_id(created["stay"]), "start": stay_in["start"].isoformat(), "end": None,
-                 "room": {"id": room["id"], "name": room.get("name")}}
+    stay_view = {"id": location_id(created["stay"]), "status": "in-progress", "start": stay_in["start"].isoformat(),
+                 "end": None, "exit_mode": None, "room": {"id": room["id"], "name": room.get("name")}}
     return Admitted(identity_view(body), version, stay_view, insi, duplicates, created)
 
 
@@ -330,11 +330,12 @@ def _traits(identity: dict[str, Any], today: date) -> InsTraits:
     traits = InsTraits(identity["birth_family"], tuple(" ".join(identity["birth_given_names"]).split()),
                        identity["birth_date"].isoformat(), GENDERS[identity["gender"]], identity.get("birth_place"))
     problems = [p for p in check_traits(traits, today) if p.severity == "error"]
-    if problems:
-        first = problems[0]
-        raise refuse(Unprocessable, f"The identity traits break the INS rules: {first.message}",
-                     TRAIT_FRENCH.get(first.field, "Les traits d'identité ne suivent pas les règles de l'INS"),
-                     TRAIT_FIELDS.get(first.field), code="business-rule")
+    if problems:  # each problem names its field and rule, never the value
+        issues = [Issue(Said(p.message, TRAIT_FRENCH.get(p.field, "Trait d'identité refusé (règles de l'INS)")),
+                        "business-rule", expression=(TRAIT_FIELDS.get(p.field, "identity"),)) for p in problems]
+        raise Unprocessable(Said("The identity traits break the INS rules",
+                                 "Les traits d'identité ne suivent pas les règles de l'INS"),
+                            issues=issues, code="business-rule")
     return traits
 
 

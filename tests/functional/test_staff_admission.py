@@ -7,6 +7,7 @@ the TDDUI 2.2.0 profiles say (DOMAIN.md §2.3)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -139,7 +140,7 @@ def test_admission_with_insi_makes_one_record_with_stay_room_gp_trusted_person_a
     assert "récupérée" in done["insi"]["message_fr"]
     assert answer.headers["ETag"] == f'W/"{done["resident"]["version"]}"' == 'W/"2"'  # created, then INSi
     assert done["resident"]["family"] == "BERTHIER" and done["resident"]["given"] == "MARIE"  # INSi's traits
-    assert done["stay"]["room"] == {"id": FREE_ROOM, "name": "Chambre 110"}
+    assert done["stay"]["room"] == {"id": FREE_ROOM, "name": "Chambre 110"} and done["stay"]["status"] == "in-progress"
     assert done["duplicates"] == []
 
     patient = demo.get(f"Patient/{pid}").get_json()
@@ -278,6 +279,27 @@ def test_a_room_not_ours_or_occupied_is_refused_and_nothing_is_written(app: Flas
     assert totals(demo) == before
 
 
+def test_two_admissions_into_one_room_at_once_one_is_refused(app: Flask, web: FlaskClient, demo: FhirClient) -> None:
+    """The room's row is locked before the check (PostgreSQL; SQLite serialises writers): the second admission
+    sees the first's stay."""
+    bodies = [berthier(app, insi=False, stay={"start": today(app).isoformat(), "room": OTHER_FREE_ROOM})
+              for _ in range(2)]
+    bodies[1]["identity"].update(birth_family="Garnier", birth_given_names=["Louise"], birth_date="1940-02-03")
+    barrier, statuses = threading.Barrier(2), []
+
+    def admit(body: dict[str, Any]) -> None:
+        barrier.wait()
+        statuses.append(app.test_client().post("/api/admissions", json=body, headers=clerk(app)).status_code)
+
+    threads = [threading.Thread(target=admit, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201, 409]
+    assert int(demo.search(f"Encounter?location=Location/{OTHER_FREE_ROOM}&_summary=count")["total"]) == 1
+
+
 @pytest.mark.parametrize("role", ["infirmier", "aide-soignant", "medecin", "direction"])
 def test_only_the_administration_admits(app: Flask, web: FlaskClient, demo: FhirClient, role: str) -> None:
     """The direction passes the endpoint's gate, but by default the policy lets it read identity data only."""
@@ -312,9 +334,12 @@ def test_bad_admissions_are_problems_naming_the_field_never_500(app: Flask, web:
         ("general_practitioner.id", "Practitioner/nobody n'existe pas")]
     assert refused({**good, "dmp": {"informed": True, "opposed": True}}) == [
         ("dmp.opposition_reason", "Une opposition indique son motif")]
-    assert refused({**good, "identity": {**good["identity"], "birth_family": "B3rthier"}})[0] == (
-        "identity.birth_family", "Le nom de naissance ne suit pas les règles de l'INS (lettres, espace, tiret, "
-                                 "apostrophe)")
+    assert refused({**good, "identity": {**good["identity"], "birth_family": "B3rthier", "birth_given_names": [
+        "Marie", "J0"]}}) == [
+        ("identity.birth_family", "Le nom de naissance ne suit pas les règles de l'INS (lettres, espace, tiret, "
+                                  "apostrophe)"),
+        ("identity.birth_given_names", "Les prénoms de naissance ne suivent pas les règles de l'INS (lettres, "
+                                       "espace, tiret, apostrophe)")]
     assert refused({**good, "identity": {**good["identity"], "gender": "unknown"}})[0][0] == "identity.gender"
     assert refused({**good, "stay": {**good["stay"], "start": (today(app) + timedelta(days=2)).isoformat()}})[0][0] \
         == "stay.start"

@@ -10,6 +10,7 @@ duplicates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from dui.errors import Unprocessable
 from dui.fhir.interactions.base import FhirContext
@@ -36,12 +37,17 @@ def admit(ctx: FhirContext, traits: InsTraits, local_id: str | None = None) -> A
     if problems:
         raise Unprocessable("The identity traits break the INS rules", code="business-rule",
                             issues=[rules.trait_issue(p) for p in problems])
-    body = mapping.with_traits({"resourceType": "Patient", "active": True}, traits)
-    if local_id:
-        body["identifier"] = [{"use": "usual", "type": PI_TYPE, "system": LOCAL_ID_SYSTEM, "value": local_id}]
-    body = ctx.prepare("Patient", mapping.with_identity(body, IdentityStatus.PROV, Evidence()), None)
+    body = ctx.prepare("Patient", provisional_patient(traits, local_id), None)
     ctx.validator.check(body)
     version = ctx.internal.create("Patient", body)
     provenance.record(ctx, provenance.ADMITTED, [version])
     found = duplicates.find_matches(ctx, version.resource())
     return Admission(version, [(v, m) for v, m in found if v.id != version.id])
+
+
+def provisional_patient(traits: InsTraits, local_id: str | None = None) -> dict[str, Any]:
+    """The Patient an admission writes: ``traits`` stated, identity provisoire, the local identifier if any."""
+    body = mapping.with_traits({"resourceType": "Patient", "active": True}, traits)
+    if local_id:
+        body["identifier"] = [{"use": "usual", "type": PI_TYPE, "system": LOCAL_ID_SYSTEM, "value": local_id}]
+    return mapping.with_identity(body, IdentityStatus.PROV, Evidence())

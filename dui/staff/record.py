@@ -9,6 +9,7 @@ kept with its ``Route`` and answer, and the web layer records every one of them 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,6 +137,22 @@ def as_json(body: Any) -> dict[str, Any]:
 def create_entry(resource: dict[str, Any], full_url: str) -> dict[str, Any]:
     """A transaction entry creating ``resource``; other entries refer to it by ``full_url`` (``urn:uuid:...``)."""
     return {"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}
+
+
+def update_entry(resource: dict[str, Any], version: int) -> dict[str, Any]:
+    """A transaction entry updating ``resource`` if it is still at ``version`` (``ifMatch``: 412 otherwise)."""
+    path = f"{resource['resourceType']}/{resource['id']}"
+    return {"resource": resource, "request": {"method": "PUT", "url": path, "ifMatch": f'W/"{version}"'}}
+
+
+def editable(resource: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a served resource to write back: without the server's ``meta`` (version, update time), with its
+    profiles, tags and security labels."""
+    out = copy.deepcopy(resource)
+    kept = {k: v for k, v in (out.pop("meta", None) or {}).items() if k in ("profile", "tag", "security")}
+    if kept:
+        out["meta"] = kept
+    return out
 
 
 def version_of(resource: dict[str, Any]) -> int:

@@ -10,7 +10,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from dui.web.staff import alerts, care, docs, medications, residents  # noqa: F401  (each declares its endpoints)
+    from dui.web.staff import admissions, alerts, care, docs, medications, residents  # noqa: F401  (each declares its endpoints)
     from dui.web.staff.edge import bp
 
     app.register_blueprint(bp)

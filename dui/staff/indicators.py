@@ -63,7 +63,15 @@ from dui.documents.tables import resident_document
 from dui.errors import Forbidden
 from dui.fhir.scope import FINESS_SYSTEM, organizations_of
 from dui.fhir.sql import format_instant
-from dui.fhir.tables import UtcDateTime, resource, search_date, search_quantity, search_reference, search_token
+from dui.fhir.tables import (
+    UtcDateTime,
+    resource,
+    search_date,
+    search_quantity,
+    search_reference,
+    search_string,
+    search_token,
+)
 from dui.staff import codes
 
 READERS = frozenset({DIRECTION, MEDECIN})
@@ -133,7 +141,7 @@ def establishments(session: Session) -> list[str]:
     org = resource.alias()
     finess = search_token.alias()
     provider = search_reference.alias()
-    query = (select(distinct(finess.c.code))
+    query = (select(finess.c.code).distinct()
              .join(org, org.c.rid == finess.c.rid)
              .where(finess.c.res_type == "Organization", finess.c.param == "identifier",
                     finess.c.system == FINESS_SYSTEM, finess.c.code.is_not(None),
@@ -157,7 +165,8 @@ def compute(session: Session, finess: str, period: Period, now: datetime) -> dic
     seconds, residents = session.execute(select(
         func.sum(_epoch(clipped_high, dialect) - _epoch(clipped_low, dialect)),
         func.count(distinct(stays.c.patient)))).one()
-    resident_days = round(period.in_days(float(seconds or 0)), 2)
+    exact_days = period.in_days(float(seconds or 0))
+    resident_days = round(exact_days, 2)
     places = _places(session, orgs)
     by_gir = _girs(session, present, end)
     evaluated = sum(by_gir.values())
@@ -169,10 +178,11 @@ def compute(session: Session, finess: str, period: Period, now: datetime) -> dic
     built = sum(dmp.values())
     reached = sum(n for state, n in dmp.items() if state in REACHED_DMP)
     return {
-        "establishment": finess, "month": period.month, "from": format_instant(period.start),
-        "until": format_instant(period.until), "as_of": format_instant(now), "days": round(period.days, 2),
+        "establishment": finess, "name": _name(session, finess), "month": period.month,
+        "from": format_instant(period.start), "until": format_instant(period.until), "as_of": format_instant(now),
+        "complete": period.until == period.end, "days": round(period.days, 2),
         "places": places, "residents_present": residents, "resident_days": resident_days,
-        "occupancy": _ratio(resident_days, places * period.days),
+        "occupancy": _ratio(exact_days, places * period.days),
         "gmp": {"value": round(sum(codes.GIR_POINTS[g] * n for g, n in by_gir.items()) / evaluated, 1)
                 if evaluated else None,
                 "evaluated": evaluated, "not_evaluated": residents - evaluated,
@@ -180,13 +190,24 @@ def compute(session: Session, finess: str, period: Period, now: datetime) -> dic
         "pmp": {"status": "recorded" if pathos_count else "not recorded",
                 "value": round(pathos_total / pathos_count, 1) if pathos_count else None,
                 "recorded": pathos_count},
-        "falls": {"count": falls, "per_1000_resident_days": _ratio(falls * 1000, resident_days, 2)},
+        "falls": {"count": falls, "per_1000_resident_days": _ratio(falls * 1000, exact_days, 2)},
         "hospital_transfers": {"fludt": transfers, "residents": transferred},
         "dlu": {"current": current, "stale": stale, "missing": residents - current - stale,
                 "freshness": _ratio(current, residents)},
         "dmp": {"dlu_built": built, "reached_dmp": reached, "queued": dmp.get("queued", 0),
                 "refused": dmp.get("refused", 0), "not_queued": dmp.get(None, 0), "rate": _ratio(reached, built)},
     }
+
+
+def _name(session: Session, finess: str) -> str | None:
+    """The establishment's name, as its Organization gives it."""
+    org = resource.alias()
+    name = search_string.alias()
+    found = session.execute(select(name.c.exact).select_from(name).join(org, org.c.rid == name.c.rid)
+                            .where(name.c.res_type == "Organization", name.c.param == "name",
+                                   org.c.res_id.in_(organizations_of(finess)))
+                            .order_by(name.c.exact).limit(1)).scalar()
+    return str(found) if found is not None else None
 
 
 def _ratio(part: float, whole: float, digits: int = 4) -> float | None:

@@ -62,10 +62,12 @@ class DmpOut(Schema):
 
 class IndicatorsOut(Schema):
     establishment = fields.String(required=True, metadata={"description": "FINESS"})
+    name = fields.String(allow_none=True)
     month = fields.String(required=True)
     from_ = fields.String(required=True, data_key="from")
     until = fields.String(required=True)
     as_of = fields.String(required=True)
+    complete = fields.Boolean(required=True, metadata={"description": "false: the month in progress, until now"})
     days = fields.Float(required=True)
     places = fields.Integer(required=True, metadata={"description": "rooms"})
     residents_present = fields.Integer(required=True)

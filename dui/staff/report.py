@@ -10,6 +10,7 @@ the Agg canvas (no pyplot: no global state, no display) and DejaVu Sans, the fon
 from __future__ import annotations
 
 import io
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +30,9 @@ def render(indicators: dict[str, Any], fmt: str, tz: ZoneInfo) -> bytes:
     import matplotlib  # here: only a report pays for matplotlib
     from matplotlib.backends.backend_pdf import PdfPages
 
+    # fontTools, which subsets the fonts embedded in the PDF, logs at INFO the glyphs of every text it embeds: what
+    # the report says must not reach the logs
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     out = io.BytesIO()
     with matplotlib.rc_context(STYLE):
         if fmt == "png":

@@ -55,6 +55,8 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "Profiles in force: the DUI's own, base FHIR R4, and installed IG packages (FR Core, TDDUI...)."),
     "reindex": ("dui.cli.index", "reindex", True,
         "Rebuild the search index from the stored resources."),
+    "report": ("dui.cli.report", "report", True,
+        "The indicators of an establishment over a month, as a PDF or PNG report."),
     "residents": ("dui.cli.identity", "residents", True,
         "Residents' records: potential duplicates, merge, and undoing a merge."),
     "serve": ("dui.cli.serve", "serve", False,

@@ -1,5 +1,5 @@
 """Demonstration data as FHIR transaction Bundles: two EHPADs, their staff, a partner hospital, and
-residents with stays, vital signs, conditions, allergies, treatments and a document.
+residents with stays, vital signs, an AGGIR evaluation, conditions, allergies, treatments and a document.
 
 Resources have fixed ids and are written with PUT, so loading twice changes nothing (a PUT that
 changes nothing writes no new version). Every resource carries the ``HTEST`` tag (test health
@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from dui.demo.identities import Identity, finess, identity, nir_for, rpps
 from dui.residents import mapping
+from dui.staff.evaluations import aggir_response
 from ins import FR_CORE_IDENTIFIER_TYPES, Evidence, IdentityStatus, InsKind
 
 TEST_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST",
@@ -29,7 +30,7 @@ VITAL = {"system": "http://terminology.hl7.org/CodeSystem/observation-category",
 
 
 def _tagged(resource: dict[str, Any]) -> dict[str, Any]:
-    resource["meta"] = {"tag": [TEST_TAG]}
+    resource["meta"] = {**resource.get("meta", {}), "tag": [TEST_TAG]}
     return resource
 
 
@@ -168,6 +169,14 @@ ALLERGIES = [
 ]  # fmt: skip
 
 
+# The GIR of each demo resident's AGGIR evaluation, 30 days after admission: resident 1 has GIR 2, resident 2 GIR 4...
+DEMO_GIR = (2, 4, 3, 1, 5, 4, 2, 6, 3, 4)
+
+
+def demo_gir(index: int) -> int:
+    return DEMO_GIR[(index - 1) % len(DEMO_GIR)]
+
+
 def demo_person(index: int, seed: int = 2026) -> Identity:
     """The identity of the demo resident ``index`` (the one ``resident_bundle`` writes)."""
     return identity(random.Random(seed * 1000 + index), index) if index != 1 else FIRST_RESIDENT
@@ -214,6 +223,8 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
         "serviceProvider": {"reference": f"Organization/{org['id']}", "display": org["name"]},
     }))
     entries.extend(_entry(o) for o in _vital_signs(pid, patient_ref, nurse, anchor, rng))
+    entries.append(_entry({**aggir_response(pid, medco, demo_gir(index), admitted + timedelta(days=30), None,
+                                            f"3{org['finess']}/{index:06d}-EVAL-1"), "id": f"{pid}-aggir"}))
     for n, (code, label) in enumerate(rng.sample(CONDITIONS, rng.randint(2, 4))):
         entries.append(_entry({
             "resourceType": "Condition", "id": f"{pid}-condition-{n}",

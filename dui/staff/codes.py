@@ -75,3 +75,22 @@ FALL_ALERT_FLAG = (DUI_CARE, "alerte-chute", "Alerte chute (capteur)")
 WEIGHT_WARNING_KG = 5.0  # a change of this much within WEIGHT_WARNING_DAYS is worth a look
 WEIGHT_WARNING_DAYS = 7
 VITALS_STALE_DAYS = 7  # "missing vitals": none recorded in this many days
+
+# AGGIR: the GIR (groupe iso-ressources, 1 the most dependent to 6) of an evaluation, coded as TDDUI codes it: the
+# answer of item ``resultat-eval`` of a ``tddui-questionnaire-response``, from terminologie-cisis (OID
+# 1.2.250.1.213.1.1.4.322). The six codes are the value set JDV_GIR_CISIS (1.2.250.1.213.1.1.5.53) of the ANS
+# TestContenuCDA material (jeuxDeValeurs/JDV_GIR_CISIS.xml): MED-339 GIR-1 ... MED-344 GIR-6; the TDDUI 2.2.0
+# example QuestionnaireResponse aggir-pa codes MED-341 "GIR-3", the same.
+CISIS = "https://smt.esante.gouv.fr/fhir/CodeSystem/terminologie-cisis"
+GIR_CODES: dict[int, str] = {1: "MED-339", 2: "MED-340", 3: "MED-341", 4: "MED-342", 5: "MED-343", 6: "MED-344"}
+# Points of each GIR in the GMP (GIR moyen pondéré): 1000, 840, 660, 420, 250, 70 for GIR 1 to 6, as the issue
+# gives them (the regulatory text was not in the material at hand).
+GIR_POINTS: dict[int, int] = {1: 1000, 2: 840, 3: 660, 4: 420, 5: 250, 6: 70}
+# TDDUI 2.2.0 publishes the AGGIR PA grid as the questionnaire of SSIAD evaluations; an EHPAD's grid is the same one.
+AGGIR_QUESTIONNAIRE = "https://interop.esante.gouv.fr/ig/fhir/tddui/Questionnaire/tddui-questionnaire-aggir-pa-ssiad"
+# Evaluation identifiers: "3<FINESS>/<local id>-EVAL-<n>" in this system
+EVALUATION_SYSTEM = "https://identifiant-medicosocial-evaluation.esante.gouv.fr"
+EVALUATION_RESULT = "resultat-eval"  # the TDDUI item carrying the result (search parameter evaluation-result)
+# PATHOS (the care needs of each resident, in points; PMP: their mean) has no code in the material at hand: a
+# resident's PATHOS points are recorded with our own code (dui.staff.indicators, "PATHOS").
+PATHOS_POINTS = (DUI_OBSERVATION, "pathos-points", "Points PATHOS du résident (coupe PATHOS)")

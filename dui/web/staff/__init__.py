@@ -1,7 +1,7 @@
 """The staff API (``/api``): task-shaped JSON for the EHPAD's integrated client (docs/staff-api.md).
 
-``edge`` serves every endpoint the same way; ``residents``, ``care``, ``medications`` and ``alerts`` declare them;
-``openapi`` and ``docs`` describe them. The use cases themselves are in ``dui.staff``, free of Flask.
+    from dui.web.staff import (  # noqa: F401  (each declares its endpoints)
+        admissions, alerts, care, docs, evaluations, indicators, medications, residents)
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from dui.web.staff import admissions, alerts, care, docs, medications, residents  # noqa: F401  (each declares its endpoints)
+    from dui.web.staff import (  # noqa: F401  (each declares its endpoints)
+        admissions, alerts, care, docs, evaluations, indicators, medications, residents)
     from dui.web.staff.edge import bp
 
     app.register_blueprint(bp)

@@ -10,8 +10,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from dui.web.staff import (  # noqa: F401  (each declares its endpoints)
-        admissions, alerts, care, docs, evaluations, indicators, medications, residents)
+    from dui.web.staff import admissions, alerts, care, docs, evaluations, indicators, medications, residents  # noqa: F401  (each declares its endpoints)
     from dui.web.staff.edge import bp
 
     app.register_blueprint(bp)

@@ -8,7 +8,8 @@ someone acknowledges the alert, and as an alert in ``staff_alert``.
 
 - The same event posted twice (a gateway retrying) lands once: ``device_event``'s primary key decides.
 - Events of the same room while its alert is open, within ``DUI_ALERT_MERGE_WINDOW``, join that alert (a sensor
-  that fires again as the resident tries to get up is one fall, not five).
+  that fires again as the resident tries to get up is one fall, not five); events of one room are filed one after
+  the other (an advisory lock on PostgreSQL, the single writer on SQLite), so two at once make one alert.
 - ``acknowledge`` records who and when, and ends the Flag.
 - ``escalate`` (run by ``dui worker``) marks the alerts nobody acknowledged within ``DUI_ALERT_ESCALATION``: from
   then on they go to every staff client of the establishment, not only those of the room's unit.
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from dui.auth.actor import Actor
 from dui.auth.scopes import ScopeSet
+from dui.db import advisory_lock
 from dui.errors import Conflict, NotFound, Unprocessable
 from dui.fhir.scope import FINESS_SYSTEM
 from dui.staff import care, codes
@@ -70,6 +72,8 @@ def receive(record: Record, session: Session, device: Actor, now: datetime, even
             device_event.c.client_id == device.id, device_event.c.event_id == event["event_id"])).scalar_one()
         return Received(view(_alert_row(session, earlier)), False)
     sensor, room = _sensor(record, device.establishment, event["sensor"])
+    # Two events of one room at once: the second waits for the first to commit, then joins its alert.
+    advisory_lock(session, f"staff-alert:{device.establishment}:{room['id']}")
     open_alert = session.execute(select(staff_alert).where(
         staff_alert.c.establishment == device.establishment, staff_alert.c.room == room["id"],
         staff_alert.c.kind == event["kind"], staff_alert.c.state == "open",

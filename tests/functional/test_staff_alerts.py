@@ -215,3 +215,31 @@ def test_the_stream_serves_events_in_order_and_resumes_from_last_event_id(
         assert alerts.feed(session, TILLEULS, 0, None) == []  # nothing of Le Parc's is Tilleuls'
     theirs.close()
     assert web.get("/api/alerts/stream", headers={**nurse(app), "Last-Event-ID": "x"}).status_code == 422
+
+
+def test_events_of_one_room_at_once_make_one_alert(app: Flask, demo: FhirClient, device: dict[str, str]) -> None:
+    """Eight events of the same room posted together, from eight threads, over a real HTTP server."""
+    import threading
+
+    import requests
+
+    from tests.webserver import serving
+
+    answers: list[int] = []
+    with serving(app) as base:
+        start = threading.Barrier(8)
+
+        def send(n: int) -> None:
+            start.wait()
+            answers.append(requests.post(f"{base}/api/devices/events", headers=device, timeout=30, json={
+                "event_id": f"together-{n}", "sensor": SENSOR, "kind": "fall"}).status_code)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(answers) == [200] * 7 + [201]
+    listed = app.test_client().get("/api/alerts", headers=nurse(app)).get_json()["items"]
+    assert len(listed) == 1 and listed[0]["events"] == 8
+    assert demo.search("Observation?code=http://snomed.info/sct|1912002&_summary=count")["total"] == 1

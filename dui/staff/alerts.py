@@ -103,6 +103,7 @@ def receive(record: Record, session: Session, device: Actor, now: datetime, even
 def acknowledge(record: Record, session: Session, actor: Actor, now: datetime, alert_id: str) -> dict[str, Any]:
     """Record who acknowledged the alert and when, and end its Flag. An alert already acknowledged answers as it
     stands (the first acknowledgement is the one kept)."""
+    record.require("u", "Flag")  # acknowledging is the care team's, Flag or not (an empty room has none)
     row = visible_alert(record, session, actor, alert_id)
     if row.state == "acknowledged":
         return view(row)
@@ -148,7 +149,10 @@ def visible_alert(record: Record, session: Session, actor: Actor, alert_id: str)
     return row
 
 
-def open_alerts(session: Session, establishment: str, unit: str | None, limit: int) -> list[dict[str, Any]]:
+def open_alerts(record: Record, session: Session, establishment: str, unit: str | None, limit: int) -> list[
+        dict[str, Any]]:
+    """The open alerts, oldest first: care data, read by those who may read Flags."""
+    record.require("r", "Flag")
     query = select(staff_alert).where(staff_alert.c.establishment == establishment, staff_alert.c.state == "open")
     if unit:
         query = query.where(staff_alert.c.unit == unit)

@@ -90,6 +90,11 @@ class Record:
                 found.following = dict(parse_qsl(urlsplit(link["url"]).query)).get("_cursor")
         return found
 
+    def require(self, permission: str, rtype: str) -> None:
+        """``Forbidden`` unless the actor may ``permission`` on ``rtype``: for what a use case reads or writes
+        outside FHIR on behalf of that type (the alerts of the care team, with their Flags)."""
+        self.ctx.require(permission, rtype)
+
     def may(self, permission: str, rtype: str) -> bool:
         """Whether the actor may ``permission`` (a letter of cruds) on ``rtype``: a use case leaves out what its
         actor may not read rather than failing the whole view."""

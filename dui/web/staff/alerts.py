@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import orjson
 from flask import Response, request, stream_with_context
 
+from dui.auth.policy import may
+from dui.errors import Forbidden
 from dui.staff import alerts
 from dui.web.context import services
 from dui.web.staff import schemas
@@ -43,7 +45,7 @@ def device_event(use: Use) -> Answer:
 def open_alerts(use: Use) -> Answer:
     """Oldest first; with ``unit``, that unit's."""
     assert use.actor.establishment is not None
-    items = alerts.open_alerts(use.session, use.actor.establishment, use.query.get("unit"), 200)
+    items = alerts.open_alerts(use.record, use.session, use.actor.establishment, use.query.get("unit"), 200)
     use.patients.update(a["resident_id"] for a in items if a["resident_id"])
     return Answer({"items": items})
 
@@ -63,6 +65,8 @@ def stream() -> Response:
     actor = caller(STAFF)
     query = load(schemas.AlertsQuery, dict(request.args.items()), "query")
     svc = services()
+    if not may(actor, "r", "Flag", svc.policy):  # the alerts are care data, as their Flags
+        raise Forbidden(f"Not allowed: {', '.join(sorted(actor.roles))} may not read the care team's alerts")
     establishment = actor.establishment
     assert establishment is not None
     last_id = request.headers.get("Last-Event-ID")

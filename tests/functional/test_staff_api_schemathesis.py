@@ -24,7 +24,7 @@ from dui.demo.data import resident_bundle, setup_bundle
 from tests.functional.test_staff_api import PARC, token
 from tests.helpers import FhirClient
 
-SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
 

@@ -173,7 +173,8 @@ def _same_person(patient: dict[str, Any], doc: ReceivedDocument) -> None:
 
 
 def _stay(ctx: FhirContext, patient_id: str) -> str | None:
-    plan = parse_search("Encounter", [("subject", f"Patient/{patient_id}"), ("status", "in-progress"),
+    """Her current stay: in progress, or on leave (a FLUDR arrives while she is still in hospital)."""
+    plan = parse_search("Encounter", [("subject", f"Patient/{patient_id}"), ("status", "in-progress,onleave"),
                                       ("_sort", "-date")], ctx.registry, ctx.settings.limits, strict=True)
     rids = ctx.repo.search(plan).rids
     return f"Encounter/{ctx.repo.fetch(rids[:1])[0].id}" if rids else None

@@ -1,7 +1,8 @@
 """The staff API (``/api``): task-shaped JSON for the EHPAD's integrated client (docs/staff-api.md).
 
-``edge`` serves every endpoint the same way; ``residents``, ``care``, ``medications`` and ``alerts`` declare them;
-``openapi`` and ``docs`` describe them. The use cases themselves are in ``dui.staff``, free of Flask.
+``edge`` serves every endpoint the same way; ``residents``, ``care``, ``medications``, ``alerts``, ``transfers`` and
+``documents`` declare them; ``openapi`` and ``docs`` describe them. The use cases themselves are in ``dui.staff``,
+free of Flask.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from dui.web.staff import alerts, care, docs, medications, residents  # noqa: F401  (each declares its endpoints)
+    # each module declares its endpoints as it is imported
+    from dui.web.staff import alerts, care, docs, documents, medications, residents, transfers  # noqa: F401
     from dui.web.staff.edge import bp
 
     app.register_blueprint(bp)

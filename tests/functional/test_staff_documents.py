@@ -19,6 +19,7 @@ from pypdf import PdfReader
 from dui.audit import trail
 from dui.demo.data import FIRST_RESIDENT, resident_bundle
 from dui.messaging.tables import mssante_inbox
+from dui.web.staff import schemas
 from tests.functional.test_mssante_inbox import (  # noqa: F401  (fixtures)
     RESIDENT,
     TILLEULS,
@@ -32,6 +33,7 @@ from tests.functional.test_mssante_inbox import (  # noqa: F401  (fixtures)
     worker,
 )
 from tests.functional.test_staff_api import MINE, PARC, THEIRS, token
+from tests.functional.test_staff_transfer import conforms
 from tests.helpers import FhirClient
 
 
@@ -59,14 +61,14 @@ def text_of(pdf: bytes) -> str:
 def test_the_dlu_built_now_is_listed_and_its_pdf_is_readable(app: Flask, web: FlaskClient) -> None:
     built = web.post(f"/api/residents/{MINE}/dlu", json={}, headers=nurse(app))
     assert built.status_code == 200, built.get_data(as_text=True)
-    first = built.get_json()
+    first = conforms(schemas.DluOut, built.get_json())
     assert first["built"] is True and first["document"]["kind"] == "DLU"
     document = first["document"]
     assert document["status"] == "current" and document["dmp"] is None and document["outdated"] is False
     assert document["pdf"] == f"/api/documents/{document['id']}/pdf" and document["type"] == "74207-2"
     again = web.post(f"/api/residents/{MINE}/dlu", json={}, headers=nurse(app)).get_json()
     assert again["built"] is False and again["document"]["id"] == document["id"]  # the record has not changed
-    listed = web.get(f"/api/residents/{MINE}/documents", headers=nurse(app)).get_json()
+    listed = conforms(schemas.DocumentPage, web.get(f"/api/residents/{MINE}/documents", headers=nurse(app)).get_json())
     assert listed["items"][0]["id"] == document["id"] and {d["kind"] for d in listed["items"]} >= {"DLU", "other"}
     pdf = web.get(document["pdf"], headers=nurse(app))
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf", pdf.get_data(as_text=True)
@@ -147,7 +149,7 @@ def test_the_inbox_is_the_establishments_and_its_mail_is_filed_or_rejected(app: 
     # the receiving establishment's staff see it: when, from which domain, why, the MSSanté code
     listed = web.get("/api/inbox", headers=nurse(app, TILLEULS))
     assert listed.status_code == 200, listed.get_data(as_text=True)
-    items = listed.get_json()["items"]
+    items = conforms(schemas.InboxPage, listed.get_json())["items"]
     assert [(i["id"], i["code"], i["state"]) for i in items] == [(missing_ins, "903", "pending"),
                                                                  (unknown_ins, "902", "pending")]
     assert items[0]["sender_domain"] == "ch-partenaire.mssante.fr" and "without an INS" in items[0]["reason"]
@@ -169,7 +171,7 @@ def test_the_inbox_is_the_establishments_and_its_mail_is_filed_or_rejected(app: 
     filed = web.post(f"/api/inbox/{missing_ins}/assign", json={"resident_id": RESIDENT},
                      headers=medecin(app, TILLEULS))
     assert filed.status_code == 200, filed.get_data(as_text=True)
-    done = filed.get_json()
+    done = conforms(schemas.InboxItemOut, filed.get_json())
     assert done["state"] == "assigned" and done["resident_id"] == RESIDENT and len(done["documents"]) == 1
     assert demo.get(f"DocumentReference/{done['documents'][0]}").get_json()["subject"] == {
         "reference": f"Patient/{RESIDENT}"}
@@ -183,7 +185,8 @@ def test_the_inbox_is_the_establishments_and_its_mail_is_filed_or_rejected(app: 
     rejected = web.post(f"/api/inbox/{unknown_ins}/reject", json={"reason": "pas une résidente de l'EHPAD"},
                         headers=nurse(app, TILLEULS))
     assert rejected.status_code == 200, rejected.get_data(as_text=True)
-    assert rejected.get_json()["state"] == "rejected" and rejected.get_json()["note"] == "pas une résidente de l'EHPAD"
+    decision = conforms(schemas.InboxItemOut, rejected.get_json())
+    assert decision["state"] == "rejected" and decision["note"] == "pas une résidente de l'EHPAD"
     assert web.get("/api/inbox", headers=nurse(app, TILLEULS)).get_json()["items"] == []
     # the same queue as the CLI's, decided by the staff members named
     decided = pending(app)

@@ -22,6 +22,7 @@ from dui.errors import Unavailable
 from dui.messaging import sending
 from dui.outbox.tables import outbox_job
 from dui.settings import MssanteSettings
+from dui.web.staff import schemas
 from ins.insi.pki import Pki, make_pki
 from mssante import InMemoryMailbox, read_xdm
 from tests.functional.test_dmp import cli_run
@@ -61,6 +62,12 @@ def mailbox(app: Flask) -> Iterator[InMemoryMailbox]:
     svc.settings, svc.mail_sender_factory = saved, None
 
 
+def conforms(schema: type[Any], body: Any) -> Any:
+    """``body``, once checked against the answer's schema (the one the OpenAPI document publishes)."""
+    assert schema().validate(body) == {}, body
+    return body
+
+
 def jobs(app: Flask) -> list[Any]:
     with app.extensions["dui"].unit_of_work(write=False) as session:
         return list(session.execute(select(outbox_job).order_by(outbox_job.c.id)).mappings())
@@ -84,7 +91,7 @@ def test_a_transfer_sends_the_fludt_and_the_dlu_to_the_hospital_over_a_real_smtp
         try:
             answer = web.post(f"/api/residents/{MINE}/transfers", json=TRANSFER, headers=medecin(app))
             assert answer.status_code == 201, answer.get_data(as_text=True)
-            done = answer.get_json()
+            done = conforms(schemas.TransferOut, answer.get_json())
             assert answer.headers["ETag"] == f'W/"{done["version"]}"'
             assert done["status"] == "in-progress" and done["mssante"] == "queued"
             assert done["hospital"] == {"name": "CH de Villefranche, urgences", "mssante": HOSPITAL}
@@ -124,7 +131,8 @@ def test_a_transfer_sends_the_fludt_and_the_dlu_to_the_hospital_over_a_real_smtp
     assert task["focus"] == {"reference": f"DocumentReference/{fludt['id']}"}
     assert task["requester"]["identifier"]["value"] == f"medecin-{PARC}"
     # following it: the documents are sent now
-    listed = web.get(f"/api/residents/{MINE}/transfers", headers=nurse(app)).get_json()["items"]
+    listed = conforms(schemas.TransferPage, web.get(f"/api/residents/{MINE}/transfers",
+                                                    headers=nurse(app)).get_json())["items"]
     assert [t["id"] for t in listed] == [done["id"]] and listed[0]["mssante"] == "sent"
     # she is still a resident (visible, her stay not finished), no longer present (not in "my residents now")
     assert web.get(f"/api/residents/{MINE}", headers=nurse(app)).status_code == 200
@@ -136,7 +144,7 @@ def test_without_mssante_the_documents_are_built_and_the_answer_says_not_configu
         app: Flask, web: FlaskClient, demo: FhirClient) -> None:  # noqa: F811
     answer = web.post(f"/api/residents/{MINE}/transfers", json=TRANSFER, headers=medecin(app))
     assert answer.status_code == 201, answer.get_data(as_text=True)
-    done = answer.get_json()
+    done = conforms(schemas.TransferOut, answer.get_json())
     assert done["mssante"] == "not-configured"
     for document in done["documents"]:
         assert document["mssante"]["state"] == "not-configured" and document["mssante"]["job"] is None
@@ -187,7 +195,7 @@ def test_the_return_links_the_fludr_received_and_the_stay_goes_on(
     back = web.post(path, json={"returned_at": "2026-12-02T16:30:00+01:00", "fludr": fludr["id"]},
                     headers=nurse(app))
     assert back.status_code == 200, back.get_data(as_text=True)
-    result = back.get_json()
+    result = conforms(schemas.TransferOut, back.get_json())
     assert result["status"] == "completed" and result["returned_at"] == "2026-12-02T15:30:00.000Z"
     (provenance,) = [e["resource"] for e in demo.search(f"Provenance?entity=DocumentReference/{fludr['id']}")["entry"]]
     assert result["fludr"] == {"id": fludr["id"], "items": len(provenance["target"])}  # all it gave her record

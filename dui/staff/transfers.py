@@ -60,7 +60,7 @@ SKEW = timedelta(minutes=5)  # a client's clock a little ahead of ours
 def start(record: Record, actor: Actor, now: datetime, patient_id: str, facts: dict[str, Any]) -> dict[str, Any]:
     """Record the transfer of a resident present in the establishment; returns its view, with the documents and
     the state of their MSSanté sends. ``Conflict`` if she is at the hospital already."""
-    record.read("Patient", patient_id)
+    patient, _ = record.read("Patient", patient_id)
     departed = facts.get("departed_at") or now
     if departed > now + SKEW:
         raise Unprocessable("The departure cannot be in the future: record the transfer as she leaves",
@@ -69,7 +69,7 @@ def start(record: Record, actor: Actor, now: datetime, patient_id: str, facts: d
     if ongoing:
         raise Conflict(f"Patient/{patient_id} is at the hospital already (transfer {ongoing[0]['id']}): record her "
                        "return first", patients=(patient_id,))
-    stay, stay_version = _current_stay(record, patient_id)
+    stay, stay_version = _current_stay(record, patient)
     _update_stay(record, _on_leave(stay, instant(departed)), stay_version)
     hospital = facts["hospital"]
     address = sending.normalized_address(hospital["mssante"]) if hospital.get("mssante") else None
@@ -184,14 +184,18 @@ def view(task: dict[str, Any], docs: dict[str, dict[str, Any]], sent: dict[str, 
 # -- the parts --------------------------------------------------------------------------------------------------
 
 
-def _current_stay(record: Record, patient_id: str) -> tuple[dict[str, Any], int]:
-    stays = record.search("Encounter", [("subject", f"Patient/{patient_id}"), ("status", PRESENT),
-                                        ("_sort", "-date"), ("_count", "1")])
+def _current_stay(record: Record, patient: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Her stay in progress in her establishment (the one whose ``serviceProvider`` manages her; a partner's stay,
+    such as home hospitalisation, is not the place she keeps), else her latest stay in progress."""
+    stays = record.search("Encounter", [("subject", f"Patient/{patient['id']}"), ("status", PRESENT),
+                                        ("_sort", "-date"), ("_count", "20")])
     if not stays:
-        raise Unprocessable(f"Patient/{patient_id} has no stay in progress here (no current Encounter): a transfer "
-                            "to hospital is recorded for a resident present in the establishment",
-                            code="business-rule", patients=(patient_id,))
-    return stays[0], version_of(stays[0])
+        raise Unprocessable(f"Patient/{patient['id']} has no stay in progress here (no current Encounter): a "
+                            "transfer to hospital is recorded for a resident present in the establishment",
+                            code="business-rule", patients=(patient["id"],))
+    home = (patient.get("managingOrganization") or {}).get("reference")
+    stay = next((s for s in stays if home and (s.get("serviceProvider") or {}).get("reference") == home), stays[0])
+    return stay, version_of(stay)
 
 
 def _update_stay(record: Record, stay: dict[str, Any], version: int) -> None:

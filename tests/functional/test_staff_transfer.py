@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from dui.auth.policy import Policy
 from dui.errors import Unavailable
 from dui.messaging import sending
 from dui.outbox.tables import outbox_job
@@ -28,7 +29,7 @@ from mssante import InMemoryMailbox, read_xdm
 from tests.functional.test_dmp import cli_run
 from tests.functional.test_mssante_inbox import fludr_for
 from tests.functional.test_mssante_send import the_xdm, through
-from tests.functional.test_staff_api import MINE, PARC, ROOM_OF_MINE, THEIRS, demo, token, web  # noqa: F401
+from tests.functional.test_staff_api import MINE, OTHER_MINE, PARC, ROOM_OF_MINE, THEIRS, demo, token, web  # noqa: F401
 from tests.helpers import FhirClient
 from tests.mailservers import running_smtp
 
@@ -168,6 +169,15 @@ def test_a_nurse_transfers_but_may_not_send_documents_out(app: Flask, web: Flask
     named = web.post(f"/api/residents/{MINE}/transfers", json={**TRANSFER, "hospital": {"name": "CH Lyon Sud"}},
                      headers=medecin(app)).get_json()
     assert named["mssante"] == "no-address" and named["hospital"] == {"name": "CH Lyon Sud", "mssante": None}
+    # an establishment whose nurses send the FLUDT themselves says so in its policy (DUI_POLICY_FILE)
+    svc = app.extensions["dui"]
+    saved = svc.policy
+    svc.policy = Policy.with_overrides({"default": {"infirmier": {"DocumentReference": "rsu"}}})
+    try:
+        granted = web.post(f"/api/residents/{OTHER_MINE}/transfers", json=TRANSFER, headers=nurse(app))
+    finally:
+        svc.policy = saved
+    assert granted.status_code == 201 and granted.get_json()["mssante"] == "queued" and len(jobs(app)) == 2
 
 
 @pytest.mark.conformance
@@ -265,3 +275,16 @@ def test_nothing_is_half_written_when_a_part_fails(app: Flask, web: FlaskClient,
     assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
     assert len(calls) == 2
     assert what_is_written(demo) == before and jobs(app) == []
+
+
+def test_the_stay_on_leave_is_the_one_in_her_establishment(
+        app: Flask, web: FlaskClient, demo: FhirClient) -> None:  # noqa: F811
+    """A partner's stay in progress (home hospitalisation, newer than her admission) is not the place she keeps."""
+    partner = demo.create({"resourceType": "Organization", "name": "HAD Rhône Nord"})
+    had = demo.create({"resourceType": "Encounter", "status": "in-progress",
+                       "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+                       "subject": {"reference": f"Patient/{MINE}"}, "period": {"start": "2026-11-15"},
+                       "serviceProvider": {"reference": f"Organization/{partner['id']}"}})
+    done = web.post(f"/api/residents/{MINE}/transfers", json=TRANSFER, headers=nurse(app)).get_json()
+    assert done["stay_id"] == STAY and demo.get(f"Encounter/{STAY}").get_json()["status"] == "onleave"
+    assert demo.get(f"Encounter/{had['id']}").get_json()["status"] == "in-progress"

@@ -119,7 +119,7 @@ def read_record(record: Record, patient_id: str, as_of: datetime) -> ResidentRec
     org = record.ref(patient.get("managingOrganization")) or {}
     dispositions = [c for c in record.of("CarePlan") if c.get("status") == "active" and _has_code(
         c.get("category"), (DISPOSITIONS,))]
-    stays = [e for e in record.of("Encounter") if e.get("status") in ("in-progress", "arrived", "planned")
+    stays = [e for e in record.of("Encounter") if e.get("status") in ("in-progress", "onleave", "arrived", "planned")
              and _refers(e.get("subject"), patient_id)]
     people = _people(record, patient)
     return ResidentRecord(

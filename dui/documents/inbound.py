@@ -173,7 +173,8 @@ def _same_person(patient: dict[str, Any], doc: ReceivedDocument) -> None:
 
 
 def _stay(ctx: FhirContext, patient_id: str) -> str | None:
-    plan = parse_search("Encounter", [("subject", f"Patient/{patient_id}"), ("status", "in-progress"),
+    """Her current stay: in progress, or on leave (a FLUDR arrives while she is still in hospital)."""
+    plan = parse_search("Encounter", [("subject", f"Patient/{patient_id}"), ("status", "in-progress,onleave"),
                                       ("_sort", "-date")], ctx.registry, ctx.settings.limits, strict=True)
     rids = ctx.repo.search(plan).rids
     return f"Encounter/{ctx.repo.fetch(rids[:1])[0].id}" if rids else None
@@ -241,7 +242,10 @@ def _file_items(ctx: FhirContext, doc: ReceivedDocument, patient_id: str, refere
     for url, res in pairs:
         rtype, rid = assigned[url].split("/")
         body = ctx.prepare(rtype, _resolved(res, assigned), None)
-        ctx.repo.create(rtype, body, rid=rid)
+        # The Provenance of the import is the server's trace (policy: Provenance is written by the server only), and
+        # it belongs to no resident (its targets are the items, not the Patient): written through the caller's
+        # repository, a staff member's scoping would refuse it as a record of nobody she may see.
+        (ctx.internal if rtype == "Provenance" else ctx.repo).create(rtype, body, rid=rid)
     return sum(1 for _, res in pairs if res["resourceType"] != "Provenance")
 
 

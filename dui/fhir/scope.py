@@ -11,7 +11,8 @@ checks and the scope agree because they are one computation.
 FINESS) sees a resident when a *grant* names its establishment's Organization (one carrying its FINESS):
 
 - ``managed``: ``Patient.managingOrganization`` (the admission);
-- ``stay``: a current ``Encounter`` (planned, arrived, in progress) whose ``serviceProvider`` it is;
+- ``stay``: a current ``Encounter`` (planned, arrived, in progress, or on leave: a resident in hospital keeps her
+  place) whose ``serviceProvider`` it is;
 - ``consent``: an active ``Consent`` whose ``provision.actor`` it is, within ``provision.period`` if one is given.
 
 A resource of a Patient-compartment type is visible when it belongs to at least one resident and every resident it
@@ -67,7 +68,7 @@ from dui.fhir.search.indexer import Indexer, IndexRows
 from dui.fhir.tables import UtcDateTime, resource, search_date, search_reference, search_token
 
 FINESS_SYSTEM = "https://finess.esante.gouv.fr"
-CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress")
+CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress", "onleave")
 ADMINISTRATIVE_ROLES = frozenset({ADMINISTRATIF, DIRECTION, ADMINISTRATEUR})  # the establishment's administration
 GRANTING_TYPES = frozenset({"Patient", "Encounter", "Consent"})
 # Resident data that may belong to no resident, and is then the establishment's own: type -> the reference parameter

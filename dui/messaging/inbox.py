@@ -18,8 +18,9 @@ never the subject (they stay in the sealed message). A Task belongs to no reside
 ``dui.fhir.scope`` lets an establishment see a Task of no resident when it is its ``owner``: the staff of the
 receiving establishment find it (``GET /fhir/Task?code=...|dui-mssante-reconcile&status=requested``), no other
 establishment does. Once assigned it names the resident (``for``) and the documents filed (``output``), and is
-seen as the resident's record is; rejected, it keeps the reason. Only the system and the CLI write these Tasks
-(``task_rule``): the queue changes through ``assign`` and ``reject``, never through a FHIR write.
+seen as the resident's record is; rejected, it keeps the reason. Only this module writes these Tasks (``task_rule``):
+the queue changes through ``assign`` and ``reject`` (run by the CLI, or by a staff member through ``/api/inbox``),
+never through a FHIR write.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from dui.audit import trail
 from dui.audit.trail import AuditEntry
-from dui.auth.actor import Actor
+from dui.auth.actor import SYSTEM, Actor
 from dui.db import is_postgresql
 from dui.documents import inbound
 from dui.documents.received import read_cda
@@ -296,7 +297,9 @@ def _update_task(ctx: FhirContext, item: InboxItem, now: datetime) -> None:
         task["status"] = "rejected"
         task["statusReason"] = {"text": item.note}
     current = ctx.internal.current("Task", item.task_id, for_update=True)
-    body = ctx.prepare("Task", task, current)
+    # The queue writes its own Task whoever decided (the CLI, or a staff member through /api/inbox): task_rule keeps
+    # every other writer out, so the rule is applied to the queue itself, not to the person who decided.
+    body = replace(ctx, actor=SYSTEM).prepare("Task", task, current)
     if current is None:
         ctx.internal.create("Task", body, rid=item.task_id)
     else:

@@ -1,7 +1,8 @@
 """The staff API (``/api``): task-shaped JSON for the EHPAD's integrated client (docs/staff-api.md).
 
-    from dui.web.staff import (  # noqa: F401  (each declares its endpoints)
-        admissions, alerts, care, docs, evaluations, indicators, medications, residents)
+``edge`` serves every endpoint the same way; ``residents``, ``care``, ``medications``, ``admissions``,
+``evaluations``, ``indicators``, ``alerts``, ``transfers`` and ``documents`` declare them; ``openapi`` and ``docs``
+describe them. The use cases themselves are in ``dui.staff``, free of Flask.
 """
 
 from __future__ import annotations
@@ -10,7 +11,19 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from dui.web.staff import admissions, alerts, care, docs, evaluations, indicators, medications, residents  # noqa: F401  (each declares its endpoints)
+    # each module declares its endpoints as it is imported
+    from dui.web.staff import (  # noqa: F401
+        admissions,
+        alerts,
+        care,
+        docs,
+        documents,
+        evaluations,
+        indicators,
+        medications,
+        residents,
+        transfers,
+    )
     from dui.web.staff.edge import bp
 
     app.register_blueprint(bp)

@@ -53,6 +53,7 @@ class Endpoint:
     etag: bool = False  # the answer carries an ETag
     if_match: bool = False  # takes If-Match
     description: str = ""
+    produces: str = "application/json"  # the success answer's content type: another one's body is bytes (a PDF)
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -79,6 +80,7 @@ class Answer:
     status: int = 200
     etag: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"  # another type: ``body`` is the bytes to serve
 
 
 def endpoint(method: str, rule: str, *, name: str, summary: str, tag: str, **options: Any) -> Callable[
@@ -174,8 +176,11 @@ class SchemaRefusal(DuiError):
 
 
 def respond(answer: Answer) -> Response:
-    payload = b"" if answer.body is None else orjson.dumps(answer.body)
-    response = Response(payload, status=answer.status, content_type="application/json")
+    if isinstance(answer.body, bytes):
+        payload = answer.body
+    else:
+        payload = b"" if answer.body is None else orjson.dumps(answer.body)
+    response = Response(payload, status=answer.status, content_type=answer.content_type)
     if not payload:
         del response.headers["Content-Type"]
     if answer.etag:

@@ -72,7 +72,9 @@ def _operation(declared: Endpoint) -> dict[str, Any]:
     if declared.body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": declared.body}}}
     success: dict[str, Any] = {"description": "Done" if declared.writes else "Found"}
-    if declared.answer is not None:
+    if declared.produces != "application/json":
+        success["content"] = {declared.produces: {"schema": {"type": "string", "format": "binary"}}}
+    elif declared.answer is not None:
         success["content"] = {"application/json": {"schema": declared.answer}}
     if declared.etag:
         success["headers"] = {"ETag": {"schema": {"type": "string"}, "description": "The item's version"}}

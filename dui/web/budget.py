@@ -131,15 +131,12 @@ def run(seconds: float, fn: Callable[..., T], *args: Any) -> T:
     try:
         WATCHDOG.arm(entry)
         try:
-            return fn(*args)
+            result = fn(*args)
         finally:
             WATCHDOG.disarm(entry)
     except BudgetExceeded:
         WATCHDOG.disarm(entry)  # again, in case the exception landed inside the first disarm
-        raise RequestStopped(
-            f"The request was stopped after {seconds:g} s (DUI_REQUEST_BUDGET); nothing it did was kept. Narrow "
-            "it before retrying: fewer search parameters, values, _include or results per page; a simpler "
-            "FHIRPath Patch path; fewer entries per bundle", headers={"Retry-After": RETRY_AFTER}) from None
+        raise _stopped(seconds) from None
     except OperationalError as exc:
         if type(exc.orig).__name__ != "QueryCanceled":
             raise
@@ -147,3 +144,16 @@ def run(seconds: float, fn: Callable[..., T], *args: Any) -> T:
             "A database statement of the request ran past its time limit and was stopped; nothing the request did "
             "was kept. Narrow it (fewer results, fewer _include or chained parameters) or retry later",
             code="timeout", headers={"Retry-After": RETRY_AFTER}) from None
+    if entry.fired:
+        # Fired, yet the work returned: the exception landed where Python swallows it (a finalizer, a weakref
+        # callback run by the garbage collector reports it as "unraisable" and goes on), or it was cleared on the
+        # way out. Past its budget all the same: stopped here, in the caller's unit of work, which rolls back.
+        raise _stopped(seconds)
+    return result
+
+
+def _stopped(seconds: float) -> RequestStopped:
+    return RequestStopped(
+        f"The request was stopped after {seconds:g} s (DUI_REQUEST_BUDGET); nothing it did was kept. Narrow "
+        "it before retrying: fewer search parameters, values, _include or results per page; a simpler "
+        "FHIRPath Patch path; fewer entries per bundle", headers={"Retry-After": RETRY_AFTER})

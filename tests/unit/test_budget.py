@@ -116,3 +116,24 @@ def test_disarming_takes_no_lock() -> None:
     holder.join(5)
     assert returned.is_set(), "disarm waited for the watchdog's lock"
     assert budget.WATCHDOG.armed() == 0
+
+
+def test_a_stop_swallowed_by_a_finalizer_still_stops_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exception lands at whatever bytecode the thread runs next: inside a finalizer (``__del__``, a weakref
+    callback of the garbage collector), Python reports it as unraisable and goes on. The request must not go on
+    as if it had its budget: ``run`` stops it when the work returns."""
+    swallowed: list[type[BaseException]] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: swallowed.append(info.exc_type))
+
+    class Slow:
+        def __del__(self) -> None:
+            spin(0.3)  # past the budget, inside a finalizer
+
+    def work() -> str:
+        Slow()  # collected at once: its finalizer runs here, the budget is spent during it
+        return "finished"
+
+    with pytest.raises(RequestStopped):
+        budget.run(0.1, work)
+    assert swallowed == [budget.BudgetExceeded]  # it did land in the finalizer, and was swallowed there
+    assert budget.WATCHDOG.armed() == 0

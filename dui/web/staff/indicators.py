@@ -44,7 +44,7 @@ class TransfersOut(Schema):
     residents = fields.Integer(required=True)
 
 
-class DluOut(Schema):
+class DluFreshnessOut(Schema):
     current = fields.Integer(required=True)
     stale = fields.Integer(required=True)
     missing = fields.Integer(required=True)
@@ -77,7 +77,7 @@ class IndicatorsOut(Schema):
     pmp = fields.Nested(PmpOut, required=True)
     falls = fields.Nested(FallsOut, required=True)
     hospital_transfers = fields.Nested(TransfersOut, required=True)
-    dlu = fields.Nested(DluOut, required=True)
+    dlu = fields.Nested(DluFreshnessOut, required=True)
     dmp = fields.Nested(DmpOut, required=True)
 
 

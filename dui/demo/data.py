@@ -132,6 +132,27 @@ def room_of(index: int) -> tuple[str, str, str]:
     return f"{100 + index}", key, name
 
 
+def room_id_of(index: int) -> str:
+    return f"{ESTABLISHMENTS[index % len(ESTABLISHMENTS)]['id']}-chambre-{room_of(index)[0]}"
+
+
+def room_entries(index: int) -> list[dict[str, Any]]:
+    """The room of the demo resident ``index`` and its fall sensor: the establishment's, written with her record
+    (and alone, by a test that wants the rooms of residents it does not load)."""
+    org = ESTABLISHMENTS[index % len(ESTABLISHMENTS)]
+    number, unit_key, unit_name = room_of(index)
+    room_id = room_id_of(index)
+    return [_entry({
+        "resourceType": "Location", "id": room_id, "status": "active", "name": f"Chambre {number}",
+        "mode": "instance", "physicalType": {"coding": [{"system": PHYSICAL_TYPE, "code": "ro", "display": "Room"}]},
+        "partOf": {"reference": f"Location/{org['id']}-{unit_key}", "display": unit_name},
+        "managingOrganization": {"reference": f"Organization/{org['id']}", "display": org["name"]}}), _entry({
+            "resourceType": "Device", "id": f"{org['id']}-capteur-{number}", "status": "active",
+            "identifier": [{"system": SENSOR_SYSTEM, "value": f"CAPTEUR-{org['finess']}-{number}"}],
+            "deviceName": [{"name": "Capteur de détection de chute", "type": "user-friendly-name"}],
+            "owner": {"reference": f"Organization/{org['id']}"}, "location": {"reference": f"Location/{room_id}"}})]
+
+
 def setup_bundle() -> dict[str, Any]:
     """The establishments, their units, their staff and the partner hospital."""
     entries = [_entry(organization(o, "EHPAD")) for o in ESTABLISHMENTS]
@@ -193,18 +214,8 @@ def resident_bundle(index: int, anchor: date, seed: int = 2026) -> dict[str, Any
     nurse = {"reference": f"Practitioner/{org['id']}-ide-{1 + index % 2}"}
     admitted = anchor - timedelta(days=rng.randint(60, 1500))
     entries = [_entry(_patient(pid, person, org, index, admitted, rng, medco))]
-    number, unit_key, unit_name = room_of(index)
-    room_id = f"{org['id']}-chambre-{number}"
-    entries.append(_entry({
-        "resourceType": "Location", "id": room_id, "status": "active", "name": f"Chambre {number}",
-        "mode": "instance", "physicalType": {"coding": [{"system": PHYSICAL_TYPE, "code": "ro", "display": "Room"}]},
-        "partOf": {"reference": f"Location/{org['id']}-{unit_key}", "display": unit_name},
-        "managingOrganization": {"reference": f"Organization/{org['id']}", "display": org["name"]}}))
-    entries.append(_entry({
-        "resourceType": "Device", "id": f"{org['id']}-capteur-{number}", "status": "active",
-        "identifier": [{"system": SENSOR_SYSTEM, "value": f"CAPTEUR-{org['finess']}-{number}"}],
-        "deviceName": [{"name": "Capteur de détection de chute", "type": "user-friendly-name"}],
-        "owner": {"reference": f"Organization/{org['id']}"}, "location": {"reference": f"Location/{room_id}"}}))
+    number, room_id = room_of(index)[0], room_id_of(index)
+    entries.extend(room_entries(index))
     entries.append(_entry({
         "resourceType": "Encounter", "id": f"{pid}-sejour",
         "identifier": [{"type": {"coding": [{"system": "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"

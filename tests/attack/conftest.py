@@ -103,11 +103,15 @@ def build_world(app: Flask, tmp: Path, residents: list[int] | None = None) -> Wo
         from datetime import date
 
         from dui.auth.actor import CLI
-        from dui.demo.data import resident_bundle, setup_bundle
+        from dui.demo.data import resident_bundle, room_entries, setup_bundle
         from dui.demo.load import load_bundle
 
         svc = app.extensions["dui"]
-        for bundle in [setup_bundle(), *(resident_bundle(i, date.today()) for i in residents)]:
+        # The rooms and sensors of the residents left out are there all the same: they are the establishment's, and
+        # the worlds must differ by residents only (tests/attack/test_scope_property.py)
+        rooms = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            e for i in range(1, RESIDENTS + 1) if i not in residents for e in room_entries(i)]}
+        for bundle in [setup_bundle(), rooms, *(resident_bundle(i, date.today()) for i in residents)]:
             with svc.unit_of_work(write=True) as session:
                 load_bundle(svc.fhir_context(session, CLI), bundle)
         analyze(svc.engine)  # as `dui demo load` does

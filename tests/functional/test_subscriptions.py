@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,7 +20,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dui.cli.worker import FAST_KINDS, run_outbox
+from dui.cli.worker import FAST_KINDS, _fast_lane, run_outbox
 from dui.demo.data import ESTABLISHMENTS
 from dui.outbox import queue
 from dui.outbox.runner import run_due
@@ -210,6 +211,7 @@ def test_a_subscription_is_its_owners_only(app: Flask, demo: FhirClient, receive
     for path in (f"Subscription/{rid}", f"Subscription/{rid}/_history", f"Subscription/{rid}/_history/1"):
         assert fhir(web, "GET", path, theirs).status_code == 404
     assert fhir(web, "GET", "Subscription", theirs).get_json()["total"] == 0
+    assert fhir(web, "GET", "Subscription/_history", theirs).get_json().get("entry", []) == []
     assert fhir(web, "GET", f"Subscription?_id={rid}", theirs).get_json()["total"] == 0
     assert fhir(web, "GET", f"Subscription?owner=Organization/{PARC_ORG}", theirs).get_json()["total"] == 0
     unknown = fhir(web, "PUT", "Subscription/no-such-one", theirs, {**sub, "id": "no-such-one"})
@@ -285,3 +287,38 @@ def test_the_fast_lane_runs_only_the_subscription_jobs(app: Flask, client: FhirC
     assert run_outbox(svc, kinds=FAST_KINDS).attempted == 0
     with svc.unit_of_work(write=False) as session:
         assert queue.get(session, other.id).state == "due"  # type: ignore[union-attr]
+
+
+def test_the_worker_s_fast_lane_sends_within_a_second(app: Flask, demo: FhirClient,  # noqa: F811
+                                                      device: dict[str, str],  # noqa: F811
+                                                      receiver: Receiver, tmp_path: Path) -> None:
+    web, svc = app.test_client(), app.extensions["dui"]
+    _, mine = api_client(app, tmp_path, PARC)
+    subscribe(web, mine, subscription(receiver.url))
+    stop = threading.Event()
+    lane = threading.Thread(target=_fast_lane, args=(svc, stop, 60.0, 0.25), daemon=True)
+    lane.start()  # between two passes 60 s apart
+    try:
+        posted = time.monotonic()
+        assert post_event(web, device, "evt-1").status_code == 201
+        while not receiver.calls and time.monotonic() - posted < 5:
+            time.sleep(0.02)
+        assert receiver.calls and time.monotonic() - posted < 1.5
+    finally:
+        stop.set()
+        lane.join(5)
+    assert not lane.is_alive()
+
+
+def test_a_disabled_client_or_an_ended_subscription_is_not_told(app: Flask, demo: FhirClient,  # noqa: F811
+                                                                 device: dict[str, str],  # noqa: F811
+                                                                 receiver: Receiver, tmp_path: Path) -> None:
+    web = app.test_client()
+    client_id, mine = api_client(app, tmp_path, PARC)
+    _, other = api_client(app, tmp_path, PARC)
+    subscribe(web, mine, subscription(receiver.url + "/disabled"))
+    subscribe(web, other, subscription(receiver.url + "/ended", end="2020-01-01T00:00:00Z"))
+    assert app.test_cli_runner().invoke(args=["clients", "disable", client_id]).exit_code == 0
+    post_event(web, device, "evt-1")
+    run_outbox(app.extensions["dui"])
+    assert receiver.calls == []

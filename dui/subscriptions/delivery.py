@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from dui.audit import trail
+from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, delivered, permanent, transient
@@ -41,18 +43,18 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = TIMEOUT) -> Outcome:
-    store = context_of(session, SYSTEM).internal
+    """Call the Subscription's endpoint for the version that matched; a call that delivers is audited
+    (``subscription-notify``: the owner client as the actor, the resource and its resident)."""
+    system = context_of(session, SYSTEM)
+    store = system.internal
     sub_id, _, reference = job.idempotency_key.partition(" ")
     found = store.read("Subscription", sub_id)
     sub = found.resource() if found is not None and found.body is not None and not found.deleted else None
-    if sub is None or sub.get("status") != "active" or ended(sub, context_of(session, SYSTEM).clock()):
+    if sub is None or sub.get("status") != "active" or ended(sub, system.clock()):
         return delivered("not sent: the subscription is no longer active")
-    if owner_actor(session, sub) is None:
+    owner = owner_actor(session, sub)
+    if owner is None:
         return delivered("not sent: the subscription's client is disabled or gone")
-    channel = sub["channel"]
-    lines = [*headers(channel), ("User-Agent", "dui-subscriptions")]
-    if channel.get("payload") != PAYLOAD:
-        return call("POST", channel["endpoint"], None, lines, timeout)
     try:
         rtype, rid, _, number = reference.split("/")
         version = store.vread(rtype, rid, int(number))
@@ -60,8 +62,20 @@ def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = T
         return permanent("the job's key is not a versioned reference")
     if version is None or version.body is None:
         return permanent("the version that matched can no longer be read")
-    url = channel["endpoint"].rstrip("/") + f"/{rtype}/{rid}"
-    return call("PUT", url, version.body, [*lines, ("Content-Type", PAYLOAD)], timeout)
+    channel = sub["channel"]
+    lines = [*headers(channel), ("User-Agent", "dui-subscriptions")]
+    if channel.get("payload") == PAYLOAD:
+        url = channel["endpoint"].rstrip("/") + f"/{rtype}/{rid}"
+        outcome = call("PUT", url, version.body, [*lines, ("Content-Type", PAYLOAD)], timeout)
+    else:
+        outcome = call("POST", channel["endpoint"], None, lines, timeout)
+    if outcome.status == "delivered":
+        subject = str((version.resource().get("subject") or {}).get("reference") or "")
+        trail.record(session, AuditEntry(
+            "subscription-notify", "success", owner, rtype, rid, detail=f"Subscription/{sub_id}: {outcome.text}",
+            patients=(subject.removeprefix("Patient/"),) if subject.startswith("Patient/") else ()),
+            system.clock())
+    return outcome
 
 
 def call(method: str, url: str, body: bytes | None, lines: list[tuple[str, str]], timeout: float) -> Outcome:

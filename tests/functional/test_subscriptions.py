@@ -19,7 +19,9 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from dui.audit.tables import audit_event
 from dui.cli.worker import FAST_KINDS, _fast_lane, run_outbox
 from dui.demo.data import ESTABLISHMENTS
 from dui.outbox import queue
@@ -117,7 +119,7 @@ def test_a_fall_reaches_the_stream_and_the_rest_hook_receiver(app: Flask, demo: 
                                                               device: dict[str, str], receiver: Receiver,  # noqa: F811
                                                               tmp_path: Path) -> None:
     web = app.test_client()
-    _, mine = api_client(app, tmp_path, PARC)
+    client_id, mine = api_client(app, tmp_path, PARC)
     sub = subscribe(web, mine, subscription(receiver.url))
     assert sub["status"] == "active"  # requested, accepted
     assert {e["url"] for e in sub["extension"]} == {OWNER, OWNER_CLIENT}
@@ -131,6 +133,10 @@ def test_a_fall_reaches_the_stream_and_the_rest_hook_receiver(app: Flask, demo: 
     assert [data["id"] for _, _, data in read_events(stream, 1)] == [alert["id"]]  # and the staff's stream has it
     run_outbox(app.extensions["dui"])
     assert len(receiver.calls) == 1  # told once
+    with app.extensions["dui"].unit_of_work(write=False) as session:
+        told = session.execute(select(audit_event.c.actor_id, audit_event.c.resource_type, audit_event.c.resource_id)
+                               .where(audit_event.c.action == "subscription-notify")).all()
+    assert told == [(client_id, "Observation", alert["observation_id"])]  # who was told what, in the audit trail
 
 
 def test_with_a_payload_the_resource_is_put_at_the_service_base(app: Flask, demo: FhirClient,  # noqa: F811

@@ -2,7 +2,9 @@
 (``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``)
 and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app was built with
 (``Services.outbox_handlers``). The inbox is polled before the outbox runs, so that the acknowledgements (MDN) a
-poll queues leave in the same pass.
+poll queues leave in the same pass. Between two passes, a fast lane runs the FHIR Subscription jobs only
+(``dui.subscriptions``: matching and rest-hook calls) every ``--notify-interval`` seconds, so that a notification
+leaves within about a second without polling the mailbox or rebuilding DLUs that often.
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import fhir_profiles
+from dui import subscriptions
 from dui.auth.actor import SYSTEM, Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
@@ -123,10 +124,16 @@ class Services:
         handlers.setdefault(sending.KIND, bind(sending.deliver_send, as_system, self.mail_sender))
         # the MDNs answering mail received (dui.messaging.receiving), sent after the poll's commit
         handlers.setdefault(receiving.MDN_KIND, bind(receiving.deliver_mdn, as_system, self.mail_sender))
+        # FHIR Subscriptions: which ones a change concerns (searched as each owner client), then the rest-hook calls
+        handlers.setdefault(subscriptions.MATCH_KIND, partial(subscriptions.match, context_of=self.fhir_context))
+        handlers.setdefault(subscriptions.NOTIFY_KIND, partial(subscriptions.notify, context_of=self.fhir_context))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod),
-                                "Task": inbox.task_rule}  # the MSSanté reconciliation Tasks: the queue's own
+                                "Task": inbox.task_rule,  # the MSSanté reconciliation Tasks: the queue's own
+                                "Subscription": partial(subscriptions.prepare, registry=self.registry,
+                                                        limits=self.settings.limits,
+                                                        production=self.settings.is_prod)}
         # Encryption at rest: the master keys are read here (a bad or, in prod, a development key stops start-up).
         self.keyring = keyring_for(self.settings)
         # Who is calling: access tokens, OIDC issuers (DUI_AUTH_OIDC_ISSUERS is read here: a bad file stops start-up).
@@ -258,7 +265,9 @@ class Services:
         return SqlFhirRepository(session, self.indexer, self.clock, self.keyring,
                                  # a change the DLU shows makes it stale; a change of how a document is to be shown
                                  # in the DMP queues its update there
-                                 listeners=(freshness.on_change, dmp_feed.on_change))
+                                 listeners=(freshness.on_change, dmp_feed.on_change,
+                                            # a watched change queues its matching against the Subscriptions
+                                            subscriptions.on_change))
 
     def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
         """The context of one unit of work. A staff member or an API client reads and writes through the access
@@ -283,7 +292,7 @@ class Services:
             write_rules=self.write_rules,
             operations=self.operations,
             bundle_rules=self.bundle_rules,
-            filers={"DocumentReference": inbound.filer},
+            filers={"DocumentReference": inbound.filer, "Subscription": subscriptions.filer},
             policy=self.policy,
             registry=self.registry,
             validator=self.validator,

@@ -73,6 +73,9 @@ TYPE_RULES: dict[str, dict[str, str]] = {
     INFIRMIER: {"MedicationAdministration": KEEP},
 }
 HEALTH_PROFESSIONALS = frozenset({MEDECIN, INFIRMIER, KINESITHERAPEUTE})
+# Types only API clients registered for an establishment use: a Subscription tells another system (a nurse-call
+# system) of changes; it is its owner's, and no role of the staff has any right on it (dui.subscriptions).
+CLIENT_TYPES = frozenset({"Subscription"})
 UNRESTRICTED_KINDS = frozenset({"cli", "system", "anonymous"})  # anonymous exists only where allowed (dev)
 
 
@@ -132,6 +135,9 @@ def may(actor: Actor, permission: str, resource_type: str, policy: Policy, *,
     if actor.kind in UNRESTRICTED_KINDS:
         return Decision(True, f"{actor.kind} actor")
     if actor.kind == "client":
+        if resource_type in CLIENT_TYPES and actor.establishment is None:
+            return Decision(False, f"a {resource_type} belongs to an establishment: this client is registered "
+                            "without one (dui clients create --establishment FINESS)")
         if actor.scopes.allows(resource_type, permission, "system"):
             return Decision(True, "scope")
         return Decision(False, f"the token's scopes do not grant '{permission}' on {resource_type}")
@@ -139,6 +145,8 @@ def may(actor: Actor, permission: str, resource_type: str, policy: Policy, *,
         return Decision(False, "a device client may only post sensor events (POST /api/devices/events)")
     if actor.kind != "staff":
         return Decision(False, f"unknown kind of actor {actor.kind!r}")
+    if resource_type in CLIENT_TYPES:
+        return Decision(False, f"{resource_type} is for API clients of an establishment, not for the staff")
     granted = any(permission in policy.permissions(role, resource_type, actor.establishment)
                   for role in actor.roles)
     if granted and actor.scopes and not actor.scopes.allows(resource_type, permission):

@@ -2,7 +2,9 @@
 (``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``)
 and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app was built with
 (``Services.outbox_handlers``). The inbox is polled before the outbox runs, so that the acknowledgements (MDN) a
-poll queues leave in the same pass.
+poll queues leave in the same pass. Between two passes, a fast lane runs the FHIR Subscription jobs only
+(``dui.subscriptions``: matching and rest-hook calls) every ``--notify-interval`` seconds, so that a notification
+leaves within about a second without polling the mailbox or rebuilding DLUs that often.
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.
@@ -21,6 +23,7 @@ from typing import Any
 import click
 from flask import current_app
 
+from dui import subscriptions
 from dui.audit import sealing, trail
 from dui.audit.keys import audit_keys
 from dui.audit.trail import AuditEntry
@@ -67,14 +70,18 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 @click.option("--once", is_flag=True, help="Do what is due now, then exit (cron, tests).")
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="Seconds between two passes.")
-def worker(once: bool, interval: float) -> None:
+@click.option("--notify-interval", default=0.25, show_default=True, type=click.FloatRange(0, 60),
+              help="Seconds between two runs of the fast lane between passes: the FHIR Subscription jobs only "
+                   "(matching and rest-hook calls), so that a notification leaves within about a second; 0: none.")
+def worker(once: bool, interval: float, notify_interval: float) -> None:
     """Run the background work until stopped (SIGTERM or Ctrl-C).
 
     Each pass escalates the fall alerts nobody acknowledged within DUI_ALERT_ESCALATION seconds, rebuilds the
     out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
     record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
     configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
-    `dui audit seal` does)."""
+    `dui audit seal` does). Between two passes it runs the FHIR Subscription jobs every --notify-interval seconds
+    (the fast lane), without the rest of a pass."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
@@ -103,19 +110,39 @@ def worker(once: bool, interval: float) -> None:
             if total["failed"] or (inbox is not None and inbox.permanent):
                 raise SystemExit(1)
             return
-        if stop.wait(interval):
+        if _fast_lane(svc, stop, interval, notify_interval):
             return
+
+
+FAST_KINDS = (subscriptions.MATCH_KIND, subscriptions.NOTIFY_KIND)
+
+
+def _fast_lane(svc: Services, stop: threading.Event, interval: float, every: float) -> bool:
+    """Until the next pass is due (``interval`` seconds), run the Subscription jobs every ``every`` seconds;
+    True when the worker is asked to stop."""
+    if every <= 0 or every >= interval:
+        return stop.wait(interval)
+    deadline = time.monotonic() + interval
+    while (left := deadline - time.monotonic()) > 0:
+        if stop.wait(min(every, left)):
+            return True
+        try:
+            run_outbox(svc, kinds=FAST_KINDS)
+        except Exception:  # the database is unreachable, say: the next run tries again
+            logger.exception("outbox fast lane failed")
+    return stop.is_set()
 
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_outbox(svc: Services, limit: int = 100) -> RunReport:
-    """Run the outbox jobs due now (each at most once in this pass); a failure stays in the job, not here."""
+def run_outbox(svc: Services, limit: int = 100, kinds: tuple[str, ...] | None = None) -> RunReport:
+    """Run the outbox jobs due now (each at most once in this pass; ``kinds``: only those); a failure stays in the
+    job, not here."""
     conf = svc.settings.outbox
     backoff = Backoff(base=conf.backoff_base, cap=conf.backoff_cap, max_attempts=conf.max_attempts)
     return run_due(svc.unit_of_work, svc.outbox_handlers, svc.clock, WORKER_ID, limit=limit, lease_seconds=conf.lease,
-                   backoff=backoff)
+                   backoff=backoff, kinds=kinds)
 
 
 def poll_inbox(svc: Services) -> receiving.PollReport | None:

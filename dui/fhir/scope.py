@@ -17,9 +17,11 @@ FINESS) sees a resident when a *grant* names its establishment's Organization (o
 
 A resource of a Patient-compartment type is visible when it belongs to at least one resident and every resident it
 belongs to is visible; other types (organizations, professionals, medications...) are directory data, visible to
-all. One exception, ``OWNED_TYPES``: a ``Task`` that belongs to no resident is work for an establishment (mail
-received over MSSanté waiting to be matched with a resident, ``dui.messaging.inbox``), visible to the establishment
-its ``owner`` is (an Organization carrying its FINESS) and to no other. ``Sight`` applies it for one unit of work:
+all. The exception, ``OWNED_TYPES``: a resource of these types that belongs to no resident is the work or the
+property of an establishment, visible to the establishment its ``owner`` is (an Organization carrying its FINESS)
+and to no other: a ``Task`` of no resident (mail received over MSSanté waiting to be matched with a resident,
+``dui.messaging.inbox``), and every ``Subscription`` (it names an endpoint and may carry secret headers,
+``dui.subscriptions``), which never belongs to a resident. ``Sight`` applies it for one unit of work:
 in SQL on the search index, on the searched type and on each hop of chains and ``_has`` (a search never sees, nor
 tests, another establishment's residents), and in memory on the bodies a read, an include, a history or
 ``$everything`` serves, with the grants of their residents asked of the database.
@@ -71,9 +73,10 @@ FINESS_SYSTEM = "https://finess.esante.gouv.fr"
 CURRENT_ENCOUNTER = ("planned", "arrived", "in-progress", "onleave")
 ADMINISTRATIVE_ROLES = frozenset({ADMINISTRATIF, DIRECTION, ADMINISTRATEUR})  # the establishment's administration
 GRANTING_TYPES = frozenset({"Patient", "Encounter", "Consent"})
-# Resident data that may belong to no resident, and is then the establishment's own: type -> the reference parameter
-# naming the Organization it belongs to.
-OWNED_TYPES: dict[str, str] = {"Task": "owner"}
+# Types an establishment owns when they belong to no resident: type -> the reference parameter naming the
+# Organization it belongs to. A Task may belong to a resident (resident data) or to no one (the establishment's); a
+# Subscription is never a resident's (the search parameter ``owner`` is the project's own, fhir_profiles).
+OWNED_TYPES: dict[str, str] = {"Task": "owner", "Subscription": "owner"}
 
 
 @cache
@@ -84,6 +87,12 @@ def compartment_params() -> dict[str, tuple[str, ...]]:
 
 def is_resident_data(rtype: str) -> bool:
     return rtype == "Patient" or rtype in compartment_params()
+
+
+def is_hidden(rtype: str) -> bool:
+    """Whether a scoped actor may be kept from seeing resources of ``rtype``: resident data, and the types an
+    establishment owns (``OWNED_TYPES``). Every other type is directory data, visible to all."""
+    return is_resident_data(rtype) or rtype in OWNED_TYPES
 
 
 def administers(actor: Actor, finess: Iterable[str]) -> bool:
@@ -300,8 +309,9 @@ class Sight:
 
     def sees(self, rtype: str, content: dict[str, Any] | None) -> bool:
         """Whether a resource with this body is visible: directory data always; resident data when it belongs to
-        at least one resident and every resident it belongs to is seen. A deleted version (no body) is not."""
-        if not is_resident_data(rtype):
+        at least one resident and every resident it belongs to is seen; a resource of ``OWNED_TYPES`` of no resident
+        when the establishment owns it. A deleted version (no body) is not."""
+        if not is_hidden(rtype):
             return True
         if content is None:
             return False
@@ -309,9 +319,9 @@ class Sight:
 
     def visible(self, items: list[tuple[str, dict[str, Any] | None]]) -> list[bool]:
         """``sees`` for many (type, body) pairs at once: one query for all their residents."""
-        owners = [self.residents.of(t, c) if is_resident_data(t) and c is not None else set() for t, c in items]
+        owners = [self.residents.of(t, c) if is_hidden(t) and c is not None else set() for t, c in items]
         seen = self.seen(set().union(*owners))
-        return [not is_resident_data(t) or (c is not None and (found <= seen if found else self._owns(t, c)))
+        return [not is_hidden(t) or (c is not None and (found <= seen if found else self._owns(t, c)))
                 for (t, c), found in zip(items, owners, strict=True)]
 
     def _owns(self, rtype: str, content: dict[str, Any]) -> bool:
@@ -337,7 +347,7 @@ class Sight:
         return self._sql
 
     def hides(self, rtype: str) -> bool:
-        return is_resident_data(rtype)
+        return is_hidden(rtype)
 
     def keep(self, rtype: str, candidates: Any) -> Select[Any]:
         """Of ``candidates`` (a subquery with a ``rid`` column of resources of ``rtype``, resident data), those the
@@ -350,6 +360,8 @@ class Sight:
             seen = select(patient.c.rid).where(patient.c.res_type == "Patient", patient.c.deleted == false(),
                                                patient.c.res_id.in_(self._residents()))
             return select(candidates.c.rid).where(candidates.c.rid.in_(seen))
+        if rtype not in compartment_params():  # never a resident's (Subscription): owned, or hidden
+            return select(candidates.c.rid).where(candidates.c.rid.in_(self._owned(rtype)))
         ref = search_reference.alias()
         seen_resident = case((ref.c.target_id.in_(self._residents()), 1), else_=0)
         residents = (select(candidates.c.rid)
@@ -360,11 +372,17 @@ class Sight:
         if rtype not in OWNED_TYPES:
             return residents
         # or of no resident, and owned by one of the establishment's Organizations
-        own, anyone = search_reference.alias(), search_reference.alias()
-        owned = select(own.c.rid).where(own.c.res_type == rtype, own.c.param == OWNED_TYPES[rtype],
-                                        own.c.target_type == "Organization",
-                                        own.c.target_id.in_(organizations_of(self.scope.finess))).correlate(None)
+        anyone = search_reference.alias()
+        owned = self._owned(rtype)
         of_nobody = ~exists().where(anyone.c.rid == candidates.c.rid, anyone.c.target_type == "Patient",
                                     anyone.c.param.in_(compartment_params()[rtype])).correlate(candidates)
         return select(candidates.c.rid).where(or_(candidates.c.rid.in_(residents.correlate(None)),
                                                   and_(candidates.c.rid.in_(owned), of_nobody)))
+
+    def _owned(self, rtype: str) -> Select[Any]:
+        """Row ids of the resources of ``rtype`` (of ``OWNED_TYPES``) whose owner is one of the establishment's
+        Organizations."""
+        own = search_reference.alias()
+        return select(own.c.rid).where(own.c.res_type == rtype, own.c.param == OWNED_TYPES[rtype],
+                                       own.c.target_type == "Organization",
+                                       own.c.target_id.in_(organizations_of(self.scope.finess))).correlate(None)

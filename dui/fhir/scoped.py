@@ -30,11 +30,13 @@ from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchRes
 from dui.fhir.scope import (
     FINESS_SYSTEM,
     GRANTING_TYPES,
+    OWNED_TYPES,
     Grant,
     Residents,
     Sight,
     administers,
     granted_residents,
+    is_hidden,
     is_resident_data,
 )
 from dui.fhir.search.plan import Include, SearchPlan
@@ -63,13 +65,13 @@ class ScopedRepository:
     # -- visibility: one rule, on the bodies (dui.fhir.scope.Sight.sees) --------------------------------
 
     def _sees(self, version: ResourceVersion) -> bool:
-        if self.sight is None or not is_resident_data(version.type):
+        if self.sight is None or not is_hidden(version.type):
             return True
         return version.body is not None and self.sight.sees(version.type, version.resource())
 
     def _hidden(self, rtype: str) -> bool:
         """Whether resources of ``rtype`` may be hidden from this actor (resident data, for a scoped actor)."""
-        return self.sight is not None and is_resident_data(rtype)
+        return self.sight is not None and is_hidden(rtype)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -97,12 +99,12 @@ class ScopedRepository:
 
     def _keep(self, versions: list[ResourceVersion]) -> list[ResourceVersion]:
         """The versions the actor sees (one query for the residents of them all)."""
-        if self.sight is None or not any(is_resident_data(v.type) and v.rid not in self._judged for v in versions):
+        if self.sight is None or not any(is_hidden(v.type) and v.rid not in self._judged for v in versions):
             return versions
-        bodies = [(v.type, v.resource() if v.body is not None and is_resident_data(v.type) else None)
+        bodies = [(v.type, v.resource() if v.body is not None and is_hidden(v.type) else None)
                   for v in versions]
         return [v for v, seen in zip(versions, self.sight.visible(bodies), strict=True)
-                if seen or not is_resident_data(v.type)]
+                if seen or not is_hidden(v.type)]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
                 before_vid: int | None = None, count: int = 20) -> HistoryPage:
@@ -195,6 +197,8 @@ class ScopedRepository:
         if self._hidden(version.type) and not self._sees(version):
             what = ("a resident is admitted by an establishment: set managingOrganization to yours"
                     if version.type == "Patient" else
+                    "its owner extension must name your establishment's Organization"
+                    if version.type in OWNED_TYPES and not is_resident_data(version.type) else
                     "it must belong to the record of a resident your organization may see")
             raise Forbidden(f"Not allowed: this {version.type} would not be visible to you ({what})")
         return version
@@ -206,7 +210,7 @@ class ScopedRepository:
         one answer for a record that does not exist and one the actor may not see. One look-up per type, one fetch
         and one question about grants, however many references the body holds."""
         wanted = sorted((t, i) for t, i in self.residents.references(content)
-                        if is_resident_data(t) and f"{t}/{i}" not in self.planned)
+                        if is_hidden(t) and f"{t}/{i}" not in self.planned)
         if not wanted:
             return
         self.inner.flush()

@@ -1,0 +1,97 @@
+"""The rest-hook call of a ``subscription.notify`` job (http://hl7.org/fhir/R4/subscription.html#channels).
+
+"The channel is executed by making a post to the URI. If a payload is included, the URL is interpreted as the
+service base, and an update (PUT) is made": without a payload, a POST to the endpoint with no body; with
+``application/fhir+json``, a PUT of the version that matched at ``[endpoint]/[type]/[id]``. The ``channel.header``
+lines are sent as they are. A 2xx answer delivers; a 5xx, 408 or 429 answer, a timeout or a network failure is
+transient (the outbox tries again); any other answer, a redirect included, is permanent (a dead letter). The
+Subscription and its owner client are read again at send time: one turned off, deleted or disabled since the
+match is not called. Errors name the status or the exception's class, never the URL (it may hold a secret) nor
+the resource.
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+import urllib.request
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dui.audit import trail
+from dui.audit.trail import AuditEntry
+from dui.auth.actor import SYSTEM
+from dui.outbox.queue import Job
+from dui.outbox.runner import Outcome, delivered, permanent, transient
+from dui.subscriptions.matching import NOTIFY_KIND, ContextOf, ended, owner_actor
+from dui.subscriptions.rules import PAYLOAD, headers
+
+__all__ = ["NOTIFY_KIND", "call", "notify"]
+
+TIMEOUT = 10.0  # seconds; the outbox lease (DUI_OUTBOX_LEASE, 300 s) outlasts it
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: the endpoint is the one the Subscription names."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = TIMEOUT) -> Outcome:
+    """Call the Subscription's endpoint for the version that matched; a call that delivers is audited
+    (``subscription-notify``: the owner client as the actor, the resource and its resident)."""
+    system = context_of(session, SYSTEM)
+    store = system.internal
+    sub_id, _, reference = job.idempotency_key.partition(" ")
+    found = store.read("Subscription", sub_id)
+    sub = found.resource() if found is not None and found.body is not None and not found.deleted else None
+    if sub is None or sub.get("status") != "active" or ended(sub, system.clock()):
+        return delivered("not sent: the subscription is no longer active")
+    owner = owner_actor(session, sub)
+    if owner is None:
+        return delivered("not sent: the subscription's client is disabled or gone")
+    try:
+        rtype, rid, _, number = reference.split("/")
+        version = store.vread(rtype, rid, int(number))
+    except ValueError:
+        return permanent("the job's key is not a versioned reference")
+    if version is None or version.body is None:
+        return permanent("the version that matched can no longer be read")
+    channel = sub["channel"]
+    lines = [*headers(channel), ("User-Agent", "dui-subscriptions")]
+    if channel.get("payload") == PAYLOAD:
+        url = channel["endpoint"].rstrip("/") + f"/{rtype}/{rid}"
+        outcome = call("PUT", url, version.body, [*lines, ("Content-Type", PAYLOAD)], timeout)
+    else:
+        outcome = call("POST", channel["endpoint"], None, lines, timeout)
+    if outcome.status == "delivered":
+        subject = str((version.resource().get("subject") or {}).get("reference") or "")
+        trail.record(session, AuditEntry(
+            "subscription-notify", "success", owner, rtype, rid, detail=f"Subscription/{sub_id}: {outcome.text}",
+            patients=(subject.removeprefix("Patient/"),) if subject.startswith("Patient/") else ()),
+            system.clock())
+    return outcome
+
+
+def call(method: str, url: str, body: bytes | None, lines: list[tuple[str, str]], timeout: float) -> Outcome:
+    request = urllib.request.Request(url, data=body if body is not None else b"", method=method)
+    for name, value in lines:
+        request.add_header(name, value)
+    try:
+        with _OPENER.open(request, timeout=timeout) as answer:
+            status = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        exc.close()
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, refused connections
+        return transient(f"{method}: the endpoint cannot be reached ({type(exc).__name__})")
+    if 200 <= status < 300:
+        return delivered(f"{method} answered {status}")
+    if status >= 500 or status in (408, 429):
+        return transient(f"{method}: the endpoint answered {status}")
+    return permanent(f"{method}: the endpoint answered {status}")

@@ -32,6 +32,7 @@ run: $(STAMP)
 	@echo "    -d password=Demo-Tilleuls-2026 | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
 	@echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" 'http://$(HOST):$(PORT)/fhir/Patient?_summary=count'"
 	@echo "In dev, requests without a token are still served, as anonymous (README, 'Get a token')."
+	@echo "The staff API (a staff token, e.g. demo.infirmier's): http://$(HOST):$(PORT)/api/docs (README, 'The staff API')."
 	@echo
 	$(BIN)/dui serve --host $(HOST) --port $(PORT)
 

@@ -126,7 +126,8 @@ class Services:
         handlers.setdefault(receiving.MDN_KIND, bind(receiving.deliver_mdn, as_system, self.mail_sender))
         # FHIR Subscriptions: which ones a change concerns (searched as each owner client), then the rest-hook calls
         handlers.setdefault(subscriptions.MATCH_KIND, partial(subscriptions.match, context_of=self.fhir_context))
-        handlers.setdefault(subscriptions.NOTIFY_KIND, partial(subscriptions.notify, context_of=self.fhir_context))
+        handlers.setdefault(subscriptions.NOTIFY_KIND, partial(subscriptions.notify, context_of=self.fhir_context,
+                                                                public_only=self.settings.is_prod))
         self.residents = Residents(self.indexer)  # whose record a resource is, its grants (dui.fhir.scope)
         if not self.write_rules:
             self.write_rules = {"Patient": partial(rules.prepare_patient, production=self.settings.is_prod),

@@ -13,7 +13,10 @@ the resource.
 from __future__ import annotations
 
 import http.client
+import ipaddress
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -42,9 +45,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = TIMEOUT) -> Outcome:
+def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = TIMEOUT,
+           public_only: bool = False) -> Outcome:
     """Call the Subscription's endpoint for the version that matched; a call that delivers is audited
-    (``subscription-notify``: the owner client as the actor, the resource and its resident)."""
+    (``subscription-notify``: the owner client as the actor, the resource and its resident). ``public_only``
+    (``DUI_ENV=prod``): an endpoint whose host is not a public address is not called (``endpoint_is_public``)."""
     system = context_of(session, SYSTEM)
     store = system.internal
     sub_id, _, reference = job.idempotency_key.partition(" ")
@@ -63,6 +68,12 @@ def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = T
     if version is None or version.body is None:
         return permanent("the version that matched can no longer be read")
     channel = sub["channel"]
+    if public_only:
+        public = endpoint_is_public(channel["endpoint"])
+        if public is None:
+            return transient("the endpoint's host name does not resolve")
+        if not public:
+            return permanent("the endpoint's host is not a public address (DUI_ENV=prod)")
     lines = [*headers(channel), ("User-Agent", "dui-subscriptions")]
     if channel.get("payload") == PAYLOAD:
         url = channel["endpoint"].rstrip("/") + f"/{rtype}/{rid}"
@@ -76,6 +87,24 @@ def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = T
             patients=(subject.removeprefix("Patient/"),) if subject.startswith("Patient/") else ()),
             system.clock())
     return outcome
+
+
+def endpoint_is_public(url: str) -> bool | None:
+    """Whether every address the endpoint's host resolves to is a public one (None: it does not resolve).
+
+    A client's Subscription must not make this server call what only the server can reach: its own loopback, the
+    hosting network, the cloud's metadata address (server-side request forgery). Checked before each call; the
+    call resolves the name again, so a host whose DNS answer changes in between (DNS rebinding) is not covered."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    try:
+        found = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+    return bool(addresses) and all(a.is_global for a in addresses)
 
 
 def call(method: str, url: str, body: bytes | None, lines: list[tuple[str, str]], timeout: float) -> Outcome:

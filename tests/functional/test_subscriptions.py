@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from dui.cli.worker import FAST_KINDS, _fast_lane, run_outbox
 from dui.demo.data import ESTABLISHMENTS
 from dui.outbox import queue
 from dui.outbox.runner import run_due
+from dui.subscriptions.delivery import endpoint_is_public, notify
 from dui.subscriptions.rules import OWNER, OWNER_CLIENT
 from tests.authkit import client_jwks, token_form
 from tests.functional.test_staff_alerts import demo, device, post_event, read_events  # noqa: F401  (fixtures)
@@ -328,3 +330,31 @@ def test_a_disabled_client_or_an_ended_subscription_is_not_told(app: Flask, demo
     post_event(web, device, "evt-1")
     run_outbox(app.extensions["dui"])
     assert receiver.calls == []
+
+
+@pytest.mark.parametrize(("url", "public"), [
+    ("http://127.0.0.1:8080/hook", False), ("http://localhost/hook", False), ("http://[::1]/hook", False),
+    ("http://10.1.2.3/hook", False), ("https://192.168.0.10/hook", False), ("http://169.254.169.254/latest", False),
+    ("https://93.184.216.34/hook", True), ("https://[2606:4700:4700::1111]/hook", True)])
+def test_only_public_addresses_count_as_public(url: str, public: bool) -> None:
+    assert endpoint_is_public(url) is public
+
+
+def test_in_production_an_endpoint_on_a_private_address_is_not_called(
+        app: Flask, demo: FhirClient, device: dict[str, str], receiver: Receiver,  # noqa: F811
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server-side request forgery: a client's Subscription may not make the server call its own loopback or
+    network. In development the tests' receiver listens on 127.0.0.1; ``DUI_ENV=prod`` sets ``public_only``."""
+    web, svc = app.test_client(), app.extensions["dui"]
+    _, mine = api_client(app, tmp_path, PARC)
+    subscribe(web, mine, subscription(receiver.url))
+    post_event(web, device, "evt-1")
+    handlers = {**svc.outbox_handlers,
+                "subscription.notify": partial(notify, context_of=svc.fhir_context, public_only=True)}
+    assert run_due(svc.unit_of_work, handlers, svc.clock(), "test").delivered == 2  # the matches
+    report = run_due(svc.unit_of_work, handlers, svc.clock(), "test")  # the notification
+    assert report.dead == 1 and receiver.calls == []
+    [job] = jobs(app, "subscription.notify")
+    assert job.last_error == "the endpoint's host is not a public address (DUI_ENV=prod)"
+    wired = svc.outbox_handlers["subscription.notify"]
+    assert isinstance(wired, partial) and wired.keywords["public_only"] is svc.settings.is_prod

@@ -65,9 +65,10 @@ def round_plan(record: Record, day: date, name: str, unit: str | None) -> dict[s
     current = medications.prescriptions_of(record, ids)
     active = [p for p in current if p.due_on(day, name, tz)]
     unscheduled = [p for p in current if not p.doses and p.covers(day)]
-    # Stopped since the day began (or later): its doses recorded that day still show, its pending ones no more.
+    # Stopped since the day began (or later): its doses recorded that day still show, its pending ones no more. A
+    # dose recorded once its round opened stays even when the prescription was stopped before the round's time.
     ended = [p for p in medications.prescriptions_of(record, ids, ENDED, datetime.combine(day, time(), tz))
-             if p.due_on(day, name, tz)]
+             if name in p.doses and p.covers(day)]
     keys = [dose_key(p.id, day, name) for p in (*active, *ended)]
     done = medications.recorded(record, keys)
     doses: dict[str, list[dict[str, Any]]] = {}

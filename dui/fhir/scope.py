@@ -39,6 +39,10 @@ write (checked on every write of a staff member or an API client by ``dui.fhir.s
   own access);
 - every reference a written resource makes to resident data must point at a record the writer sees (subject,
   patient, focus, any reference), and the written resource must be visible to its writer afterwards.
+
+**Who may write directory data an establishment keeps** (``KEPT_TYPES``: its rooms, fall sensors, services,
+endpoints and staff roles, read by rules that route alerts, count places and admit residents): the staff and
+clients of that establishment, whatever the resource names before and after the write. Seen by all, kept by one.
 """
 
 from __future__ import annotations
@@ -77,6 +81,13 @@ GRANTING_TYPES = frozenset({"Patient", "Encounter", "Consent"})
 # Organization it belongs to. A Task may belong to a resident (resident data) or to no one (the establishment's); a
 # Subscription is never a resident's (the search parameter ``owner`` is the project's own, fhir_profiles).
 OWNED_TYPES: dict[str, str] = {"Task": "owner", "Subscription": "owner"}
+# Directory data an establishment keeps: type -> the reference parameter naming the Organization that keeps it. Seen by
+# all; written (created, changed, deleted) only by staff and clients of the establishment that Organization carries
+# the FINESS of, before and after the write. The rules that read them trust them: a sensor's owner and room route a
+# fall alert to a resident (dui.staff.alerts), a room's organization makes it a place of the establishment (admission,
+# occupancy), an Endpoint names where an establishment's messages go.
+KEPT_TYPES: dict[str, str] = {"Device": "organization", "Location": "organization", "HealthcareService": "organization",
+                              "Endpoint": "organization", "PractitionerRole": "organization"}
 
 
 @cache
@@ -133,10 +144,11 @@ class Residents:
         return {rid for _, target, rid in self.indexer.references(rtype, content, params)
                 if target == "Patient" and rid is not None}
 
-    def owners(self, rtype: str, content: dict[str, Any]) -> set[str]:
-        """The Organizations a resource of ``OWNED_TYPES`` names as its owner (empty for other types)."""
-        param = OWNED_TYPES.get(rtype)
-        if param is None:
+    def owners(self, rtype: str, content: dict[str, Any] | None, types: dict[str, str] = OWNED_TYPES) -> set[str]:
+        """The Organizations a resource of ``types`` (``OWNED_TYPES``, or ``KEPT_TYPES``) names as its owner or
+        keeper (empty for other types, and for no body)."""
+        param = types.get(rtype)
+        if param is None or content is None:
             return set()
         return {oid for _, target, oid in self.indexer.references(rtype, content, (param,))
                 if target == "Organization" and oid is not None}

@@ -30,6 +30,7 @@ from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchRes
 from dui.fhir.scope import (
     FINESS_SYSTEM,
     GRANTING_TYPES,
+    KEPT_TYPES,
     OWNED_TYPES,
     Grant,
     Residents,
@@ -164,7 +165,7 @@ class ScopedRepository:
 
     def _stored(self, current: Current) -> dict[str, Any] | None:
         """The body a write replaces, for the rules that compare before and after (grants, FINESS) only."""
-        if current.deleted or current.type not in SIGHT_TYPES:
+        if current.deleted or (current.type not in SIGHT_TYPES and current.type not in KEPT_TYPES):
             return None
         found = self.inner.read(current.type, current.id)
         return found.resource() if found is not None and found.body is not None else None
@@ -181,6 +182,8 @@ class ScopedRepository:
         its stay or consent), so that the written resource is not expected to stay visible to it."""
         if after is not None and self.sight is not None:
             self._check_references(after)
+        if rtype in KEPT_TYPES:
+            self._check_keeper(rtype, before, after)
         if rtype == "Organization":
             self._check_establishment(before, after)
         elif rtype == "Patient":
@@ -242,6 +245,16 @@ class ScopedRepository:
             if granted - (self.sight.seen(granted) if self.sight is not None else set()):
                 raise Forbidden("Not allowed: this Organization is named by the records of residents your "
                                 f"establishment does not see; FINESS {', '.join(sorted(added))} cannot be added to it")
+
+    def _check_keeper(self, rtype: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """Directory data an establishment keeps (its rooms, sensors...) is written by that establishment only: every
+        Organization it names as keeper, before and after, that carries a FINESS must carry the writer's."""
+        named = self.residents.owners(rtype, before, KEPT_TYPES) | self.residents.owners(rtype, after, KEPT_TYPES)
+        for org in sorted(named):
+            finess = self._finess_of(org)
+            if finess and self.actor.establishment not in finess:
+                raise Forbidden(f"Not allowed: this {rtype} is kept by the establishment of Organization/{org} "
+                                f"(FINESS {', '.join(sorted(finess))}); only its staff and clients write it")
 
     def _check_admission(self, grant: Grant, *, added: bool) -> None:
         """Admission, transfer, discharge (``managingOrganization``): the administration of the establishments

@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.extensions["dui"] = Services.build(settings, clock, insi)
 
     from dui import cli
-    from dui.web import audit, auth, context, errors, fhir, headers, params, proxies, staff, throttle
+    from dui.web import audit, auth, context, errors, fhir, headers, params, proxies, staff, throttle, websocket
 
     if settings.http.trusted_proxies:  # the client's address, as the listed reverse proxies in front of us saw it
         app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.http.trusted_proxies)  # type: ignore[method-assign]
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     audit.register(app)  # an audit entry for every answer no handler recorded (refused before it, or outside /fhir)
     app.register_blueprint(fhir.bp)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(websocket.bp)  # the Subscriptions' websocket channel
     staff.register(app)
 
     @app.get("/healthz")

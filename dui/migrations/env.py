@@ -13,7 +13,8 @@ import dui.fhir.tables
 import dui.messaging.tables
 import dui.outbox.tables
 import dui.profiles.tables
-import dui.staff.tables  # noqa: F401
+import dui.staff.tables
+import dui.subscriptions.tables  # noqa: F401
 from dui.db import make_engine, metadata
 
 config = context.config

@@ -1,5 +1,5 @@
-"""FHIR R4 Subscriptions, rest-hook channel: other systems (a nurse-call system) told of the Observations and Flags
-that match their criteria (docs/staff-api.md, "Subscriptions"; http://hl7.org/fhir/R4/subscription.html).
+"""FHIR R4 Subscriptions, rest-hook and websocket channels: other systems (a nurse-call system) told of the
+Observations and Flags that match their criteria (docs/staff-api.md, "Subscriptions"; http://hl7.org/fhir/R4/subscription.html).
 
 - ``rules``: who may keep a Subscription and what it may say. Only an API client registered for an establishment;
   the server stamps its establishment's Organization as the owner (``dui-owner``, the search parameter ``owner``,
@@ -10,7 +10,9 @@ that match their criteria (docs/staff-api.md, "Subscriptions"; http://hl7.org/fh
   ``_id``) as a search by the owner client, with its scopes and its establishment's scope, and queues one
   ``subscription.notify`` per match.
 - ``delivery``: the rest-hook call of a ``subscription.notify`` job (POST without a body, or PUT of the resource
-  when a payload is asked for), from ``dui worker``, never inside a request.
+  when a payload is asked for), from ``dui worker``, never inside a request; for the websocket channel, the ping
+  row the bound sockets send.
+- ``websocket``: what a socket may bind and the pings it reads (the socket itself: ``dui.web.websocket``).
 """
 
 from dui.subscriptions.delivery import NOTIFY_KIND, notify

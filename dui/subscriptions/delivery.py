@@ -1,4 +1,5 @@
-"""The rest-hook call of a ``subscription.notify`` job (http://hl7.org/fhir/R4/subscription.html#channels).
+"""The rest-hook call of a ``subscription.notify`` job (http://hl7.org/fhir/R4/subscription.html#channels); for the
+websocket channel, the ping the bound sockets send (``dui.subscriptions.websocket``).
 
 "The channel is executed by making a post to the URI. If a payload is included, the URL is interpreted as the
 service base, and an update (PUT) is made": without a payload, a POST to the endpoint with no body; with
@@ -27,8 +28,9 @@ from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, delivered, permanent, transient
+from dui.subscriptions import websocket
 from dui.subscriptions.matching import NOTIFY_KIND, ContextOf, ended, owner_actor
-from dui.subscriptions.rules import PAYLOAD, headers
+from dui.subscriptions.rules import PAYLOAD, WEBSOCKET, headers
 
 __all__ = ["NOTIFY_KIND", "call", "notify"]
 
@@ -68,6 +70,9 @@ def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = T
     if version is None or version.body is None:
         return permanent("the version that matched can no longer be read")
     channel = sub["channel"]
+    if channel.get("type") == WEBSOCKET:  # the bound sockets send it (dui.subscriptions.websocket), audited then
+        websocket.queue_ping(session, sub_id, version, system.clock())
+        return delivered("ping written for the bound websockets")
     if public_only:
         public = endpoint_is_public(channel["endpoint"])
         if public is None:

@@ -2,8 +2,9 @@
 
 R4 (Subscription): ``criteria`` is a search ``Type?params`` applied to a created or updated resource; the channel
 ``rest-hook`` posts to ``endpoint`` (or, with a ``payload``, PUTs the resource at ``[endpoint]/[type]/[id]``) with
-the ``header`` lines; ``status`` is requested, active, error or off, and the server makes a request it accepts
-active.
+the ``header`` lines; the channel ``websocket`` sends ``ping <id>`` on the sockets its client bound to it
+(``dui.subscriptions.websocket``), and takes no endpoint, payload or header; ``status`` is requested, active,
+error or off, and the server makes a request it accepts active.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ OWNER_CLIENT = f"{CANONICAL}/StructureDefinition/dui-owner-client"  # valueStrin
 STAMPS = (OWNER, OWNER_CLIENT)
 TYPES = ("Observation", "Flag")  # what a criteria may watch
 PAYLOAD = "application/fhir+json"
+REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
+CHANNELS = (REST_HOOK, WEBSOCKET)
 # Parameters that shape a result rather than select resources, and _id, which the server adds when it evaluates.
 RESULT_PARAMETERS = frozenset({"_id", "_count", "_sort", "_include", "_revinclude", "_summary", "_elements",
                                "_total", "_contained", "_containedType", "_format", "_pretty", "_cursor"})
@@ -51,16 +54,24 @@ def prepare(resource: dict[str, Any], previous: Callable[[], dict[str, Any] | No
     if not isinstance(channel, dict):
         raise Unprocessable("Subscription.channel is required", expression="Subscription.channel")
     kind = channel.get("type")
-    if kind != "rest-hook":
-        raise Unprocessable(f"Subscription.channel.type {str(kind)[:40]!r} is not supported yet: this server "
-                            "delivers the rest-hook channel only", expression="Subscription.channel.type",
+    if kind not in CHANNELS:
+        raise Unprocessable(f"Subscription.channel.type {str(kind)[:40]!r} is not supported: this server delivers "
+                            "the rest-hook and websocket channels", expression="Subscription.channel.type",
                             code="not-supported")
-    check_endpoint(channel.get("endpoint"), production)
     payload = channel.get("payload")
-    if payload is not None and payload != PAYLOAD:
-        raise Unprocessable(f"Subscription.channel.payload must be absent (a POST without a body) or {PAYLOAD} "
-                            "(a PUT of the resource)", expression="Subscription.channel.payload")
-    headers(channel)
+    if kind == WEBSOCKET:
+        # R4: the server sends "ping <id>" on the socket the client bound; nothing is called, nothing is carried
+        unused = sorted(k for k in ("endpoint", "payload", "header") if channel.get(k) is not None)
+        if unused:
+            raise Unprocessable(f"Subscription.channel: {', '.join(unused)} is not used by the websocket channel "
+                                "(the client connects to the server's websocket and binds the Subscription; the "
+                                "server sends 'ping <id>')", expression=f"Subscription.channel.{unused[0]}")
+    else:
+        check_endpoint(channel.get("endpoint"), production)
+        if payload is not None and payload != PAYLOAD:
+            raise Unprocessable(f"Subscription.channel.payload must be absent (a POST without a body) or {PAYLOAD} "
+                                "(a PUT of the resource)", expression="Subscription.channel.payload")
+        headers(channel)
     out = copy.deepcopy(resource)
     status = resource.get("status")
     if status in ("requested", "active"):

@@ -95,7 +95,7 @@ def record_api_refusal(svc: Services, actor: Actor, endpoint: str, route: Route 
     entry = trail.AuditEntry(route.action if route else "request", outcome, actor, route.rtype if route else None,
                              route.rid if route else None, f"api {endpoint}", status, where[0], where[1],
                              patients=tuple(sorted({*named, *patients})))
-    _record_apart(svc, entry)
+    record_apart(svc, entry)
     mark_recorded()
 
 
@@ -117,7 +117,7 @@ def record_refusal(svc: Services, actor: Actor, route: Route, status: int, categ
     named = (route.rid,) if route.rtype == "Patient" and route.rid else ()
     entry = trail.AuditEntry(route.action, outcome, actor, route.rtype, route.rid, route.operation or category,
                              status, where[0], where[1], patients=tuple(sorted({*named, *patients})))
-    _record_apart(svc, entry)
+    record_apart(svc, entry)
 
 
 def refusal_of(exc: BaseException) -> tuple[int, str, tuple[str, ...]]:
@@ -140,7 +140,7 @@ def ensure_recorded(svc: Services, status: int) -> None:
     actor = _actor()
     entry = trail.AuditEntry("request", outcome, actor, None, None, f"{request.method} {path}"[:64], status,
                              request.remote_addr, g.get("request_id"))
-    _record_apart(svc, entry)
+    record_apart(svc, entry)
     mark_recorded()
 
 
@@ -171,7 +171,7 @@ def residents_of(residents: Residents, route: Route, result: FhirResponse) -> se
     return found
 
 
-def _record_apart(svc: Services, entry: trail.AuditEntry) -> None:
+def record_apart(svc: Services, entry: trail.AuditEntry) -> None:
     try:
         with svc.unit_of_work(write=True) as session:
             trail.record(session, entry, svc.clock())

@@ -255,7 +255,8 @@ def test_who_may_keep_subscriptions(app: Flask, demo: FhirClient, receiver: Rece
     ({"criteria": "Observation?code=x&_count=3"}, "Subscription.criteria"),
     ({"criteria": "Observation?code:nonsense=1"}, "Subscription.criteria"),
     ({"criteria": "Observation?subject.name=x&_include=Observation:subject"}, "Subscription.criteria"),
-    ({"channel": {"type": "websocket"}}, "Subscription.channel.type"),
+    ({"channel": {"type": "websocket", "endpoint": "wss://x.fr/"}}, "Subscription.channel.endpoint"),
+    ({"channel": {"type": "websocket", "payload": "application/fhir+json"}}, "Subscription.channel.payload"),
     ({"channel": {"type": "email", "endpoint": "mailto:a@b.fr"}}, "Subscription.channel.type"),
     ({"channel": {"type": "rest-hook", "endpoint": "ftp://x.fr/"}}, "Subscription.channel.endpoint"),
     ({"channel": {"type": "rest-hook", "endpoint": "/relative"}}, "Subscription.channel.endpoint"),
@@ -274,7 +275,7 @@ def test_what_a_subscription_may_say(app: Flask, demo: FhirClient, tmp_path: Pat
     issue = answer.get_json()["issue"][0]
     assert issue["expression"] == [where]
     if where == "Subscription.channel.type":
-        assert "not supported yet" in issue["diagnostics"]
+        assert "rest-hook and websocket" in issue["diagnostics"]
 
 
 def test_an_off_subscription_stays_off_and_is_not_notified(app: Flask, demo: FhirClient,  # noqa: F811

@@ -31,6 +31,7 @@ def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
 def capability_statement(base: str, registry: SearchParameterRegistry,
                          operations: Mapping[tuple[str, str], Operation] | None = None) -> dict[str, Any]:
     from dui.fhir import router  # the router imports this module
+    from dui.subscriptions import websocket  # it reads Subscriptions through the router
 
     tables = router.describe(operations)
     interactions = [*tables["instance"], *tables["type"], *tables["history"]]
@@ -97,6 +98,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
                                "assertion) for systems, OIDC or local accounts for staff; see "
                                "/.well-known/smart-configuration",
             },
+            "extension": [{"url": websocket.CAPABILITY_EXTENSION, "valueUri": websocket.address(base)}],
             "resource": resources,
             "interaction": [{"code": c} for c in tables["system"]],
             "operation": [{"name": "validate", "definition": validate.OPERATION}],

@@ -17,10 +17,12 @@ neither adds nor subtracts; it limits the grade instead)::
                         person was born abroad (99xxx) and the other in France ("99999", unknown, is missing)
     sex                 -0.25 when both are male/female and differ; other/unknown/missing are neutral
 
-Grades: ``certain`` when the score is >= 0.95, the birth family names and a given name agree (same or
-same key), both full birth dates are equal, and neither sex nor birth place disagree; ``probable``
->= 0.80 with family names, given names and birth dates present on both sides; ``possible`` >= 0.60
-with at least two of those three; otherwise ``certainly-not``.
+Grades: ``certain`` when the score is >= 0.95, the birth family names are the same and so is a given name
+(written alike once case, accents, spaces and punctuation are set aside: a name that only sounds alike or has a
+typo is another spelling), both full birth dates are equal, and neither sex nor birth place disagree. FHIR
+defines ``certain`` as safe to link automatically; identity vigilance (RNIV) never links two records on a
+spelling variant, which is at most ``probable``: >= 0.80 with family names, given names and birth dates present
+on both sides; ``possible`` >= 0.60 with at least two of those three; otherwise ``certainly-not``.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def _family(query: tuple[str, ...], candidate: tuple[str, ...]) -> _Field | None
                                   for i, a in qs for j, b in cs for level in [_name_similarity(a, b)])
     extra = {1: ("usual family name of one is the birth family name of the other",),
              0: ("only usual family names match",)}.get(rank, ()) if level else ()
-    return _Field(similarity, (_PHRASES[level].format("family"), *extra), strong=rank == 2 and level >= 0.9)
+    return _Field(similarity, (_PHRASES[level].format("family"), *extra), strong=rank == 2 and level == 1.0)
 
 
 def _given(query: tuple[str, ...], candidate: tuple[str, ...]) -> _Field | None:
@@ -256,7 +258,7 @@ def _given(query: tuple[str, ...], candidate: tuple[str, ...]) -> _Field | None:
     if not qs or not cs:
         return None
     level = max(_name_similarity(a, b) for _, a in qs for _, b in cs)
-    return _Field(level, (_PHRASES[level].format("given"),), strong=level >= 0.9)
+    return _Field(level, (_PHRASES[level].format("given"),), strong=level == 1.0)
 
 
 _DATE_SHAPE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")

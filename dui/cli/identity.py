@@ -152,13 +152,13 @@ def admit_command(family: str, given: str, birth_date: str, sex: str, birth_plac
 @click.argument("patient_id")
 def duplicates_command(patient_id: str) -> None:
     """List the records that may be the same resident as PATIENT_ID, best first."""
-    def find(ctx: FhirContext) -> list[tuple[str, str, float]]:
+    def find(ctx: FhirContext) -> list[tuple[str, str, float, tuple[str, ...]]]:
         _, patient = operations.load_patient(ctx, patient_id, lock=False)
-        return [(v.id, m.grade, m.score) for v, m in duplicates.find_matches(ctx, patient)]
+        return [(v.id, m.grade, m.score, m.reasons) for v, m in duplicates.find_matches(ctx, patient)]
 
     found = _run(find, patients=(patient_id,))
-    for pid, grade, score in found:
-        click.echo(f"Patient/{pid}\t{grade}\t{score:.3f}")
+    for pid, grade, score, reasons in found:
+        click.echo(f"Patient/{pid}\t{grade}\t{score:.3f}\t{'; '.join(reasons)}")
     click.echo(f"{len(found)} potential duplicate(s) of Patient/{patient_id}", err=True)
 
 

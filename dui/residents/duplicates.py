@@ -17,10 +17,12 @@ from dui.fhir.repository import ResourceVersion
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.plan import parse_search
 from dui.residents import mapping
+from fhir_profiles import CANONICAL
 from ins.matching import Match, Person, compare
 
 CANDIDATES_PER_CRITERION = 500
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+MATCH_REASON = f"{CANONICAL}/StructureDefinition/dui-match-reason"  # why the score is what it is, one per reason
 
 
 def person_of(patient: dict[str, Any]) -> Person:
@@ -65,7 +67,8 @@ def match_bundle(ctx: FhirContext, patient: dict[str, Any], only_certain: bool, 
             "fullUrl": f"{ctx.base}/{version.reference}",
             "resource": version.resource(),
             "search": {"mode": "match", "score": found.score,
-                       "extension": [{"url": MATCH_GRADE, "valueCode": found.grade}]},
+                       "extension": [{"url": MATCH_GRADE, "valueCode": found.grade},
+                                     *({"url": MATCH_REASON, "valueString": r} for r in found.reasons)]},
         })
     return bundle("searchset", ctx.clock(), entries, [], total=len(entries))
 

@@ -285,6 +285,20 @@ def test_any_given_name_against_any() -> None:
                                                 _marie(given_names=("Filipe",))).reasons
 
 
+@pytest.mark.parametrize(("family", "given"), [
+    ("BERTIER", "Marie"),  # sounds alike: BERTHIER
+    ("DUPOND", "Marie"),  # sounds alike: DUPONT
+    ("DUPOMT", "Marie"),  # a typo
+    ("DUPONT", "Mary"),  # the given name sounds alike
+])
+def test_a_spelling_variant_is_never_certain(family: str, given: str) -> None:
+    """``certain`` links records automatically: only identical traits (or the same INS) may be graded so."""
+    base = _marie(family_names=("BERTHIER",)) if family == "BERTIER" else MARIE
+    match = compare(base, _marie(family_names=(family,), given_names=(given,)))
+    assert match.grade == "probable", match
+    assert match.score >= 0.9
+
+
 def test_names_with_or_without_spaces() -> None:
     match = compare(_marie(family_names=("N'Guessan",)), _marie(family_names=("NGUESSAN",)))
     assert match.grade == "certain"

@@ -22,6 +22,8 @@ subscription_ping = Table(
     Column("resource_id", String(64), nullable=False),
     Column("patient_id", String(64), nullable=True),
     Column("at", UtcDateTime, nullable=False),
+    # on SQLite a number is never given twice, even once every row is deleted: sockets resume after the last one
+    sqlite_autoincrement=True,
 )
 Index("ix_subscription_ping_subscription", subscription_ping.c.subscription_id, subscription_ping.c.seq)
 Index("ix_subscription_ping_at", subscription_ping.c.at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from simple_websocket import Client, ConnectionClosed
 from sqlalchemy import select
 
 from dui.audit.tables import audit_event, audit_event_patient
+from dui.auth.actor import CLI
 from dui.cli.worker import FAST_KINDS, run_outbox
-from dui.subscriptions.websocket import CAPABILITY_EXTENSION
+from dui.subscriptions.websocket import CAPABILITY_EXTENSION, KEEP_SECONDS, last_ping, queue_ping
 from dui.web import websocket as web_socket
 from tests.functional.test_staff_alerts import demo, device, post_event  # noqa: F401  (fixtures)
 from tests.functional.test_staff_api import MINE, PARC, TILLEULS, nurse
@@ -164,3 +166,18 @@ def test_the_socket_closes_when_its_client_is_disabled(app: Flask, demo: FhirCli
         for _ in range(50):
             ws.receive(timeout=0.1)
     assert ws.close_reason == 1008
+
+
+def test_ping_numbers_are_never_given_twice(app: Flask, demo: FhirClient) -> None:  # noqa: F811
+    """A socket resumes after the last ping it sent: rows deleted as they age must not free their numbers (SQLite
+    would give the number of a deleted last row again)."""
+    svc = app.extensions["dui"]
+    with svc.unit_of_work(write=True) as session:
+        version = svc.fhir_context(session, CLI).internal.read("Patient", MINE)
+        assert version is not None
+        queue_ping(session, "s1", version, svc.clock())
+        first = last_ping(session)
+        queue_ping(session, "s1", version, svc.clock() + timedelta(seconds=KEEP_SECONDS + 1))  # the first one goes
+        assert last_ping(session) == first + 1
+        queue_ping(session, "s1", version, svc.clock() + timedelta(seconds=3 * KEEP_SECONDS))  # and the second
+        assert last_ping(session) == first + 2

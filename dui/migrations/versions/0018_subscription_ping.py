@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("patient_id", sa.String(64), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_subscription_ping"),
+        sqlite_autoincrement=True,  # a number is never given twice (sockets resume after the last one they sent)
     )
     op.create_index("ix_subscription_ping_subscription", "subscription_ping", ["subscription_id", "seq"])
     op.create_index("ix_subscription_ping_at", "subscription_ping", ["at"])

@@ -22,6 +22,7 @@ from dui.web.context import current_actor, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+PLAIN_JSON = "application/json; charset=utf-8"  # the same FHIR JSON, for a client that asks for application/json
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 
@@ -35,7 +36,7 @@ def dispatch(path: str) -> Response:
     routed = router.shape(req)  # what is asked, from the method and path alone: until the full route is known
     actor: Actor = ANONYMOUS
     try:
-        _check_format(native=routed.rtype == "Binary" and routed.interaction in ("read", "vread"))
+        answered_as = _check_format(native=routed.rtype == "Binary" and routed.interaction in ("read", "vread"))
         actor = current_actor()
         req = FhirRequest(req.method, req.path, req.query, req.headers, request.get_data(cache=False) or None)
         routed, result = _serve(svc, actor, req, routed)
@@ -44,7 +45,7 @@ def dispatch(path: str) -> Response:
         audit.record_refusal(svc, actor, routed, status, category, patients, _where())
         audit.mark_recorded()
         raise
-    return _to_flask(result)
+    return _to_flask(result, answered_as)
 
 
 def _serve(svc: Services, actor: Actor, req: FhirRequest,
@@ -91,23 +92,49 @@ def _where() -> tuple[str | None, str | None]:
     return request.remote_addr, g.get("request_id")
 
 
-def _check_format(native: bool = False) -> None:
-    """Answer JSON only; refuse explicitly what else a client asks for (406). ``native``: a Binary read, which
-    answers in the Binary's own content type whatever ``Accept`` asks (``dui.fhir.interactions.read``)."""
+def _check_format(native: bool = False) -> str:
+    """The media type of the answer: FHIR JSON, as ``application/json`` when that is what the client asked for
+    (``_format`` first, else ``Accept``, best quality first); 406 for anything else, a ``fhirVersion`` other than
+    4.0 included. ``native``: a Binary read, which answers in the Binary's own content type whatever ``Accept`` asks
+    (``dui.fhir.interactions.read``)."""
     fmt = request.args.get("_format")
-    if fmt is not None and fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
-        raise NotAcceptable(f"_format={fmt} is not available; this server answers FHIR JSON only")
+    if fmt is not None:
+        if fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
+            raise NotAcceptable(f"_format={fmt} is not available; this server answers FHIR JSON only")
+        return _answered_as(fmt)
     accept = request.accept_mimetypes
-    if not accept.provided or fmt is not None or native:
-        return
+    if not accept.provided or native:
+        return FHIR_JSON
     acceptable = {"application/fhir+json", "application/json", "application/json+fhir", "*/*", "application/*"}
-    if any(value.split(";")[0].strip().lower() in acceptable and quality > 0 for value, quality in accept):
-        return
+    other_version = None
+    for value, quality in accept:  # best quality first
+        if quality <= 0 or value.split(";")[0].strip().lower() not in acceptable:
+            continue
+        version = _parameter(value, "fhirversion")
+        if version is not None and version not in ("4.0", "4.0.1"):
+            other_version = version
+            continue
+        return _answered_as(value)
+    if other_version is not None:
+        raise NotAcceptable(f"fhirVersion {other_version} cannot be served; this server speaks FHIR 4.0.1 "
+                            "(fhirVersion=4.0)")
     raise NotAcceptable(f"Accept: {request.headers.get('Accept')} cannot be served; this server answers "
                         "application/fhir+json (FHIR JSON, 4.0.1)")
 
 
-def _to_flask(result: FhirResponse) -> Response:
+def _answered_as(asked: str) -> str:
+    return PLAIN_JSON if asked.split(";")[0].strip().lower() == "application/json" else FHIR_JSON
+
+
+def _parameter(media_type: str, name: str) -> str | None:
+    for part in media_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"')
+    return None
+
+
+def _to_flask(result: FhirResponse, answered_as: str = FHIR_JSON) -> Response:
     body = result.body
     if body is None or result.status in (204, 304):
         payload = b""
@@ -118,7 +145,7 @@ def _to_flask(result: FhirResponse) -> Response:
     if payload and request.args.get("_pretty") == "true" and result.content_type is None:
         payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000, stored=True), option=orjson.OPT_INDENT_2,
                                default=jsontext.fragment_default)
-    response = Response(payload, status=result.status, content_type=result.content_type or FHIR_JSON)
+    response = Response(payload, status=result.status, content_type=result.content_type or answered_as)
     if not payload:  # no body, no type (Flask would say text/html)
         del response.headers["Content-Type"]
     for key, value in result.headers.items():

@@ -88,6 +88,36 @@ def test_media_types(client: FhirClient) -> None:
     assert client.get("metadata", headers={"Accept": "*/*"}).status_code == 200
 
 
+@pytest.mark.parametrize(("accept", "fmt", "answered"), [
+    (None, None, "application/fhir+json"),
+    ("application/json", None, "application/json"),  # answered as asked
+    ("application/fhir+json", None, "application/fhir+json"),
+    ("application/json;q=0.5, application/fhir+json", None, "application/fhir+json"),  # the better quality
+    ("application/fhir+json;q=0.2, application/json", None, "application/json"),
+    ("application/fhir+json; fhirVersion=4.0", None, "application/fhir+json"),
+    ("application/fhir+json; fhirVersion=3.0, application/json;q=0.1", None, "application/json"),
+    ("*/*", None, "application/fhir+json"),
+    ("application/fhir+json", "application/json", "application/json"),  # _format wins over Accept
+    (None, "json", "application/fhir+json"),
+])
+def test_the_answer_is_in_the_json_media_type_asked_for(client: FhirClient, accept: str | None, fmt: str | None,
+                                                        answered: str) -> None:
+    pid = client.create(patient())["id"]
+    query = f"?_format={fmt}" if fmt else ""
+    for path in (f"Patient/{pid}{query}", f"Patient{query}", f"metadata{query}"):
+        answer = client.get(path, headers={"Accept": accept} if accept else {})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        assert answer.headers["Content-Type"] == f"{answered}; charset=utf-8", path
+        assert answer.get_json()["resourceType"]
+
+
+def test_another_fhir_version_is_not_acceptable(client: FhirClient) -> None:
+    for accept in ("application/fhir+json; fhirVersion=3.0", "application/fhir+json; fhirVersion=5.0"):
+        answer = client.get("metadata", headers={"Accept": accept})
+        assert answer.status_code == 406, accept
+        assert "fhirVersion" in answer.get_json()["issue"][0]["diagnostics"]
+
+
 def test_methods_and_unknown_endpoints(client: FhirClient) -> None:
     not_allowed = client.request("POST", "Patient/123", patient())
     assert not_allowed.status_code == 405

@@ -80,8 +80,8 @@ def purge(categories: tuple[str, ...], older_than: int | None, before: datetime 
             found = purger.survey(session)
         what = WHAT[purger.category].format(cutoff=_moment(cutoffs.get(purger.category)),
                                             dead=", and dead letters" if dead else "")
-        if not apply or found.rows == 0:
-            click.echo(_line(found, what, "purged" if apply else "would go"))
+        if not apply:
+            click.echo(_line(found, what, "would go"))
             continue
         removed, versions = _apply(svc, purger, found, batch)
         click.echo(_line(Survey(found.category, removed, found.oldest, found.tables, versions, found.kept), what,

@@ -84,8 +84,8 @@ def purge(categories: tuple[str, ...], older_than: int | None, before: datetime 
             click.echo(_line(found, what, "would go"))
             continue
         removed, versions = _apply(svc, purger, found, batch)
-        click.echo(_line(Survey(found.category, removed, found.oldest, found.tables, versions, found.kept), what,
-                         "purged"))
+        click.echo(_line(Survey(found.category, removed, found.oldest, found.tables, versions, found.kept,
+                                found.newest), what, "purged"))
     if not apply:
         click.echo("dry run: nothing was removed; run again with --yes to purge"
                    + ("" if "tombstones" in chosen else " (deleted FHIR resources only with `dui purge tombstones`)"))
@@ -105,7 +105,7 @@ def _cutoffs(svc: Services, now: datetime, older_than: int | None, before: datet
 
 def _apply(svc: Services, purger: Purger, found: Survey, batch: int) -> tuple[int, int]:
     removed = versions = 0
-    total = found.rows + found.kept if found.category == "tombstones" else found.rows
+    total = found.rows + found.kept + found.newest if found.category == "tombstones" else found.rows
     try:
         with click.progressbar(length=total, label=f"Purging {found.category}", file=sys.stderr) as bar:
             while True:
@@ -133,6 +133,8 @@ def _line(found: Survey, what: str, verb: str) -> str:
         text += f"; the oldest {_moment(found.oldest)}"
     if found.kept:
         text += f"; {found.kept} kept: a live resource or a live resident's record refers to them"
+    if found.newest:
+        text += f"; {found.newest} kept for now: the newest row of the store"
     return text
 
 

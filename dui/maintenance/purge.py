@@ -84,7 +84,8 @@ class Survey:
     oldest: datetime | None
     tables: dict[str, int] = field(default_factory=dict)
     versions: int = 0
-    kept: int = 0
+    kept: int = 0  # tombstones past the retention that something live refers to
+    newest: int = 0  # tombstones past the retention holding the greatest row or version id: kept for now
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ class _Examined:
     count: int
     eligible: list[Any]
     kept: int
+    newest: int
 
 
 class TombstonePurger:
@@ -254,7 +256,7 @@ class TombstonePurger:
         self._after = 0
 
     def survey(self, session: Session) -> Survey:
-        after, rows, versions, kept, oldest = 0, 0, 0, 0, None
+        after, rows, versions, kept, newest, oldest = 0, 0, 0, 0, 0, None
         while True:
             examined = self._examine(session, after, self.batch, lock=False)
             if examined.last is None:
@@ -262,12 +264,13 @@ class TombstonePurger:
             after = examined.last
             rows += len(examined.eligible)
             kept += examined.kept
+            newest += examined.newest
             versions += self._versions(session, [r.rid for r in examined.eligible])
             for row in examined.eligible:
                 if oldest is None or row.last_updated < oldest:
                     oldest = row.last_updated
         return Survey(self.category, rows, oldest, {"resource": rows, "resource_version": versions},
-                      versions=versions, kept=kept)
+                      versions=versions, kept=kept, newest=newest)
 
     def step(self, session: Session, limit: int) -> Step:
         examined = self._examine(session, self._after, limit, lock=True)
@@ -285,20 +288,23 @@ class TombstonePurger:
             stmt = stmt.with_for_update(of=resource)
         rows = session.execute(stmt).all()
         if not rows:
-            return _Examined(None, 0, [], 0)
+            return _Examined(None, 0, [], 0, 0)
         newest = {session.execute(select(func.max(r.rid))).scalar(),
                   session.execute(select(resource_version.c.rid).order_by(resource_version.c.vid.desc())
                                   .limit(1)).scalar()}
         referred = _referred(session, [row.res_id for row in rows])
         patients_of = self._patients_of(session, rows)
         purgeable = _purgeable_patients(session, set().union(*patients_of.values()), self.cutoff)
-        eligible = []
+        eligible, kept, held = [], 0, 0
         for row in rows:
             others = patients_of[row.rid] - ({row.res_id} if row.res_type == "Patient" else set())
-            if row.rid in newest or (row.res_type, row.res_id) in referred or not others <= purgeable:
-                continue
-            eligible.append(row)
-        return _Examined(rows[-1].rid, len(rows), eligible, len(rows) - len(eligible))
+            if (row.res_type, row.res_id) in referred or not others <= purgeable:
+                kept += 1
+            elif row.rid in newest:
+                held += 1
+            else:
+                eligible.append(row)
+        return _Examined(rows[-1].rid, len(rows), eligible, kept, held)
 
     def _patients_of(self, session: Session, rows: Sequence[Any]) -> dict[int, set[str]]:
         """The Patients each resource's last version before its deletion refers to (any element)."""

@@ -365,3 +365,54 @@ def test_the_settings_decide_the_cutoffs(app: Flask, svc: Services, monkeypatch:
     result = purge(app, "outbox")
     assert result.stdout.startswith("outbox: 3 row(s) would go"), result.stdout  # done-recent too, 10 days old
 
+
+
+def test_the_newest_row_of_the_store_waits_for_a_newer_one(app: Flask, svc: Services,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FhirClient(app.test_client())
+    at(svc, monkeypatch, OLD)
+    for name in ("first", "last"):
+        put(client, {"resourceType": "Practitioner", "id": name, "name": [{"family": name}]})
+    for name in ("first", "last"):
+        delete(client, f"Practitioner/{name}")
+    at(svc, monkeypatch, NOW)
+    result = purge(app, "tombstones", "--yes")
+    assert result.stdout.splitlines() == [
+        "tombstones: 1 deleted resource(s) purged (2 version(s)), resources deleted before 2006-12-01T09:00:00Z; "
+        "the oldest 2001-03-01T09:00:00Z; 1 kept for now: the newest row of the store"]
+    last = rid_of(svc, "Practitioner", "last")
+    put(client, {"resourceType": "Practitioner", "id": "new", "name": [{"family": "new"}]})
+    assert purge(app, "tombstones", "--yes").stdout.startswith("tombstones: 1 deleted resource(s) purged")
+    assert set(rows_of(svc, [last]).values()) == {0}
+    assert rid_of(svc, "Practitioner", "new") > last  # numbers are never given twice
+
+
+def test_an_interrupted_purge_keeps_whole_batches_records_what_went_and_resumes(
+        app: Flask, svc: Services, record: FhirClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dui.maintenance.purge import TombstonePurger
+
+    remove = TombstonePurger._remove
+    calls = []
+
+    def failing(self: TombstonePurger, session: Any, rows: Any) -> int:
+        if rows:
+            calls.append(len(rows))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return remove(self, session, rows)
+
+    monkeypatch.setattr(TombstonePurger, "_remove", failing)
+    stopped = purge(app, "tombstones", "--yes", "--batch", "1")
+    assert stopped.exit_code != 0
+    monkeypatch.setattr(TombstonePurger, "_remove", remove)
+    with svc.engine.connect() as conn:
+        left = conn.execute(select(text("count(*)")).select_from(tables.resource)
+                            .where(tables.resource.c.deleted == True)).scalar_one()  # noqa: E712
+    assert left == 7  # one of the four went, whole; the second batch rolled back
+    assert [key for key in GONE if record.get("/".join(key)).status_code == 404] == [("Patient", "gone")]
+    resumed = purge(app, "tombstones", "--yes")
+    assert resumed.stdout.startswith("tombstones: 3 deleted resource(s) purged"), resumed.stdout
+    with svc.engine.connect() as conn:
+        entries = conn.execute(select(audit_event.c.outcome, audit_event.c.count).where(
+            audit_event.c.detail == "purge tombstones").order_by(audit_event.c.seq)).all()
+    assert [tuple(e) for e in entries] == [("failed", 1), ("success", 3)]

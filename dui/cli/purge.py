@@ -11,7 +11,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from dui.cli.auditing import record_command
-from dui.maintenance.purge import CATEGORIES, DEFAULT_CATEGORIES, Purger, Survey, purgers
+from dui.maintenance.purge import CATEGORIES, DEFAULT_CATEGORIES, Purger, Step, Survey, purgers
 from dui.services import Services
 
 
@@ -31,6 +31,8 @@ class OneLineCommand(click.Command):
         except click.UsageError as exc:
             raise UsageLine(exc.format_message()) from None
 
+
+RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure: the batch rolled back whole
 
 WHAT = {
     "outbox": "outbox jobs done or cancelled{dead} before {cutoff}",
@@ -109,8 +111,7 @@ def _apply(svc: Services, purger: Purger, found: Survey, batch: int) -> tuple[in
     try:
         with click.progressbar(length=total, label=f"Purging {found.category}", file=sys.stderr) as bar:
             while True:
-                with svc.unit_of_work(write=True) as session:
-                    step = purger.step(session, batch)
+                step = _batch(svc, purger, batch)
                 if step.done:
                     break
                 removed += step.removed
@@ -121,6 +122,21 @@ def _apply(svc: Services, purger: Purger, found: Survey, batch: int) -> tuple[in
         raise
     record_command(svc, count=removed, detail=f"purge {found.category}")
     return removed, versions
+
+
+def _batch(svc: Services, purger: Purger, limit: int, attempts: int = 3) -> Step:
+    """One batch in a transaction of its own; tried again when PostgreSQL gave it up to a concurrent writer
+    (deadlock, serialization failure)."""
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with svc.unit_of_work(write=True) as session:
+                return purger.step(session, limit)
+        except DBAPIError as exc:
+            if attempt == attempts or getattr(exc.orig, "sqlstate", None) not in RETRIED:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _line(found: Survey, what: str, verb: str) -> str:

@@ -244,8 +244,9 @@ class TombstonePurger:
     - it holds the greatest row id or version id of the store (SQLite would reuse the number).
 
     Row ids are walked in order from a cursor kept between batches; on PostgreSQL the candidates of a batch are
-    locked (``FOR UPDATE``): a concurrent write bringing one back to life waits, and one that won the race is no
-    longer a candidate (PostgreSQL checks ``deleted`` again on the locked row)."""
+    locked (``FOR UPDATE``), and the Patients they refer to share-locked: a concurrent write bringing one back to
+    life waits for the batch, and one that won the race is no longer a candidate (PostgreSQL checks ``deleted`` again
+    on the locked row) or keeps the entries of its record."""
 
     category = "tombstones"
 
@@ -276,8 +277,8 @@ class TombstonePurger:
         examined = self._examine(session, self._after, limit, lock=True)
         if examined.last is None:
             return Step(0, 0, True)
-        self._after = examined.last
         versions = self._remove(session, examined.eligible)
+        self._after = examined.last  # a batch that fails is looked at again
         return Step(examined.count, len(examined.eligible), False, versions)
 
     def _examine(self, session: Session, after: int, limit: int, *, lock: bool) -> _Examined:
@@ -292,9 +293,10 @@ class TombstonePurger:
         newest = {session.execute(select(func.max(r.rid))).scalar(),
                   session.execute(select(resource_version.c.rid).order_by(resource_version.c.vid.desc())
                                   .limit(1)).scalar()}
-        referred = _referred(session, [row.res_id for row in rows])
+        referred = _referred(session, [(row.res_type, row.res_id) for row in rows])
         patients_of = self._patients_of(session, rows)
-        purgeable = _purgeable_patients(session, set().union(*patients_of.values()), self.cutoff)
+        purgeable = _purgeable_patients(session, set().union(*patients_of.values()), self.cutoff,
+                                        lock=lock and is_postgresql(session))
         eligible, kept, held = [], 0, 0
         for row in rows:
             others = patients_of[row.rid] - ({row.res_id} if row.res_type == "Patient" else set())
@@ -342,22 +344,30 @@ class TombstonePurger:
         return versions
 
 
-def _referred(session: Session, ids: Sequence[str]) -> set[tuple[str, str]]:
-    """(type, id) among ``ids`` that a live resource refers to (only live resources have index rows)."""
+def _referred(session: Session, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (type, id) among ``keys`` that a live resource refers to (only live resources have index rows), looked
+    up by type and id (the reference index's order)."""
+    by_type: dict[str, set[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, set()).add(rid)
+    if not by_type:
+        return set()
     sr = search_reference.c
-    return {(t, i) for t, i in session.execute(select(sr.target_type, sr.target_id).distinct()
-                                               .where(sr.target_id.in_(list(set(ids)))))}
+    wanted = or_(*(and_(sr.target_type == rtype, sr.target_id.in_(sorted(ids))) for rtype, ids in by_type.items()))
+    return {(t, i) for t, i in session.execute(select(sr.target_type, sr.target_id).distinct().where(wanted))}
 
 
-def _purgeable_patients(session: Session, ids: set[str], cutoff: datetime) -> set[str]:
+def _purgeable_patients(session: Session, ids: set[str], cutoff: datetime, *, lock: bool) -> set[str]:
     """The Patients among ``ids`` whose record may go: absent, or deleted before ``cutoff`` and referred to by no
-    live resource."""
+    live resource. ``lock``: their rows are share-locked until the batch ends (a writer bringing one back waits)."""
     if not ids:
         return set()
     r = resource.c
-    rows = {res_id: (deleted, last_updated) for res_id, deleted, last_updated in session.execute(
-        select(r.res_id, r.deleted, r.last_updated).where(r.res_type == "Patient", r.res_id.in_(list(ids))))}
-    referred = {i for t, i in _referred(session, list(ids)) if t == "Patient"}
+    stmt = select(r.res_id, r.deleted, r.last_updated).where(r.res_type == "Patient", r.res_id.in_(sorted(ids)))
+    if lock:
+        stmt = stmt.order_by(r.rid).with_for_update(read=True)
+    rows = {res_id: (deleted, last_updated) for res_id, deleted, last_updated in session.execute(stmt)}
+    referred = {i for _, i in _referred(session, (("Patient", i) for i in ids))}
     return {i for i in ids if i not in rows
             or (rows[i][0] and rows[i][1] < cutoff and i not in referred)}
 

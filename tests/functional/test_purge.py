@@ -4,6 +4,7 @@ in any batch size; a deleted resource goes whole and only when nothing live need
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -416,3 +417,57 @@ def test_an_interrupted_purge_keeps_whole_batches_records_what_went_and_resumes(
         entries = conn.execute(select(audit_event.c.outcome, audit_event.c.count).where(
             audit_event.c.detail == "purge tombstones").order_by(audit_event.c.seq)).all()
     assert [tuple(e) for e in entries] == [("failed", 1), ("success", 3)]
+
+
+def test_on_postgresql_a_resource_brought_back_meanwhile_is_not_purged(app: Flask, svc: Services, backend: str,
+                                                                       record: FhirClient) -> None:
+    """A writer holds a tombstone's row (bringing it back to life) while the purge reaches it: the purge waits for
+    it, then leaves it, and what refers to it, alone."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the purge's batch and the write cannot interleave")
+    gone = rid_of(svc, "Patient", "gone")
+    before = rows_of(svc, [gone])
+    results: list[Result] = []
+    with svc.engine.connect() as writer:
+        with writer.begin():
+            writer.execute(tables.resource.update().where(tables.resource.c.rid == gone).values(deleted=False))
+            purging = threading.Thread(target=lambda: results.append(purge(app, "tombstones", "--yes")))
+            purging.start()
+            purging.join(1.5)
+            assert purging.is_alive(), "the purge did not wait for the row the writer holds"
+        purging.join(60)
+    assert results and results[0].exit_code == 0, results and results[0].output
+    # only the Practitioner went: the resident is back, and her Observation and Binary with her
+    assert results[0].stdout.startswith("tombstones: 1 deleted resource(s) purged (2 version(s))"), results[0].stdout
+    assert rows_of(svc, [gone]) == before
+    assert versions(svc, "Observation", "obs-gone") == 2 and versions(svc, "Binary", "bin-gone") == 2
+
+
+def test_a_batch_given_up_to_a_concurrent_writer_is_tried_again(svc: Services) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from dui.cli.purge import _batch
+    from dui.maintenance.purge import Step
+
+    class Refusal(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate = sqlstate
+
+    class Flaky:
+        category = "outbox"
+
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate, self.calls = sqlstate, 0
+
+        def step(self, session: Any, limit: int) -> Step:
+            self.calls += 1
+            if self.calls == 1:
+                raise OperationalError("DELETE ...", {}, Refusal(self.sqlstate))
+            return Step(0, 0, True)
+
+    deadlocked = Flaky("40P01")
+    assert _batch(svc, deadlocked, 10).done and deadlocked.calls == 2  # type: ignore[arg-type]
+    broken = Flaky("08006")  # the connection is lost: said, not tried again
+    with pytest.raises(OperationalError):
+        _batch(svc, broken, 10)  # type: ignore[arg-type]
+    assert broken.calls == 1

@@ -111,18 +111,18 @@ class Purger(Protocol):
 
 @dataclass(frozen=True)
 class TableRule:
-    """The rows of ``table`` that may go: ``where`` (built per session: some rules depend on the database),
-    ``when`` their age (``epoch``: seconds since the epoch), ``keep_newest`` for an integer key."""
+    """The rows of ``table`` that may go: ``where``, ``when`` their age (``epoch``: seconds since the epoch),
+    ``keep_newest`` for an integer key, ``applies`` whether the table is there (``rate_limit``: PostgreSQL)."""
 
     table: Table
-    where: Callable[[Session], ColumnElement[bool]]
+    where: Callable[[], ColumnElement[bool]]
     when: Callable[[], ColumnElement[Any]]
     keep_newest: bool = False
     epoch: bool = False
     applies: Callable[[Session], bool] = lambda session: True
 
-    def condition(self, session: Session) -> ColumnElement[bool]:
-        condition = self.where(session)
+    def condition(self) -> ColumnElement[bool]:
+        condition = self.where()
         if self.keep_newest:
             (key,) = self.table.primary_key.columns
             condition = and_(condition, key < select(func.max(key)).scalar_subquery())
@@ -132,7 +132,7 @@ class TableRule:
         if not self.applies(session):
             return 0, None
         count, oldest = session.execute(select(func.count(), func.min(self.when()))
-                                        .where(self.condition(session))).one()
+                                        .where(self.condition())).one()
         if oldest is not None and self.epoch:
             oldest = datetime.fromtimestamp(float(oldest), UTC)
         return int(count), oldest
@@ -141,7 +141,7 @@ class TableRule:
         if not self.applies(session):
             return 0
         keys = list(self.table.primary_key.columns)
-        condition = self.condition(session)
+        condition = self.condition()
         pick = select(*keys).where(condition).order_by(*keys).limit(limit)
         chosen = keys[0].in_(pick) if len(keys) == 1 else tuple_(*keys).in_(pick)
         return int(session.execute(delete(self.table).where(chosen, condition)).rowcount)  # type: ignore[attr-defined]
@@ -178,7 +178,7 @@ def outbox_purger(cutoff: datetime, *, dead: bool = False) -> TablesPurger:
     c = outbox_job.c
     states = ("done", "cancelled", "dead") if dead else ("done", "cancelled")
     changed = func.coalesce(c.done_at, c.updated_at)
-    rule = TableRule(outbox_job, lambda session: and_(
+    rule = TableRule(outbox_job, lambda: and_(
         c.state.in_(states), changed < cutoff, or_(c.state != "done", c.kind.not_in(SENT_RECORDS))),
         lambda: changed, keep_newest=True)
     return TablesPurger("outbox", [rule])
@@ -187,10 +187,10 @@ def outbox_purger(cutoff: datetime, *, dead: bool = False) -> TablesPurger:
 def alerts_purger(cutoff: datetime) -> TablesPurger:
     open_alerts = select(staff_alert.c.id).where(staff_alert.c.state == "open")
     return TablesPurger("alerts", [
-        TableRule(device_event, lambda session: device_event.c.received_at < cutoff,
+        TableRule(device_event, lambda: device_event.c.received_at < cutoff,
                   lambda: device_event.c.received_at),
-        TableRule(staff_alert_event, lambda session: and_(staff_alert_event.c.at < cutoff,
-                                                          staff_alert_event.c.alert_id.not_in(open_alerts)),
+        TableRule(staff_alert_event, lambda: and_(staff_alert_event.c.at < cutoff,
+                                                  staff_alert_event.c.alert_id.not_in(open_alerts)),
                   lambda: staff_alert_event.c.at, keep_newest=True),
     ])
 
@@ -198,7 +198,7 @@ def alerts_purger(cutoff: datetime) -> TablesPurger:
 def mssante_purger(cutoff: datetime) -> TablesPurger:
     c = mssante_inbox.c
     return TablesPurger("mssante", [TableRule(
-        mssante_inbox, lambda session: and_(c.state.in_(("assigned", "rejected")), c.decided_at < cutoff),
+        mssante_inbox, lambda: and_(c.state.in_(("assigned", "rejected")), c.decided_at < cutoff),
         lambda: c.decided_at, keep_newest=True)])
 
 
@@ -206,11 +206,11 @@ def expired_purger(now: datetime) -> TablesPurger:
     """Rows past their own use, whatever the retention settings."""
     database_now = extract("epoch", func.clock_timestamp())  # the rate limiter counts by the database's clock
     return TablesPurger("expired", [
-        TableRule(subscription_ping, lambda session: subscription_ping.c.at < now - timedelta(seconds=KEEP_SECONDS),
+        TableRule(subscription_ping, lambda: subscription_ping.c.at < now - timedelta(seconds=KEEP_SECONDS),
                   lambda: subscription_ping.c.at, keep_newest=True),
-        TableRule(used_jti, lambda session: used_jti.c.expires_at < int(now.timestamp()) - LEEWAY,
+        TableRule(used_jti, lambda: used_jti.c.expires_at < int(now.timestamp()) - LEEWAY,
                   lambda: used_jti.c.expires_at, epoch=True),
-        TableRule(rate_limit, lambda session: rate_limit.c.full_at < database_now, lambda: rate_limit.c.full_at,
+        TableRule(rate_limit, lambda: rate_limit.c.full_at < database_now, lambda: rate_limit.c.full_at,
                   epoch=True, applies=_has_rate_limit_table),
     ])
 

@@ -173,6 +173,17 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long ``dui purge`` keeps what it may remove, in days (docs/retention.md).
+    The audit trail is never purged by it."""
+
+    outbox_days: int = 90  # done and cancelled outbox jobs (and dead letters with --dead), after their last change
+    alert_events_days: int = 30  # device_event, staff_alert_event (the alerts themselves and the record stay)
+    mssante_days: int = 365  # decided rows of the MSSanté reconciliation queue (its Task stays in the record)
+    tombstone_days: int = 7305  # deleted FHIR resources, after their deletion: 20 years (CSP R1112-7)
+
+
+@dataclass(frozen=True)
 class DmpSettings:
     """The DMP (XDS.b over mutual TLS, docs/dmp.md). No URL: in ``dev``, the local DMP simulator (started on first
     use, certificates under ``simulator_dir``); in ``prod``, sending to the DMP is refused."""
@@ -249,6 +260,7 @@ class Settings:
     dmp: DmpSettings = field(default_factory=DmpSettings)
     mssante: MssanteSettings = field(default_factory=MssanteSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -380,6 +392,14 @@ class Settings:
                 backoff_cap=_seconds(env, "DUI_OUTBOX_BACKOFF_CAP", defaults.outbox.backoff_cap),
                 max_attempts=_int(env, "DUI_OUTBOX_MAX_ATTEMPTS", defaults.outbox.max_attempts, minimum=1),
                 lease=max(1.0, _seconds(env, "DUI_OUTBOX_LEASE", defaults.outbox.lease)),
+            ),
+            retention=RetentionSettings(
+                outbox_days=_int(env, "DUI_RETENTION_OUTBOX_DAYS", defaults.retention.outbox_days, minimum=1),
+                alert_events_days=_int(env, "DUI_RETENTION_ALERT_EVENTS_DAYS", defaults.retention.alert_events_days,
+                                       minimum=1),
+                mssante_days=_int(env, "DUI_RETENTION_MSSANTE_DAYS", defaults.retention.mssante_days, minimum=1),
+                tombstone_days=_int(env, "DUI_RETENTION_TOMBSTONES_DAYS", defaults.retention.tombstone_days,
+                                    minimum=1),
             ),
         )
         settings.check()

@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "The outbox: deliveries to external systems (DMP, MSSanté) run by `dui worker`."),
     "profiles": ("dui.cli.profiles", "profiles", True,
         "Profiles in force: the DUI's own, base FHIR R4, and installed IG packages (FR Core, TDDUI...)."),
+    "purge": ("dui.cli.purge", "purge", True,
+        "Remove what is past its retention: a dry run unless --yes; never the audit trail."),
     "reindex": ("dui.cli.index", "reindex", True,
         "Rebuild the search index from the stored resources."),
     "report": ("dui.cli.report", "report", True,

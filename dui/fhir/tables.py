@@ -2,8 +2,9 @@
 
 - ``resource``: one row per logical resource (type + id) pointing at its current version. The
   surrogate ``rid`` keys every other table, so index rows stay small.
-- ``resource_version``: every version ever written, never updated or deleted (a delete writes a
-  tombstone version with no body). ``vid`` is a global, monotonic sequence used to page history.
+- ``resource_version``: every version ever written, never updated (a delete writes a tombstone version
+  with no body). ``vid`` is a global, monotonic sequence used to page history. Versions are deleted only with
+  their resource, once it is deleted and past its retention (``dui.maintenance.purge``, docs/retention.md).
 - ``search_*``: index rows of the current version, one table per search-parameter type, rewritten in
   the same transaction as the resource (``dui.fhir.search.indexer``).
 - ``unique_identifier``: identifiers that must be unique in the store (the resident's INS); the

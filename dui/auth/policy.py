@@ -161,11 +161,12 @@ def may(actor: Actor, permission: str, resource_type: str, policy: Policy, *,
 
 
 def readable_types(actor: Actor, resource_types: list[str], policy: Policy,
-                   break_glass: str | None = None) -> list[str] | None:
-    """The types ``actor`` may read among ``resource_types`` (None: all of them, unrestricted actor)."""
+                   break_glass: str | None = None, permission: str = "r") -> list[str] | None:
+    """The types ``actor`` may read (or ``permission``) among ``resource_types`` (None: all of them, unrestricted
+    actor)."""
     if actor.kind in UNRESTRICTED_KINDS:
         return None
-    return [t for t in resource_types if may(actor, "r", t, policy, break_glass=break_glass)]
+    return [t for t in resource_types if may(actor, permission, t, policy, break_glass=break_glass)]
 
 
 def _union(a: str, b: str) -> str:

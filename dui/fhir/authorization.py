@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dui.errors import Forbidden
 from dui.fhir.interactions.base import FhirContext
 
 if TYPE_CHECKING:
@@ -50,8 +49,7 @@ def needs(route: Route) -> list[tuple[str, str]]:
     if interaction in ("capabilities", "transaction") or route.operation == "$validate":
         return []  # a bundle's entries are authorized one by one; $validate reads and stores nothing
     if interaction == "history-system":
-        raise Forbidden("Not allowed: the history of the whole server spans every resource type; ask for the "
-                        "history of a type or a resource")
+        return []  # the types the actor may search, filtered by the interaction (``history_system``)
     assert rtype is not None
     if interaction == "operation":
         if route.operation == "$everything":

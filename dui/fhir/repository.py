@@ -104,7 +104,7 @@ class FhirRepository(Protocol):
         """Write a tombstone version and drop the resource from the index."""
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
-                before_vid: int | None = None, count: int = 20) -> HistoryPage: ...
+                before_vid: int | None = None, count: int = 20, types: Sequence[str] | None = None) -> HistoryPage: ...
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         """Current versions for row ids, in the order given."""

@@ -108,10 +108,11 @@ class ScopedRepository:
                 if seen or not is_hidden(v.type)]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
-                before_vid: int | None = None, count: int = 20) -> HistoryPage:
+                before_vid: int | None = None, count: int = 20, types: Sequence[str] | None = None) -> HistoryPage:
         if rtype is not None and rid is not None and self._hidden(rtype) and self.read(rtype, rid) is None:
             raise not_found(rtype, rid)
-        page = self.inner.history(rtype=rtype, rid=rid, since=since, before_vid=before_vid, count=count)
+        page = self.inner.history(rtype=rtype, rid=rid, since=since, before_vid=before_vid, count=count,
+                                  types=types)
         kept = self._keep(page.versions)
         return dataclasses.replace(page, versions=kept, total=page.total if len(kept) == len(page.versions)
                                    else None)

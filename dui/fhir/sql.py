@@ -152,12 +152,14 @@ class SqlFhirRepository:
         return [found[r] for r in rids if r in found]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
-                before_vid: int | None = None, count: int = 20) -> HistoryPage:
+                before_vid: int | None = None, count: int = 20, types: Sequence[str] | None = None) -> HistoryPage:
         self.flush()
         stmt = self._versions()
         conditions = []
         if rtype is not None:
             conditions.append(resource_version.c.res_type == rtype)
+        if types is not None:  # a system history limited to these types
+            conditions.append(resource_version.c.res_type.in_(sorted(types)))
         if rid is not None:
             conditions.append(resource.c.res_id == rid)
         if since is not None:

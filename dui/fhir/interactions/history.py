@@ -6,7 +6,8 @@ others write; ``_since`` and ``_count`` are supported.
 
 from __future__ import annotations
 
-from dui.errors import Invalid
+from dui.auth.policy import readable_types
+from dui.errors import Forbidden, Invalid
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, check_id, not_found
 from dui.fhir.interactions.bundles import bundle, history_entry, link
 from dui.fhir.search.indexer import date_range
@@ -25,11 +26,16 @@ def history_type(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse
 
 
 def history_system(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    return _history(ctx, req, "_history")
+    """Every type's history for an actor that may search every type; otherwise the history of the types it may
+    search (as many ``history-type`` in one), the establishment's scope applied as for a type's history."""
+    types = readable_types(ctx.actor, list(ctx.registry.resource_types()), ctx.policy, permission="s")
+    if types is not None and not types:
+        raise Forbidden("Not allowed: the token or the roles grant no search on any resource type")
+    return _history(ctx, req, "_history", types=types)
 
 
 def _history(ctx: FhirContext, req: FhirRequest, path: str, rtype: str | None = None,
-             rid: str | None = None) -> FhirResponse:
+             rid: str | None = None, types: list[str] | None = None) -> FhirResponse:
     limits = ctx.settings.limits
     count, since, cursor = limits.default_count, None, None
     kept: list[tuple[str, str]] = []
@@ -50,7 +56,7 @@ def _history(ctx: FhirContext, req: FhirRequest, path: str, rtype: str | None = 
         elif name not in PARAMETERS and req.strict:
             raise Invalid(f"'{name}' is not a history parameter of this server (Prefer: handling=strict)",
                           code="not-supported", expression=name)
-    page = ctx.repo.history(rtype=rtype, rid=rid, since=since, before_vid=cursor, count=count)
+    page = ctx.repo.history(rtype=rtype, rid=rid, since=since, before_vid=cursor, count=count, types=types)
     links = [("self", link(ctx.base, path, kept + ([("_cursor", str(cursor))] if cursor else [])))]
     if page.next_cursor is not None:
         links.append(("next", link(ctx.base, path, [*kept, ("_cursor", str(page.next_cursor))])))

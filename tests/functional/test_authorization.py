@@ -65,7 +65,8 @@ def test_care_staff_read_care_data_but_not_medical_data(app: Flask, record: dict
     assert call(app, aide, "GET", f"Patient/{record['patient']}")[0] == 200
     for path in (f"Condition/{record['condition']}", "Condition", f"Condition/{record['condition']}/_history",
                  "Patient?_revinclude=Condition:subject", "Patient?_has:Condition:subject:code=x",
-                 "Observation?subject.family=lefevre&_include=Observation:subject&_include=*"):
+                 "Observation?subject.family=lefevre&_include=Observation:subject&_include=*",
+                 "Patient?_revinclude=*"):
         with pytest.raises(Forbidden):
             call(app, aide, "GET", path)
     with pytest.raises(Forbidden, match="aide-soignant may not 'c' Condition"):

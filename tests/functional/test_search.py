@@ -138,6 +138,11 @@ def test_missing_modifier(client: FhirClient) -> None:
     without = client.create({"resourceType": "Patient", "name": [{"family": "Sans"}]})["id"]
     assert ids(client.search("Patient?birthdate:missing=true")) == [without]
     assert ids(client.search("Patient?birthdate:missing=false")) == [with_birth]
+    # every resource has an id and a lastUpdated: true finds none, false keeps all
+    for code in ("_id", "_lastUpdated"):
+        assert ids(client.search(f"Patient?{code}:missing=true")) == []
+        assert sorted(ids(client.search(f"Patient?{code}:missing=false"))) == sorted([with_birth, without])
+        assert client.get(f"Patient?{code}:missing=maybe").status_code == 400
 
 
 def test_tag_and_profile(client: FhirClient) -> None:

@@ -163,6 +163,11 @@ def test_include_and_revinclude(client: FhirClient, ward: dict[str, Any]) -> Non
     assert ward["org_a"] in [e["resource"]["id"] for e in iterate["entry"]]
     wildcard = client.search(f"Observation?_id={ward['weight']}&_include=*")
     assert {e["resource"]["resourceType"] for e in wildcard["entry"]} == {"Observation", "Patient", "Practitioner"}
+    everyone = client.search(f"Patient?_id={ward['helene']}&_revinclude=*")  # whatever points at her, any type
+    pointing = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in everyone["entry"]
+                if e["search"]["mode"] == "include"}
+    assert {("Observation", ward["weight"]), ("Observation", ward["bp"])} <= pointing
+    assert all(f"Patient/{ward['helene']}" in str(client.get(f"{t}/{i}").get_json()) for t, i in pointing)
     assert client.get("Observation?_include=Observation:status").status_code == 400
     assert client.get("Observation?_include=Patient:organization").status_code == 400
 

@@ -38,7 +38,9 @@ def reverse(include: Include, rids: Sequence[int]) -> Select[Any]:
     pointed = resource.alias()
     source = resource.alias()
     ref = search_reference.alias()
-    conditions = [pointed.c.rid.in_(rids), ref.c.res_type == include.source, source.c.deleted == false()]
+    conditions = [pointed.c.rid.in_(rids), source.c.deleted == false()]
+    if include.source != "*":
+        conditions.append(ref.c.res_type == include.source)
     if include.code != "*":
         conditions.append(ref.c.param == include.code)
     if include.target:

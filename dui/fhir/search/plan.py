@@ -94,7 +94,7 @@ class SortKey:
 
 @dataclass(frozen=True)
 class Include:
-    source: str
+    source: str  # "*" for any type (``_revinclude=*``)
     code: str  # "*" for every reference parameter of the source
     target: str | None
     reverse: bool
@@ -219,8 +219,8 @@ class Parser:
         return keys
 
     def _include(self, rtype: str, value: str, reverse: bool, iterate: bool, name: str) -> Include:
-        if value == "*" and not reverse:
-            return Include(rtype, "*", None, False, iterate)  # reaches any type
+        if value == "*":  # every reference: from the results (_include), or to them from any type (_revinclude)
+            return Include("*" if reverse else rtype, "*", None, reverse, iterate)  # reaches any type
         parts = value.split(":")
         if len(parts) not in (2, 3):
             raise Invalid(f"{name}={value}: expected SourceType:parameter[:TargetType]", expression=name)
@@ -259,7 +259,7 @@ class Parser:
             return self._chain(rtype, code, modifier, rest, raw, depth, name)
         if code in ("_id", "_lastUpdated", "_list"):
             kind = {"_id": "id", "_lastUpdated": "lastUpdated", "_list": "list"}[code]
-            allowed = {"missing"} if kind == "id" else set()
+            allowed = {"missing"} if kind in ("id", "lastUpdated") else set()  # never missing: false keeps all
             if modifier and modifier not in allowed:
                 raise Invalid(f"Modifier ':{modifier}' is not supported on '{code}'", code="not-supported",
                               expression=name)

@@ -125,11 +125,13 @@ class Criteria:
         return self.within.keep(rtype, rows.subquery()).correlate(None)  # type: ignore[no-any-return]
 
     def _leaf(self, leaf: Leaf) -> Select[Any]:
+        if leaf.kind in ("id", "lastUpdated") and leaf.modifier == "missing":  # every resource has both
+            if leaf.values not in (("true",), ("false",)):
+                raise Invalid(f"'{leaf.code}:missing' takes true or false", expression=f"{leaf.code}:missing")
+            keep = leaf.values == ("false",)
+            return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                                true() if keep else false())
         if leaf.kind == "id":
-            if leaf.modifier == "missing":
-                keep = leaf.values[0] == "false"
-                return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
-                                                    true() if keep else false())
             return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
                                                 resource.c.res_id.in_(leaf.values))
         if leaf.kind == "lastUpdated":

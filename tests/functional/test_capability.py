@@ -22,6 +22,10 @@ def test_metadata_describes_a_fhir_4_0_1_json_server(client: FhirClient) -> None
     types = {r["type"] for r in rest["resource"]}
     assert {"Patient", "Observation", "MedicationRequest", "DocumentReference", "MedicinalProduct"} <= types
     assert "Parameters" not in types
+    assert "SubscriptionStatus" not in types  # R4B and later: not a resource type of 4.0.1
+    assert {"Evidence", "EvidenceVariable", "EffectEvidenceSynthesis"} <= types  # these are R4's
+    later = client.post("SubscriptionStatus", {"resourceType": "SubscriptionStatus", "status": "active"})
+    assert later.status_code in (400, 404) and later.get_json()["resourceType"] == "OperationOutcome"
 
 
 def test_every_listed_patient_interaction_is_served(client: FhirClient) -> None:

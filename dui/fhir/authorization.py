@@ -41,6 +41,8 @@ def authorize(ctx: FhirContext, route: Route) -> None:
         ctx.require(permission, rtype)
     if route.plan is not None:  # a search, or the criteria of a conditional interaction: every type it reaches
         ctx.require_search(route.plan)
+    for plan in route.plans:  # a system search: each type's
+        ctx.require_search(plan)
 
 
 def needs(route: Route) -> list[tuple[str, str]]:
@@ -48,6 +50,8 @@ def needs(route: Route) -> list[tuple[str, str]]:
     interaction, rtype = route.interaction, route.rtype
     if interaction in ("capabilities", "transaction") or route.operation == "$validate":
         return []  # a bundle's entries are authorized one by one; $validate reads and stores nothing
+    if interaction == "search-system":
+        return []  # each type's plan is authorized as a search (``Route.plans``)
     if interaction == "history-system":
         return []  # the types the actor may search, filtered by the interaction (``history_system``)
     assert rtype is not None

@@ -23,6 +23,7 @@ from dui.fhir.interactions import (
     patch,
     read,
     search,
+    search_system,
     transaction,
     update,
     validate,
@@ -60,7 +61,7 @@ TYPE: dict[str, tuple[str, Handler]] = {
 INSTANCE_HISTORY = ("history-instance", history.history_instance)
 TYPE_HISTORY = ("history-type", history.history_type)
 VREAD = ("vread", read.vread)
-SYSTEM = ("transaction", "batch", "history-system")
+SYSTEM = ("transaction", "batch", "history-system", "search-system")
 # (resource type, operation) -> the operation; use-case packages add theirs through ``FhirContext.operations``
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Patient", "$everything"): Operation("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
@@ -73,7 +74,8 @@ def storable_types() -> list[str]:
 
 
 # The audit trail's name for each interaction (``audit_event.action``).
-ACTIONS = {"read": "read", "vread": "vread", "search-type": "search", "history-instance": "history",
+ACTIONS = {"read": "read", "vread": "vread", "search-type": "search", "search-system": "search",
+           "history-instance": "history",
            "history-type": "history", "history-system": "history", "create": "create", "update": "update",
            "patch": "patch", "delete": "delete", "operation": "operation", "transaction": "transaction",
            "capabilities": "capabilities"}
@@ -99,6 +101,7 @@ class Route:
     vid: str | None = None
     operation: str | None = None
     plan: SearchPlan | None = None
+    plans: tuple[SearchPlan, ...] = ()  # a system search: one plan per type of ``_type``
     handler: Callable[[FhirContext, FhirRequest], FhirResponse] | None = None
     error: DuiError | None = None
     posted_search: bool = False  # ``POST [type]/_search``
@@ -158,8 +161,9 @@ def _shape(method: str, segments: list[str]) -> Route:
     if not segments:
         if method == "POST":
             return Route(method, "transaction")
-        return Route(method, "unknown", error=_not_allowed(method, "the FHIR base", ("POST",),
-                                                           hint="search a resource type, e.g. GET /fhir/Patient"))
+        if method == "GET":
+            return Route(method, "search-system")
+        return Route(method, "unknown", error=_not_allowed(method, "the FHIR base", ("GET", "POST")))
     head = segments[0]
     if head.startswith("$") or any(s.startswith("$") for s in segments[1:]):
         name = next(s for s in segments if s.startswith("$"))
@@ -199,6 +203,10 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
     if interaction == "history-system":
         _allow(method, ("GET",), "_history")
         return dataclasses.replace(shape, handler=history.history_system)
+    if interaction == "search-system":
+        planned = search_system.plans(ctx, req, storable_types())
+        return dataclasses.replace(shape, plans=planned,
+                                   handler=lambda c, r: search_system.search_system(c, r, planned))
     if interaction == "operation":
         return _operation(ctx, req, shape)
     rtype = _resource_type(shape.rtype or "")

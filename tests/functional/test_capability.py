@@ -18,7 +18,7 @@ def test_metadata_describes_a_fhir_4_0_1_json_server(client: FhirClient) -> None
     assert cs["format"] == ["application/fhir+json", "json"]
     assert cs["implementation"]["url"] == "http://testserver/fhir"
     rest = cs["rest"][0]
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system", "search-system"}
     types = {r["type"] for r in rest["resource"]}
     assert {"Patient", "Observation", "MedicationRequest", "DocumentReference", "MedicinalProduct"} <= types
     assert "Parameters" not in types

@@ -40,7 +40,7 @@ def search_type(ctx: FhirContext, req: FhirRequest, plan: SearchPlan) -> FhirRes
         warnings.append(f"Ignored search parameters: {', '.join(plan.ignored)} (unknown or not supported; send "
                         "Prefer: handling=strict to have them refused)")
     included = _included(ctx, plan, versions, warnings)
-    entries = [_entry(ctx, plan, v, "match") for v in versions] + [_entry(ctx, plan, v, "include") for v in included]
+    entries = [entry(ctx, plan, v, "match") for v in versions] + [entry(ctx, plan, v, "include") for v in included]
     if warnings:
         outcome = operation_outcome([Issue(w, "informational", severity="warning") for w in warnings])
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
@@ -76,7 +76,7 @@ def _included(ctx: FhirContext, plan: SearchPlan, matches: list[ResourceVersion]
     return ctx.repo.fetch(found)
 
 
-def _entry(ctx: FhirContext, plan: SearchPlan, version: ResourceVersion, mode: str) -> dict[str, Any]:
+def entry(ctx: FhirContext, plan: SearchPlan, version: ResourceVersion, mode: str) -> dict[str, Any]:
     resource: Any = jsontext.raw(version.body or b"{}")
     if plan.summary not in (None, "false") or plan.elements is not None:
         resource = shape(version.resource(), r4(), plan.summary, plan.elements)

@@ -1,6 +1,7 @@
-"""System history (``GET /fhir/_history``): every type's history for a caller that may see everything, and for the
-others the history of the types they may search, each entry visible as in that type's history (the establishment's
-scope applied)."""
+"""System history (``GET /fhir/_history``) and system search (``GET /fhir?_type=...``): every type's history for a
+caller that may see everything, and for the others the history of the types they may search, each entry visible as
+in that type's history; a system search is each type's search, the establishment's scope and the roles applied to
+every one of them."""
 
 from __future__ import annotations
 
@@ -63,3 +64,18 @@ def test_a_caller_that_may_search_nothing_is_refused(world: World, tmp_path: Pat
     refused = world.get("writer-only", "_history")
     assert refused.status_code == 403, refused.get_data(as_text=True)
     assert "no search" in refused.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_system_search_is_scoped_as_each_types_search(world: World) -> None:
+    query = "?_type=Patient,Observation&_count=1000"
+    nurse = world.get("t.infirmier", query)
+    assert nurse.status_code == 200, nurse.get_data(as_text=True)
+    entries = [e for e in nurse.get_json()["entry"]]
+    assert residents_in(entries) == set(tilleuls_residents())
+    alone = world.ids("t.infirmier", "Patient?_count=1000") | world.ids("t.infirmier", "Observation?_count=1000")
+    assert {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries} == alone
+    assert nurse.get_json()["total"] == len(alone)
+    # every type is authorized as its own search: an aide may not search Conditions, the client Observations
+    assert world.get("t.aide-soignant", "?_type=Patient,Condition").status_code == 403
+    assert world.get("t.client", "?_type=Patient,Observation").status_code == 403
+    assert world.get("t.client", "?_type=Patient").status_code == 200

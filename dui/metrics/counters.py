@@ -7,6 +7,7 @@ summed at scrape time; elsewhere (``flask run``, the tests, ``dui worker``) in t
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,11 +31,6 @@ EXTERNAL_CALLS = Counter(
     "dui_external_calls", "Calls to external systems by outcome: INSi searches (found, none, several, unavailable, "
     "fault, error), outbox deliveries by job kind (delivered, transient, permanent), MSSanté mail received (filed, "
     "queued, acknowledged, duplicate, error)", ["system", "outcome"], registry=REGISTRY)
-# Per process: under dui serve each live worker's value, with its pid (gone when the worker exits).
-POOL_SIZE = Gauge("dui_database_pool_size", "Connections the process's database pool keeps open at most (beyond: "
-                  "overflow)", registry=REGISTRY, multiprocess_mode="liveall")
-POOL_CHECKED_OUT = Gauge("dui_database_pool_checked_out", "Connections of the process's database pool in use",
-                         registry=REGISTRY, multiprocess_mode="liveall")
 
 INSI = "insi"
 MSSANTE_RECEIVE = "mssante.receive"
@@ -52,22 +48,34 @@ def count_call(system: str, outcome: str) -> None:
     EXTERNAL_CALLS.labels(system, outcome).inc()
 
 
+@cache
+def _pool_gauges() -> tuple[Gauge, Gauge]:
+    """The pool gauges, made by the first process that has a pool to watch: an unlabelled gauge holds a value from
+    its creation, and one created in gunicorn's arbiter (which imports this module with the worker class) would
+    report a pool the arbiter does not have. Per process: under dui serve each live worker's, with its pid."""
+    return (Gauge("dui_database_pool_size", "Connections the process's database pool keeps open at most (beyond: "
+                  "overflow)", registry=REGISTRY, multiprocess_mode="liveall"),
+            Gauge("dui_database_pool_checked_out", "Connections of the process's database pool in use",
+                  registry=REGISTRY, multiprocess_mode="liveall"))
+
+
 def watch_pool(engine: Engine) -> None:
     """Keep the pool gauges of this process current: its size now, the connections in use at each checkout and
     checkin. A pool without a size (SQLite in memory, a null pool) reports only what it can."""
+    pool_size, in_use = _pool_gauges()
     pool = engine.pool
     size = getattr(pool, "size", None)
     if callable(size):
-        POOL_SIZE.set(size())
+        pool_size.set(size())
     checked_out = getattr(pool, "checkedout", None)
     if not callable(checked_out):
         return
 
     def taken(*_: Any) -> None:
-        POOL_CHECKED_OUT.set(checked_out())
+        in_use.set(checked_out())
 
     def returned(*_: Any) -> None:  # told before the pool takes the connection back: it still counts it
-        POOL_CHECKED_OUT.set(max(0, checked_out() - 1))
+        in_use.set(max(0, checked_out() - 1))
 
     event.listen(engine, "checkout", taken)
     event.listen(engine, "checkin", returned)

@@ -37,12 +37,12 @@ def run_directory(parent: str | None) -> Path:
         found = _RUN.match(stale.name)
         if found and stale.is_dir() and not _alive(int(found.group(1))):
             shutil.rmtree(stale, ignore_errors=True)
-    if "dui.metrics.counters" in sys.modules:  # its unlabelled gauges would stay in the arbiter's memory
+    if "dui.metrics.counters" in sys.modules:  # its metrics would keep their values in the arbiter's memory
         raise RuntimeError("dui.metrics.counters was imported before the metrics directory was chosen")
     directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     # prometheus_client chooses where values live when it is imported: choose again, now that the variable is set
-    # (every metric of dui.metrics.counters is created in the workers, after this).
+    # (the metrics of dui.metrics.counters are created after this: the arbiter imports them with the worker class).
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return directory
 

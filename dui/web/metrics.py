@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import orjson
 from flask import Flask, Response, request
+from werkzeug.wrappers import Request
 
-from dui.errors import Forbidden, NotFound, Unauthorized
+from dui.errors import DuiError, Forbidden, NotFound, Unauthorized
 from dui.fhir import router
 from dui.fhir.interactions.base import FhirRequest
 from dui.metrics import counters
@@ -43,6 +47,30 @@ def register(app: Flask) -> None:
         check_access(svc.settings, request.headers.get("Authorization"), request.remote_addr)
         body, content_type = exposition.render(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
+
+
+def standalone(settings: Settings) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """The WSGI app of ``dui worker --metrics-port``: ``/metrics`` alone, under the same rule, with the worker's own
+    metrics (its outbox deliveries, its MSSanté polls, its database pool); the database gauges are the web's."""
+    exposition = Exposition()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            if (request.path.rstrip("/") or "/") != PATH or request.method not in ("GET", "HEAD"):
+                raise NotFound(f"Only GET {PATH} is served here")
+            check_access(settings, request.headers.get("Authorization"), request.remote_addr)
+            body, content_type = exposition.render(request.headers.get("Accept"))
+            response = Response(body, content_type=content_type)
+        except DuiError as exc:
+            problem = {"type": "about:blank", "title": exc.message, "status": exc.status}
+            response = Response(orjson.dumps(problem), status=exc.status, headers=dict(exc.headers or {}),
+                                content_type="application/problem+json")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response(environ, start_response)
+
+    return app
 
 
 def check_access(settings: Settings, authorization: str | None, peer: str | None) -> None:

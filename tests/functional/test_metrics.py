@@ -290,3 +290,48 @@ def test_the_database_pool_of_this_process_is_reported(app: Flask, client: FhirC
     pool = app.extensions["dui"].engine.pool
     assert value(found, "dui_database_pool_size") == pool.size()
     assert value(found, "dui_database_pool_checked_out") == pool.checkedout() == 0
+
+
+def test_dui_worker_serves_its_own_deliveries_on_its_metrics_port(app: Flask, client: FhirClient) -> None:
+    import requests
+
+    from dui.cli.worker import serve_metrics
+    from dui.settings import SettingsError
+
+    svc: Services = app.extensions["dui"]
+    now = utc_now()
+    with svc.unit_of_work() as session:
+        queue.enqueue(session, "metrics.worker", "DocumentReference/x", "only", now)
+    server = serve_metrics(svc, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        name, labels = "dui_external_calls_total", {"system": "metrics.worker", "outcome": "delivered"}
+        before = value(samples(requests.get(f"{url}/metrics", timeout=10).text), name, **labels)
+        run_due(svc.unit_of_work, {"metrics.worker": lambda session, job: delivered()}, now, "w-port")
+        answer = requests.get(f"{url}/metrics", timeout=10)
+        assert answer.status_code == 200
+        assert value(samples(answer.text), name, **labels) - before == 1
+        assert requests.get(f"{url}/fhir/metadata", timeout=10).status_code == 404  # the metrics only
+    finally:
+        server.shutdown()
+    prod = Services.__new__(Services)
+    prod.settings = Settings(env="prod")
+    with pytest.raises(SettingsError, match="DUI_METRICS_TOKEN"):
+        serve_metrics(prod, "127.0.0.1", 0)
+
+
+def test_the_worker_port_keeps_the_rule_of_the_service(tmp_path: Any) -> None:
+    from werkzeug.test import Client
+
+    from dui.web.metrics import standalone
+
+    guarded = Client(standalone(Settings(metrics=MetricsSettings(token=TOKEN))))
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer nope-nope-nope-nope"}).status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    local = Client(standalone(Settings()))
+    assert local.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    refused = local.get("/metrics", environ_base={"REMOTE_ADDR": "192.168.1.9"})
+    assert refused.status_code == 403
+    assert refused.content_type == "application/problem+json"
+    assert local.post("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 404

@@ -56,10 +56,6 @@ class DatabaseCollector(Collector):
         yield up
         yield from families
 
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
     def _connect(self) -> Connection:
         if self._engine is None:
             postgresql = self._url.startswith(("postgresql", "postgres"))

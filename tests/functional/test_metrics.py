@@ -335,3 +335,20 @@ def test_the_worker_port_keeps_the_rule_of_the_service(tmp_path: Any) -> None:
     assert refused.status_code == 403
     assert refused.content_type == "application/problem+json"
     assert local.post("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 404
+
+
+def test_an_ins_fetch_through_the_api_counts_its_insi_search(app: Flask, client: FhirClient) -> None:
+    from ins.insi.table import LYON
+    from tests.functional.test_identity import resident
+
+    pid = client.create(resident())["id"]
+    before = samples(scrape(app))
+    fetched = client.post(f"Patient/{pid}/$ins-fetch", None)
+    assert fetched.status_code == 200, fetched.get_data(as_text=True)
+    text = scrape(app)
+    after = samples(text)
+    labels = {"system": "insi", "outcome": "found"}
+    assert value(after, "dui_external_calls_total", **labels) - value(before, "dui_external_calls_total", **labels) == 1
+    assert requests_of(after, "operation", 200) - requests_of(before, "operation", 200) == 1
+    for secret in (pid, LYON.identity.matricule, "Berthier", "BERTHIER", "1938"):
+        assert secret not in text, secret

@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
 
     from dui import cli
     from dui.web import audit, auth, context, errors, fhir, headers, params, proxies, staff, throttle, websocket
+    from dui.web import metrics as metrics_endpoint
 
     if settings.http.trusted_proxies:  # the client's address, as the listed reverse proxies in front of us saw it
         app.wsgi_app = proxies.ClientAddress(app.wsgi_app, settings.http.trusted_proxies)  # type: ignore[method-assign]
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now,
     app.register_blueprint(auth.bp)
     app.register_blueprint(websocket.bp)  # the Subscriptions' websocket channel
     staff.register(app)
+    metrics_endpoint.register(app)  # /metrics: Prometheus, for the monitoring system only
 
     @app.get("/healthz")
     def healthz() -> Response:

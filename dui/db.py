@@ -79,8 +79,9 @@ def make_engine(url: str, statement_timeout: float = 0, **kwargs: Any) -> Engine
     # connection found dead raises a disconnect error instead; the pool then discards every
     # connection of that generation, and the web layer retries a read once (dui.web.fhir).
     kwargs.setdefault("pool_pre_ping", False)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    if "poolclass" not in kwargs:  # a NullPool (dui.metrics.database) takes no size
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
     # Added to the URL's own libpq options (a deployment may already set some there). No parallel plans: a request
     # is one backend among many concurrent ones, and the planner chose parallel scans for the per-row scope of a
     # staff member's searches that ran 3 to 4 times slower than the plain index scans (docs/benchmarks.md).

@@ -172,6 +172,19 @@ class OutboxSettings:
     lease: float = 300.0  # seconds a worker holds a job before another may take it again
 
 
+METRICS_TOKEN_MIN = 16  # characters of DUI_METRICS_TOKEN
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``/metrics`` (docs/metrics.md): the bearer token the monitoring system presents (None: served to loopback
+    peers only in ``dev``, not served in ``prod``), and the folder under which ``dui serve`` creates each run's
+    directory of per-worker metric files (None: the system's temporary folder)."""
+
+    token: str | None = field(default=None, repr=False)
+    directory: str | None = None
+
+
 @dataclass(frozen=True)
 class RetentionSettings:
     """How long ``dui purge`` keeps what it may remove, in days (docs/retention.md).
@@ -261,6 +274,7 @@ class Settings:
     mssante: MssanteSettings = field(default_factory=MssanteSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def fhir_base(self) -> str:
@@ -401,6 +415,8 @@ class Settings:
                 tombstone_days=_int(env, "DUI_RETENTION_TOMBSTONES_DAYS", defaults.retention.tombstone_days,
                                     minimum=1),
             ),
+            metrics=MetricsSettings(token=env.get("DUI_METRICS_TOKEN") or None,
+                                    directory=env.get("DUI_METRICS_DIR") or None),
         )
         settings.check()
         return settings
@@ -429,6 +445,11 @@ class Settings:
                                 f"seconds, not {self.request_budget:g}")
         if not 30 <= self.auth.token_lifetime <= 3600:
             raise SettingsError("DUI_AUTH_TOKEN_LIFETIME must be between 30 and 3600 seconds")
+        token = self.metrics.token
+        if token is not None and (len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable()
+                                  or " " in token):
+            raise SettingsError(f"DUI_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN} printable ASCII characters "
+                                "without spaces (e.g. `openssl rand -hex 32`)")
         insi = self.insi
         if insi.url is not None:
             if not insi.url.startswith("https://"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,12 +12,14 @@ from gunicorn.app.base import BaseApplication
 from dui.audit.keys import check_configured as check_audit_keys
 from dui.auth.keys import SigningKeyError, load_signing_key
 from dui.crypto.master import configured_keys
+from dui.metrics import exposition
 from dui.settings import Settings, SettingsError
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], metrics_directory: Path | None = None) -> None:
         self.options = options
+        self.metrics_directory = metrics_directory
         super().__init__()
 
     def load_config(self) -> None:
@@ -28,6 +31,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
 
         app = create_app()
         app.extensions["dui"].profiles.warm_up()  # in each worker, before it takes requests
+        app.extensions["dui.metrics"].directory = self.metrics_directory  # /metrics sums every worker's
         return app
 
 
@@ -37,6 +41,20 @@ def worker_abort(worker: Any) -> None:
     from dui.web import inflight
 
     inflight.record_aborted(worker.wsgi.extensions["dui"])
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook (in the arbiter): a worker is gone, and its per-process metrics with it."""
+    directory = server.app.metrics_directory
+    if directory is not None:
+        exposition.worker_exited(worker.pid, directory)
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn's ``on_exit`` hook: the run's metric files are removed with the server."""
+    directory = server.app.metrics_directory
+    if directory is not None:
+        exposition.remove_run_directory(directory)
 
 
 def base_url_for(host: str, port: int) -> str:
@@ -72,7 +90,9 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     Run `dui db upgrade` first. Each worker opens its own database pool. The access log is the
     service's own (path without query string, so no search value reaches the logs); gunicorn's
     is off for that reason. Without DUI_BASE_URL, the links the service writes (fullUrl, Location, paging, the SMART
-    configuration, the token audience) name the host and port it serves on.
+    configuration, the token audience) name the host and port it serves on. The workers' metrics are kept in a
+    fresh directory of this run (under DUI_METRICS_DIR, or the temporary folder), summed at /metrics, removed at
+    exit.
     """
     if not os.environ.get("DUI_BASE_URL"):  # the workers inherit it
         os.environ["DUI_BASE_URL"] = base_url_for(host, port)
@@ -81,12 +101,16 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     if settings.request_budget and timeout <= settings.request_budget:
         raise SettingsError(f"DUI_REQUEST_BUDGET ({settings.request_budget:g} s) must be below dui serve --timeout "
                             f"({timeout} s): a request must be stopped before gunicorn kills its worker")
+    # Each worker's metrics in files of a fresh directory, summed at each scrape (docs/metrics.md)
+    metrics_directory = exposition.run_directory(settings.metrics.directory)
     _Server({
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
         "worker_class": "dui.web.worker.DuiWorker",  # gthread; size limits answered as FHIR, audited
         "worker_abort": worker_abort,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
         "timeout": timeout,
         "graceful_timeout": 30,
         "keepalive": 5,
@@ -97,4 +121,4 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
         "limit_request_fields": 100,  # 431 beyond, as for a field of more than limit_request_field_size
         "limit_request_field_size": 8190,
         "proc_name": "dui",
-    }).run()
+    }, metrics_directory).run()

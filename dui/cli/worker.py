@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 from flask import current_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from dui import subscriptions
 from dui.audit import sealing, trail
@@ -33,7 +34,9 @@ from dui.errors import DuiError
 from dui.messaging import receiving
 from dui.outbox.runner import Backoff, RunReport, run_due
 from dui.services import Services
+from dui.settings import SettingsError
 from dui.staff import alerts
+from dui.web import metrics as metrics_endpoint
 from mssante import Permanent, TransportError
 
 logger = logging.getLogger(__name__)
@@ -73,7 +76,11 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 @click.option("--notify-interval", default=0.25, show_default=True, type=click.FloatRange(0, 60),
               help="Seconds between two runs of the fast lane between passes: the FHIR Subscription jobs only "
                    "(matching and rest-hook calls), so that a notification leaves within about a second; 0: none.")
-def worker(once: bool, interval: float, notify_interval: float) -> None:
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Serve this worker's metrics (outbox deliveries, MSSanté polls) at /metrics on this port, under "
+                   "the rule of the service's /metrics (docs/metrics.md); 0: not served.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Interface of --metrics-port.")
+def worker(once: bool, interval: float, notify_interval: float, metrics_port: int, metrics_host: str) -> None:
     """Run the background work until stopped (SIGTERM or Ctrl-C).
 
     Each pass escalates the fall alerts nobody acknowledged within DUI_ALERT_ESCALATION seconds, rebuilds the
@@ -81,12 +88,32 @@ def worker(once: bool, interval: float, notify_interval: float) -> None:
     record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
     configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
     `dui audit seal` does). Between two passes it runs the FHIR Subscription jobs every --notify-interval seconds
-    (the fast lane), without the rest of a pass."""
+    (the fast lane), without the rest of a pass. With --metrics-port, its metrics are served on that port."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    metrics = serve_metrics(svc, metrics_host, metrics_port) if metrics_port and not once else None
+    try:
+        _work(svc, stop, once, interval, notify_interval)
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+
+
+def serve_metrics(svc: Services, host: str, port: int) -> BaseWSGIServer:
+    """Serve this process's metrics on ``host:port`` (``dui.web.metrics.standalone``) from a thread of its own."""
+    if svc.settings.is_prod and not svc.settings.metrics.token:
+        raise SettingsError("dui worker --metrics-port needs DUI_METRICS_TOKEN when DUI_ENV=prod")
+    server = make_server(host, port, metrics_endpoint.standalone(svc.settings), threaded=True)
+    threading.Thread(target=server.serve_forever, name="dui-worker-metrics", daemon=True).start()
+    logger.info("worker metrics served", extra={"host": host, "port": server.server_port})
+    return server
+
+
+def _work(svc: Services, stop: threading.Event, once: bool, interval: float, notify_interval: float) -> None:
+    """The passes, until ``stop`` is set; one pass and its report with ``once``."""
     last_seal = float("-inf")
     while True:
         total = _pass(svc)

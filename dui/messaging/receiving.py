@@ -62,6 +62,7 @@ from dui.messaging import inbox, sending
 from dui.messaging.content import Document, Unreadable, cda_documents, one_line
 from dui.messaging.inbox import bodies_of, session_of
 from dui.messaging.tables import mssante_mailbox, mssante_received
+from dui.metrics.counters import MSSANTE_RECEIVE, count_call
 from dui.outbox import queue
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, UnitOfWork, delivered, permanent, transient
@@ -141,6 +142,7 @@ def poll(receiver: MailReceiver, work: UnitOfWork, context_of: Callable[[Session
         try:
             batch = receiver.fetch_new(cursor, limit=limit)
         except TransportError as exc:
+            count_call(MSSANTE_RECEIVE, "error")
             report.failure, report.permanent = f"the mailbox cannot be read: {exc}", isinstance(exc, Permanent)
             logger.warning("mssante inbox not polled", extra={"error": type(exc).__name__})
             return report
@@ -178,6 +180,7 @@ def _take(receiver: MailReceiver, work: UnitOfWork, context_of: Callable[[Sessio
             logger.error("mssante message not queued either", extra={"uid": fetched.uid, **_failure(again)})
             report.failure = f"message uid {fetched.uid} could not be processed (see the log)"
             return False
+    count_call(MSSANTE_RECEIVE, "duplicate" if outcome is None else outcome)
     if outcome is None:
         report.duplicates += 1
     elif outcome == "filed":

@@ -34,6 +34,7 @@ from dui.audit import trail
 from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.db import is_postgresql, unit_of_work
+from dui.metrics.counters import count_call
 from dui.outbox.queue import Job
 from dui.outbox.tables import ERROR_LENGTH, RESULT_LENGTH, outbox_job
 
@@ -132,6 +133,7 @@ def run_due(units: UnitOfWork | sessionmaker[Session], handlers: Mapping[str, Ha
             report.dead += 1
             continue
         outcome = _attempt(unit, handlers, job, write=postgresql)
+        count_call(job.kind, outcome.status)  # the DMP's, MSSanté's, Subscriptions' deliveries (docs/metrics.md)
         status = _record(unit, job, outcome, clock(), worker_id, backoff)
         if status is None:
             report.lost += 1

@@ -17,6 +17,7 @@ from dui.fhir.interactions.base import FhirContext
 from dui.fhir.repository import Current, ResourceVersion
 from dui.fhir.search.plan import parse_search
 from dui.fhir.sql import INS_RECORDED
+from dui.metrics.counters import CountedInsi
 from dui.residents import mapping, provenance, rules
 from ins import InsKind, InsTraits
 from ins.errors import InsiError, InsiFault, InsiUnavailable, TraitError, TransitionError
@@ -201,6 +202,7 @@ def _complete_traits(ctx: FhirContext, patient: dict[str, Any]) -> InsTraits:
 
 
 def _call(insi: InsiClient, traits: InsTraits, vitale: VitaleQuery | None, status: IdentityStatus) -> InsiResult:
+    insi = CountedInsi(insi)  # each search counted by outcome (dui_external_calls_total{system="insi"})
     try:
         if vitale is not None:
             return insi.search_by_vitale(vitale)

@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 from dui import logs
 from dui.auth.actor import Actor
 from dui.errors import DuiError
+from dui.metrics import counters
 from dui.services import Services
 from dui.web import inflight
+from dui.web.metrics import interaction_of
 
 logger = logging.getLogger("dui.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9\-_.]{8,64}")
@@ -78,4 +80,6 @@ def register(app: Flask) -> None:
         # The path only: query strings carry search values (names, INS), which never go to logs.
         logger.info("request", extra={"method": request.method, "path": request.path,
                                       "status": response.status_code, "ms": round(elapsed, 1)})
+        # The same facts, for /metrics: the path only as the interaction it names, never an id.
+        counters.record_request(interaction_of(request.method, request.path), response.status_code, elapsed / 1000)
         return response

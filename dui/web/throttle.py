@@ -5,7 +5,7 @@ bucket: the API client's (``client_id``) or the staff member's. A request withou
 that is refused, takes from its remote address's bucket; the handler then answers it as usual (401 for a
 bad token). ``/auth/token`` has its own, lower limit per remote address, against password guessing and
 assertion spraying: the claimed client or login is not a key, since anyone could then exhaust a partner's
-bucket. Health probes are not limited.
+bucket. Health probes and metrics scrapes are not limited.
 
 Past the limit: 429 with ``Retry-After``, an OperationOutcome (``throttled``) under /fhir and a JSON problem
 elsewhere, and a ``rate limited`` log line (bucket, actor, address, method and path; never a query string
@@ -29,7 +29,7 @@ from dui.services import Services
 from dui.web.context import current_actor
 
 logger = logging.getLogger("dui.security")
-UNLIMITED = frozenset({"/healthz", "/readyz"})
+UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes; scrapes (dui.web.metrics)
 TOKEN_PATH = "/auth/token"
 
 

@@ -118,7 +118,8 @@ def test_the_interaction_is_read_from_the_method_and_path_alone() -> None:
     assert interaction_of("DELETE", "/fhir/Patient?identifier=x") == "delete"
     assert interaction_of("POST", "/fhir/Patient/abc/$everything") == "operation"
     assert interaction_of("GET", "/fhir/a/b/c/d/e") == "other"
-    assert interaction_of("GET", "/fhir") == "other"
+    assert interaction_of("GET", "/fhir") == "search"  # a search of several types (GET /fhir?_type=...)
+    assert interaction_of("DELETE", "/fhir") == "other"
     assert interaction_of("POST", "/auth/token") == "auth"
     assert interaction_of("GET", "/.well-known/smart-configuration") == "auth"
     assert interaction_of("GET", "/api/residents/abc/vital-signs") == "api"

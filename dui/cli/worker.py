@@ -2,9 +2,10 @@
 (``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``)
 and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app was built with
 (``Services.outbox_handlers``). The inbox is polled before the outbox runs, so that the acknowledgements (MDN) a
-poll queues leave in the same pass. Between two passes, a fast lane runs the FHIR Subscription jobs only
-(``dui.subscriptions``: matching and rest-hook calls) every ``--notify-interval`` seconds, so that a notification
-leaves within about a second without polling the mailbox or rebuilding DLUs that often.
+poll queues leave in the same pass. Beside the passes, a fast lane (a thread of its own) runs the FHIR Subscription
+jobs only (``dui.subscriptions``: matching, rest-hook calls, websocket pings) every ``--notify-interval`` seconds and
+escalates the fall alerts every second, so that a notification leaves within about a second and an escalation is on
+time even while a pass rebuilds a batch of DLUs.
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.
@@ -74,8 +75,9 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="Seconds between two passes.")
 @click.option("--notify-interval", default=0.25, show_default=True, type=click.FloatRange(0, 60),
-              help="Seconds between two runs of the fast lane between passes: the FHIR Subscription jobs only "
-                   "(matching and rest-hook calls), so that a notification leaves within about a second; 0: none.")
+              help="Seconds between two runs of the fast lane beside the passes: the FHIR Subscription jobs only "
+                   "(matching, rest-hook calls, websocket pings), so that a notification leaves within about a "
+                   "second; 0: none (and the alerts are escalated by the passes only).")
 @click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="Serve this worker's metrics (outbox deliveries, MSSanté polls) at /metrics on this port, under "
                    "the rule of the service's /metrics (docs/metrics.md); 0: not served.")
@@ -87,8 +89,9 @@ def worker(once: bool, interval: float, notify_interval: float, metrics_port: in
     out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
     record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
     configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
-    `dui audit seal` does). Between two passes it runs the FHIR Subscription jobs every --notify-interval seconds
-    (the fast lane), without the rest of a pass. With --metrics-port, its metrics are served on that port."""
+    `dui audit seal` does). Beside the passes, a fast lane runs the FHIR Subscription jobs every --notify-interval
+    seconds and escalates alerts every second, whatever a pass is doing. With --metrics-port, its metrics are
+    served on that port."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
@@ -113,7 +116,22 @@ def serve_metrics(svc: Services, host: str, port: int) -> BaseWSGIServer:
 
 
 def _work(svc: Services, stop: threading.Event, once: bool, interval: float, notify_interval: float) -> None:
-    """The passes, until ``stop`` is set; one pass and its report with ``once``."""
+    """The passes, until ``stop`` is set; one pass and its report with ``once``. Beside them, unless ``once``, the
+    fast lane runs in a thread of its own, so that a long pass (a batch of DLU rebuilds) never holds it up."""
+    lane = None
+    if not once and notify_interval > 0:
+        lane = threading.Thread(target=_fast_lane, args=(svc, stop, notify_interval), name="dui-worker-fast-lane",
+                                daemon=True)
+        lane.start()
+    try:
+        _passes(svc, stop, once, interval)
+    finally:
+        if lane is not None:
+            stop.set()  # the worker is leaving: the lane ends after its current run
+            lane.join(30)
+
+
+def _passes(svc: Services, stop: threading.Event, once: bool, interval: float) -> None:
     last_seal = float("-inf")
     while True:
         total = _pass(svc)
@@ -137,27 +155,26 @@ def _work(svc: Services, stop: threading.Event, once: bool, interval: float, not
             if total["failed"] or (inbox is not None and inbox.permanent):
                 raise SystemExit(1)
             return
-        if _fast_lane(svc, stop, interval, notify_interval):
+        if stop.wait(interval):
             return
 
 
 FAST_KINDS = (subscriptions.MATCH_KIND, subscriptions.NOTIFY_KIND)
+ESCALATE_EVERY = 1.0  # seconds: the fast lane's check for fall alerts nobody acknowledged in time
 
 
-def _fast_lane(svc: Services, stop: threading.Event, interval: float, every: float) -> bool:
-    """Until the next pass is due (``interval`` seconds), run the Subscription jobs every ``every`` seconds;
-    True when the worker is asked to stop."""
-    if every <= 0 or every >= interval:
-        return stop.wait(interval)
-    deadline = time.monotonic() + interval
-    while (left := deadline - time.monotonic()) > 0:
-        if stop.wait(min(every, left)):
-            return True
+def _fast_lane(svc: Services, stop: threading.Event, every: float) -> None:
+    """Until ``stop``: the Subscription jobs every ``every`` seconds, and the escalation of fall alerts every
+    ``ESCALATE_EVERY`` seconds, whatever the passes are doing."""
+    escalated_at = float("-inf")
+    while not stop.wait(every):
         try:
             run_outbox(svc, kinds=FAST_KINDS)
         except Exception:  # the database is unreachable, say: the next run tries again
             logger.exception("outbox fast lane failed")
-    return stop.is_set()
+        if time.monotonic() - escalated_at >= ESCALATE_EVERY:
+            escalate_alerts(svc)  # logs its own failures
+            escalated_at = time.monotonic()
 
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"

@@ -67,7 +67,14 @@ def rebuild_due_dlus(svc: Services, limit: int = 100) -> tuple[int, int]:
         except Exception:
             failed += 1
             logger.exception("DLU rebuild failed", extra={"patient": patient_id})
+        if svc.engine.dialect.name == "sqlite":
+            # SQLite has one writer, and a rebuild holds the write lock while it builds: the writers that waited
+            # (a sensor's event, the fast lane's notifications) get it before the next rebuild takes it again
+            time.sleep(SQLITE_YIELD)
     return rebuilt, failed
+
+
+SQLITE_YIELD = 0.15  # seconds; longer than SQLite's busy handler sleeps between two tries (at most 100 ms)
 
 
 @click.command("worker")

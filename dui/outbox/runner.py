@@ -46,10 +46,16 @@ Status = Literal["delivered", "retry", "dead"]
 @dataclass(frozen=True)
 class Outcome:
     """What a handler made of a job. ``text``: the result when delivered (e.g. the registry's id), else the
-    error; one short line, never health data."""
+    error; one short line, never health data. ``audit``: the entry saying what was told to whom, recorded with the
+    job's new state when it is delivered (a handler that only reads and calls out never writes: on SQLite it runs
+    in a reading transaction, where a write fails as soon as another writer came first)."""
 
     status: Literal["delivered", "transient", "permanent"]
     text: str = ""
+    audit: AuditEntry | None = None
+    # What a delivered job writes (further jobs, rows): run in the transaction that records the job as done, so that
+    # it happens once with it, and so that the handler itself only reads
+    writes: Callable[[Session, datetime], None] | None = None
 
 
 def delivered(result: str = "") -> Outcome:
@@ -219,6 +225,10 @@ def _record(unit: UnitOfWork, job: Job, outcome: Outcome, now: datetime, worker_
             logger.warning("outbox outcome not recorded: the lease was lost", extra={"job": job.id, "kind": job.kind})
             return None
         _audit(session, Job.from_row(row), status, now)
+        if status == "delivered" and outcome.writes is not None:
+            outcome.writes(session, now)
+        if status == "delivered" and outcome.audit is not None:
+            trail.record(session, outcome.audit, now)
     if status != "delivered":
         logger.info("outbox job %s", status, extra={"job": job.id, "kind": job.kind, "attempts": job.attempts})
     return status

@@ -10,9 +10,9 @@ Observations and Flags that match their criteria (docs/staff-api.md, "Subscripti
   ``_id``) as a search by the owner client, with its scopes and its establishment's scope, and queues one
   ``subscription.notify`` per match.
 - ``delivery``: the rest-hook call of a ``subscription.notify`` job (POST without a body, or PUT of the resource
-  when a payload is asked for), from ``dui worker``, never inside a request; for the websocket channel, the ping
-  row the bound sockets send.
-- ``websocket``: what a socket may bind and the pings it reads (the socket itself: ``dui.web.websocket``).
+  when a payload is asked for), from ``dui worker``, never inside a request.
+- ``websocket``: what a socket may bind, the pings the matching writes and the sockets read (the socket itself:
+  ``dui.web.websocket``).
 """
 
 from dui.subscriptions.delivery import NOTIFY_KIND, notify

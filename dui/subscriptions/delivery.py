@@ -13,6 +13,7 @@ the resource.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import ipaddress
 import socket
@@ -23,14 +24,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dui.audit import trail
 from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, delivered, permanent, transient
 from dui.subscriptions import websocket
-from dui.subscriptions.matching import NOTIFY_KIND, ContextOf, ended, owner_actor
-from dui.subscriptions.rules import PAYLOAD, WEBSOCKET, headers
+from dui.subscriptions.matching import NOTIFY_KIND, ContextOf, owner_actor
+from dui.subscriptions.rules import PAYLOAD, WEBSOCKET, ended, headers
 
 __all__ = ["NOTIFY_KIND", "call", "notify"]
 
@@ -49,8 +49,9 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = TIMEOUT,
            public_only: bool = False) -> Outcome:
-    """Call the Subscription's endpoint for the version that matched; a call that delivers is audited
-    (``subscription-notify``: the owner client as the actor, the resource and its resident). ``public_only``
+    """Call the Subscription's endpoint for the version that matched; a call that delivers carries its audit entry
+    (``subscription-notify``: the owner client as the actor, the resource and its resident), which the outbox
+    records with the job's new state: the handler itself only reads. ``public_only
     (``DUI_ENV=prod``): an endpoint whose host is not a public address is not called (``endpoint_is_public``)."""
     system = context_of(session, SYSTEM)
     store = system.internal
@@ -85,12 +86,11 @@ def notify(session: Session, job: Job, context_of: ContextOf, timeout: float = T
         outcome = call("PUT", url, version.body, [*lines, ("Content-Type", PAYLOAD)], timeout)
     else:
         outcome = call("POST", channel["endpoint"], None, lines, timeout)
-    if outcome.status == "delivered":
+    if outcome.status == "delivered":  # recorded by the outbox with the job's new state
         subject = str((version.resource().get("subject") or {}).get("reference") or "")
-        trail.record(session, AuditEntry(
+        outcome = dataclasses.replace(outcome, audit=AuditEntry(
             "subscription-notify", "success", owner, rtype, rid, detail=f"Subscription/{sub_id}: {outcome.text}",
-            patients=(subject.removeprefix("Patient/"),) if subject.startswith("Patient/") else ()),
-            system.clock())
+            patients=(subject.removeprefix("Patient/"),) if subject.startswith("Patient/") else ()))
     return outcome
 
 

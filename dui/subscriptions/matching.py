@@ -4,12 +4,15 @@
 Flag, in the writing transaction, keyed by its versioned reference, and only while some Subscription is active.
 ``match`` (its outbox handler) evaluates each active Subscription on that type: its criteria plus ``_id`` run as a
 FHIR search through the router by the Subscription's owner client, rebuilt from its registration (its scopes, its
-establishment): what the client could not find by searching, it is not told of. Each match queues one
-``subscription.notify`` job (``dui.subscriptions.delivery``).
+establishment): what the client could not find by searching, it is not told of. Each match of a rest-hook
+Subscription queues one ``subscription.notify`` job (``dui.subscriptions.delivery``); a match of a websocket
+Subscription writes its ping at once (``dui.subscriptions.websocket``): nothing leaves the database. The job reads;
+what it writes (the notification jobs, the pings) is written with the job's own state (``Outcome.writes``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -31,7 +34,8 @@ from dui.fhir.tables import resource, search_token
 from dui.outbox import queue
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, delivered, permanent
-from dui.subscriptions.rules import OWNER_CLIENT, TYPES
+from dui.subscriptions import websocket
+from dui.subscriptions.rules import OWNER_CLIENT, TYPES, WEBSOCKET, ended
 
 MATCH_KIND = "subscription.match"
 NOTIFY_KIND = "subscription.notify"
@@ -65,15 +69,19 @@ def match(session: Session, job: Job, context_of: ContextOf) -> Outcome:
         return delivered("the resource is gone: nothing to match")
     if current.version != version:
         return delivered("superseded: the later version is matched by its own job")
-    now = system.clock()
-    told = 0
-    for sub in active(store, session, rtype, now):
-        owner = owner_actor(session, sub)
-        if owner is not None and matches(context_of(session, owner), sub["criteria"], rid):
-            queue.enqueue(session, NOTIFY_KIND, f"Subscription/{sub['id']}",
-                          f"{sub['id']} {job.idempotency_key}", now)
-            told += 1
-    return delivered(f"{told} subscription(s) to notify")
+    matched = [sub for sub in active(store, session, rtype, system.clock())
+               if (owner := owner_actor(session, sub)) is not None
+               and matches(context_of(session, owner), sub["criteria"], rid)]
+
+    def tell(writer: Session, now: datetime) -> None:
+        for sub in matched:
+            if (sub.get("channel") or {}).get("type") == WEBSOCKET:  # the bound sockets send it
+                websocket.queue_ping(writer, sub["id"], current, now)
+            else:
+                queue.enqueue(writer, NOTIFY_KIND, f"Subscription/{sub['id']}", f"{sub['id']} {job.idempotency_key}",
+                              now)
+
+    return dataclasses.replace(delivered(f"{len(matched)} subscription(s) to notify"), writes=tell)
 
 
 def active(store: FhirRepository, session: Session, rtype: str, now: datetime) -> list[dict[str, Any]]:
@@ -88,16 +96,6 @@ def active(store: FhirRepository, session: Session, rtype: str, now: datetime) -
             continue
         found.append(sub)
     return found
-
-
-def ended(sub: dict[str, Any], now: datetime) -> bool:
-    end = sub.get("end")
-    if not isinstance(end, str):
-        return False
-    try:
-        return datetime.fromisoformat(end.replace("Z", "+00:00")) <= now
-    except ValueError:
-        return False
 
 
 def owner_actor(session: Session, sub: dict[str, Any]) -> Actor | None:

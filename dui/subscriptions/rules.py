@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -93,6 +93,17 @@ def prepare(resource: dict[str, Any], previous: Callable[[], dict[str, Any] | No
     else:
         out.pop("extension", None)
     return out
+
+
+def ended(sub: dict[str, Any], now: datetime) -> bool:
+    """Whether the Subscription's ``end`` has passed."""
+    end = sub.get("end")
+    if not isinstance(end, str):
+        return False
+    try:
+        return datetime.fromisoformat(end.replace("Z", "+00:00")) <= now
+    except ValueError:
+        return False
 
 
 def criteria_of(criteria: Any, registry: SearchParameterRegistry, limits: Limits) -> tuple[str, list[tuple[str, str]]]:

@@ -9,8 +9,8 @@ the client then searches for what changed. Here:
 - **bind**: a Subscription is bound by the API client that owns it (``dui-owner-client``), read as that client
   through the FHIR router (its scopes, its establishment: another's Subscription answers as one that does not exist),
   active, not ended, with the websocket channel. Anything else answers ``error <id> <reason>``.
-- **pings**: the ``subscription.notify`` job of a websocket Subscription writes a row of ``subscription_ping``
-  (``queue_ping``) instead of calling an endpoint; every web process holding a socket bound to it reads the rows
+- **pings**: the ``subscription.match`` job writes a row of ``subscription_ping`` (``queue_ping``) for each websocket
+  Subscription the change matches; every web process holding a socket bound to it reads the rows
   that follow the last one it sent (``pings_after``), whatever process or host wrote them. A socket bound at some
   moment is sent the pings written after it.
 """
@@ -31,8 +31,7 @@ from dui.errors import DuiError
 from dui.fhir import router
 from dui.fhir.interactions.base import FhirContext, FhirRequest
 from dui.fhir.repository import ResourceVersion
-from dui.subscriptions.matching import ended
-from dui.subscriptions.rules import OWNER_CLIENT, WEBSOCKET
+from dui.subscriptions.rules import OWNER_CLIENT, WEBSOCKET, ended
 from dui.subscriptions.tables import subscription_ping
 
 KEEP_SECONDS = 300  # a ping is for the sockets bound when it is written; older rows serve nobody

@@ -233,10 +233,21 @@ def test_the_restore_drill(site: Site, tmp_path: Path) -> None:
 
     backups = tmp_path / "backups"
     dumped = run(["bash", str(DEPLOY / "backup.sh"), "--database", site.database, "--dir", str(backups),
-                  "--keep", "14"], libpq_env(), tmp_path)
+                  "--keep", "14", "--heads", str(site.heads)], libpq_env(), tmp_path)
     dump = Path(dumped.stdout.strip().splitlines()[-1])
     assert dump.parent == backups and dump.name.startswith(f"{site.database}-") and dump.suffix == ".dump"
     assert dump.stat().st_mode & 0o077 == 0 and Path(f"{dump}.sha256").exists()
+    heads_then = dump.with_suffix(".heads.jsonl")
+    assert heads_then.read_text() == site.heads.read_text()
+
+    # The service goes on after the dump: more entries, sealed, their heads appended to the live heads file.
+    app = app_on(site, site.service_url)
+    try:
+        assert FhirClient(app.test_client()).get(f"Patient/{sorted(before)[0]}").status_code == 200
+    finally:
+        app.extensions["dui"].dispose()
+    seal(site, site.service_url)
+    assert len(site.heads.read_text().splitlines()) > len(heads_then.read_text().splitlines())
 
     restored = f"{site.database}_restored"
     site.restored.append(restored)
@@ -247,9 +258,14 @@ def test_the_restore_drill(site: Site, tmp_path: Path) -> None:
     assert again.returncode != 0 and "already exists" in again.stderr  # never over an existing database
 
     url = site.url(restored, site.service)
-    verified = dui(site, url, "audit", "verify")  # against the heads the original's seals wrote
+    drill_heads = tmp_path / "drill-heads.jsonl"  # the restored copy's own seals go here, not to the live file
+    env = {**dui_env(site, url), "DUI_AUDIT_HEADS_FILE": str(drill_heads)}
+    verified = run([DUI, "audit", "verify", "--heads", str(heads_then)], env, site.work)
     chained = re.search(r"audit trail intact: (\d+) entries chained; .* (\d+) heads of .* matched", verified.stdout)
     assert chained and int(chained.group(1)) > 5 and int(chained.group(2)) >= 1, verified.stdout
+    # Against the live heads, the restored trail is seen to end before the newest head: the entries since are lost.
+    rolled_back = run([DUI, "audit", "verify", "--heads", str(site.heads)], env, site.work, check=False)
+    assert rolled_back.returncode == 1 and "removed from the end" in rolled_back.stderr, rolled_back.stderr
     assert dui(site, url, "keys", "status").returncode == 0
 
     app = app_on(site, url)

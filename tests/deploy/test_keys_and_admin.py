@@ -101,3 +101,43 @@ def test_the_scripts_are_executable_bash(script: str) -> None:
     path = ROOT / "deploy" / script
     assert path.stat().st_mode & 0o111 and path.read_text().startswith("#!/usr/bin/env bash\n")
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True, timeout=30).returncode == 0
+
+
+def readme_block(marker: str) -> str:
+    text = README.read_text()
+    return text.split(f"<!-- {marker} -->\n```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_environment_steps_give_a_production_configuration(tmp_path: Path) -> None:
+    """Section 4 of deploy/README.md run as typed (folders moved under tmp_path, no chown), then the file read as
+    systemd reads it: with the keys of section 2, a configuration `dui serve` starts with in prod."""
+    from dui.cli.serve import startup_checks
+    from dui.settings import Settings
+
+    etc, anchors = tmp_path / "etc-dui", tmp_path / "anchors"
+    etc.mkdir()
+    script = (readme_block("environment").replace("/opt/dui/src", str(ROOT)).replace("/etc/dui", str(etc))
+              .replace("/srv/dui-anchors", str(anchors)).replace("-o root -g dui ", "").replace("-o dui -g dui ", ""))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=clean_env(SERVICE_PW="s3rvice"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    env: dict[str, str] = {}
+    for line in (etc / "dui.env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, value = line.split("=", 1)
+            env[name] = value.replace("/etc/dui", str(etc)).replace("/srv/dui-anchors", str(anchors))
+    assert env["DUI_DATABASE_URL"] == "postgresql://dui_service:s3rvice@127.0.0.1:5432/dui"
+    assert env["DUI_BASE_URL"] == "https://dui.example-ehpad.fr" and env["DUI_TRUSTED_PROXIES"] == "127.0.0.1"
+    assert not [name for name in env if name.startswith(("DUI_INSI_", "DUI_DMP_", "DUI_MSSANTE_"))]
+    assert "DUI_AUTH_OIDC_ISSUERS" not in env and anchors.is_dir()
+    for command in readme_key_commands():
+        subprocess.run([DUI, *command[2:-1], command[-1].replace("/etc/dui", str(etc))], env=clean_env(DUI_ENV="prod"),
+                       check=True, capture_output=True, timeout=60)
+    settings = Settings.from_env(env)
+    assert settings.is_prod
+    startup_checks(settings)
+    # The restore step's address of the restored database, from this file.
+    line = next(x for x in readme_block("restore").splitlines() if x.startswith("RESTORED_URL="))
+    restored = subprocess.run(["bash", "-c", line.replace("/etc/dui", str(etc)) + '\necho "$RESTORED_URL"'],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    assert restored == "postgresql://dui_service:s3rvice@127.0.0.1:5432/dui_restored"

@@ -59,7 +59,7 @@ def _name(common: str) -> x509.Name:
 def _certificate(subject: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *,
                  ca: bool = False, server: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer_cert, issuer_key = issuer if issuer else (None, key)
     builder = (x509.CertificateBuilder().subject_name(_name(subject))
                .issuer_name(issuer_cert.subject if issuer_cert else _name(subject))

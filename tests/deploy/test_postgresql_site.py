@@ -214,7 +214,7 @@ def test_what_the_service_role_may_not_do(site: Site, statement: str) -> None:
     """Refused by the privileges themselves ("permission denied", "must be owner"), before any trigger runs."""
     engine = make_engine(site.service_url)
     try:
-        with pytest.raises(DBAPIError, match="permission denied|must be owner"), engine.begin() as conn:
+        with pytest.raises(DBAPIError, match=r"permission denied|must be owner"), engine.begin() as conn:
             conn.execute(text(statement))
     finally:
         engine.dispose()
@@ -281,3 +281,16 @@ def test_the_restore_drill(site: Site, tmp_path: Path) -> None:
             conn.execute(text("DELETE FROM audit_event"))
     finally:
         engine.dispose()
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line.split("--", 1)[0].strip() for line in sql.splitlines()]
+    return [" ".join(part.split()) for part in " ".join(lines).split(";") if part.strip()]
+
+
+def test_grants_sql_is_what_docs_security_documents() -> None:
+    """deploy/postgresql/grants.sql and the grants of docs/security.md (which tests/functional/test_audit_chain.py
+    applies) are the same statements."""
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- service role grants -->", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    assert _statements((DEPLOY / "postgresql" / "grants.sql").read_text()) == _statements(block)

@@ -89,3 +89,15 @@ def test_the_image_builds(tmp_path: Path) -> None:
     whoami = subprocess.run([docker, "run", "--rm", "--entrypoint", "id", "dui:test", "-u"], capture_output=True,
                             text=True, timeout=120)
     assert whoami.stdout.strip() == "10001"
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True,
+                                        timeout=30).returncode != 0:
+        pytest.skip("docker compose is not installed on this machine")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "TRIAL_DB_PASSWORD": "a", "TRIAL_OWNER_PASSWORD": "b",
+           "TRIAL_SERVICE_PASSWORD": "c"}
+    done = subprocess.run([docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "-q"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -140,7 +140,8 @@ def echo(environ: dict[str, Any], start_response: Any) -> Any:
     """What the upstream received; an event stream that waits between its two events."""
     path = environ["PATH_INFO"]
     if path == "/api/alerts/stream":
-        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        start_response("200 OK", [("Content-Type", "text/event-stream"),
+                                  ("X-Seen-Forwarded-For", environ.get("HTTP_X_FORWARDED_FOR", ""))])
 
         def events() -> Iterator[bytes]:
             yield b"data: first\n\n"
@@ -219,9 +220,10 @@ def test_http_redirects_and_answers_carry_hsts_without_a_version(proxy: Proxy) -
 
 
 def test_the_client_address_replaces_what_the_client_sent(proxy: Proxy) -> None:
-    seen = requests.get(f"{proxy.https}/api/residents", headers={"X-Forwarded-For": "6.6.6.6"}, verify=proxy.ca,
-                        timeout=10).json()
-    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Forwarded-Proto"] == "https"
+    for path, cert in (("/api/residents", None), ("/fhir/Patient", proxy.partner)):
+        seen = requests.get(f"{proxy.https}{path}", headers={"X-Forwarded-For": "6.6.6.6"}, verify=proxy.ca,
+                            cert=cert, timeout=10).json()
+        assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Forwarded-Proto"] == "https", path
 
 
 def test_partner_paths_need_a_verified_client_certificate(proxy: Proxy) -> None:
@@ -239,6 +241,8 @@ def test_the_websocket_upgrade_is_passed(proxy: Proxy) -> None:
     seen = requests.get(f"{proxy.https}/ws/subscriptions", verify=proxy.ca, cert=proxy.partner, timeout=10,
                         headers={"Upgrade": "websocket", "Connection": "Upgrade"}).json()
     assert seen["Upgrade"] == "websocket" and seen["Connection"] == "upgrade"
+    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Forwarded-Proto"] == "https"  # not lost on this path
+    assert seen["Host"] and not seen["Host"].startswith("127.0.0.1:")
     plain = requests.get(f"{proxy.https}/api/residents", verify=proxy.ca, timeout=10,
                          headers={"Upgrade": "websocket", "Connection": "Upgrade"}).json()
     assert plain["Upgrade"] is None  # elsewhere, no upgrade reaches the service
@@ -252,6 +256,7 @@ def test_the_alert_stream_is_not_buffered(proxy: Proxy) -> None:
         waited = time.monotonic() - started
         rest = b"".join(chunks)
     assert first == b"data: first\n\n" and waited < 1.2, (first, waited)
+    assert stream.headers["X-Seen-Forwarded-For"] == "127.0.0.1"
     assert rest == b"data: second\n\n"
 
 

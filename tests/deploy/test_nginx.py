@@ -14,12 +14,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from flask import Flask
+from simple_websocket import Client
 
+from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
 from dui.settings import Limits
+from tests.authkit import client_jwks, token_form, write_json
+from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
+from tests.helpers import FhirClient
+from tests.server.conftest import SERVER_LOGS
 from tests.webserver import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "dui.conf"
+PARC = ESTABLISHMENTS[1]["finess"]
+SCOPES = "system/Subscription.cruds system/Observation.rs"
 
 
 def nginx_binary() -> str:
@@ -155,35 +167,42 @@ def echo(environ: dict[str, Any], start_response: Any) -> Any:
     return [json.dumps(seen).encode()]
 
 
+@contextlib.contextmanager
+def running_nginx(work: Path, upstream: int, https: int | None = None) -> Iterator[Proxy]:
+    """nginx with the shipped site (this test's certificates, ports and upstream) until the block ends."""
+    nginx = nginx_binary()
+    make_pki(work / "tls")
+    https, http = https or _free_port(), _free_port()
+    main = write_config(work, upstream, https, http)
+    output = open(work / "nginx.out", "wb")  # noqa: SIM115 (closed in finally)
+    process = subprocess.Popen([nginx, "-p", str(work), "-c", str(main), "-g", "daemon off;"],
+                               stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", https), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start: {(work / 'nginx.out').read_text()}\n"
+                            f"{(work / 'error.log').read_text()}")
+            time.sleep(0.1)
+        yield Proxy(f"https://127.0.0.1:{https}", f"http://127.0.0.1:{http}", work / "tls")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output.close()
+
+
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    nginx = nginx_binary()
-    work = tmp_path_factory.mktemp("nginx")
-    make_pki(work / "tls")
-    https, http = _free_port(), _free_port()
-    with serving(echo) as upstream:
-        main = write_config(work, int(upstream.rsplit(":", 1)[1]), https, http)
-        output = open(work / "nginx.out", "wb")  # noqa: SIM115 (closed in finally)
-        process = subprocess.Popen([nginx, "-p", str(work), "-c", str(main), "-g", "daemon off;"],
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", https), timeout=1):
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not start: {(work / 'nginx.out').read_text()}\n"
-                                f"{(work / 'error.log').read_text()}")
-                time.sleep(0.1)
-            yield Proxy(f"https://127.0.0.1:{https}", f"http://127.0.0.1:{http}", work / "tls")
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            output.close()
+    nginx_binary()
+    with serving(echo) as upstream, running_nginx(tmp_path_factory.mktemp("nginx"),
+                                                  int(upstream.rsplit(":", 1)[1])) as running:
+        yield running
 
 
 def _handshake(proxy: Proxy, maximum: ssl.TLSVersion) -> str | None:
@@ -279,3 +298,87 @@ def test_bodies_above_the_services_limit_are_refused(proxy: Proxy) -> None:
             assert connection.getresponse().status == status, size
         finally:
             connection.close()
+
+
+def test_a_partner_binds_a_subscription_websocket_through_nginx(database_url: str, app: Flask, tmp_path: Path) -> None:
+    """End to end: nginx with the shipped site in front of a real `dui serve`; the partner's system, with its client
+    certificate, gets a token, creates a websocket Subscription and binds it over wss:// (a real upgrade, 101)."""
+    nginx_binary()
+    empty_database(app)
+    local = FhirClient(app.test_client())
+    for bundle in (setup_bundle(), resident_bundle(1, date(2026, 11, 30))):
+        assert local.post("", bundle).status_code == 200
+    jwks = write_json(tmp_path / "client.jwks.json", client_jwks())
+    created = app.test_cli_runner().invoke(args=["clients", "create", "Appel malade", "--scope", SCOPES,
+                                                 "--jwks-file", str(jwks), "--establishment", PARC])
+    assert created.exit_code == 0, created.output
+    port = _free_port()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    nginx_https = _free_port()
+    # the public address is nginx's: the token audience, the websocket's URL in the CapabilityStatement
+    env = {"DUI_DATABASE_URL": database_url, "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+           "DUI_TRUSTED_PROXIES": "127.0.0.1", "DUI_BASE_URL": f"https://127.0.0.1:{nginx_https}",
+           "DUI_INSI_SIMULATOR_DIR": str(tmp_path / "insi")}
+    with running_dui(env, tmp_path, port), running_nginx(work, port, https=nginx_https) as proxy:
+        base = proxy.https
+        answer = requests.post(f"{base}/auth/token", verify=proxy.ca, timeout=30,
+                               data=token_form(created.stdout.strip(), f"{base}/auth/token", scope=SCOPES))
+        assert answer.status_code == 200, answer.text
+        auth = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        assert requests.get(f"{base}/fhir/metadata", verify=proxy.ca, timeout=30).status_code == 403  # no cert
+        made = requests.post(f"{base}/fhir/Subscription", verify=proxy.ca, cert=proxy.partner, timeout=30,
+                             headers={**auth, "Content-Type": "application/fhir+json"},
+                             json={"resourceType": "Subscription", "status": "requested", "reason": "Appel malade",
+                                   "criteria": "Observation?code=http://snomed.info/sct|1912002",
+                                   "channel": {"type": "websocket"}})
+        assert made.status_code == 201, made.text
+        sub = made.json()["id"]
+        statement = requests.get(f"{base}/fhir/metadata", verify=proxy.ca, cert=proxy.partner, timeout=30).json()
+        where = next(e["valueUri"] for e in statement["rest"][0]["extension"] if e["url"].endswith("-websocket"))
+        assert where == f"wss://127.0.0.1:{nginx_https}/ws/subscriptions"
+        # (without a certificate nginx answers 403 there: test_partner_paths_need_a_verified_client_certificate)
+        context = ssl.create_default_context(cafile=proxy.ca)
+        context.load_cert_chain(*proxy.partner)
+        ws = Client.connect(where, headers=auth, ssl_context=context)
+        try:
+            ws.send(f"bind {sub}")
+            assert ws.receive(timeout=10) == f"bound {sub}"
+        finally:
+            ws.close()
+        deadline = time.monotonic() + 10  # nginx logs the websocket once it is closed
+        while '"GET /ws/subscriptions HTTP/1.1" 101' not in (work / "dui.access.log").read_text():
+            assert time.monotonic() < deadline, (work / "dui.access.log").read_text()
+            time.sleep(0.1)
+        logged = next(line for line in (work / "dui.access.log").read_text().splitlines() if " 101 " in line)
+        assert '"SUCCESS"' in logged and "pital partenaire,O=Test" in logged  # the partner's verified subject
+
+
+@contextlib.contextmanager
+def running_dui(env: dict[str, str], log_dir: Path, port: int) -> Iterator[None]:
+    """`dui serve` on 127.0.0.1:``port`` with ``env`` (its log goes to the session's log scan)."""
+    log_path = log_dir / "serve.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
+    process = subprocess.Popen([str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port),
+                                "--workers", "1", "--threads", "8"], cwd=ROOT,
+                               env={**{k: v for k, v in os.environ.items() if not k.startswith("DUI_")}, **env},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+        SERVER_LOGS.append(log_path)

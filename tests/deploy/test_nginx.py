@@ -252,7 +252,8 @@ def test_partner_paths_need_a_verified_client_certificate(proxy: Proxy) -> None:
         assert with_cert.status_code == 200 and with_cert.json()["path"] == path.split("?")[0], path
         stranger = requests.get(f"{proxy.https}{path}", verify=proxy.ca, cert=proxy.stranger, timeout=10)
         assert stranger.status_code == 400, path  # a certificate the IGC-Santé bundle does not sign
-    for path in ("/api/residents", "/auth/token", "/.well-known/smart-configuration", "/healthz"):  # staff: tokens
+    for path in ("/api/residents", "/auth/token", "/.well-known/smart-configuration", "/healthz",  # staff: tokens
+                 "/metrics"):  # the monitoring system's address (here, this host's) and its token
         assert requests.get(f"{proxy.https}{path}", verify=proxy.ca, timeout=10).status_code == 200, path
 
 

@@ -52,6 +52,13 @@ def test_the_units_are_hardened(name: str) -> None:
         assert unit.get(key) == [value], f"{name}: {key}={unit.get(key)}, expected {value!r}"
 
 
+def test_the_metrics_folder_of_the_example_exists_for_the_web() -> None:
+    example = (ROOT / "deploy" / "dui.env.example").read_text()
+    assert "DUI_METRICS_DIR=/run/dui" in example
+    assert directives("dui-web.service")["RuntimeDirectory"] == ["dui"]  # /run/dui, writable under ProtectSystem
+    assert "RuntimeDirectory" not in directives("dui-worker.service")  # one owner: stopping it removes the folder
+
+
 def test_the_web_stops_after_gunicorns_graceful_timeout() -> None:
     graceful = int(re.search(r'"graceful_timeout": (\d+)', (ROOT / "dui/cli/serve.py").read_text()).group(1))  # type: ignore[union-attr]
     assert graceful == 30

@@ -173,8 +173,12 @@ def seal(session: Session, key: AuditKey) -> int:
     if is_postgresql(session):
         horizon = session.execute(select(literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
                                                         BigInteger))).scalar_one()
-        # No xid: recorded before revision 0011 by other means than the service; long settled.
-        stmt = stmt.where(or_(audit_event.c.xid < horizon, audit_event.c.xid.is_(None)))
+        # No xid: recorded before revision 0011 by other means than the service; long settled. An xid this server
+        # has not given yet (at or past the statement's own snapshot's xmax) comes from another server's counter: a
+        # dump restored here. It was committed there, and nothing running here can come before it.
+        restored = audit_event.c.xid >= literal_column("pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                                                       BigInteger)
+        stmt = stmt.where(or_(audit_event.c.xid < horizon, audit_event.c.xid.is_(None), restored))
     rows = session.execute(stmt.limit(SEAL_BATCH)).mappings().all()
     patients = _patients(session, [r["seq"] for r in rows])
     changes = []

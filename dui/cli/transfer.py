@@ -17,6 +17,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from dui.auth.actor import CLI
+from dui.bulk import export as bulk_export
+from dui.bulk import request
+from dui.bulk.files import PlainFolder
 from dui.cli.auditing import record_command
 from dui.errors import DuiError
 from dui.fhir import jsontext
@@ -48,21 +51,35 @@ def _one_line(svc: Services, patients: tuple[str, ...] = ()) -> Iterator[None]:
 
 @click.command("export")
 @click.option("--tddui", is_flag=True, help="A TDDUI 2.2.0 transfer Bundle (tddui-bundle, flux 1).")
+@click.option("--ndjson", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="FHIR Bulk Data NDJSON files (Type.ndjson, Type.2.ndjson...) in this new folder, as $export writes "
+                   "them (docs/bulk-export.md).")
+@click.option("--type", "types", metavar="T,...", help="With --ndjson: only these resource types.")
+@click.option("--since", metavar="INSTANT", help="With --ndjson: only what changed since this instant.")
 @click.option("--resident", "residents", multiple=True, metavar="ID", help="A resident's Patient id (repeatable).")
 @click.option("--establishment", metavar="FINESS", help="Every resident the establishment's Organization manages.")
 @click.option("--all", "everyone", is_flag=True, help="Every resident.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the Bundle to this file (default: standard output).")
 @with_appcontext
-def export_command(tddui: bool, residents: tuple[str, ...], establishment: str | None, everyone: bool,
-                   output: Path | None) -> None:
-    """Export residents' records: with --tddui, one TDDUI transaction Bundle for another DUI.
+def export_command(tddui: bool, ndjson: Path | None, types: str | None, since: str | None, residents: tuple[str, ...],
+                   establishment: str | None, everyone: bool, output: Path | None) -> None:
+    """Export records: with --tddui, one TDDUI transaction Bundle for another DUI; with --ndjson, NDJSON files.
 
-    The INS of an identity that is not qualified is left out (the sharing gate). Progress goes to standard
-    error; the Bundle to standard output or --output.
+    --tddui: the INS of an identity that is not qualified is left out (the sharing gate); the Bundle goes to
+    standard output or --output. --ndjson: every stored resource (or --type's), as a system-level $export writes
+    them, in clear in the new folder DIR (mode 0700): keep it safe. Progress goes to standard error.
     """
-    if not tddui:
-        raise click.ClickException("only the TDDUI export exists yet: add --tddui (the NDJSON export comes later)")
+    if tddui == (ndjson is not None):
+        raise click.UsageError("say which export: --tddui or --ndjson DIR")
+    if ndjson is not None:
+        if residents or establishment or everyone or output:
+            raise click.UsageError("--ndjson exports every resident's record: --resident, --establishment, --all "
+                                   "and --output are for --tddui")
+        _export_ndjson(_services(), ndjson, types, since)
+        return
+    if types or since:
+        raise click.UsageError("--type and --since are for --ndjson")
     if sum((bool(residents), establishment is not None, everyone)) != 1:
         raise click.UsageError("say whose records: --resident ID (repeatable), --establishment FINESS or --all")
     svc = _services()
@@ -90,6 +107,33 @@ def export_command(tddui: bool, residents: tuple[str, ...], establishment: str |
     if problems:
         click.echo(f"warning: {len(problems)} error(s) against {profiles.BUNDLE.url}: a consumer that validates "
                    "(this one does) will refuse the transfer until the records are completed", err=True)
+
+
+def _export_ndjson(svc: Services, folder: Path, types: str | None, since: str | None) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        raise click.ClickException(f"{folder} is not empty: name a new folder")
+    pairs = [("_type", types)] if types else []
+    pairs += [("_since", since)] if since else []
+    written = None
+    with _one_line(svc), svc.unit_of_work(write=False) as session:
+        ctx = svc.fhir_context(session, CLI)
+        asked = request.parse(ctx, "system", None, pairs)
+        shown: list[str] = []
+
+        def progress(done: int, total: int, rtype: str, count: int) -> bool:
+            if not shown or shown[-1] != rtype:
+                shown.append(rtype)
+                click.echo(f"[{done + 1}/{total}] {rtype}", err=True)
+            return True
+
+        written = bulk_export.export(session, ctx, asked, PlainFolder(folder), svc.settings.export, svc.residents,
+                                     progress)
+    patients = tuple(sorted(written.patients))
+    record_command(svc, patients=patients, count=written.resources)
+    for info in written.files:
+        click.echo(f"  {info.name}: {info.count} resource(s), {info.bytes} bytes", err=True)
+    click.echo(f"NDJSON export: {written.resources} resource(s) in {len(written.files)} file(s) written to {folder}, "
+               f"{len(patients)} resident(s)")
 
 
 @click.command("import")

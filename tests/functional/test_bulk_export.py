@@ -26,12 +26,15 @@ from dui.bulk import jobs
 from dui.bulk.tables import bulk_export
 from dui.cli.worker import run_outbox
 from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
+from tests import testscripts
+from tests.conftest import conformance_dir
 from tests.functional.test_subscriptions import api_client
 from tests.helpers import FhirClient
 
 TILLEULS, PARC = ESTABLISHMENTS[0]["finess"], ESTABLISHMENTS[1]["finess"]
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 READ_ALL = "system/*.rs"
+BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
 
 
 @pytest.fixture
@@ -279,6 +282,17 @@ def test_expired_files_are_gone(app: Flask, demo: FhirClient, exports: Path) -> 
         assert jobs.remove_expired(session, svc.settings.export.directory, svc.clock()) == 1
     assert web.get(url).status_code == 404
     assert not (exports / export_id).exists()
+    # `dui purge expired` removes them too, files included
+    url = export(app, web, "$export", _type="Patient")["output"][0]["url"]
+    export_id = url.split("/")[-2]
+    assert (exports / export_id).exists()
+    with svc.unit_of_work(write=True) as session:
+        session.execute(bulk_export.update().values(expires_at=svc.clock() - timedelta(seconds=1)))
+    dry = app.test_cli_runner().invoke(args=["purge", "expired"])
+    assert "bulk_export 1" in dry.output and (exports / export_id).exists()
+    done = app.test_cli_runner().invoke(args=["purge", "expired", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert not (exports / export_id).exists() and web.get(url).status_code == 404
 
 
 def test_memory_stays_flat(app: Flask, client: FhirClient, exports: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,9 +331,8 @@ def test_memory_stays_flat(app: Flask, client: FhirClient, exports: Path, monkey
 
 def test_the_cli_writes_the_same_files(app: Flask, demo: FhirClient, tmp_path: Path) -> None:
     out = tmp_path / "ndjson"
-    result = app.test_cli_runner(mix_stderr=False).invoke(args=["export", "--ndjson", str(out), "--type",
-                                                                "Patient,Observation"])
-    assert result.exit_code == 0, result.output + result.stderr
+    result = app.test_cli_runner().invoke(args=["export", "--ndjson", str(out), "--type", "Patient,Observation"])
+    assert result.exit_code == 0, result.output
     files = sorted(p.name for p in out.iterdir())
     assert "Patient.ndjson" in files and "Observation.ndjson" in files
     patients = [json.loads(line) for line in (out / "Patient.ndjson").read_bytes().splitlines()]
@@ -330,3 +343,38 @@ def test_the_cli_writes_the_same_files(app: Flask, demo: FhirClient, tmp_path: P
 
 def iter_lines(body: bytes) -> Iterator[bytes]:
     yield from body.splitlines()
+
+
+def test_the_capability_statement_lists_the_exports(app: Flask, client: FhirClient) -> None:
+    rest = client.get("metadata").get_json()["rest"][0]
+    assert {"name": "export", "definition": f"{BULK}/export"} in rest["operation"]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": f"{BULK}/patient-export"} in by_type["Patient"]
+    assert {"name": "export", "definition": f"{BULK}/group-export"} in by_type["Group"]
+    assert not any("export-status" in json.dumps(ops) or "export-file" in json.dumps(ops)
+                   for ops in [rest["operation"], *by_type.values()])
+
+
+TESTSCRIPTS = ("testscripts", "mock-health", "testscripts", "bulk-data-v2")
+
+
+@pytest.mark.parametrize("level", ["MUST", "SHOULD", "MAY"])
+def test_the_mock_health_bulk_data_testscripts(app: Flask, demo: FhirClient, level: str) -> None:
+    folder = conformance_dir(*TESTSCRIPTS, level)
+    scripts = sorted(folder.glob("*.json"))
+    assert scripts, f"no TestScript in {folder}"
+    for path in scripts:
+        result = testscripts.run(app.test_client(), json.loads(path.read_text()))
+        assert not result.failures, f"{path.name}: {result.failures}"
+        assert result.passed, f"{path.name}: no assert evaluated"
+
+
+def test_the_testscript_evaluator_fails_what_it_cannot_evaluate(app: Flask, client: FhirClient) -> None:
+    operation = {"type": {"code": "capabilities"}}
+    script = {"name": "odd", "test": [{"id": "t", "action": [
+        {"operation": operation}, {"assert": {"label": "ok", "response": "okay"}},
+        {"assert": {"label": "odd", "minimumId": "x"}},
+        {"assert": {"label": "wrong", "responseCode": "201"}}]}]}
+    result = testscripts.run(app.test_client(), script)
+    assert result.passed == ["ok"]
+    assert len(result.failures) == 2 and "cannot evaluate minimumId" in result.failures[0]

@@ -1,9 +1,11 @@
 """The export job run by ``dui worker`` (outbox kind ``bulk.export``), never in the request that asked for it.
 
 The export runs as its requester (``dui.bulk.jobs.requester``), through the same scoped repository as a request of
-theirs, over the store as it stands when the job starts (``transactionTime``; on PostgreSQL one snapshot for the whole
-export). Its progress is recorded after each page in a short transaction of its own, where a cancellation (``DELETE``
-on the status) or another worker taking the job over is seen: the export then stops and its files go. When it
+theirs, over the store as it stands while the job runs (``transactionTime`` is when it started: a resource changed
+during the export may be in it with a later ``lastUpdated``, as the specification allows). Its progress is recorded after each page in a short transaction of its own, which also extends the outbox
+job's lease (no other worker takes a long export over while this one writes), and where a cancellation (``DELETE`` on
+the status) is seen: the export then stops and its files go. Should a worker die, the outbox gives the job to another
+once the lease expires, and the export starts again under a new attempt number, the dead one's files removed. When it
 completes, one audit entry names every resident whose data it wrote.
 """
 
@@ -22,6 +24,7 @@ from dui.bulk import jobs
 from dui.bulk.files import SealedFolder
 from dui.bulk.writer import Stopped
 from dui.errors import DuiError
+from dui.outbox import queue
 from dui.outbox.queue import Job
 from dui.outbox.runner import Outcome, delivered, permanent
 
@@ -41,7 +44,7 @@ def run_export(session: Session, job: Job, *, svc: Services) -> Outcome:
             return delivered("nothing to run (cancelled, finished or removed)")
         actor = jobs.requester(units, export)
         key = svc.keyring.write_key(units)
-    jobs.remove_files(conf.directory, export.id)  # what an earlier attempt left
+    jobs.remove_files(conf.directory, export.id)  # what an earlier attempt left (its worker died)
     if actor is None:
         with svc.unit_of_work(write=True) as units:
             jobs.fail(units, export, "the requester may no longer export (disabled, or registered elsewhere)",
@@ -51,6 +54,8 @@ def run_export(session: Session, job: Job, *, svc: Services) -> Outcome:
 
     def progress(done: int, total: int, rtype: str, count: int) -> bool:
         with svc.unit_of_work(write=True) as units:
+            # the outbox lease follows the work: no other worker starts the export again while this one writes
+            queue.renew(units, job, svc.clock() + timedelta(seconds=svc.settings.outbox.lease))
             return jobs.report(units, export, f"{done} of {total} types done, {count} resources written, "
                                               f"now {rtype}")
 

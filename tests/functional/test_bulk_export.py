@@ -244,6 +244,13 @@ def test_a_group_export_holds_its_members_records(app: Flask, demo: FhirClient) 
         for resource in resources:
             assert "demo-resident-001" not in json.dumps(resource)
     assert found["Observation"]
+    # the Group deleted before the worker runs: the export fails, its status says so (500, OperationOutcome)
+    location = kick(web, f"Group/{group['id']}/$export").headers["Content-Location"]
+    assert demo.delete(f"Group/{group['id']}").status_code in (200, 204)
+    run_outbox(app.extensions["dui"])
+    failed = web.get(location)
+    assert failed.status_code == 500 and failed.get_json()["resourceType"] == "OperationOutcome"
+    assert "does not exist" in failed.get_json()["issue"][0]["diagnostics"]
 
 
 def test_documents_are_exported_with_their_binaries(app: Flask, demo: FhirClient) -> None:
@@ -378,3 +385,28 @@ def test_the_testscript_evaluator_fails_what_it_cannot_evaluate(app: Flask, clie
     result = testscripts.run(app.test_client(), script)
     assert result.passed == ["ok"]
     assert len(result.failures) == 2 and "cannot evaluate minimumId" in result.failures[0]
+
+
+def test_a_posted_kickoff_reads_its_parameters(app: Flask, demo: FhirClient) -> None:
+    web = app.test_client()
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "_type", "valueString": "Patient"}, {"name": "_outputFormat", "valueString": "ndjson"}]}
+    answer = web.post("/fhir/Patient/$export", json=body,
+                      headers={**ASYNC, "Content-Type": "application/fhir+json"})
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    found = download(web, run_and_manifest(app, web, answer.headers["Content-Location"]))
+    assert set(found) == {"Patient"}
+    wrong = {"resourceType": "Parameters", "parameter": [{"name": "patient", "valueString": "Patient/x"}]}
+    refused = web.post("/fhir/Patient/$export", json=wrong, headers={**ASYNC, "Content-Type": "application/fhir+json"})
+    assert refused.status_code == 400
+
+
+def test_an_export_of_a_client_disabled_meanwhile_fails(app: Flask, demo: FhirClient, tmp_path: Path) -> None:
+    web = app.test_client()
+    client_id, headers = api_client(app, tmp_path, TILLEULS, READ_ALL)
+    location = kick(web, "Patient/$export", headers).headers["Content-Location"]
+    assert app.test_cli_runner().invoke(args=["clients", "disable", client_id]).exit_code == 0
+    run_outbox(app.extensions["dui"])
+    with app.extensions["dui"].unit_of_work(write=False) as session:
+        export = jobs.load(session, location.rsplit("/", 1)[1])
+    assert export is not None and export.state == "failed" and export.output == []

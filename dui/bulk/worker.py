@@ -2,11 +2,12 @@
 
 The export runs as its requester (``dui.bulk.jobs.requester``), through the same scoped repository as a request of
 theirs, over the store as it stands while the job runs (``transactionTime`` is when it started: a resource changed
-during the export may be in it with a later ``lastUpdated``, as the specification allows). Its progress is recorded after each page in a short transaction of its own, which also extends the outbox
-job's lease (no other worker takes a long export over while this one writes), and where a cancellation (``DELETE`` on
-the status) is seen: the export then stops and its files go. Should a worker die, the outbox gives the job to another
-once the lease expires, and the export starts again under a new attempt number, the dead one's files removed. When it
-completes, one audit entry names every resident whose data it wrote.
+during the export may be in it with a later ``lastUpdated``, as the specification allows). Its progress is recorded
+after each page in a short transaction of its own, which also extends the outbox job's lease (no other worker takes
+a long export over while this one writes), and where a cancellation (``DELETE`` on the status) is seen: the export
+then stops and its files go. Should a worker die, the outbox gives the job to another once the lease expires, and the
+export starts again under a new attempt number, the dead one's files removed. When it completes, one audit entry
+names every resident whose data it wrote.
 """
 
 from __future__ import annotations

@@ -67,7 +67,14 @@ class Export:
 
 
 def folder(directory: str, export_id: str) -> Path:
+    """The export's folder (0700), which holds one folder per attempt."""
     return Path(directory) / export_id
+
+
+def attempt_folder(directory: str, export: Export) -> Path:
+    """Where an attempt writes its files: a worker that lost the export (taken over after its lease expired) removes
+    its own files only, never those of the attempt that replaced it."""
+    return folder(directory, export.id) / f"attempt-{export.attempt}"
 
 
 def create(session: Session, actor: Actor, url: str, params: ExportRequest, now: datetime) -> Export:

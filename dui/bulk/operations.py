@@ -159,7 +159,7 @@ def download(ctx: FhirContext, req: FhirRequest, export_id: str, name: str) -> F
     if export.expired(ctx.clock()):
         raise Gone(f"Export {export.id} has expired: its files were removed; ask again")
     info = next((f for f in export.output if f["name"] == name), None)
-    path = jobs.folder(ctx.settings.export.directory, export.id) / name
+    path = jobs.attempt_folder(ctx.settings.export.directory, export) / name
     if info is None or export.data_key is None:
         raise NotFound(f"Export {export.id} has no file {name[:80]}")
     if not path.is_file():

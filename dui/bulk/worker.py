@@ -13,6 +13,7 @@ names every resident whose data it wrote.
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from dui.audit import trail
 from dui.audit.trail import AuditEntry
 from dui.bulk import export as bulk_export
 from dui.bulk import jobs
-from dui.bulk.files import SealedFolder
+from dui.bulk.files import SealedFolder, private_folder
 from dui.bulk.writer import Stopped
 from dui.errors import DuiError
 from dui.outbox import queue
@@ -61,19 +62,20 @@ def run_export(session: Session, job: Job, *, svc: Services) -> Outcome:
                                               f"now {rtype}")
 
     try:
-        sink = SealedFolder(jobs.folder(conf.directory, export.id), export.id, key)
+        private_folder(jobs.folder(conf.directory, export.id))
+        sink = SealedFolder(jobs.attempt_folder(conf.directory, export), export.id, key)
         written = bulk_export.export(session, ctx, export.params, sink, conf, svc.residents, progress)
     except Stopped:
-        jobs.remove_files(conf.directory, export.id)
+        shutil.rmtree(jobs.attempt_folder(conf.directory, export), ignore_errors=True)
         return delivered("stopped: cancelled or taken over")
     except DuiError as exc:  # the Group is gone, a search the requester may no longer run...
-        jobs.remove_files(conf.directory, export.id)
+        shutil.rmtree(jobs.attempt_folder(conf.directory, export), ignore_errors=True)
         with svc.unit_of_work(write=True) as units:
             jobs.fail(units, export, exc.message, svc.clock(), retention)
         return delivered("failed")
-    except Exception as exc:  # its message could quote data: only its class is kept
-        logger.exception("bulk export failed", extra={"export": export.id})
-        jobs.remove_files(conf.directory, export.id)
+    except Exception as exc:  # its message could quote data: only its class is kept, in the log too
+        logger.warning("bulk export failed", extra={"export": export.id, "error": type(exc).__name__})
+        shutil.rmtree(jobs.attempt_folder(conf.directory, export), ignore_errors=True)
         with svc.unit_of_work(write=True) as units:
             jobs.fail(units, export, f"the export failed ({type(exc).__name__})", svc.clock(), retention)
         return permanent(f"{type(exc).__name__} during the export")
@@ -86,6 +88,6 @@ def run_export(session: Session, job: Job, *, svc: Services) -> Outcome:
                 detail=f"{written.resources} resources in {len(written.files)} files",
                 count=written.resources, patients=tuple(sorted(written.patients))), now)
     if not completed:
-        jobs.remove_files(conf.directory, export.id)
+        shutil.rmtree(jobs.attempt_folder(conf.directory, export), ignore_errors=True)
         return delivered("stopped: cancelled or taken over")
     return delivered(f"{written.resources} resources in {len(written.files)} files")

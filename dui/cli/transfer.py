@@ -18,7 +18,7 @@ from flask.cli import with_appcontext
 
 from dui.auth.actor import CLI
 from dui.bulk import export as bulk_export
-from dui.bulk import request
+from dui.bulk import importer, request
 from dui.bulk.files import PlainFolder
 from dui.cli.auditing import record_command
 from dui.errors import DuiError
@@ -137,19 +137,46 @@ def _export_ndjson(svc: Services, folder: Path, types: str | None, since: str | 
 
 
 @click.command("import")
-@click.option("--tddui", "file", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--tddui", "file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="A TDDUI transfer Bundle (tddui-bundle) to create in this store.")
+@click.option("--ndjson", "folder", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="DIR",
+              help="The NDJSON files of a bulk export (*.ndjson): each resource put at its id.")
 @with_appcontext
-def import_command(file: Path) -> None:
-    """Import a TDDUI transfer Bundle: every resource created, all or nothing, under the same rules as a
-    POST at the FHIR base."""
+def import_command(file: Path | None, folder: Path | None) -> None:
+    """Import a TDDUI transfer Bundle (all or nothing, as a POST at the FHIR base), or NDJSON files (each resource
+    PUT at its id: idempotent).
+
+    --ndjson DIR: the files of `dui export --ndjson` or of a $export, directory data first, committed in batches;
+    an error stops the import naming the file and line, and running it again finishes it."""
+    if (file is None) == (folder is None):
+        raise click.UsageError("say what to import: --tddui FILE or --ndjson DIR")
     svc = _services()
+    if folder is not None:
+        _import_ndjson(svc, folder)
+        return
+    assert file is not None
     with _one_line(svc):
         body = file.read_bytes()
         click.echo(f"Importing {file} ({len(body)} bytes)", err=True)
         with svc.unit_of_work(write=True) as session:
             done = consumer.import_transfer(svc.fhir_context(session, CLI), body)
     total = sum(done.created.values())
-    record_command(svc, patients=done.residents, count=total)
+    record_command(svc, patients=done.residents, count=total)  # TDDUI
     summary = ", ".join(f"{n} {rtype}" for rtype, n in sorted(done.created.items()))
     click.echo(f"TDDUI import: {total} resource(s) created ({summary})")
+
+
+def _import_ndjson(svc: Services, folder: Path) -> None:
+    shown: list[str] = []
+
+    def progress(name: str, total: int) -> None:
+        if not shown or shown[-1] != name:
+            shown.append(name)
+            click.echo(f"Importing {name}", err=True)
+
+    with _one_line(svc):
+        done = importer.import_folder(folder, svc.unit_of_work, lambda session: svc.fhir_context(session, CLI),
+                                      svc.residents, progress)
+    record_command(svc, patients=tuple(sorted(done.patients)), count=done.total)
+    summary = ", ".join(f"{n} {rtype}" for rtype, n in sorted(done.counts.items()))
+    click.echo(f"NDJSON import: {done.total} resource(s) put ({summary})")

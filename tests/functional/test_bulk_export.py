@@ -27,7 +27,7 @@ from dui.bulk.tables import bulk_export
 from dui.cli.worker import run_outbox
 from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
 from tests import testscripts
-from tests.conftest import conformance_dir
+from tests.conftest import conformance_dir, empty_database
 from tests.functional.test_subscriptions import api_client
 from tests.helpers import FhirClient
 
@@ -410,3 +410,23 @@ def test_an_export_of_a_client_disabled_meanwhile_fails(app: Flask, demo: FhirCl
     with app.extensions["dui"].unit_of_work(write=False) as session:
         export = jobs.load(session, location.rsplit("/", 1)[1])
     assert export is not None and export.state == "failed" and export.output == []
+
+
+def test_the_cli_imports_what_it_exported(app: Flask, demo: FhirClient, tmp_path: Path) -> None:
+    out = tmp_path / "ndjson"
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["export", "--ndjson", str(out)]).exit_code == 0
+    before = {rtype: demo.search(f"{rtype}?_summary=count")["total"] for rtype in ("Patient", "Observation",
+                                                                                  "Organization", "Encounter")}
+    empty_database(app)
+    for attempt in (1, 2):  # idempotent: the second import changes no count
+        result = runner.invoke(args=["import", "--ndjson", str(out)])
+        assert result.exit_code == 0, (attempt, result.output)
+        after = {rtype: demo.search(f"{rtype}?_summary=count")["total"] for rtype in before}
+        assert after == before
+    assert demo.get("Patient/demo-resident-001").status_code == 200
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "Patient.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "x", "gender": "F"}\n')
+    refused = runner.invoke(args=["import", "--ndjson", str(bad)])
+    assert refused.exit_code == 1 and "Patient.ndjson line 1" in refused.output

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from dui.bulk import jobs, request
 from dui.bulk.files import read_sealed
-from dui.errors import Forbidden, Gone, Invalid, Issue, NotFound
+from dui.errors import Forbidden, Gone, Invalid, Issue, MethodNotAllowed, NotFound
 from dui.fhir.interactions.base import (
     FhirContext,
     FhirRequest,
@@ -80,6 +80,8 @@ def group_without_id(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResp
 
 
 def _kickoff(ctx: FhirContext, req: FhirRequest, level: str, group: str | None) -> FhirResponse:
+    if req.method == "HEAD":  # a HEAD starts nothing
+        raise MethodNotAllowed("HEAD does not start an export; allowed: GET, POST", headers={"Allow": "GET, POST"})
     if "respond-async" not in req.prefer:
         raise Invalid("$export runs asynchronously: send Prefer: respond-async", code="required")
     if ctx.actor.kind not in EXPORTERS:

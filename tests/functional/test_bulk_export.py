@@ -216,6 +216,10 @@ def test_a_scoped_client_exports_its_residents_only(app: Flask, demo: FhirClient
                                     .where(audit_event_patient.c.seq == entry.seq)).scalars())
     assert entry.actor_kind == "client" and entry.count == sum(o["count"] for o in manifest["output"])
     assert named == mine
+    # at system level: its residents and the directory data (organizations...), nothing of Le Parc's residents
+    everything = download(web, export(app, web, "$export", tilleuls), tilleuls)
+    assert ids(everything, "Patient") == mine and everything["Organization"]
+    assert all("Patient/demo-resident-001\"" not in json.dumps(r) for rs in everything.values() for r in rs)
 
 
 def test_a_client_exports_only_the_types_it_may_read(app: Flask, demo: FhirClient, tmp_path: Path) -> None:
@@ -225,6 +229,9 @@ def test_a_client_exports_only_the_types_it_may_read(app: Flask, demo: FhirClien
     assert set(found) == {"Patient"} and ids(found, "Patient") == {"demo-resident-001", "demo-resident-003",
                                                                     "demo-resident-005"}
     assert kick(web, "Patient/$export", headers, _type="Observation").status_code == 403
+    chained = kick(web, "Patient/$export", headers, _typeFilter="Patient?_has:Observation:patient:code=x")
+    assert chained.status_code == 403, chained.get_data(as_text=True)
+    assert app.test_client().head("/fhir/$export", headers=ASYNC).status_code == 405
 
 
 def test_staff_may_not_export(app: Flask, demo: FhirClient) -> None:

@@ -25,6 +25,9 @@ from dui import subscriptions
 from dui.auth.actor import SYSTEM, Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
+from dui.bulk import jobs as bulk_jobs
+from dui.bulk import operations as bulk_operations
+from dui.bulk import worker as bulk_worker
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
 from dui.db import make_engine, make_session_factory, unit_of_work
@@ -112,7 +115,8 @@ class Services:
     residents: Residents = field(init=False)
 
     def __post_init__(self) -> None:
-        self.operations = {**fhir_operations.build(self.insi), **document_operations.build()}
+        self.operations = {**fhir_operations.build(self.insi), **document_operations.build(),
+                           **bulk_operations.build()}
         # What ``dui worker`` delivers after commit (dui.outbox), as the system: the DMP feed through self.dmp(),
         # MSSanté's sends and acknowledgements through self.mail_sender()
         def as_system(session: Session) -> FhirContext:
@@ -125,6 +129,8 @@ class Services:
         # the MDNs answering mail received (dui.messaging.receiving), sent after the poll's commit
         handlers.setdefault(receiving.MDN_KIND, bind(receiving.deliver_mdn, as_system, self.mail_sender))
         # FHIR Subscriptions: which ones a change concerns (searched as each owner client), then the rest-hook calls
+        # FHIR Bulk Data exports, run as their requester (dui.bulk.worker)
+        handlers.setdefault(bulk_jobs.KIND, partial(bulk_worker.run_export, svc=self))
         handlers.setdefault(subscriptions.MATCH_KIND, partial(subscriptions.match, context_of=self.fhir_context))
         handlers.setdefault(subscriptions.NOTIFY_KIND, partial(subscriptions.notify, context_of=self.fhir_context,
                                                                 public_only=self.settings.is_prod))

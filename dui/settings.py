@@ -186,6 +186,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class ExportSettings:
+    """FHIR Bulk Data ``$export`` (docs/bulk-export.md): where the files go, how large one may grow, how long they are
+    kept after the export completes; ``page`` (resources a search page asks for) and ``batch_bytes`` (bodies read
+    from the store at once) bound what the worker holds in memory."""
+
+    directory: str = "var/exports"
+    file_bytes: int = 64 * 1024 * 1024
+    retention_hours: int = 24
+    page: int = 500
+    batch_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class RetentionSettings:
     """How long ``dui purge`` keeps what it may remove, in days (docs/retention.md).
     The audit trail is never purged by it."""
@@ -274,6 +287,7 @@ class Settings:
     mssante: MssanteSettings = field(default_factory=MssanteSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
@@ -414,6 +428,11 @@ class Settings:
                 mssante_days=_int(env, "DUI_RETENTION_MSSANTE_DAYS", defaults.retention.mssante_days, minimum=1),
                 tombstone_days=_int(env, "DUI_RETENTION_TOMBSTONES_DAYS", defaults.retention.tombstone_days,
                                     minimum=1),
+            ),
+            export=ExportSettings(
+                directory=env.get("DUI_EXPORT_DIR") or defaults.export.directory,
+                file_bytes=_int(env, "DUI_EXPORT_FILE_BYTES", defaults.export.file_bytes, minimum=65536),
+                retention_hours=_int(env, "DUI_EXPORT_RETENTION_HOURS", defaults.export.retention_hours, minimum=1),
             ),
             metrics=MetricsSettings(token=env.get("DUI_METRICS_TOKEN") or None,
                                     directory=env.get("DUI_METRICS_DIR") or None),

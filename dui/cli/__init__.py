@@ -36,10 +36,11 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "documents": ("dui.cli.documents", "documents", False,
         "Clinical documents: CDA R2 of the CI-SIS (DLU-EHPAD DLU, FLUDT, FLUDR; XDS-SD N1)."),
     "export": ("dui.cli.transfer", "export_command", True,
-        "Export residents' records: with --tddui, one TDDUI transaction Bundle for another DUI."),
+        "Export records: with --tddui, one TDDUI transaction Bundle for another DUI; with --ndjson, NDJSON "
+        "files."),
     "import": ("dui.cli.transfer", "import_command", True,
-        "Import a TDDUI transfer Bundle: every resource created, all or nothing, under the same rules as a "
-        "POST at the FHIR base."),
+        "Import a TDDUI transfer Bundle (all or nothing, as a POST at the FHIR base), or NDJSON files (each "
+        "resource PUT at its id: idempotent)."),
     "ins": ("dui.cli.identity", "ins", True,
         "The residents' INS: retrieval and verification through INSi, identity-document checks."),
     "insi-simulator": ("dui.cli.identity", "insi_simulator", False,

@@ -38,7 +38,7 @@ WHAT = {
     "outbox": "outbox jobs done or cancelled{dead} before {cutoff}",
     "alerts": "sensor and alert events before {cutoff}",
     "mssante": "MSSanté queue rows decided before {cutoff}",
-    "expired": "expired pings, assertion ids and rate-limit buckets",
+    "expired": "expired pings, assertion ids, rate-limit buckets and bulk exports (with their files)",
     "tombstones": "resources deleted before {cutoff}",
 }
 
@@ -60,9 +60,9 @@ def purge(categories: tuple[str, ...], older_than: int | None, before: datetime 
 
     CATEGORY: outbox (jobs done or cancelled, dead ones with --dead; never due or running ones), alerts (fall-sensor
     and alert events), mssante (decided rows of the reception queue), expired (websocket pings, client assertion
-    ids, rate-limit buckets past their use), tombstones (deleted FHIR resources with every version, only when named:
-    DUI_RETENTION_TOMBSTONES_DAYS, 20 years by default, and kept while a live resource or a live resident's record
-    refers to them). Without CATEGORY: all but tombstones.
+    ids, rate-limit buckets past their use, bulk exports past their expiry with their files), tombstones (deleted
+    FHIR resources with every version, only when named: DUI_RETENTION_TOMBSTONES_DAYS, 20 years by default, and
+    kept while a live resource or a live resident's record refers to them). Without CATEGORY: all but tombstones.
 
     Prints one line per category: how many rows would go (or went) and the oldest. With --yes they go in batches
     of --batch rows, each in its own transaction, with progress: safe to interrupt and run again, while the service
@@ -77,7 +77,8 @@ def purge(categories: tuple[str, ...], older_than: int | None, before: datetime 
     now = svc.clock()
     cutoffs = _cutoffs(svc, now, older_than, before)
     chosen = tuple(dict.fromkeys(categories)) or DEFAULT_CATEGORIES
-    for purger in purgers(chosen, now=now, cutoffs=cutoffs, keyring=svc.keyring, dead=dead, batch=batch):
+    for purger in purgers(chosen, now=now, cutoffs=cutoffs, keyring=svc.keyring, dead=dead, batch=batch,
+                          export_dir=svc.settings.export.directory):
         with svc.unit_of_work(write=False) as session:
             found = purger.survey(session)
         what = WHAT[purger.category].format(cutoff=_moment(cutoffs.get(purger.category)),

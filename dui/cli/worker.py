@@ -1,11 +1,11 @@
 """``dui worker``: the service's background work: rebuilding the DLUs the record left out of date
-(``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``)
-and running the outbox jobs due (``dui.outbox.runner``) with the handlers the app was built with
-(``Services.outbox_handlers``). The inbox is polled before the outbox runs, so that the acknowledgements (MDN) a
-poll queues leave in the same pass. Beside the passes, a fast lane (a thread of its own) runs the FHIR Subscription
-jobs only (``dui.subscriptions``: matching, rest-hook calls, websocket pings) every ``--notify-interval`` seconds and
-escalates the fall alerts every second, so that a notification leaves within about a second and an escalation is on
-time even while a pass rebuilds a batch of DLUs.
+(``dui.documents.freshness``), polling the MSSanté inbox when a mailbox is configured (``dui.messaging.receiving``),
+removing the bulk exports past their expiry (``dui.bulk``), and running the outbox jobs due (``dui.outbox.runner``)
+with the handlers the app was built with (``Services.outbox_handlers``: bulk exports among them). The inbox is polled
+before the outbox runs, so that the acknowledgements (MDN) a poll queues leave in the same pass. Beside the passes, a
+fast lane (a thread of its own) runs the FHIR Subscription jobs only (``dui.subscriptions``: matching, rest-hook
+calls, websocket pings) every ``--notify-interval`` seconds and escalates the fall alerts every second, so that a
+notification leaves within about a second and an escalation is on time even while a pass rebuilds a batch of DLUs.
 
 Each resident's DLU is rebuilt in a transaction of its own, by the system, with an audit entry naming the
 resident; a failure is logged (the resident's id, never health data) and the resident stays due.
@@ -30,6 +30,7 @@ from dui.audit import sealing, trail
 from dui.audit.keys import audit_keys
 from dui.audit.trail import AuditEntry
 from dui.auth.actor import SYSTEM
+from dui.bulk import jobs as bulk_jobs
 from dui.documents import freshness, operations
 from dui.errors import DuiError
 from dui.messaging import receiving
@@ -92,13 +93,13 @@ SQLITE_YIELD = 0.15  # seconds; longer than SQLite's busy handler sleeps between
 def worker(once: bool, interval: float, notify_interval: float, metrics_port: int, metrics_host: str) -> None:
     """Run the background work until stopped (SIGTERM or Ctrl-C).
 
-    Each pass escalates the fall alerts nobody acknowledged within DUI_ALERT_ESCALATION seconds, rebuilds the
-    out-of-date DLUs (after DUI_DLU_QUIET seconds without a change to the resident's
-    record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the MSSanté mailbox when it is
-    configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals the audit trail (as
-    `dui audit seal` does). Beside the passes, a fast lane runs the FHIR Subscription jobs every --notify-interval
-    seconds and escalates alerts every second, whatever a pass is doing. With --metrics-port, its metrics are
-    served on that port."""
+    Each pass escalates the fall alerts nobody acknowledged within DUI_ALERT_ESCALATION seconds, removes the bulk
+    exports past their expiry with their files, rebuilds the out-of-date DLUs (after DUI_DLU_QUIET seconds without
+    a change to the resident's record, at the latest DUI_DLU_MAX_DELAY seconds after the first one), polls the
+    MSSanté mailbox when it is configured, and runs the outbox jobs due (`dui outbox list`); every minute it seals
+    the audit trail (as `dui audit seal` does). Beside the passes, a fast lane runs the FHIR Subscription jobs every
+    --notify-interval seconds and escalates alerts every second, whatever a pass is doing. With --metrics-port, its
+    metrics are served on that port."""
     svc: Services = current_app.extensions["dui"]
     stop = threading.Event()
     if not once:
@@ -218,8 +219,19 @@ def escalate_alerts(svc: Services) -> int | None:
         return None
 
 
+def remove_expired_exports(svc: Services) -> int | None:
+    """Remove the bulk exports past their expiry with their files (``dui.bulk.jobs``); None on failure."""
+    try:
+        with svc.unit_of_work(write=True) as session:
+            return bulk_jobs.remove_expired(session, svc.settings.export.directory, svc.clock())
+    except Exception:
+        logger.exception("expired exports not removed")
+        return None
+
+
 def _pass(svc: Services) -> dict[str, Any]:
     escalated = escalate_alerts(svc)  # first: an alert must not wait behind a batch of DLU rebuilds
+    remove_expired_exports(svc)
     rebuilt = failed = 0
     while True:  # until nothing is due (a pass takes at most 100 residents at a time)
         done, bad = rebuild_due_dlus(svc)

@@ -31,6 +31,9 @@ IDENTITY_OPERATIONS = frozenset({"$ins-fetch", "$ins-verify", "$identity-check",
                                  "$unmerge"})
 
 DOCUMENT_OPERATIONS = frozenset({"$dlu", "$fludt"})
+# A bulk export's kick-off checks the types its caller may read and who may export at all; its status and files are
+# the requester's own (``dui.bulk.operations``).
+BULK_OPERATIONS = frozenset({"$export", "$export-status", "$export-file"})
 
 
 def authorize(ctx: FhirContext, route: Route) -> None:
@@ -54,6 +57,8 @@ def needs(route: Route) -> list[tuple[str, str]]:
         return []  # each type's plan is authorized as a search (``Route.plans``)
     if interaction == "history-system":
         return []  # the types the actor may search, filtered by the interaction (``history_system``)
+    if interaction == "operation" and route.operation in BULK_OPERATIONS:
+        return []
     assert rtype is not None
     if interaction == "operation":
         if route.operation == "$everything":

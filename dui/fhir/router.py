@@ -67,6 +67,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Patient", "$everything"): Operation("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
                                           "instance", everything.everything),
 }
+# Operations that write whatever their method: a bulk export's kick-off creates its job (``dui.bulk``).
+WRITING_OPERATIONS = frozenset({"$export"})
 
 
 def storable_types() -> list[str]:
@@ -113,6 +115,8 @@ class Route:
     @property
     def writes(self) -> bool:
         """Whether the request may write (a writing unit of work: ``BEGIN IMMEDIATE`` on SQLite)."""
+        if self.interaction == "operation" and self.operation in WRITING_OPERATIONS:
+            return True
         return self.method in ("POST", "PUT", "PATCH", "DELETE") and self.interaction != "search-type"
 
 
@@ -259,10 +263,18 @@ def _operation(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         _allow(method, ("POST",), "/".join(segments))
         rtype = _resource_type(segments[0]) if len(segments) == 2 else None
         return dataclasses.replace(shape, handler=lambda c, r: validate.validate(c, r, rtype))
+    if segments[0] == name:  # $op, $op/{argument}...
+        system = OPERATIONS.get(("", name)) or ctx.operations.get(("", name))
+        if system is not None and system.level == "system" and len(segments) == 1 + system.arguments:
+            _allow(method, system.methods, name)
+            arguments = tuple(check_id(s) for s in segments[1:])
+            return dataclasses.replace(shape, handler=lambda c, r: system.handler(c, r, *arguments))
     if len(segments) in (2, 3) and segments[-1] == name:  # Type/$op or Type/id/$op
         rtype = _resource_type(segments[0])
         found = OPERATIONS.get((rtype, name)) or ctx.operations.get((rtype, name))
         level = "type" if len(segments) == 2 else "instance"
+        if found is not None and found.level != level and found.also is not None:
+            found = found.also
         if found is not None and found.level == level:
             where = f"{rtype}/{name}" if level == "type" else f"{rtype}/{{id}}/{name}"
             _allow(method, found.methods, where)
@@ -306,5 +318,6 @@ def describe(extra: Mapping[tuple[str, str], Operation] | None = None) -> dict[s
         "type": sorted({code for code, _ in TYPE.values()}),
         "history": [INSTANCE_HISTORY[0], TYPE_HISTORY[0], VREAD[0]],
         "system": list(SYSTEM),
-        "operations": {key: value.canonical for key, value in {**OPERATIONS, **(extra or {})}.items()},
+        "operations": {key: value.canonical for key, value in {**OPERATIONS, **(extra or {})}.items()
+                       if value.canonical},
     }

@@ -13,7 +13,8 @@ again, concurrent with a running service):
 - ``mssante``: rows of the MSSanté reconciliation queue decided (assigned or rejected) before the retention. Their
   Task stays in the record; ``mssante_received`` (the "each message once" guard) stays.
 - ``expired``: rows nobody can need whatever the retention: websocket pings older than ``KEEP_SECONDS``, client
-  assertion ids past their expiry, full rate-limit buckets (PostgreSQL).
+  assertion ids past their expiry, full rate-limit buckets (PostgreSQL), and bulk exports past their expiry
+  (``DUI_EXPORT_RETENTION_HOURS`` after they completed or failed, at once when cancelled) with their files.
 - ``tombstones``: deleted FHIR resources (``TombstonePurger``), only when named.
 
 Rows are deleted ``WHERE key IN (SELECT key ... ORDER BY key LIMIT n) AND <the same conditions>``: PostgreSQL checks
@@ -29,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -52,6 +54,8 @@ from sqlalchemy.orm import Session
 
 from dui.auth.tables import used_jti
 from dui.auth.tokens import LEEWAY
+from dui.bulk import jobs as bulk_jobs
+from dui.bulk.tables import bulk_export
 from dui.crypto.keyring import Keyring
 from dui.db import is_postgresql
 from dui.documents.tables import resident_document
@@ -59,6 +63,7 @@ from dui.fhir.bodies import Bodies
 from dui.fhir.tables import INDEX_TABLES, resource, resource_version, search_reference, unique_identifier
 from dui.messaging.tables import mssante_inbox
 from dui.outbox.tables import outbox_job
+from dui.settings import ExportSettings
 from dui.staff.tables import device_event, staff_alert, staff_alert_event
 from dui.subscriptions.tables import subscription_ping
 from dui.subscriptions.websocket import KEEP_SECONDS
@@ -120,6 +125,7 @@ class TableRule:
     keep_newest: bool = False
     epoch: bool = False
     applies: Callable[[Session], bool] = lambda session: True
+    removed: Callable[[list[Any]], None] | None = None  # told the keys of each batch deleted (files to remove)
 
     def condition(self) -> ColumnElement[bool]:
         condition = self.where()
@@ -144,6 +150,10 @@ class TableRule:
         condition = self.condition()
         pick = select(*keys).where(condition).order_by(*keys).limit(limit)
         chosen = keys[0].in_(pick) if len(keys) == 1 else tuple_(*keys).in_(pick)
+        if self.removed is not None:
+            gone = list(session.execute(delete(self.table).where(chosen, condition).returning(*keys)).scalars())
+            self.removed(gone)
+            return len(gone)
         return int(session.execute(delete(self.table).where(chosen, condition)).rowcount)  # type: ignore[attr-defined]
 
 
@@ -202,8 +212,8 @@ def mssante_purger(cutoff: datetime) -> TablesPurger:
         lambda: c.decided_at, keep_newest=True)])
 
 
-def expired_purger(now: datetime) -> TablesPurger:
-    """Rows past their own use, whatever the retention settings."""
+def expired_purger(now: datetime, export_dir: str = ExportSettings.directory) -> TablesPurger:
+    """Rows past their own use, whatever the retention settings; bulk exports with their files (in ``export_dir``)."""
     database_now = extract("epoch", func.clock_timestamp())  # the rate limiter counts by the database's clock
     return TablesPurger("expired", [
         TableRule(subscription_ping, lambda: subscription_ping.c.at < now - timedelta(seconds=KEEP_SECONDS),
@@ -212,7 +222,14 @@ def expired_purger(now: datetime) -> TablesPurger:
                   lambda: used_jti.c.expires_at, epoch=True),
         TableRule(rate_limit, lambda: rate_limit.c.full_at < database_now, lambda: rate_limit.c.full_at,
                   epoch=True, applies=_has_rate_limit_table),
+        TableRule(bulk_export, lambda: bulk_export.c.expires_at <= now, lambda: bulk_export.c.expires_at,
+                  removed=partial(_remove_export_files, export_dir)),
     ])
+
+
+def _remove_export_files(export_dir: str, export_ids: list[Any]) -> None:
+    for export_id in export_ids:
+        bulk_jobs.remove_files(export_dir, str(export_id))
 
 
 def _has_rate_limit_table(session: Session) -> bool:
@@ -390,14 +407,14 @@ def _patient_references(node: Any) -> Iterator[str]:
 
 
 def purgers(categories: Iterable[str], *, now: datetime, cutoffs: dict[str, datetime], keyring: Keyring,
-            dead: bool = False, batch: int = 500) -> list[Purger]:
+            dead: bool = False, batch: int = 500, export_dir: str = ExportSettings.directory) -> list[Purger]:
     """The purgers of ``categories``, in the order of ``CATEGORIES``; ``cutoffs``: the moment before which each
     category's rows may go (``expired`` needs none)."""
     built: dict[str, Callable[[], Purger]] = {
         "outbox": lambda: outbox_purger(cutoffs["outbox"], dead=dead),
         "alerts": lambda: alerts_purger(cutoffs["alerts"]),
         "mssante": lambda: mssante_purger(cutoffs["mssante"]),
-        "expired": lambda: expired_purger(now),
+        "expired": lambda: expired_purger(now, export_dir),
         "tombstones": lambda: TombstonePurger(cutoffs["tombstones"], keyring, batch),
     }
     wanted = set(categories)

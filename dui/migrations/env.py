@@ -7,6 +7,7 @@ from sqlalchemy.engine import Connection
 
 import dui.audit.tables
 import dui.auth.tables
+import dui.bulk.tables
 import dui.crypto.tables
 import dui.documents.tables
 import dui.fhir.tables

@@ -113,6 +113,16 @@ def cancel(session: Session, job_id: int, now: datetime) -> Job:
     return _set(session, job_id, now, state="cancelled", lease_until=None, leased_by=None)
 
 
+def renew(session: Session, job: Job, until: datetime) -> bool:
+    """Extend the lease of a running job its handler is still working on (a long bulk export), so that no other
+    worker takes it over meanwhile; False when the lease was already lost."""
+    c = outbox_job.c
+    done = session.execute(update(outbox_job).where(c.id == job.id, c.state == "running", c.leased_by == job.leased_by,
+                                                    c.attempts == job.attempts)
+                           .values(lease_until=until)).rowcount  # type: ignore[attr-defined]
+    return bool(done)
+
+
 def _locked(session: Session, job_id: int) -> Job:
     stmt = select(outbox_job).where(outbox_job.c.id == job_id)
     if is_postgresql(session):

@@ -6,6 +6,8 @@ the audit trail, whatever the outcome.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import orjson
 from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +38,10 @@ def dispatch(path: str) -> Response:
     routed = router.shape(req)  # what is asked, from the method and path alone: until the full route is known
     actor: Actor = ANONYMOUS
     try:
-        answered_as = _check_format(native=routed.rtype == "Binary" and routed.interaction in ("read", "vread"))
+        # A Binary read answers in the Binary's own type, an export file in NDJSON, whatever Accept asks
+        native = (routed.rtype == "Binary" and routed.interaction in ("read", "vread")) or (
+            routed.interaction == "operation" and routed.operation == "$export-file")
+        answered_as = _check_format(native=native)
         actor = current_actor()
         req = FhirRequest(req.method, req.path, req.query, req.headers, request.get_data(cache=False) or None)
         routed, result = _serve(svc, actor, req, routed)
@@ -136,6 +141,12 @@ def _parameter(media_type: str, name: str) -> str | None:
 
 def _to_flask(result: FhirResponse, answered_as: str = FHIR_JSON) -> Response:
     body = result.body
+    if isinstance(body, Iterator):  # streamed (an export file): never held whole
+        streamed = Response(body if request.method != "HEAD" else iter(()), status=result.status,
+                            content_type=result.content_type or answered_as, direct_passthrough=True)
+        for key, value in result.headers.items():
+            streamed.headers[key] = value
+        return streamed
     if body is None or result.status in (204, 304):
         payload = b""
     elif isinstance(body, bytes):

@@ -52,7 +52,11 @@ def test_compose_runs_postgresql_15_the_web_and_the_worker_in_prod_with_keys_apa
     assert services["keygen"]["entrypoint"] == ["dui", "keys", "generate"]
     assert services["keygen"]["environment"] == {"DUI_ENV": "prod"} and services["keygen"]["network_mode"] == "none"
     db_volumes = {v.split(":")[0] for v in services["db"]["volumes"]}
-    assert "keys" not in db_volumes and "db-data" in db_volumes and set(spec["volumes"]) == {"db-data", "keys"}
+    assert "keys" not in db_volumes and "db-data" in db_volumes
+    assert set(spec["volumes"]) == {"db-data", "keys", "exports"}
+    # bulk export files: written by the worker, served by web
+    assert all("exports:/exports" in services[name]["volumes"] for name in ("web", "worker"))
+    assert services["web"]["environment"]["DUI_EXPORT_DIR"] == "/exports" and "exports" not in db_volumes
     assert services["web"]["stop_grace_period"] == "45s"  # as the systemd unit: gunicorn's 30 s, then a margin
     # The steps at the top of the file name every key, in the order of deploy/README.md.
     steps = [line for line in (DOCKER / "compose.yaml").read_text().splitlines() if "run --rm keygen" in line]

@@ -307,10 +307,11 @@ def test_operational_tables_lose_their_old_rows_only(app: Flask, svc: Services,
         "2026-11-01T09:00:00Z; the oldest 2025-10-27T09:00:00Z",
         "mssante: 2 row(s) would go (mssante_inbox 2), MSSanté queue rows decided before 2025-12-01T09:00:00Z; "
         "the oldest 2025-10-27T09:00:00Z",
-        f"expired: {3 + buckets} row(s) would go (subscription_ping 2, used_jti 1, rate_limit {buckets}), expired "
-        "pings, assertion ids and rate-limit buckets; the oldest 1970-01-01T00:00:00Z" if buckets else
-        "expired: 3 row(s) would go (subscription_ping 2, used_jti 1, rate_limit 0), expired pings, assertion ids "
-        "and rate-limit buckets; the oldest 2026-12-01T08:00:00Z"]
+        f"expired: {3 + buckets} row(s) would go (subscription_ping 2, used_jti 1, rate_limit {buckets}, "
+        "bulk_export 0), expired pings, assertion ids, rate-limit buckets and bulk exports (with their files); "
+        "the oldest 1970-01-01T00:00:00Z" if buckets else
+        "expired: 3 row(s) would go (subscription_ping 2, used_jti 1, rate_limit 0, bulk_export 0), expired pings, "
+        "assertion ids, rate-limit buckets and bulk exports (with their files); the oldest 2026-12-01T08:00:00Z"]
     result = purge(app, "--yes", "--batch", "1")
     assert result.exit_code == 0, result.output + result.stderr
     with svc.engine.connect() as conn:

@@ -99,12 +99,15 @@ BundleRule = Callable[["FhirContext", dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Operation:
-    """A FHIR operation served at ``Type/$name`` ("type") or ``Type/{id}/$name`` ("instance")."""
+    """A FHIR operation served at ``Type/$name`` ("type"), ``Type/{id}/$name`` ("instance") or ``$name`` ("system",
+    keyed with the type ``""``; ``arguments``: the path segments that follow its name, ``$export-status/{job}``)."""
 
-    canonical: str  # its OperationDefinition
+    canonical: str  # its OperationDefinition ("" for an endpoint that is not an operation of its own)
     methods: tuple[str, ...]
     level: str
-    handler: Callable[..., FhirResponse]  # (ctx, req, rtype) or (ctx, req, rtype, rid)
+    handler: Callable[..., FhirResponse]  # (ctx, req, rtype), (ctx, req, rtype, rid), or (ctx, req, *arguments)
+    arguments: int = 0
+    also: Operation | None = None  # the same name served at the other level (``Group/$export`` says what to ask)
 
 
 @dataclass(frozen=True)

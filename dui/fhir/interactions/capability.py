@@ -101,6 +101,8 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             "extension": [{"url": websocket.CAPABILITY_EXTENSION, "valueUri": websocket.address(base)}],
             "resource": resources,
             "interaction": [{"code": c} for c in tables["system"]],
-            "operation": [{"name": "validate", "definition": validate.OPERATION}],
+            "operation": [{"name": "validate", "definition": validate.OPERATION},
+                          *({"name": name.lstrip("$"), "definition": url}
+                            for (owner, name), url in tables["operations"].items() if owner == "")],
         }],
     }

@@ -425,7 +425,6 @@ def test_cli_import_refuses_a_bad_transfer_in_one_line(client: FhirClient, app: 
 def test_cli_export_errors_are_one_line(client: FhirClient, app: Flask) -> None:
     runner = app.test_cli_runner()
     cases = [
-        (["export", "--all"], "only the TDDUI export exists yet"),
         (["export", "--tddui", "--resident", "nobody"], "Patient/nobody does not exist"),
         (["export", "--tddui", "--establishment", "123"], "a FINESS number has 9 characters"),
         (["export", "--tddui", "--establishment", OTHER_FINESS], f"No Organization carries FINESS {OTHER_FINESS}"),
@@ -436,6 +435,8 @@ def test_cli_export_errors_are_one_line(client: FhirClient, app: Flask) -> None:
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     both = runner.invoke(args=["export", "--tddui", "--all", "--establishment", FINESS])
     assert both.exit_code == 2 and "--resident ID" in both.stderr
+    which = runner.invoke(args=["export", "--all"])  # TDDUI or NDJSON: the command's usage says
+    assert which.exit_code == 2 and "say which export: --tddui or --ndjson DIR" in which.stderr
 
 
 def test_cli_export_is_audited_with_its_residents(client: FhirClient, app: Flask) -> None:

@@ -14,11 +14,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,7 +38,7 @@ from dui.settings import Limits
 from tests.authkit import client_jwks, token_form, write_json
 from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
 from tests.helpers import FhirClient
-from tests.server.conftest import SERVER_LOGS
+from tests.server.conftest import running_server
 from tests.webserver import serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,7 +311,6 @@ def test_a_partner_binds_a_subscription_websocket_through_nginx(database_url: st
     created = app.test_cli_runner().invoke(args=["clients", "create", "Appel malade", "--scope", SCOPES,
                                                  "--jwks-file", str(jwks), "--establishment", PARC])
     assert created.exit_code == 0, created.output
-    port = _free_port()
     work = tmp_path / "nginx"
     work.mkdir()
     nginx_https = _free_port()
@@ -321,7 +318,8 @@ def test_a_partner_binds_a_subscription_websocket_through_nginx(database_url: st
     env = {"DUI_DATABASE_URL": database_url, "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
            "DUI_TRUSTED_PROXIES": "127.0.0.1", "DUI_BASE_URL": f"https://127.0.0.1:{nginx_https}",
            "DUI_INSI_SIMULATOR_DIR": str(tmp_path / "insi")}
-    with running_dui(env, tmp_path, port), running_nginx(work, port, https=nginx_https) as proxy:
+    with running_server(env, tmp_path, workers=1, threads=8, base_url=False) as upstream, \
+            running_nginx(work, int(upstream.rsplit(":", 1)[1]), https=nginx_https) as proxy:
         base = proxy.https
         answer = requests.post(f"{base}/auth/token", verify=proxy.ca, timeout=30,
                                data=token_form(created.stdout.strip(), f"{base}/auth/token", scope=SCOPES))
@@ -353,33 +351,3 @@ def test_a_partner_binds_a_subscription_websocket_through_nginx(database_url: st
             time.sleep(0.1)
         logged = next(line for line in (work / "dui.access.log").read_text().splitlines() if " 101 " in line)
         assert '"SUCCESS"' in logged and "pital partenaire,O=Test" in logged  # the partner's verified subject
-
-
-@contextlib.contextmanager
-def running_dui(env: dict[str, str], log_dir: Path, port: int) -> Iterator[None]:
-    """`dui serve` on 127.0.0.1:``port`` with ``env`` (its log goes to the session's log scan)."""
-    log_path = log_dir / "serve.log"
-    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
-    process = subprocess.Popen([str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port),
-                                "--workers", "1", "--threads", "8"], cwd=ROOT,
-                               env={**{k: v for k, v in os.environ.items() if not k.startswith("DUI_")}, **env},
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-        SERVER_LOGS.append(log_path)

@@ -38,7 +38,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure-test-servers
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PYTHON=$(BIN)/python scripts/run-tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff mypy

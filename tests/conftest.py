@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,11 +89,36 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has regrouped the tests by database
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The log scan runs last, once every other test (and every server it started) has logged."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The log scan runs last, once every other test (and every server it started) has logged. Under
+    ``DUI_TEST_SHARD`` (scripts/run-tests), only this shard's tests are kept."""
+    shard = os.environ.get("DUI_TEST_SHARD")
+    if shard:
+        kept = [item for item in items if in_shard(item, shard)]
+        config.hook.pytest_deselected(items=[item for item in items if not in_shard(item, shard)])
+        items[:] = kept
     last = [item for item in items if item.nodeid.startswith("tests/zzz/")]
     if last:
         items[:] = [item for item in items if not item.nodeid.startswith("tests/zzz/")] + last
+
+
+SHARDS = ("postgresql", "sqlite")
+
+
+def in_shard(item: pytest.Item, shard: str) -> bool:
+    """``make test`` runs the suite as two processes side by side, one per core (scripts/run-tests): the
+    PostgreSQL shard takes the tests on PostgreSQL, the SQLite shard those on SQLite; the tests without a database
+    are dealt between the two by a stable hash of their id, and the log scan (tests/zzz) runs in both, each over its
+    own process's log. Every test is in exactly one shard (tests/unit/test_shards.py)."""
+    if shard not in SHARDS:
+        raise pytest.UsageError(f"DUI_TEST_SHARD={shard}: expected one of {', '.join(SHARDS)}")
+    if item.nodeid.startswith("tests/zzz/"):
+        return True
+    callspec = getattr(item, "callspec", None)
+    database = callspec.params.get("database_url") if callspec is not None else None
+    if database is not None:
+        return database == shard
+    return SHARDS[zlib.crc32(item.nodeid.encode()) % 2] == shard
 
 
 def conformance_dir(*parts: str) -> Path:

@@ -24,6 +24,7 @@ from dui.fhir.interactions import (
     read,
     search,
     search_system,
+    terminology,
     transaction,
     update,
     validate,
@@ -66,6 +67,7 @@ SYSTEM = ("transaction", "batch", "history-system", "search-system")
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Patient", "$everything"): Operation("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
                                           "instance", everything.everything),
+    **terminology.operations(),
 }
 # Operations that write whatever their method: a bulk export's kick-off creates its job (``dui.bulk``).
 WRITING_OPERATIONS = frozenset({"$export"})
@@ -286,7 +288,8 @@ def _operation(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
 
 
 def _instance_operation(ctx: FhirContext, req: FhirRequest, found: Operation, rtype: str, rid: str) -> FhirResponse:
-    if ctx.repo.current(rtype, rid) is None:  # unknown, or not among the records the actor may see: the same answer
+    # unknown, or not among the records the actor may see: the same answer
+    if found.stored and ctx.repo.current(rtype, rid) is None:
         raise not_found(rtype, rid)
     return found.handler(ctx, req, rtype, rid)
 

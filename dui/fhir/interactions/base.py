@@ -108,6 +108,9 @@ class Operation:
     handler: Callable[..., FhirResponse]  # (ctx, req, rtype), (ctx, req, rtype, rid), or (ctx, req, *arguments)
     arguments: int = 0
     also: Operation | None = None  # the same name served at the other level (``Group/$export`` says what to ask)
+    # False: the instance is not a stored record but one the handler finds itself (``ValueSet/{id}/$expand``: the
+    # conformance resources in force); the router then does not look it up in the repository.
+    stored: bool = True
 
 
 @dataclass(frozen=True)

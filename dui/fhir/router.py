@@ -220,7 +220,7 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         if shape.posted_search:
             _allow(method, ("POST",), f"{rtype}/_search")
         params = (*req.query, *(search.form(req) if method == "POST" else ()))
-        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict)
+        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict, ctx.code_sets())
         return dataclasses.replace(shape, plan=plan,
                                    handler=lambda c, r: search.search_type(c, r, plan))
     if shape.rid is not None:
@@ -236,7 +236,8 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         return dataclasses.replace(shape, plan=wanted, handler=lambda c, r: create.create(c, r, rtype, wanted))
     if not req.query:  # conditional update, patch, delete
         raise _not_allowed(method, rtype, ("GET", "POST"), hint=f"{method} needs an id, or search criteria")
-    found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True)
+    found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True,
+                         code_sets=ctx.code_sets())
     conditional = TYPE[method][1]
     return dataclasses.replace(shape, plan=found,
                                handler=lambda c, r: conditional(c, r, rtype, found))

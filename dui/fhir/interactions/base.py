@@ -25,7 +25,7 @@ from dui.fhir import jsontext
 from dui.fhir.outcomes import operation_outcome
 from dui.fhir.repository import Current, FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.plan import SearchPlan, parse_search
+from dui.fhir.search.plan import CodeSets, SearchPlan, parse_search
 from dui.fhir.validation import Validator
 from dui.settings import Settings
 
@@ -174,9 +174,16 @@ class FhirContext:
     def criteria_plan(self, rtype: str, pairs: list[tuple[str, str]]) -> SearchPlan:
         """The criteria of a conditional interaction or reference, read strictly (an ignored parameter would
         widen the match) and authorized like a search."""
-        plan = parse_search(rtype, pairs, self.registry, self.settings.limits, strict=True)
+        plan = parse_search(rtype, pairs, self.registry, self.settings.limits, strict=True,
+                            code_sets=self.code_sets())
         self.require_search(plan)
         return plan
+
+    def code_sets(self) -> CodeSets:
+        """The terminology in force, for the ``:in``, ``:not-in``, ``:below`` and ``:above`` of searches."""
+        from dui.fhir.interactions.terminology import code_sets  # it builds on this module
+
+        return code_sets(self)
 
     def prepare(self, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
         """The resource to store after the write rules of its type and its profiles (either may refuse it)."""

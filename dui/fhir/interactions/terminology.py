@@ -20,12 +20,14 @@ such a value set may be undecidable: ``$validate-code`` then answers 422 ``not-s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from dui.errors import Invalid, NotFound, Unprocessable
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, parse_body
+from dui.fhir.search.plan import Undecidable
 from fhir_profiles.context import Context
 from fhir_profiles.expansion import Concept, Expander, NotExpandable, Validation, fold
 from fhir_profiles.expansion import NotFound as UnknownTerm
@@ -481,3 +483,57 @@ def operations() -> dict[tuple[str, str], Operation]:
         ("CodeSystem", "$lookup"): Operation(f"{CORE}/CodeSystem-lookup", both, "type", lookup),
         ("CodeSystem", "$subsumes"): Operation(f"{CORE}/CodeSystem-subsumes", both, "type", subsumes),
     }
+
+
+# -- search: :in, :not-in, :below, :above -----------------------------------------------------------------------
+
+
+class SearchCodes:
+    """The pairs a token value stands for under ``:in`` / ``:not-in`` (the members of a value set, from the
+    Terminology's cache, per Context version) and ``:below`` / ``:above`` (a code and its descendants or
+    ancestors in a code system at hand)."""
+
+    def __init__(self, terms: Callable[[], Expander]) -> None:
+        self._terms = terms  # built on first use: most searches have no such modifier
+
+    @cached_property
+    def terms(self) -> Expander:
+        return self._terms()
+
+    def codes(self, modifier: str, value: str) -> frozenset[tuple[str, str]]:
+        if modifier in ("in", "not-in"):
+            return self._members(value)
+        system, bar, code = value.partition("|")
+        if not bar or not system or not code:
+            raise Invalid(f":{modifier} takes system|code (the code system must be named): {value[:100]!r}",
+                          expression=f":{modifier}")
+        codes = self.terms.terminology.code_system(system)
+        if codes is None:
+            raise Undecidable(f"code system {system} is not at hand here: its hierarchy is not known")
+        found = codes.canonical(code)
+        if found is None:
+            if not codes.complete:
+                raise Undecidable(f"code {code!r} is not listed in code system {system} (content {codes.content})")
+            raise Invalid(f"code {code!r} is not in code system {system}", code="code-invalid",
+                          expression=f":{modifier}")
+        related = codes.descendants(found) if modifier == "below" else codes.ancestors(found)
+        return frozenset((system, c) for c in {found, *related})
+
+    def _members(self, value: str) -> frozenset[tuple[str, str]]:
+        url = value
+        if value.startswith("ValueSet/"):
+            found = conformance_by_id(self.terms.context, "ValueSet", value.split("/")[1])
+            url = str(found.get("url")) if found is not None else ""
+        members = self.terms.terminology.members(url) if url else None
+        if members is None:
+            raise Invalid(f"value set {value[:200]} is not known to this server", code="not-found")
+        if not members.complete:
+            raise Undecidable(f"value set {value} cannot be expanded in full here: {'; '.join(members.incomplete)}")
+        if len(members.pairs) > MAX_SEARCH_CODES:
+            raise Undecidable(f"value set {value} has {len(members.pairs):,} codes, more than the "
+                              f"{MAX_SEARCH_CODES:,} a search may test here")
+        return members.pairs
+
+
+def code_sets(ctx: FhirContext) -> SearchCodes:
+    return SearchCodes(lambda: expander(ctx))

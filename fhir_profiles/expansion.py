@@ -141,8 +141,9 @@ class Expander:
             codes = self.terminology.code_system(system)
             if codes is not None:
                 used[system] = codes.version
-            concept = self._concept(system, code, codes, hints.get((system, code)))
-            position = codes.order.get(code, 0) if codes is not None else hints.get((system, code), {}).get("#", 0)
+            concept = self._concept(system, code, codes, hints.get((system, code)))  # the value set's display first
+            hint = hints.get((system, code))
+            position = hint["#"] if hint is not None else codes.order.get(code, 0) if codes is not None else 0
             order = rank.setdefault(system, self._system_rank(value_set, system))
             concepts.append(((order, int(position), code), concept))
         concepts.sort(key=lambda item: (item[0][0], item[1].system, item[0][1], item[0][2]))
@@ -259,16 +260,20 @@ class Expander:
             codes = self.terminology.code_system(candidate)
             spelled = codes.canonical(code) if codes is not None else None
             if codes is not None and spelled is not None:
-                return self._display_check(self._concept(candidate, spelled, codes, None), display, language)
+                hint = self._hints(value_set, False).get((candidate, spelled))
+                concept = self._concept(candidate, spelled, codes, hint)  # the value set's display first
+                also = (codes.displays.get(spelled, ""),)
+                return self._display_check(concept, display, language, also)
         hint = self._hints(value_set, False).get((systems[0], code)) if systems else None
         return self._display_check(self._concept(systems[0] if systems else "", code, None, hint), display, language)
 
     @staticmethod
-    def _display_check(concept: Concept, display: str | None, language: str | None) -> Validation:
+    def _display_check(concept: Concept, display: str | None, language: str | None,
+                       also: tuple[str, ...] = ()) -> Validation:
         preferred = concept.display_in(language)
         if display is None or preferred is None:
             return Validation(True, None, preferred)
-        known = {concept.display or "", *(str(d.get("value", "")) for d in concept.designations)}
+        known = {concept.display or "", *also, *(str(d.get("value", "")) for d in concept.designations)} - {""}
         if display in known or fold(display) in {fold(k) for k in known}:
             return Validation(True, None, preferred)
         return Validation(True, f"the display {display!r} is not a display of {concept.system}|{concept.code} "

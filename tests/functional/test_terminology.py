@@ -75,7 +75,8 @@ def test_expand_a_base_value_set_by_url_by_id_and_posted(client: FhirClient) -> 
     assert codes(by_url) == ["male", "female", "other", "unknown"]
     assert by_url["expansion"]["total"] == 4 and by_url["expansion"]["offset"] == 0
     assert {"name": "used-codesystem", "valueUri": f"{GENDER}|4.0.1"} in by_url["expansion"]["parameter"]
-    assert by_url["expansion"]["contains"][0]["system"] == GENDER
+    assert by_url["expansion"]["contains"][0] == {"system": GENDER, "version": "4.0.1", "code": "male",
+                                                  "display": "Male"}
     by_id = ok(client.get("ValueSet/administrative-gender/$expand"))
     assert codes(by_id) == codes(by_url)
     posted = ok(client.post("ValueSet/$expand", {"resourceType": "Parameters", "parameter": [
@@ -192,6 +193,7 @@ def test_designations_in_the_display_language(client: FhirClient) -> None:
 def test_lookup_with_hierarchy_and_properties(client: FhirClient) -> None:
     gender = params(ok(client.get(f"CodeSystem/$lookup?system={GENDER}&code=female")))
     assert gender["name"] == ["AdministrativeGender"] and gender["version"] == ["4.0.1"]
+    assert gender["display"] == ["Female"]
     act = ok(client.get(f"CodeSystem/$lookup?system={ACT}&code=CC"))
     props = [(p["part"][0]["valueCode"], next(v for k, v in p["part"][1].items() if k.startswith("value")))
              for p in act["parameter"] if p["name"] == "property"]
@@ -217,7 +219,9 @@ def test_lookup_french_display_and_errors(fr_core: FhirClient) -> None:
 
 def test_validate_code_true_false_and_undecided(fr_core: FhirClient) -> None:
     yes = params(ok(fr_core.get(f"ValueSet/$validate-code?url={GENDER_VS}&system={GENDER}&code=male")))
-    assert yes["result"] == [True]
+    assert yes["result"] == [True] and yes["display"] == ["Male"]
+    shown = params(ok(fr_core.get(f"ValueSet/$validate-code?url={GENDER_VS}&system={GENDER}&code=male&display=Homme")))
+    assert shown["result"] == [True] and "'Homme'" in shown["message"][0] and "'Male'" in shown["message"][0]
     no = params(ok(fr_core.get(f"ValueSet/$validate-code?url={GENDER_VS}&system={GENDER}&code=neutral")))
     assert no["result"] == [False] and "not in value set" in no["message"][0]
     undecided = refused(fr_core.get(f"ValueSet/$validate-code?url={LOINC_VS}&system=http://loinc.org&code=1-8"),

@@ -341,3 +341,22 @@ def test_the_mock_health_terminology_testscripts(app: Flask, client: FhirClient,
     result = testscripts.run(app.test_client(), json.loads(path.read_text()))
     assert not result.failures, result.failures
     assert result.passed
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_large_code_set_binds_one_array_per_code_system(dialect: str) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from dui.fhir.search.plan import Leaf
+    from dui.fhir.search.where import Criteria
+
+    pairs = frozenset({(ACT, f"C{i}") for i in range(5000)} | {(CATEGORY, "laboratory")})
+    leaf = Leaf("Observation", "code", "token", "in", ("x",), codes=pairs)
+    statement = Criteria(ZoneInfo("Europe/Paris"), "http://x/fhir", datetime.now(UTC)).rids(leaf)
+    compiled = statement.compile(dialect=sqlite.dialect() if dialect == "sqlite" else postgresql.dialect())
+    assert len(compiled.params) < 10, compiled.params.keys()
+    arrays = [v for v in compiled.params.values() if isinstance(v, str) and v.startswith("[")]
+    assert sorted(len(json.loads(a)) for a in arrays) == [1, 5000]

@@ -197,8 +197,11 @@ class Expander:
     def codes(self, system: str, version: str | None = None) -> Codes:
         """The code system at hand; NotExpandable (not-supported) when it is not, or not in that version."""
         codes = self.terminology.code_system(system)
-        if codes is None:
+        if codes is None or (codes.content == "not-present" and not codes.codes):
             raise NotExpandable(f"code system {system} is not at hand on this server (only the code systems of the "
+                                "installed packages and of base FHIR R4 are, and R4 lists none of its codes)"
+                                if codes is not None else
+                                f"code system {system} is not at hand on this server (only the code systems of the "
                                 "installed packages and of base FHIR R4 are)")
         if version and codes.version and version != codes.version:
             raise NotExpandable(f"code system {system} is at hand in version {codes.version}, not {version}")

@@ -466,15 +466,9 @@ def subsumes(ctx: FhirContext, req: FhirRequest, rtype: str) -> FhirResponse:
 def operations() -> dict[tuple[str, str], Operation]:
     both = ("GET", "POST")
 
-    def instance(handler: Any) -> Any:
-        return lambda ctx, req, rtype, rid: handler(ctx, req, rtype, rid)
-
-    def typed(handler: Any) -> Any:
-        return lambda ctx, req, rtype: handler(ctx, req, rtype)
-
-    def pair(canonical: str, handler: Any) -> Operation:
-        return Operation(canonical, both, "type", typed(handler),
-                         also=Operation(canonical, both, "instance", instance(handler), stored=False))
+    def pair(canonical: str, handler: Any) -> Operation:  # Type/$op and Type/{id}/$op (one handler, rid optional)
+        return Operation(canonical, both, "type", handler,
+                         also=Operation(canonical, both, "instance", handler, stored=False))
 
     return {
         ("ValueSet", "$expand"): pair(f"{CORE}/ValueSet-expand", expand),

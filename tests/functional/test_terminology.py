@@ -360,3 +360,32 @@ def test_a_large_code_set_binds_one_array_per_code_system(dialect: str) -> None:
     assert len(compiled.params) < 10, compiled.params.keys()
     arrays = [v for v in compiled.params.values() if isinstance(v, str) and v.startswith("[")]
     assert sorted(len(json.loads(a)) for a in arrays) == [1, 5000]
+
+
+def test_active_only_and_inactive_concepts(client: FhirClient) -> None:
+    url = "http://terminology.hl7.org/ValueSet/v3-AcknowledgementDetailType"
+    every = ok(client.get(f"ValueSet/$expand?url={url}"))["expansion"]
+    retired = {c["code"] for c in every["contains"] if c.get("inactive")}
+    assert {"ERR", "INFO", "WARN"} <= retired
+    active = ok(client.get(f"ValueSet/$expand?url={url}&activeOnly=true"))["expansion"]
+    assert active["total"] == every["total"] - len(retired) and not retired & set(codes({"expansion": active}))
+    lookup = ok(client.get("CodeSystem/$lookup?system=http://terminology.hl7.org/CodeSystem/v3-AcknowledgementDetailType"
+                           "&code=ERR&property=inactive"))
+    assert [p["part"] for p in lookup["parameter"] if p["name"] == "property"] == [
+        [{"name": "code", "valueCode": "inactive"}, {"name": "value", "valueBoolean": True}]]
+
+
+def test_a_narrowly_scoped_staff_member_may_use_the_terminology(app: Flask, client: FhirClient) -> None:
+    from dui.auth.actor import Actor
+    from dui.auth.scopes import ScopeSet
+    from dui.fhir import jsontext, router
+    from dui.fhir.interactions.base import FhirRequest
+
+    who = Actor("staff", "staff-1", frozenset({"aide-soignant"}), "690002662",
+                scopes=ScopeSet.parse("user/Patient.r"))
+    svc = app.extensions["dui"]
+    for path, query in (("ValueSet/$expand", (("url", GENDER_VS),)),
+                        ("CodeSystem/$lookup", (("system", GENDER), ("code", "male")))):
+        with svc.unit_of_work(write=False) as session:
+            result = router.handle(svc.fhir_context(session, who), FhirRequest("GET", path, query))
+        assert result.status == 200, jsontext.dump(result.body)

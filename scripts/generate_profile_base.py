@@ -13,8 +13,8 @@ Reads the official definitions (CC0) from ``../shared/conformance/fhir-r4-core``
   properties).
 
 No prose (short, definition, comment, requirements, human, xpath, designation, the displays of value sets) is
-kept; the display of a code system's concept is kept, since it is what the terminology operations answer with. The output is
-deterministic: re-running on the same source gives the same bytes. Elements of the redistributed snapshots
+kept; the display of a code system's concept is kept, since it is what the terminology operations answer with.
+The output is deterministic: re-running on the same source gives the same bytes. Elements of the redistributed snapshots
 that are not FHIR R4 are left out, as in ``generate_r4_definitions.py`` (same test, listed when run).
 
 Run: ``python scripts/generate_profile_base.py [path/to/fhir-r4-core] [output folder]``.

@@ -47,13 +47,21 @@ class Codes:
 
     def __init__(self, code_system: dict[str, Any]) -> None:
         self.url: str = code_system.get("url", "")
+        self.version: str | None = code_system.get("version") if isinstance(code_system.get("version"), str) else None
+        self.name: str | None = code_system.get("name") if isinstance(code_system.get("name"), str) else None
+        self.language: str | None = code_system.get("language") if isinstance(code_system.get("language"), str) \
+            else None
         self.content: str = code_system.get("content", "complete")
         self.case_sensitive = code_system.get("caseSensitive", True) is not False
         self.codes: list[str] = []
         self.children: dict[str, set[str]] = {}
         self.properties: dict[str, dict[str, set[str]]] = {}  # property -> code -> values
+        self.displays: dict[str, str] = {}
+        self.designations: dict[str, list[dict[str, Any]]] = {}  # code -> its designations, as the data has them
+        self.concept_properties: dict[str, list[dict[str, Any]]] = {}  # code -> its properties, as the data has them
         self._walk(code_system.get("concept", []), None)
         self._listed = set(self.codes)
+        self.order = {code: index for index, code in reversed(list(enumerate(self.codes)))}
         self._folded = {code.casefold(): code for code in self.codes}
         self.parents: dict[str, set[str]] = {}
         for parent, children in self.children.items():
@@ -66,6 +74,12 @@ class Codes:
             if not isinstance(code, str):
                 continue
             self.codes.append(code)
+            if isinstance(concept.get("display"), str):
+                self.displays[code] = concept["display"]
+            if concept.get("designation"):
+                self.designations[code] = [d for d in concept["designation"] if isinstance(d, dict)]
+            if concept.get("property"):
+                self.concept_properties[code] = [p for p in concept["property"] if isinstance(p, dict)]
             if parent is not None:
                 self.children.setdefault(parent, set()).add(code)
             for prop in concept.get("property", []):
@@ -83,6 +97,19 @@ class Codes:
     @property
     def complete(self) -> bool:
         return self.content == "complete"
+
+    @property
+    def hierarchical(self) -> bool:
+        return bool(self.children)
+
+    def inactive(self, code: str) -> bool:
+        """Whether the concept is inactive: property ``inactive`` true, or ``status`` retired or inactive."""
+        return bool(self.properties.get("inactive", {}).get(code, set()) & {"true"}) or bool(
+            self.properties.get("status", {}).get(code, set()) & {"retired", "inactive"})
+
+    def abstract(self, code: str) -> bool:
+        """Whether the concept is not selectable (property ``notSelectable`` true: a grouper of v3)."""
+        return "true" in self.properties.get("notSelectable", {}).get(code, set())
 
     def canonical(self, code: str) -> str | None:
         """The code as the code system spells it, or None if it is not listed (case-insensitive systems fold)."""

@@ -144,6 +144,23 @@ class Context:
         entry = self._find("CodeSystem", url)
         return entry.resource if entry else None
 
+    def by_id(self, kind: str, rid: str) -> dict[str, Any] | None:
+        """The ValueSet, CodeSystem or StructureDefinition whose ``id`` is ``rid``: the first layer holding one wins
+        (installed packages in order, shipped definitions, then base R4)."""
+        index = self._indexes.get(kind)
+        if index is None:
+            return None
+        for entry in index.by_url.values():
+            if entry.resource.get("id") == rid:
+                return entry.resource
+        if kind == "ValueSet":
+            pool: Iterable[dict[str, Any]] = base.terminology().value_sets.values()
+        elif kind == "CodeSystem":
+            pool = base.terminology().code_systems.values()
+        else:
+            pool = base.structures().by_url.values()
+        return next((resource for resource in pool if resource.get("id") == rid), None)
+
     def source_of(self, url: str) -> str | None:
         """Where the resource of ``url`` comes from: a package id, BASE_PACKAGE, or ``dui#<version>``."""
         for kind in _KINDS:

@@ -20,7 +20,7 @@ from typing import Any
 from fhir_profiles.codesystems import Codes, Unanswerable
 from fhir_profiles.context import Context
 
-__all__ = ["CodeCheck", "Membership", "Terminology"]
+__all__ = ["CodeCheck", "Members", "Membership", "Terminology"]
 
 ANY_SYSTEM = ""  # key of the reasons that concern codes of any system
 
@@ -85,6 +85,23 @@ class _Expansion:
         return _Expansion(codes, {code: frozenset(s) for code, s in systems.items()})
 
 
+@dataclass(frozen=True)
+class Members:
+    """The (system, code) pairs of a value set, and why the list may not be the whole of it (empty: complete)."""
+
+    pairs: frozenset[tuple[str, str]]
+    incomplete: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete
+
+    @staticmethod
+    def of(codes: _Codes) -> Members:
+        reasons = sorted({*codes.unknown.values(), *(f"excluded codes: {r}" for r in codes.uncertain.values())})
+        return Members(codes.pairs, tuple(reasons))
+
+
 def _unknown(system: str, reason: str) -> _Codes:
     return _Codes(unknown={system: reason})
 
@@ -132,6 +149,22 @@ class Terminology:
             return CodeCheck(Membership.UNKNOWN, f"code {system}|{code} in value set {value_set}: {why}")
         return CodeCheck(Membership.NOT_MEMBER, f"code {system}|{code} is not in value set {value_set}")
 
+    def members(self, url: str) -> Members | None:
+        """The members of the value set of ``url`` (``url|version``), or None when it is not at hand."""
+        if self._context.value_set(url) is None:
+            return None
+        return Members.of(self._expansion(url).codes)
+
+    def members_of(self, value_set: dict[str, Any], *, from_compose: bool = False) -> Members:
+        """The members of a ValueSet resource (one posted to ``$expand``, say); ``from_compose``: ignore the
+        expansion it carries and work from its compose."""
+        url = value_set.get("url") if isinstance(value_set.get("url"), str) else "(the value set given)"
+        return Members.of(self._resource(value_set, str(url), (), from_compose=from_compose))
+
+    def code_system(self, system: str) -> Codes | None:
+        """The code system of ``system`` indexed, or None when it is not at hand (or only a supplement)."""
+        return self._codes(system)
+
     def _expansion(self, url: str) -> _Expansion:
         cached = self._expansions.get(url)
         if cached is None:
@@ -149,7 +182,11 @@ class Terminology:
         vs = self._context.value_set(url)
         if vs is None:
             return _unknown(ANY_SYSTEM, f"value set {url} is not at hand")
-        if "expansion" in vs:
+        return self._resource(vs, url, importing)
+
+    def _resource(self, vs: dict[str, Any], url: str, importing: tuple[str, ...], *,
+                  from_compose: bool = False) -> _Codes:
+        if "expansion" in vs and not from_compose:
             return _Codes(frozenset(_contains(vs["expansion"].get("contains", []))))
         compose = vs.get("compose")
         if not isinstance(compose, dict):

@@ -9,10 +9,12 @@ Reads the official definitions (CC0) from ``../shared/conformance/fhir-r4-core``
   modifier and summary flags,
   fixed and pattern values, slicing;
 - ``terminology.json.gz``: every ValueSet (compose with concept codes and filters, expansion codes) and
-  CodeSystem (content, case sensitivity, hierarchy, nested concept codes with their code/boolean properties).
+  CodeSystem (content, case sensitivity, hierarchy, nested concept codes with their display and code/boolean
+  properties).
 
-No prose (short, definition, comment, requirements, human, xpath, display, designation) is kept. The output is
-deterministic: re-running on the same source gives the same bytes. Elements of the redistributed snapshots
+No prose (short, definition, comment, requirements, human, xpath, designation, the displays of value sets) is
+kept; the display of a code system's concept is kept, since it is what the terminology operations answer with.
+The output is deterministic: re-running on the same source gives the same bytes. Elements of the redistributed snapshots
 that are not FHIR R4 are left out, as in ``generate_r4_definitions.py`` (same test, listed when run).
 
 Run: ``python scripts/generate_profile_base.py [path/to/fhir-r4-core] [output folder]``.
@@ -146,6 +148,8 @@ def concepts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for c in items:
         item: dict[str, Any] = {"code": c["code"]}
+        if isinstance(c.get("display"), str):
+            item["display"] = c["display"]  # what $lookup and $expand answer with (docs/fhir-api.md, Terminology)
         props = [
             {"code": p["code"], **{k: p[k] for k in CONCEPT_PROPERTY_VALUES if k in p}}
             for p in c.get("property", [])

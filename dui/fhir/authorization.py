@@ -34,6 +34,8 @@ DOCUMENT_OPERATIONS = frozenset({"$dlu", "$fludt"})
 # A bulk export's kick-off checks the types its caller may read and who may export at all; its status and files are
 # the requester's own (``dui.bulk.operations``).
 BULK_OPERATIONS = frozenset({"$export", "$export-status", "$export-file"})
+# Terminology operations read the value sets and code systems in force, never a record (``interactions.terminology``).
+TERMINOLOGY_OPERATIONS = frozenset({"$expand", "$lookup", "$validate-code", "$subsumes"})
 
 
 def authorize(ctx: FhirContext, route: Route) -> None:
@@ -59,6 +61,9 @@ def needs(route: Route) -> list[tuple[str, str]]:
         return []  # the types the actor may search, filtered by the interaction (``history_system``)
     if interaction == "operation" and route.operation in BULK_OPERATIONS:
         return []
+    if interaction == "operation" and route.rtype in ("ValueSet", "CodeSystem") and \
+            route.operation in TERMINOLOGY_OPERATIONS:
+        return []  # the terminology in force (packages, base R4): no record is read
     assert rtype is not None
     if interaction == "operation":
         if route.operation == "$everything":

@@ -24,6 +24,7 @@ from dui.fhir.interactions import (
     read,
     search,
     search_system,
+    terminology,
     transaction,
     update,
     validate,
@@ -66,6 +67,7 @@ SYSTEM = ("transaction", "batch", "history-system", "search-system")
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("Patient", "$everything"): Operation("http://hl7.org/fhir/OperationDefinition/Patient-everything", ("GET",),
                                           "instance", everything.everything),
+    **terminology.operations(),
 }
 # Operations that write whatever their method: a bulk export's kick-off creates its job (``dui.bulk``).
 WRITING_OPERATIONS = frozenset({"$export"})
@@ -218,7 +220,7 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         if shape.posted_search:
             _allow(method, ("POST",), f"{rtype}/_search")
         params = (*req.query, *(search.form(req) if method == "POST" else ()))
-        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict)
+        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict, ctx.code_sets())
         return dataclasses.replace(shape, plan=plan,
                                    handler=lambda c, r: search.search_type(c, r, plan))
     if shape.rid is not None:
@@ -234,7 +236,8 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         return dataclasses.replace(shape, plan=wanted, handler=lambda c, r: create.create(c, r, rtype, wanted))
     if not req.query:  # conditional update, patch, delete
         raise _not_allowed(method, rtype, ("GET", "POST"), hint=f"{method} needs an id, or search criteria")
-    found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True)
+    found = parse_search(rtype, list(req.query), ctx.registry, ctx.settings.limits, strict=True,
+                         code_sets=ctx.code_sets())
     conditional = TYPE[method][1]
     return dataclasses.replace(shape, plan=found,
                                handler=lambda c, r: conditional(c, r, rtype, found))
@@ -286,7 +289,8 @@ def _operation(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
 
 
 def _instance_operation(ctx: FhirContext, req: FhirRequest, found: Operation, rtype: str, rid: str) -> FhirResponse:
-    if ctx.repo.current(rtype, rid) is None:  # unknown, or not among the records the actor may see: the same answer
+    # unknown, or not among the records the actor may see: the same answer
+    if found.stored and ctx.repo.current(rtype, rid) is None:
         raise not_found(rtype, rid)
     return found.handler(ctx, req, rtype, rid)
 

@@ -25,7 +25,7 @@ from dui.fhir import jsontext
 from dui.fhir.outcomes import operation_outcome
 from dui.fhir.repository import Current, FhirRepository, ResourceVersion
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.plan import SearchPlan, parse_search
+from dui.fhir.search.plan import CodeSets, SearchPlan, parse_search
 from dui.fhir.validation import Validator
 from dui.settings import Settings
 
@@ -108,6 +108,9 @@ class Operation:
     handler: Callable[..., FhirResponse]  # (ctx, req, rtype), (ctx, req, rtype, rid), or (ctx, req, *arguments)
     arguments: int = 0
     also: Operation | None = None  # the same name served at the other level (``Group/$export`` says what to ask)
+    # False: the instance is not a stored record but one the handler finds itself (``ValueSet/{id}/$expand``: the
+    # conformance resources in force); the router then does not look it up in the repository.
+    stored: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,9 +174,16 @@ class FhirContext:
     def criteria_plan(self, rtype: str, pairs: list[tuple[str, str]]) -> SearchPlan:
         """The criteria of a conditional interaction or reference, read strictly (an ignored parameter would
         widen the match) and authorized like a search."""
-        plan = parse_search(rtype, pairs, self.registry, self.settings.limits, strict=True)
+        plan = parse_search(rtype, pairs, self.registry, self.settings.limits, strict=True,
+                            code_sets=self.code_sets())
         self.require_search(plan)
         return plan
+
+    def code_sets(self) -> CodeSets:
+        """The terminology in force, for the ``:in``, ``:not-in``, ``:below`` and ``:above`` of searches."""
+        from dui.fhir.interactions.terminology import code_sets  # it builds on this module
+
+        return code_sets(self)
 
     def prepare(self, rtype: str, resource: dict[str, Any], current: Current | None) -> dict[str, Any]:
         """The resource to store after the write rules of its type and its profiles (either may refuse it)."""

@@ -39,6 +39,7 @@ def search_type(ctx: FhirContext, req: FhirRequest, plan: SearchPlan) -> FhirRes
     if plan.ignored:
         warnings.append(f"Ignored search parameters: {', '.join(plan.ignored)} (unknown or not supported; send "
                         "Prefer: handling=strict to have them refused)")
+    warnings.extend(plan.warnings)
     included = _included(ctx, plan, versions, warnings)
     entries = [entry(ctx, plan, v, "match") for v in versions] + [entry(ctx, plan, v, "include") for v in included]
     if warnings:

@@ -25,7 +25,7 @@ from dui.settings import Limits
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "missing", "of-type"},
+    "token": {"not", "text", "missing", "of-type", "in", "not-in", "below", "above"},
     "reference": {"missing", "identifier"},
     "date": {"missing"},
     "number": {"missing"},
@@ -40,6 +40,20 @@ NOT_SUPPORTED = frozenset({"_contained", "_containedType", "_text", "_content", 
 CONTROL_PARAMETERS = frozenset({"_count", "_cursor", "_sort", "_include", "_revinclude", "_summary", "_elements",
                                 "_total", "_format", "_pretty"})
 MAX_CHAIN = 3
+# Token modifiers answered from the terminology in force: value-set membership and subsumption.
+CODE_SET_MODIFIERS = frozenset({"in", "not-in", "below", "above"})
+
+
+class Undecidable(Exception):
+    """A terminology criterion the data at hand cannot answer in full (a value set that cannot be expanded, a code
+    system not at hand): refused under ``Prefer: handling=strict``, otherwise ignored with a warning."""
+
+
+class CodeSets(Protocol):
+    """The terminology a search reads its ``:in``, ``:not-in``, ``:below`` and ``:above`` values with: the
+    (system, code) pairs one value stands for. Raises ``Undecidable``, or ``Invalid`` for a wrong value."""
+
+    def codes(self, modifier: str, value: str) -> frozenset[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class Leaf:
     modifier: str | None
     values: tuple[str, ...]
     param: SearchParameter | None = None
+    codes: frozenset[tuple[str, str]] | None = None  # ``:in``, ``:not-in``, ``:below``, ``:above``: the pairs meant
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class SearchPlan:
     cursor: dict[str, Any] | None = None
     kept: list[tuple[str, str]] = field(default_factory=list)  # for the self link
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # why parameters were ignored, when it is not the usual
     # The actor's scope, applied to the searched type and to every hop of chains, ``_has`` and ``_list``.
     within: Scoped | None = None
 
@@ -148,10 +164,13 @@ class SearchPlan:
 
 
 class Parser:
-    def __init__(self, registry: SearchParameterRegistry, limits: Limits, strict: bool) -> None:
+    def __init__(self, registry: SearchParameterRegistry, limits: Limits, strict: bool,
+                 code_sets: CodeSets | None = None) -> None:
         self.registry = registry
         self.limits = limits
         self.strict = strict
+        self.code_sets = code_sets
+        self.warnings: list[str] = []
 
     def parse(self, rtype: str, params: list[tuple[str, str]]) -> SearchPlan:
         plan = SearchPlan(rtype, count=self.limits.default_count)
@@ -169,6 +188,7 @@ class Parser:
                 continue
             plan.criteria.append(node)
             plan.kept.append((name, raw))
+        plan.warnings = self.warnings
         return plan
 
     # -- result parameters --------------------------------------------------------------------
@@ -277,7 +297,26 @@ class Parser:
             if modifier not in MODIFIERS[param.type] and not type_modifier:
                 raise Invalid(f"Modifier ':{modifier}' is not supported on '{code}' ({param.type})",
                               code="not-supported", expression=name)
+        if param.type == "token" and modifier in CODE_SET_MODIFIERS:
+            return self._code_set(rtype, code, modifier, name, raw, param)
         return Leaf(rtype, code, param.type, modifier or None, _values(name, raw), param)
+
+    def _code_set(self, rtype: str, code: str, modifier: str, name: str, raw: str,
+                  param: SearchParameter) -> Node | None:
+        values = _values(name, raw)
+        if self.code_sets is None:
+            raise Invalid(f"'{name}': the :{modifier} modifier is not available here", code="not-supported",
+                          expression=name)
+        pairs: set[tuple[str, str]] = set()
+        try:
+            for value in values:
+                pairs |= self.code_sets.codes(modifier, value)
+        except Undecidable as err:
+            node = self._skip(name, f"'{name}={raw[:200]}': {err}")
+            if node is None:
+                self.warnings.append(f"Ignored {name}: {err}")
+            return node
+        return Leaf(rtype, code, param.type, modifier, values, param, frozenset(pairs))
 
     def _chain(self, rtype: str, code: str, type_modifier: str, rest: str, raw: str, depth: int,
                name: str) -> Node | None:
@@ -330,9 +369,10 @@ class Parser:
 
 
 def parse_search(rtype: str, params: list[tuple[str, str]], registry: SearchParameterRegistry, limits: Limits,
-                 strict: bool) -> SearchPlan:
-    """Read a query string into a plan; raise ``Invalid`` for what cannot be honoured."""
-    return Parser(registry, limits, strict).parse(rtype, params)
+                 strict: bool, code_sets: CodeSets | None = None) -> SearchPlan:
+    """Read a query string into a plan; raise ``Invalid`` for what cannot be honoured. ``code_sets``: the
+    terminology for ``:in``, ``:not-in``, ``:below`` and ``:above`` (refused without it)."""
+    return Parser(registry, limits, strict, code_sets).parse(rtype, params)
 
 
 def _values(name: str, raw: str) -> tuple[str, ...]:

@@ -8,18 +8,44 @@ http://hl7.org/fhir/R4/search.html#prefix on [low, high) ranges where NULL is op
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, false, not_, or_, select, true
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    FromClause,
+    Select,
+    String,
+    and_,
+    bindparam,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from dui.errors import Invalid
 from dui.fhir.search.indexer import date_range, precision_range
 from dui.fhir.search.normalize import normalize
-from dui.fhir.search.plan import PREFIXES, Chain, Has, Leaf, Node, Scoped, SearchPlan, split_values
+from dui.fhir.search.plan import (
+    CODE_SET_MODIFIERS,
+    PREFIXES,
+    Chain,
+    Has,
+    Leaf,
+    Node,
+    Scoped,
+    SearchPlan,
+    split_values,
+)
 from dui.fhir.tables import (
     INDEX_TABLES,
     TEXT_INDEX,
@@ -144,6 +170,8 @@ class Criteria:
             return self._tokens(leaf, f"{leaf.code}:identifier", leaf.values)
         if leaf.modifier == "of-type":
             return self._of_type(leaf)
+        if leaf.kind == "token" and leaf.modifier in CODE_SET_MODIFIERS:
+            return self._code_set(leaf)
         table = INDEX_TABLES[leaf.kind]
         base = and_(table.c.res_type == leaf.rtype, table.c.param == leaf.code)
         if leaf.modifier == "missing":
@@ -163,6 +191,22 @@ class Criteria:
             "number": self._number, "quantity": self._quantity, "uri": self._uri, "composite": self._composite,
         }[leaf.kind]
         return select(table.c.rid).where(base, or_(*(build(v, leaf) for v in leaf.values)))
+
+    def _code_set(self, leaf: Leaf) -> Select[Any]:
+        """``:in``, ``:below``, ``:above``: a code among the pairs the terminology gave; ``:not-in``: none is. One
+        condition per code system, its codes in one bound JSON array: the statement's size does not grow with the
+        value set's."""
+        by_system: dict[str, list[str]] = {}
+        for system, code in leaf.codes or ():
+            by_system.setdefault(system, []).append(code)
+        condition = or_(false(), *(and_(search_token.c.system == system, InList(search_token.c.code, codes))
+                                   for system, codes in sorted(by_system.items())))
+        matching = select(search_token.c.rid).where(search_token.c.res_type == leaf.rtype,
+                                                    search_token.c.param == leaf.code, condition)
+        if leaf.modifier != "not-in":
+            return matching
+        return select(resource.c.rid).where(resource.c.res_type == leaf.rtype, resource.c.deleted == false(),
+                                            resource.c.rid.not_in(matching))
 
     def _list(self, leaf: Leaf) -> Select[Any]:
         ref = search_reference.alias()
@@ -306,10 +350,40 @@ class Criteria:
         return and_(left, right)
 
 
+class InList(ColumnElement[bool]):
+    """``column IN (the strings of one bound JSON array)``: a single bind parameter however many values (SQLite
+    ``json_each``, PostgreSQL ``jsonb_array_elements_text``); elsewhere a plain ``IN``."""
+
+    type = Boolean()
+    inherit_cache = False  # the values are not part of a cache key
+
+    def __init__(self, column: Any, values: list[str]) -> None:
+        self.column = column
+        self.values = sorted(set(values))
+        self.array = bindparam(None, json.dumps(self.values), type_=String(), unique=True)
+
+
+@compiles(InList)
+def _in_list(element: InList, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.in_(element.values), **kw)
+
+
+@compiles(InList, "sqlite")
+def _in_list_sqlite(element: InList, compiler: SQLCompiler, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN "
+            f"(SELECT value FROM json_each({compiler.process(element.array, **kw)}))")
+
+
+@compiles(InList, "postgresql")
+def _in_list_postgresql(element: InList, compiler: SQLCompiler, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN "
+            f"(SELECT jsonb_array_elements_text(CAST({compiler.process(element.array, **kw)} AS jsonb)))")
+
+
 def _cost(node: Node) -> int:
     """A rough rank of how many rows a criterion selects (lower first), to pick the driving one."""
     if isinstance(node, Leaf):
-        if node.modifier in ("not", "missing"):
+        if node.modifier in ("not", "missing", "not-in"):
             return 5
         if node.kind in ("id", "token", "reference", "uri", "composite", "list"):
             return 0 if node.modifier != "text" else 1

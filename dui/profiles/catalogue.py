@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, false, select
 
+from dui.auth.policy import CONFORMANCE_TYPES
 from dui.errors import Conflict, Forbidden
 from dui.fhir import jsontext
 from dui.fhir.repository import Current
@@ -41,8 +42,7 @@ if TYPE_CHECKING:
     from dui.fhir.sql import SqlFhirRepository
 
 # The conformance resource types served from packages (a package's other resources, and its examples, are not).
-TYPES = ("StructureDefinition", "SearchParameter", "OperationDefinition", "ImplementationGuide", "CodeSystem",
-         "ValueSet", "ConceptMap", "CompartmentDefinition", "NamingSystem")
+TYPES = CONFORMANCE_TYPES
 SOURCE_SYSTEM = f"{CANONICAL}/CodeSystem/dui-conformance-source"
 SHIPPED = "dui"  # the source (tag code) of the service's own definitions
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -187,14 +187,12 @@ def guard(repo: SqlFhirRepository, current: Current | None, rtype: str, content:
     ``sync``, and no other resource may carry the source tag."""
     if rtype not in TYPES:
         return
-    if content is not None and source_of(content) is not None:
-        raise Forbidden(f"Not allowed: the tag {SOURCE_SYSTEM} marks the conformance resources this server serves "
-                        f"from its installed packages and its own definitions; remove it from your {rtype}")
-    if current is None or current.deleted:
-        return
-    stored = repo.read(rtype, current.id)
+    stored = repo.read(rtype, current.id) if current is not None and not current.deleted else None
     source = source_of(stored.resource()) if stored is not None and stored.body is not None else None
     if source is None:
+        if content is not None and source_of(content) is not None:
+            raise Forbidden(f"Not allowed: the tag {SOURCE_SYSTEM} marks the conformance resources this server "
+                            f"serves from its installed packages and its own definitions; remove it from your {rtype}")
         return
     how = ("it changes with the service's version (dui db upgrade)" if source == SHIPPED else
            "it changes only with `dui profiles install` or `dui profiles remove`")

@@ -14,6 +14,7 @@ from flask import Flask
 
 import fhir_profiles
 from dui.errors import Forbidden
+from dui.fhir import router
 from dui.profiles import catalogue
 from fhir_profiles import CANONICAL
 from fhir_profiles.package import Package, read_package
@@ -275,3 +276,16 @@ def test_ids_keep_their_own_and_a_collision_gets_a_stable_suffix() -> None:
     assert catalogue.resource_id(second.resources[0], "b.second", {("ValueSet", "shared")}) == b_id
     assert len(catalogue.resource_id({"resourceType": "ValueSet", "id": "y" * 64}, "p", {("ValueSet", "y" * 64)})) \
         == 64
+
+
+def test_each_operation_of_the_service_has_its_definition(app: Flask) -> None:
+    registered = {**router.OPERATIONS, **app.extensions["dui"].operations}
+    ours = {op.canonical: (rtype, name, op) for (rtype, name), op in registered.items()
+            if op.canonical.startswith(CANONICAL + "/")}
+    shipped = {r["url"]: r for r in fhir_profiles.definitions() if r["resourceType"] == "OperationDefinition"}
+    assert len(ours) >= 11 and set(ours) == set(shipped)
+    for url, (rtype, name, op) in ours.items():
+        definition = shipped[url]
+        assert (definition["code"], definition["resource"]) == (name.lstrip("$"), [rtype]), url
+        assert (definition["type"], definition["instance"]) == (op.level == "type", op.level == "instance"), url
+        assert definition["affectsState"] == (op.methods != ("GET",)), url

@@ -46,10 +46,10 @@ def supported_profiles(context: Context | None, defaults: Sequence[tuple[str, st
         found.setdefault(rtype, []).append(url)
     if context is not None:
         for sd in sorted(context.profiles(), key=lambda r: str(r.get("url"))):
-            rtype, url = sd.get("type"), sd.get("url")
-            if (sd.get("kind") == "resource" and sd.get("derivation") == "constraint" and isinstance(rtype, str)
-                    and isinstance(url, str) and url not in found.get(rtype, [])):
-                found.setdefault(rtype, []).append(url)
+            kind, url = sd.get("type"), sd.get("url")
+            if (sd.get("kind") == "resource" and sd.get("derivation") == "constraint" and isinstance(kind, str)
+                    and isinstance(url, str) and url not in found.get(kind, [])):
+                found.setdefault(kind, []).append(url)
     return found
 
 

@@ -196,5 +196,6 @@ def guard(repo: SqlFhirRepository, current: Current | None, rtype: str, content:
         return
     how = ("it changes with the service's version (dui db upgrade)" if source == SHIPPED else
            "it changes only with `dui profiles install` or `dui profiles remove`")
-    raise Forbidden(f"Not allowed: {rtype}/{stored.id if stored else '?'} is a conformance resource of {source} served read-only by "
-                    f"this server; {how}. Store your own {rtype} under another id")
+    where = f"{rtype}/{stored.id}" if stored is not None else rtype
+    raise Forbidden(f"Not allowed: {where} is a conformance resource of {source} served read-only by this server; "
+                    f"{how}. Store your own {rtype} under another id")

@@ -46,10 +46,10 @@ def supported_profiles(context: Context | None, defaults: Sequence[tuple[str, st
         found.setdefault(rtype, []).append(url)
     if context is not None:
         for sd in sorted(context.profiles(), key=lambda r: str(r.get("url"))):
-            kind, url = sd.get("type"), sd.get("url")
+            kind, canonical = sd.get("type"), sd.get("url")
             if (sd.get("kind") == "resource" and sd.get("derivation") == "constraint" and isinstance(kind, str)
-                    and isinstance(url, str) and url not in found.get(kind, [])):
-                found.setdefault(kind, []).append(url)
+                    and isinstance(canonical, str) and canonical not in found.get(kind, [])):
+                found.setdefault(kind, []).append(canonical)
     return found
 
 

@@ -20,14 +20,15 @@ from dui.fhir.search.plan import MODIFIERS
 if TYPE_CHECKING:
     from fhir_profiles.context import Context
 
-_cache: dict[tuple[str, int, int, int, tuple[tuple[str, str], ...]], bytes] = {}
+_cache: dict[tuple[str, int, int, tuple[str, ...], tuple[tuple[str, str], ...]], bytes] = {}
 _CACHED = 16  # statements kept (one per set of installed packages seen, per base)
 
 
 def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
     context = ctx.profiles() if ctx.profiles is not None else None
     defaults = ctx.settings.validation.default_profiles
-    key = (ctx.base, id(ctx.registry), id(ctx.operations), id(context), defaults)
+    installed = tuple(p.id for p in context.packages) if context is not None else ()
+    key = (ctx.base, id(ctx.registry), id(ctx.operations), installed, defaults)
     body = _cache.get(key)
     if body is None:
         if len(_cache) >= _CACHED:
@@ -121,9 +122,9 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         "software": {"name": "DUI backend", "version": __version__},
         "implementation": {"description": "DUI backend: the resident's record of an EHPAD", "url": base},
         "fhirVersion": "4.0.1",
-        **({"implementationGuide": guides} if (guides := implementation_guides(context)) else {}),
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        **({"implementationGuide": guides} if (guides := implementation_guides(context)) else {}),
         "rest": [{
             "mode": "server",
             "security": {

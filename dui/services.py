@@ -45,6 +45,8 @@ from dui.fhir.sql import SqlFhirRepository
 from dui.fhir.validation import Validator
 from dui.messaging import inbox, receiving, sending
 from dui.outbox.runner import Handler, bind
+from dui.profiles import catalogue
+from dui.profiles import store as profile_store
 from dui.profiles.registry import ProfileRegistry
 from dui.residents import fhir_operations, rules, sharing
 from dui.settings import Settings, SettingsError
@@ -268,13 +270,23 @@ class Services:
         return SoapInsiClient(self._simulator.url, str(pki.client_cert), str(pki.client_key), str(pki.ca_cert),
                               timeout=conf.timeout)
 
-    def repository(self, session: Session) -> SqlFhirRepository:
+    def repository(self, session: Session, *, serving: bool = False) -> SqlFhirRepository:
+        """The store of one unit of work. ``serving``: the writer of the conformance resources served from the
+        installed packages and the shipped definitions (``dui.profiles.catalogue.sync``); every other writer is
+        refused them (``catalogue.guard``)."""
         return SqlFhirRepository(session, self.indexer, self.clock, self.keyring,
                                  # a change the DLU shows makes it stale; a change of how a document is to be shown
                                  # in the DMP queues its update there
                                  listeners=(freshness.on_change, dmp_feed.on_change,
                                             # a watched change queues its matching against the Subscriptions
-                                            subscriptions.on_change))
+                                            subscriptions.on_change),
+                                 guard=None if serving else catalogue.guard)
+
+    def sync_conformance(self, session: Session) -> catalogue.SyncResult:
+        """Serve the conformance resources of the installed packages and of the service itself (``dui profiles
+        install|remove|sync``, ``dui db upgrade``), in ``session``'s transaction."""
+        packages = profile_store.load_packages(session, skip_unreadable=True)
+        return catalogue.sync(self.repository(session, serving=True), packages)
 
     def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
         """The context of one unit of work. A staff member or an API client reads and writes through the access
@@ -306,6 +318,7 @@ class Services:
             settings=self.settings,
             actor=actor,
             clock=self.clock,
+            profiles=self.profiles.context,
         )
 
     def unit_of_work(self, write: bool = True) -> AbstractContextManager[Session]:

@@ -13,7 +13,9 @@ data stays with health professionals. Resource types fall into four categories:
 - ``trace``: Provenance and AuditEvent, records of the past: read by those who read identity, written
   only by the server.
 
-Types not listed are ``medical`` (least privilege). Permissions are SMART letters: c(reate), r(ead),
+Types not listed are ``medical`` (least privilege). Conformance resources (``CONFORMANCE_TYPES``: profiles, value
+sets, search parameters... the description of the API, never a resident's data) are read and searched by every
+role on top of their category's rights. Permissions are SMART letters: c(reate), r(ead),
 u(pdate), d(elete), s(earch). An establishment can override the defaults per role and category
 (``Policy.with_overrides``). API clients are bound by the SMART scopes of their token; a staff token's
 scopes, when it has some, narrow the role's rights further. Break-the-glass gives a health professional
@@ -53,6 +55,10 @@ TYPE_CATEGORY: dict[str, str] = {
                      "RiskAssessment", "AllergyIntolerance", "DeviceUseStatement", "Device", "Media"), CARE),
     **dict.fromkeys(("Provenance", "AuditEvent"), TRACE),
 }
+
+# Read and searched by every role, whatever the category gives (writes stay the category's): dui.profiles.catalogue
+CONFORMANCE_TYPES = ("StructureDefinition", "SearchParameter", "OperationDefinition", "ImplementationGuide",
+                     "CodeSystem", "ValueSet", "ConceptMap", "CompartmentDefinition", "NamingSystem")
 
 READ = "rs"
 KEEP = "crus"
@@ -126,7 +132,8 @@ class Policy:
             if resource_type in table:
                 return table[resource_type]
         cat = category(resource_type)
-        return _union(local.get(cat, base.get(cat, "")), self.type_rules.get(role, {}).get(resource_type, ""))
+        granted = _union(local.get(cat, base.get(cat, "")), self.type_rules.get(role, {}).get(resource_type, ""))
+        return _union(granted, READ) if resource_type in CONFORMANCE_TYPES else granted
 
 
 def may(actor: Actor, permission: str, resource_type: str, policy: Policy, *,

@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from dui import migrations
+from dui.errors import DuiError
 from dui.fhir import maintenance
 
 
@@ -27,6 +28,15 @@ def upgrade() -> None:
         session.commit()
         if not maintenance.index_is_current(session, svc.registry):
             click.echo("the search index predates this version's search parameters: run `dui reindex`", err=True)
+    # the conformance resources of this version and of the installed packages, served under /fhir
+    try:
+        with svc.unit_of_work(write=True) as session:
+            served = svc.sync_conformance(session)
+    except DuiError as exc:
+        raise click.ClickException(exc.message) from None
+    if served.created or served.updated or served.deleted:
+        click.echo(f"conformance resources served under /fhir: {served.created} added, {served.updated} changed, "
+                   f"{served.deleted} removed")
 
 
 @db.command()

@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 from dui.auth.actor import CLI
 from dui.cli.auditing import record_command
 from dui.errors import DuiError
-from dui.profiles import store
+from dui.profiles import catalogue, store
 from dui.services import Services
 
 MAX_PACKAGE_BYTES = 64 * 1024 * 1024  # read no further: read_package applies its own, smaller limits
@@ -40,6 +40,7 @@ def install(package: Path) -> None:
             raise click.ClickException(f"{package}: larger than {MAX_PACKAGE_BYTES // 2**20} MB, not an IG package")
         with svc.unit_of_work(write=True) as session:
             result = store.install(session, data, CLI, svc.clock)
+            served = svc.sync_conformance(session)  # its conformance resources under /fhir, in the same transaction
     except DuiError as exc:
         record_command(svc, "failure")
         raise click.ClickException(f"{package}: {exc.message}") from None
@@ -48,6 +49,7 @@ def install(package: Path) -> None:
     replaced = f" (replaces {result.replaced})" if result.replaced else ""
     click.echo(f"installed {result.package.id}{replaced}: {result.profiles} profiles, "
                f"{len(result.package.resources)} conformance resources")
+    click.echo(f"  served under /fhir: {_changes(served)}")
     if result.missing:
         click.echo(f"  dependencies not installed: {', '.join(result.missing)} (references into them are reported "
                    "as not checked)", err=True)
@@ -62,11 +64,31 @@ def remove(name: str) -> None:
     try:
         with svc.unit_of_work(write=True) as session:
             version = store.remove(session, name)
+            served = svc.sync_conformance(session)  # its conformance resources leave /fhir with it
     except DuiError as exc:
         raise click.ClickException(exc.message) from None
     svc.profiles.invalidate()
     record_command(svc)
-    click.echo(f"removed {name}#{version}")
+    click.echo(f"removed {name}#{version}; served under /fhir: {_changes(served)}")
+
+
+@profiles.command()
+def sync() -> None:
+    """Serve under /fhir the conformance resources of the installed packages and of the service itself, as they
+    are now (``dui db upgrade`` does it too; after restoring a database, run it once)."""
+    svc = _services()
+    try:
+        with svc.unit_of_work(write=True) as session:
+            served = svc.sync_conformance(session)
+    except DuiError as exc:
+        raise click.ClickException(exc.message) from None
+    record_command(svc)
+    click.echo(f"conformance resources served under /fhir: {_changes(served)}")
+
+
+def _changes(result: catalogue.SyncResult) -> str:
+    return (f"{result.created} added, {result.updated} changed, {result.deleted} removed, "
+            f"{result.unchanged} unchanged")
 
 
 @profiles.command("list")

@@ -78,14 +78,19 @@ def new_id() -> str:
 # Told of every version written, in the writing transaction (``dui.documents.freshness``: the DLU goes out of
 # date). Use-case packages provide them at wiring time: the store never imports them.
 ChangeListener = Callable[["SqlFhirRepository", ResourceVersion], None]
+# Asked before every write (the stored row, or None; the type; the new content, None for a delete); raises to refuse
+# it. ``dui.profiles.catalogue.guard``: the conformance resources served from the installed packages are read-only.
+WriteGuard = Callable[["SqlFhirRepository", Current | None, str, "dict[str, Any] | None"], None]
 
 
 class SqlFhirRepository:
     """One per unit of work (request, CLI command, job); holds the session."""
 
     def __init__(self, session: Session, indexer: Indexer, clock: Clock, keyring: Keyring,
-                 id_factory: Callable[[], str] = new_id, listeners: Sequence[ChangeListener] = ()) -> None:
+                 id_factory: Callable[[], str] = new_id, listeners: Sequence[ChangeListener] = (),
+                 guard: WriteGuard | None = None) -> None:
         self.session = session
+        self.guard = guard
         self.listeners = tuple(listeners)
         self.bodies = Bodies(session, keyring)
         self.indexer = indexer
@@ -280,6 +285,8 @@ class SqlFhirRepository:
         return self._write(current, rtype, rid, resource_, method)
 
     def delete(self, current: Current) -> ResourceVersion:
+        if self.guard is not None:
+            self.guard(self, current, current.type, None)
         now = self.clock()
         version = current.version + 1
         self.session.execute(update(resource).where(resource.c.rid == current.rid)
@@ -299,6 +306,8 @@ class SqlFhirRepository:
 
     def _write(self, current: Current | None, rtype: str, res_id: str, content: dict[str, Any],
                method: str) -> ResourceVersion:
+        if self.guard is not None:
+            self.guard(self, current, rtype, content)
         now = self.clock()
         version = 1 if current is None else current.version + 1
         meta = dict(content.get("meta") or {})

@@ -19,7 +19,7 @@ from tests.conftest import conformance_dir
 
 FOLDER = Path(__file__).resolve().parents[2] / "fhir_profiles" / "definitions"
 TDDUI = "https://interop.esante.gouv.fr/ig/fhir/tddui/"
-KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"}
+KINDS = {"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter", "OperationDefinition"}
 
 
 def shipped_files() -> list[Path]:

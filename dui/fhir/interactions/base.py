@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.utils import format_datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,9 @@ from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import CodeSets, SearchPlan, parse_search
 from dui.fhir.validation import Validator
 from dui.settings import Settings
+
+if TYPE_CHECKING:
+    from fhir_profiles.context import Context
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -136,6 +139,9 @@ class FhirContext:
     break_glass: str | None = None  # the reason a health professional gave to read beyond their rights
     planned: set[str] = field(default_factory=set)  # ``Type/id`` a transaction is about to create
     warnings: list[Issue] = field(default_factory=list)  # profile problems of writes under the ``warn`` mode
+    # The conformance resources in force (installed packages, shipped definitions): the CapabilityStatement's
+    # supportedProfile and implementationGuide (``dui.profiles.registry.ProfileRegistry.context``)
+    profiles: Callable[[], Context] | None = None
 
     @property
     def base(self) -> str:

@@ -6,9 +6,9 @@ server does, and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dui import __version__
 from dui.fhir import jsontext
@@ -17,19 +17,55 @@ from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, O
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import MODIFIERS
 
-_cache: dict[tuple[str, int, int], bytes] = {}
+if TYPE_CHECKING:
+    from fhir_profiles.context import Context
+
+_cache: dict[tuple[str, int, int, tuple[str, ...], tuple[tuple[str, str], ...]], bytes] = {}
+_CACHED = 16  # statements kept (one per set of installed packages seen, per base)
 
 
 def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-    key = (ctx.base, id(ctx.registry), id(ctx.operations))
+    context = ctx.profiles() if ctx.profiles is not None else None
+    defaults = ctx.settings.validation.default_profiles
+    installed = tuple(p.id for p in context.packages) if context is not None else ()
+    key = (ctx.base, id(ctx.registry), id(ctx.operations), installed, defaults)
     body = _cache.get(key)
     if body is None:
-        body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry, ctx.operations))
+        if len(_cache) >= _CACHED:
+            _cache.clear()
+        body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry, ctx.operations,
+                                                                context=context, default_profiles=defaults))
     return FhirResponse(200, body)
 
 
+def supported_profiles(context: Context | None, defaults: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Resource type -> the profiles the server checks it against: the default profiles of the type
+    (``DUI_DEFAULT_PROFILES``, whatever a resource claims) first, then every other profile of the type in force
+    (installed packages and the service's own: checked when a resource claims it)."""
+    found: dict[str, list[str]] = {}
+    for rtype, url in defaults:
+        found.setdefault(rtype, []).append(url)
+    if context is not None:
+        for sd in sorted(context.profiles(), key=lambda r: str(r.get("url"))):
+            kind, canonical = sd.get("type"), sd.get("url")
+            if (sd.get("kind") == "resource" and sd.get("derivation") == "constraint" and isinstance(kind, str)
+                    and isinstance(canonical, str) and canonical not in found.get(kind, [])):
+                found.setdefault(kind, []).append(canonical)
+    return found
+
+
+def implementation_guides(context: Context | None) -> list[str]:
+    """The canonical urls of the ImplementationGuides of the installed packages."""
+    if context is None:
+        return []
+    return sorted({str(r["url"]) for p in context.packages for r in p.resources
+                   if r.get("resourceType") == "ImplementationGuide" and isinstance(r.get("url"), str)})
+
+
 def capability_statement(base: str, registry: SearchParameterRegistry,
-                         operations: Mapping[tuple[str, str], Operation] | None = None) -> dict[str, Any]:
+                         operations: Mapping[tuple[str, str], Operation] | None = None, *,
+                         context: Context | None = None,
+                         default_profiles: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     from dui.fhir import router  # the router imports this module
     from dui.subscriptions import websocket  # it reads Subscriptions through the router
 
@@ -38,6 +74,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
     order = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
              "search-type"]
     resources = []
+    profiles = supported_profiles(context, default_profiles)
     for rtype in router.storable_types():
         params = [
             {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
@@ -59,6 +96,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         resources.append({
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            **({"supportedProfile": profiles[rtype]} if profiles.get(rtype) else {}),
             "interaction": [{"code": c} for c in order if c in interactions],
             "versioning": "versioned-update",
             "readHistory": True,
@@ -86,6 +124,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        **({"implementationGuide": guides} if (guides := implementation_guides(context)) else {}),
         "rest": [{
             "mode": "server",
             "security": {

@@ -84,8 +84,9 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         "software": {"name": "DUI backend", "version": __version__},
         "implementation": {"description": "DUI backend: the resident's record of an EHPAD", "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/xml-patch+xml",
+                        "application/fhir+xml"],
         "rest": [{
             "mode": "server",
             "security": {

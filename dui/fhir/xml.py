@@ -97,7 +97,7 @@ class XmlReader:
     def _slot(self, key: str, el: ElementDef, tcode: str) -> _Slot:
         if tcode == "xhtml":
             return _Slot(key, _XHTML, tcode, "", el.is_array)
-        if tcode == "Resource":
+        if tcode == "Resource" or tcode in self.defs.resource_types:  # Bundle.entry.response.outcome too
             return _Slot(key, _RESOURCE, tcode, "", el.is_array)
         if tcode and self.defs.is_primitive(tcode):
             return _Slot(key, _PRIMITIVE, tcode, "", el.is_array)

@@ -73,8 +73,8 @@ def _indented(text: str) -> bytes:
     for holder, div in zip(holders, divs, strict=True):
         div.tail = holder.tail
         holder.getparent().replace(holder, div)
-    indented: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
-    return indented
+    indented: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + indented
 
 
 def resource_to_element(resource: dict[str, Any]) -> etree._Element:
@@ -123,7 +123,7 @@ class XmlWriter:
     def _slot(self, order: int, name: str, el: ElementDef, tcode: str) -> _Slot:
         if tcode == "xhtml":
             return _Slot(order, name, _XHTML, "")
-        if tcode == "Resource":
+        if tcode == "Resource" or tcode in self.defs.resource_types:  # Bundle.entry.response.outcome too
             return _Slot(order, name, _RESOURCE, "")
         if tcode and self.defs.is_primitive(tcode):
             return _Slot(order, name, _PRIMITIVE, "")

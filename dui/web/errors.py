@@ -69,11 +69,16 @@ def _render(err: DuiError) -> Response:
         body: Any = outcome
         mimetype = FHIR_JSON
         answered_as = g.get("fhir_answered_as")
-        if answered_as is not None and fhir.is_xml_answer(answered_as):
-            response = Response(fhir.as_xml(jsontext.dump(outcome)), status=status, content_type=answered_as)
-            for key, value in err.headers.items():
-                response.headers[key] = value
-            return response
+        if answered_as is not None and fhir.is_xml_answer(answered_as):  # the client asked for FHIR XML
+            try:
+                xml = fhir.as_xml(jsontext.dump(outcome))
+            except DuiError:  # a message XML cannot carry (a control character the client sent): in JSON
+                xml = None
+            if xml is not None:
+                response = Response(xml, status=status, content_type=answered_as)
+                for key, value in err.headers.items():
+                    response.headers[key] = value
+                return response
     elif request.path == "/api" or request.path.startswith("/api/"):
         body = problems.error_problem(err, status)
         mimetype = problems.PROBLEM_JSON

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dui.auth.actor import ANONYMOUS, Actor
 from dui.db import is_postgresql
-from dui.errors import NotAcceptable
+from dui.errors import Invalid, NotAcceptable
 from dui.fhir import jsontext, router, xmlwriter
 from dui.fhir.authorization import BREAK_GLASS
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
@@ -121,8 +121,12 @@ def is_xml_answer(answered_as: str) -> bool:
 
 
 def as_xml(payload: bytes, pretty: bool = False) -> bytes:
-    """A FHIR JSON answer (a resource, a Bundle, an OperationOutcome) as FHIR XML."""
-    return xmlwriter.resource_to_bytes(jsontext.parse(payload, max_depth=10_000, stored=True), pretty=pretty)
+    """A FHIR JSON answer (a resource, a Bundle, an OperationOutcome) as FHIR XML; ``NotAcceptable`` for the rare
+    content XML cannot carry (a control character in a string): it can be read as JSON."""
+    try:
+        return xmlwriter.resource_to_bytes(jsontext.parse(payload, max_depth=10_000, stored=True), pretty=pretty)
+    except Invalid as exc:
+        raise NotAcceptable(f"{exc.message}; ask for application/fhir+json") from None
 
 
 def _encoded(result: FhirResponse) -> FhirResponse:

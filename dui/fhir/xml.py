@@ -9,6 +9,7 @@ and limits on size and nesting.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, NamedTuple
 
 from lxml import etree
@@ -72,6 +73,8 @@ class XmlReader:
         ns, name = _split(node.tag) if isinstance(node.tag, str) else (None, "?")
         if ns != FHIR_NS or name not in self.defs.resource_types:
             raise Invalid(f"<{name}> is not a FHIR R4 resource in the {FHIR_NS} namespace")
+        if node.text is not None and not node.text.isspace():
+            raise Invalid(f"<{name}>: text content is not FHIR XML")
         out: dict[str, Any] = {"resourceType": name}
         self._children(node, name, out)
         return out
@@ -116,6 +119,9 @@ class XmlReader:
             tag = child.tag
             if not isinstance(tag, str):
                 continue  # a comment or a processing instruction
+            tail = child.tail
+            if tail is not None and not tail.isspace():
+                raise Invalid(f"{path}: text outside a value attribute ('{tail.strip()[:40]}') is not FHIR XML")
             slot = slots.get(tag)
             if slot is None:
                 ns, name = _split(tag)
@@ -148,7 +154,15 @@ class XmlReader:
 
     def _value(self, node: etree._Element, slot: _Slot) -> tuple[Any, dict[str, Any] | None]:
         kind = slot.kind
+        if kind != _XHTML:
+            text = node.text
+            if text is not None and not text.isspace():
+                raise Invalid(f"<{slot.key}>: text content ('{text.strip()[:40]}') is not FHIR XML; a primitive's "
+                              "value is its value attribute")
         if kind == _PRIMITIVE:
+            attributes = node.attrib
+            if len(attributes) > ("value" in attributes) + ("id" in attributes):
+                raise Invalid(f"<{slot.key}> has attributes other than value and id")
             extension: dict[str, Any] | None = None
             element_id = node.get("id")
             if element_id is not None or len(node):
@@ -157,6 +171,8 @@ class XmlReader:
             raw = node.get("value")
             return (_primitive(raw, slot.tcode) if raw is not None else None), (extension or None)
         if kind == _COMPLEX:
+            if len(node.attrib) and any(name not in ("id", "url") for name in node.attrib):
+                raise Invalid(f"<{slot.key}> has attributes other than id (and url for an extension)")
             out: dict[str, Any] = {}
             element_id = node.get("id")
             if element_id is not None:
@@ -175,21 +191,28 @@ class XmlReader:
         return _xhtml(node), None
 
 
+# The lexical forms of http://hl7.org/fhir/R4/datatypes.html (Python's int() and Decimal() accept more: "+1", " 1",
+# "1_000", "NaN", "Infinity").
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def _primitive(raw: str, tcode: str) -> Any:
     if tcode == "boolean":
         if raw not in ("true", "false"):
-            raise Invalid(f"'{raw}' is not a boolean")
+            raise Invalid(f"'{raw[:40]}' is not a boolean")
         return raw == "true"
     if tcode in ("integer", "positiveInt", "unsignedInt"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise Invalid(f"'{raw}' is not an integer") from None
+        if not _INTEGER.fullmatch(raw):
+            raise Invalid(f"'{raw[:40]}' is not an integer")
+        return int(raw)
     if tcode == "decimal":
+        if not _DECIMAL.fullmatch(raw):
+            raise Invalid(f"'{raw[:40]}' is not a decimal")
         try:
             return FhirDecimal.from_text(raw)
-        except ArithmeticError:
-            raise Invalid(f"'{raw}' is not a decimal") from None
+        except (ArithmeticError, ValueError):
+            raise Invalid(f"'{raw[:40]}' is not a decimal a double can hold") from None
     return raw
 
 

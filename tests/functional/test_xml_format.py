@@ -291,6 +291,10 @@ def test_xml_patch_keeps_the_patch_rules(client: FhirClient) -> None:
                                    '<remove sel="/f:Patient/f:gender[re:test(@value, \'.*\')]"/></diff>',
                              content_type=XML_PATCH)
     assert no_regexp.status_code == 400
+    namespace = client.patch(path, _patch('<remove sel="/f:Patient/namespace::xml"/>'), content_type=XML_PATCH)
+    assert namespace.status_code == 400 and "namespace" in namespace.get_json()["issue"][0]["diagnostics"]
+    no_operation = client.patch(path, _patch(), content_type=XML_PATCH)
+    assert no_operation.status_code == 400
     assert client.patch("Patient/unknown", _patch('<remove sel="/f:Patient/f:gender"/>'),
                         content_type=XML_PATCH).status_code == 404
     assert client.get(path).headers["ETag"] == 'W/"1"'

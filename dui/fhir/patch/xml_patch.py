@@ -78,7 +78,12 @@ def _select(root: etree._Element, op: etree._Element) -> Any:
         raise Unprocessable(f"XML Patch: '{sel[:200]}' selects nothing")
     if len(found) > 1:
         raise Unprocessable(f"XML Patch: '{sel[:200]}' selects {len(found)} nodes; it must select one")
-    return found[0]
+    node = found[0]
+    if not isinstance(node, etree._Element | etree._ElementUnicodeResult) or (
+            isinstance(node, etree._ElementUnicodeResult) and node.getparent() is None):
+        raise Invalid(f"XML Patch: '{sel[:200]}' selects a namespace or a value; select an element, an attribute, "
+                      "a text node or a comment")
+    return node
 
 
 def _content(op: etree._Element) -> list[Any]:

@@ -36,6 +36,7 @@ _XML_ANSWERS = {"application/xml": "application/xml; charset=utf-8", "text/xml":
 XML_BODIES = frozenset({"application/fhir+xml", "application/xml+fhir", "application/xml", "text/xml"})
 # What a Binary read or an export file looks at in Accept: a FHIR format only, else it answers as itself.
 _FHIR_NAMED = {"application/fhir+json", "application/json+fhir", "application/fhir+xml", "application/xml+fhir"}
+_ACCEPTABLE = (_JSON_FORMATS | _XML_FORMATS | {"*/*", "application/*"}) - {"json", "xml"}  # in Accept
 
 
 @bp.route("/fhir", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
@@ -153,8 +154,7 @@ def _check_format(native: bool = False) -> str:
     accept = request.accept_mimetypes
     if not accept.provided:
         return FHIR_JSON
-    acceptable = (_FHIR_NAMED if native else
-                  _JSON_FORMATS | _XML_FORMATS | {"*/*", "application/*"}) - {"json", "xml"}
+    acceptable = _FHIR_NAMED if native else _ACCEPTABLE
     other_version = None
     for value, quality in accept:  # best quality first
         if quality <= 0 or value.split(";")[0].strip().lower() not in acceptable:

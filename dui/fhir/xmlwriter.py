@@ -258,13 +258,23 @@ def _attribute(value: Any) -> str:
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group()], text) if _ESCAPE.search(text) else text
 
 
+_DIV_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+_DECLARATION = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)|<\?xml", re.IGNORECASE)
+
+
 def _div(text: str) -> str:
-    """The narrative as it is, with the XHTML namespace declared on the div if the JSON left it out (the XML
-    reader would otherwise take it for a FHIR element)."""
-    if not text.startswith("<div"):
-        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return f'<div xmlns="{XHTML_NS}">{escaped}</div>'  # not a div (not valid FHIR): kept as its text
-    opening = text[:text.find(">") + 1]
-    if f'xmlns="{XHTML_NS}"' in opening or f"xmlns='{XHTML_NS}'" in opening:
-        return text
-    return f'<div xmlns="{XHTML_NS}"' + text[4:]
+    """The narrative as it is, once checked to be one well-formed XHTML ``div`` (the validator refuses any other, so
+    this guards against a stored body that escaped it: nothing can break out of the div into the document), with the
+    XHTML namespace declared on it if the JSON left it out (the reader would otherwise take it for FHIR)."""
+    div = text.strip()
+    if not div.startswith("<div") or _DECLARATION.search(div):
+        raise Invalid("The narrative is not an XHTML <div>; read the resource as JSON")
+    try:
+        root = etree.fromstring(div.encode("utf-8"), _DIV_PARSER)
+    except (etree.XMLSyntaxError, ValueError):
+        raise Invalid("The narrative is not well-formed XHTML; read the resource as JSON") from None
+    if root.tag == f"{{{XHTML_NS}}}div":
+        return div
+    if root.tag == "div":
+        return f'<div xmlns="{XHTML_NS}"' + div[4:]
+    raise Invalid("The narrative <div> is in another namespace than XHTML; read the resource as JSON")

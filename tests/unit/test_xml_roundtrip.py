@@ -153,6 +153,11 @@ def test_the_writer_refuses_what_r4_does_not_define() -> None:
         resource_to_xml({"resourceType": "Nope"})
     with pytest.raises(Invalid, match=r"XML 1\.0"):
         resource_to_xml({"resourceType": "Patient", "id": "a\x01"})
+    for div in ("plain text", '<div xmlns="http://www.w3.org/1999/xhtml">x</div></text><active value="true"/>',
+                '<div xmlns="http://www.w3.org/1999/xhtml"><!DOCTYPE x>x</div>', "<div>&nbsp;</div>",
+                '<div xmlns="urn:other">x</div>'):
+        with pytest.raises(Invalid, match="narrative"):  # nothing breaks out of the div into the document
+            resource_to_xml({"resourceType": "Basic", "text": {"status": "generated", "div": div}})
 
 
 XML_SAMPLES = [

@@ -137,6 +137,24 @@ def test_create_update_and_conditional_update_in_xml(client: FhirClient) -> None
     assert client.get(f"Patient/{pid}").get_json()["gender"] == "male"
 
 
+def test_conditional_create_search_form_type_history_and_delete_in_xml(client: FhirClient) -> None:
+    identified = patient(identifier=[{"system": "urn:ipp", "value": "9"}])
+    headers = {**AS_XML, "If-None-Exist": "identifier=urn:ipp|9"}
+    first = client.post("Patient", xml_of(identified), content_type=FHIR_XML, headers=headers)
+    pid = read_xml(first, 201)["id"]
+    again = client.post("Patient", xml_of(identified), content_type=FHIR_XML, headers=headers)
+    assert read_xml(again, 200)["id"] == pid
+    form = client.http.post("/fhir/Patient/_search", data="identifier=urn:ipp|9",
+                            headers={**AS_XML, "Content-Type": "application/x-www-form-urlencoded"})
+    found = read_xml(form)
+    assert found["type"] == "searchset" and [e["resource"]["id"] for e in found["entry"]] == [pid]
+    assert read_xml(client.get("Patient/_history", headers=AS_XML))["type"] == "history"
+    deleted = client.delete(f"Patient/{pid}", headers=AS_XML)
+    assert deleted.status_code == 204 and deleted.data == b""
+    gone = client.get(f"Patient/{pid}", headers=AS_XML)
+    assert gone.status_code == 410 and xml_outcome_codes(gone) == ["deleted"]
+
+
 def test_transaction_in_xml(client: FhirClient) -> None:
     pid = "urn:uuid:7d7b3d5e-1b9b-4f9e-9d1a-0d3b3c2f0a11"
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [

@@ -4,6 +4,15 @@ XML does not say which elements repeat or what type a primitive has; the definit
 reader knows when to build an array, when ``value="true"`` is a boolean, and when a decimal must
 keep its text. Untrusted XML goes through ``dui.fhir.xmlsafe``: no DTD, no entities, no network, UTF-8 only,
 and limits on size and nesting.
+
+The rules are those the writer (``dui.fhir.xmlwriter``) follows: a primitive's ``value`` attribute is its JSON
+value, its ``id`` attribute and ``extension`` children its ``_name`` companion (a parallel array, ``null`` where an
+occurrence has none, for repeating elements); ``id`` and an Extension's ``url`` are attributes; a choice element is
+read by its type suffix; ``contained``, ``Bundle.entry.resource``, ``Bundle.entry.response.outcome`` and
+``Parameters.parameter.resource`` hold one resource; the narrative ``div`` (XHTML namespace) becomes its XHTML text,
+an empty element written ``<td></td>``. Order is not enforced. Refused (``Invalid``): an element R4 does not define
+where it stands, an element outside the FHIR namespace, text content, attributes other than these, a non-repeating
+element given twice, and values outside the lexical forms of boolean, integer and decimal.
 """
 
 from __future__ import annotations

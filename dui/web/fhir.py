@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dui.auth.actor import ANONYMOUS, Actor
 from dui.db import is_postgresql
-from dui.errors import Invalid, NotAcceptable
+from dui.errors import Invalid, NotAcceptable, TooLarge
 from dui.fhir import jsontext, router, xmlwriter
 from dui.fhir.authorization import BREAK_GLASS
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
@@ -113,7 +113,13 @@ def _from_xml(svc: Services, req: FhirRequest) -> FhirRequest:
     body = None
     if req.body:
         limits = svc.settings.limits
-        body = jsontext.dump(parse_xml(req.body, max_bytes=limits.max_request_bytes))
+        resource = parse_xml(req.body, max_bytes=limits.max_request_bytes)
+        try:
+            jsontext.check_depth(resource, limits.max_json_depth)  # what the interactions will apply to the JSON
+        except TooLarge:
+            raise TooLarge(f"The XML body, read as FHIR JSON, nests objects and arrays deeper than "
+                           f"{limits.max_json_depth} levels (DUI_MAX_JSON_DEPTH)") from None
+        body = jsontext.dump(resource)
     return FhirRequest(req.method, req.path, req.query, headers, body)
 
 

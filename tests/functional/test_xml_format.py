@@ -234,8 +234,10 @@ LOL = ('<!DOCTYPE lolz [<!ENTITY lol "lol">'
     (f'<Patient xmlns="{NS}"><id value="&undeclared;"/></Patient>', 400),
     (f'<?xml version="1.0" encoding="ISO-8859-1"?><Patient xmlns="{NS}"/>', 400),
     (f'<Patient xmlns="{NS}">' + '<extension url="u">' * 150 + "</extension>" * 150 + "</Patient>", 413),
+    (f'<Patient xmlns="{NS}">' + '<extension url="u">' * 60 + "</extension>" * 60 + "</Patient>", 413),
     (f'<Patient xmlns="{NS}"><name><family value="' + "x" * (21 * 1024 * 1024) + '"/></name></Patient>', 413),
-], ids=["billion laughs", "external entity", "external DTD", "undeclared entity", "not UTF-8", "deep", "huge"])
+], ids=["billion laughs", "external entity", "external DTD", "undeclared entity", "not UTF-8", "deep", "deep as JSON",
+     "huge"])
 def test_hostile_xml_is_refused(client: FhirClient, body: str, status: int) -> None:
     answer = client.post("Patient", body, content_type=FHIR_XML, headers=AS_XML)
     assert answer.status_code == status, answer.get_data(as_text=True)[:500]

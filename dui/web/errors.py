@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from dui.errors import DuiError, Fault, TooLarge, Unavailable
 from dui.fhir import jsontext
 from dui.fhir.outcomes import error_outcome
+from dui.web import fhir
 from dui.web.staff import problems
 
 logger = logging.getLogger("dui.web")
@@ -67,6 +68,17 @@ def _render(err: DuiError) -> Response:
     if request.path.startswith("/fhir"):
         body: Any = outcome
         mimetype = FHIR_JSON
+        answered_as = g.get("fhir_answered_as")
+        if answered_as is not None and fhir.is_xml_answer(answered_as):  # the client asked for FHIR XML
+            try:
+                xml = fhir.as_xml(jsontext.dump(outcome))
+            except DuiError:  # a message XML cannot carry (a control character the client sent): in JSON
+                xml = None
+            if xml is not None:
+                response = Response(xml, status=status, content_type=answered_as)
+                for key, value in err.headers.items():
+                    response.headers[key] = value
+                return response
     elif request.path == "/api" or request.path.startswith("/api/"):
         body = problems.error_problem(err, status)
         mimetype = problems.PROBLEM_JSON

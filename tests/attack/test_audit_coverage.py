@@ -113,7 +113,7 @@ def test_refusals_are_recorded_with_the_resident_asked_for(world: World) -> None
 
 def test_requests_refused_before_the_handler_are_recorded(world: World) -> None:
     mine = tilleuls_residents()[0]
-    answer, entry, _ = recorded(world, "t.medecin", "GET", f"Patient/{mine}", headers={"Accept": "application/xml"})
+    answer, entry, _ = recorded(world, "t.medecin", "GET", f"Patient/{mine}", headers={"Accept": "text/turtle"})
     assert answer.status_code == 406 and entry["status"] == 406
     huge = b'{"resourceType":"Basic","code":{"text":"' + b"x" * (3 * 1024 * 1024) + b'"}}'
     answer, entry, _ = recorded(world, "t.medecin", "POST", "Basic", huge)

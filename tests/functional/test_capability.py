@@ -15,7 +15,7 @@ def test_metadata_describes_a_fhir_4_0_1_json_server(client: FhirClient) -> None
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     assert cs["kind"] == "instance"
-    assert cs["format"] == ["application/fhir+json", "json"]
+    assert cs["format"] == ["application/fhir+json", "json", "application/fhir+xml", "xml"]
     assert cs["implementation"]["url"] == "http://testserver/fhir"
     rest = cs["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system", "search-system"}

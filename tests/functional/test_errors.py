@@ -75,15 +75,18 @@ def test_body_over_the_limit_is_413(client: FhirClient) -> None:
 
 
 def test_media_types(client: FhirClient) -> None:
-    xml = client.post("Patient", "<Patient xmlns='http://hl7.org/fhir'/>", content_type="application/fhir+xml")
-    assert xml.status_code == 415
-    assert outcome_codes(xml) == ["not-supported"]
+    turtle = client.post("Patient", "[] a fhir:Patient .", content_type="text/turtle")
+    assert turtle.status_code == 415
+    assert outcome_codes(turtle) == ["not-supported"]
     old_version = client.post("Patient", patient(), content_type="application/fhir+json; fhirVersion=3.0")
     assert old_version.status_code == 415
     assert client.post("Patient", patient(), content_type="application/json").status_code == 201
-    wants_xml = client.get("metadata", headers={"Accept": "application/fhir+xml"})
-    assert wants_xml.status_code == 406
-    assert client.get("metadata?_format=xml").status_code == 406
+    xml = client.post("Patient", "<Patient xmlns='http://hl7.org/fhir'/>", content_type="application/fhir+xml")
+    assert xml.status_code == 201  # FHIR XML is served too (tests/functional/test_xml_format.py)
+    wants_turtle = client.get("metadata", headers={"Accept": "text/turtle"})
+    assert wants_turtle.status_code == 406
+    assert client.get("metadata?_format=ttl").status_code == 406
+    assert client.get("metadata?_format=xml").status_code == 200
     assert client.get("metadata?_format=json").status_code == 200
     assert client.get("metadata", headers={"Accept": "*/*"}).status_code == 200
 

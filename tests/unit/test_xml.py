@@ -38,6 +38,20 @@ def test_primitive_extensions_and_narrative() -> None:
     '<Patient xmlns="http://hl7.org/fhir"><nope value="1"/></Patient>',
     '<Patient><id value="1"/></Patient>',
     "<Patient",
+    '<Patient xmlns="http://hl7.org/fhir"><gender>female</gender></Patient>',  # text instead of value
+    '<Patient xmlns="http://hl7.org/fhir"><gender valu="female"/></Patient>',  # an attribute FHIR does not have
+    '<Patient xmlns="http://hl7.org/fhir"><name use="official"/></Patient>',
+    '<Patient xmlns="http://hl7.org/fhir"><active value="true"/>stray text</Patient>',
+    '<Patient xmlns="http://hl7.org/fhir"><gender value="male"/><gender value="female"/></Patient>',  # not repeating
+    '<Patient xmlns="http://hl7.org/fhir"><active value="TRUE"/></Patient>',
+    '<Observation xmlns="http://hl7.org/fhir"><valueInteger value="1_000"/></Observation>',
+    '<Observation xmlns="http://hl7.org/fhir"><valueInteger value="+1"/></Observation>',
+    '<Observation xmlns="http://hl7.org/fhir"><valueQuantity><value value="NaN"/></valueQuantity></Observation>',
+    '<Observation xmlns="http://hl7.org/fhir"><valueQuantity><value value=" 1.5"/></valueQuantity></Observation>',
+    '<Observation xmlns="http://hl7.org/fhir"><valueString value="x"/><valueBoolean value="true"/>'
+    '<status value="final"/><valueQuantity><valu/></valueQuantity></Observation>',
+    '<Patient xmlns="http://hl7.org/fhir"><contained/></Patient>',
+    '<Patient xmlns="http://hl7.org/fhir"><text><div><p>not XHTML</p></div></text></Patient>',
 ])
 def test_refusals(xml: str) -> None:
     with pytest.raises(Invalid):

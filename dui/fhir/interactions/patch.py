@@ -1,14 +1,16 @@
 """patch and conditional patch: http://hl7.org/fhir/R4/http.html#patch.
 
-Two formats: JSON Patch (``application/json-patch+json``) and FHIRPath Patch (a Parameters resource
-in ``application/fhir+json``). The patched resource must still be valid R4 and keep its type and id.
+Three formats: JSON Patch (``application/json-patch+json``), XML Patch (``application/xml-patch+xml``, applied to
+the FHIR XML form of the resource and read back) and FHIRPath Patch (a Parameters resource in
+``application/fhir+json``, or in FHIR XML, which ``dui.web.fhir`` has already read into JSON). The patched resource
+must still be valid R4 and keep its type and id.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dui.errors import Gone, Invalid, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType
+from dui.errors import Gone, Invalid, NotFound, PreconditionFailed, TooLarge, Unprocessable, UnsupportedMediaType
 from dui.fhir import jsontext
 from dui.fhir.interactions.base import (
     JSON_TYPES,
@@ -23,8 +25,11 @@ from dui.fhir.interactions.base import (
     parse_body,
     respond,
 )
-from dui.fhir.patch import fhirpath_patch, json_patch
+from dui.fhir.patch import fhirpath_patch, json_patch, xml_patch
 from dui.fhir.search.plan import SearchPlan
+from dui.fhir.xml import element_to_resource
+from dui.fhir.xmlsafe import UnsafeXml, parse_untrusted
+from dui.fhir.xmlwriter import resource_to_element
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -69,13 +74,32 @@ def _patched(ctx: FhirContext, req: FhirRequest, resource: dict[str, Any]) -> di
             raise Invalid("The request has no body; a JSON Patch document was expected")
         document = jsontext.parse(req.body, ctx.settings.limits.max_json_depth)
         patched: Any = json_patch.apply(resource, document)
+    elif content_type == xml_patch.XML_PATCH:
+        patched = _xml_patched(ctx, req, resource)
     elif content_type in JSON_TYPES or req.resource is not None:
         patched = fhirpath_patch.apply(resource, parse_body(ctx, req))
     else:
         raise UnsupportedMediaType(
-            f"PATCH takes {JSON_PATCH} (JSON Patch) or application/fhir+json (FHIRPath Patch), "
-            f"not '{content_type or 'no Content-Type'}'"
+            f"PATCH takes {JSON_PATCH} (JSON Patch), {xml_patch.XML_PATCH} (XML Patch), or application/fhir+json "
+            f"or application/fhir+xml (FHIRPath Patch), not '{content_type or 'no Content-Type'}'"
         )
     if not isinstance(patched, dict):
         raise Unprocessable("The patch does not leave a resource")
     return patched
+
+
+def _xml_patched(ctx: FhirContext, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+    """XML Patch over the FHIR XML form of ``resource``, read back into JSON."""
+    if not req.body:
+        raise Invalid("The request has no body; an XML Patch document was expected")
+    try:
+        document = parse_untrusted(req.body, max_bytes=ctx.settings.limits.max_request_bytes)
+    except UnsafeXml as exc:
+        if "nested deeper" in str(exc) or "larger than" in str(exc):
+            raise TooLarge(f"The XML Patch document is refused: {exc}") from None
+        raise Invalid(f"The XML Patch document is refused: {exc}") from None
+    root = xml_patch.apply(resource_to_element(resource), document)
+    try:
+        return element_to_resource(root)
+    except Invalid as exc:
+        raise Unprocessable(f"The patched resource is not FHIR R4 XML: {exc.message}") from None

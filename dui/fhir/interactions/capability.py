@@ -15,7 +15,7 @@ from dui.fhir import jsontext
 from dui.fhir.interactions import validate
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.plan import MODIFIERS
+from dui.fhir.search.plan import MODIFIERS, NO_NARRATIVE
 
 _cache: dict[tuple[str, int, int], bytes] = {}
 
@@ -43,7 +43,12 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
             {"name": "_lastUpdated", "type": "date",
              "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+            {"name": "_content", "type": "string",
+             "documentation": "Words, \"phrases\", AND, OR and parentheses in every string of the resource"},
         ]
+        if rtype not in NO_NARRATIVE:
+            params.append({"name": "_text", "type": "string",
+                           "documentation": "Words, \"phrases\", AND, OR and parentheses in the narrative"})
         references = []
         for code, param in sorted(registry.for_type(rtype).items()):
             if param.indexed and param.type in MODIFIERS:

@@ -41,6 +41,6 @@ def vital_sign_profiles(resource: Mapping[str, Any]) -> tuple[str, ...]:
     codings = code.get("coding") if isinstance(code, Mapping) else None
     if not isinstance(codings, list):
         return ()
-    found = [VITAL_SIGNS.get(c.get("code")) for c in codings
-             if isinstance(c, Mapping) and c.get("system") == LOINC and isinstance(c.get("code"), str)]
+    found = [VITAL_SIGNS.get(str(c.get("code"))) for c in codings
+             if isinstance(c, Mapping) and c.get("system") == LOINC]
     return tuple(dict.fromkeys(url for url in found if url))

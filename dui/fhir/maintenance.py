@@ -33,7 +33,7 @@ FULL_TEXT = "search_text 1: narrative, content; folded"
 
 def fingerprint(registry: SearchParameterRegistry) -> str:
     """A hash of what the indexer extracts: every indexed parameter of every type."""
-    rows: list[Any] = [FULL_TEXT]
+    rows: list[Any] = [FULL_TEXT if registry.full_text else "no full text"]
     for rtype in sorted(registry.resource_types()):
         for param in registry.indexed(rtype):
             rows.append([rtype, param.code, param.type, [e.expression for e in param.extractions],

@@ -93,6 +93,11 @@ def test_with_other_parameters_count_and_paging(client: FhirClient, resident: st
     assert sorted(seen) == sorted(mine)
     # through a chain, and backwards with _has
     assert ids(client.search("Patient?_has:Condition:subject:_text=refait")) == [other]
+    assert len(ids(client.search("Condition?subject:Patient._content=martin"))) == 1
+    assert len(ids(client.search("Condition?subject._content=martin&_text=pansement"))) == 1
+    # a search of several types
+    both = client.search("?_type=Patient,Condition&_content=martin,refait")
+    assert sorted(e["resource"]["resourceType"] for e in both["entry"]) == ["Condition", "Patient"]
 
 
 def test_update_replaces_and_delete_removes(client: FhirClient, resident: str) -> None:
@@ -165,3 +170,29 @@ def test_reindex_fills_the_text_index_of_resources_stored_before(app: Flask, cli
     assert result.exit_code == 0, result.output
     assert ids(client.search("Condition?_text=osteoporose")) == [made]
     assert ids(client.search("Patient?_content=helene")) == [resident]
+
+
+def test_turned_off_nothing_is_indexed_nor_searched(database_url: str, app: Flask) -> None:
+    from sqlalchemy import text
+
+    from dui.app import create_app
+    from dui.settings import Settings
+    from tests.conftest import empty_database
+    from tests.conftest import test_settings as settings_for
+
+    assert Settings.from_env({"DUI_TEXT_SEARCH": "off"}).text_search is False
+    off = create_app(settings_for(database_url, text_search=False))
+    try:
+        empty_database(off)
+        client = FhirClient(off.test_client())
+        subject = client.create(patient())["id"]
+        client.create(note(subject, "<p>Chute</p>"))
+        with off.extensions["dui"].engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM search_text")).scalar_one() == 0
+        assert client.get("Condition?_text=chute", headers={"Prefer": "handling=strict"}).status_code == 400
+        assert len(ids(client.search("Condition?_text=chute"))) == 1  # lenient: ignored, with an outcome
+        statement = client.get("metadata").get_json()
+        condition = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Condition")
+        assert not {"_text", "_content"} & {p["name"] for p in condition["searchParam"]}
+    finally:
+        off.extensions["dui"].dispose()

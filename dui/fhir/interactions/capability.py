@@ -43,10 +43,12 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
             {"name": "_lastUpdated", "type": "date",
              "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
-            {"name": "_content", "type": "string",
-             "documentation": "Words, \"phrases\", AND, OR and parentheses in every string of the resource"},
         ]
-        if rtype not in NO_NARRATIVE:
+        if registry.full_text:
+            params.append({"name": "_content", "type": "string",
+                           "documentation": "Words, \"phrases\", AND, OR and parentheses in every string of the "
+                                            "resource"})
+        if registry.full_text and rtype not in NO_NARRATIVE:
             params.append({"name": "_text", "type": "string",
                            "documentation": "Words, \"phrases\", AND, OR and parentheses in the narrative"})
         references = []

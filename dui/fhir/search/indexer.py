@@ -93,7 +93,7 @@ class Indexer:
                     self._add(out, param, extraction, base, value)
         if rtype == "Patient":
             out.unique = [{"rid": rid, "res_type": rtype, **key} for key in unique_identifiers(resource)]
-        if text:
+        if text and self.registry.full_text:
             out.text = text_row(rid, resource)
         return out
 

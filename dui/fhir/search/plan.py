@@ -298,7 +298,7 @@ class Parser:
             if target not in set(self.registry.resource_types()):
                 raise Invalid(f"'{name}': {target} is not a resource type", expression=name)
             next_code = rest.split(".")[0].split(":")[0]
-            if next_code not in ("_id", "_lastUpdated") and next_code != "_has" and \
+            if next_code not in ("_id", "_lastUpdated", *TEXT_PARAMETERS) and next_code != "_has" and \
                     self.registry.get(target, next_code) is None:
                 continue
             node = self.criterion(target, rest, raw, depth + 1)
@@ -334,6 +334,8 @@ class Parser:
         if modifier:
             raise Invalid(f"Modifier ':{modifier}' is not supported on '{code}'", code="not-supported",
                           expression=name)
+        if not self.registry.full_text:
+            return self._skip(name, f"'{code}' is turned off on this server (DUI_TEXT_SEARCH)")
         if code == "_text" and rtype in NO_NARRATIVE:
             return self._skip(name, f"{rtype} has no narrative: '_text' does not apply to it")
         values = tuple(split_values(raw))

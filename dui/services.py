@@ -161,6 +161,7 @@ class Services:
         engine = make_engine(settings.database_url, settings.statement_timeout_ms / 1000, hide_parameters=True)
         registry = SearchParameterRegistry()
         registry.add_definitions(fhir_profiles.definitions())  # the DUI's own (identity-status)
+        registry.full_text = settings.text_search
         return cls(
             settings=settings,
             engine=engine,

@@ -289,6 +289,9 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # ``_text`` / ``_content``: a full-text index of narratives and strings (docs/security.md, "What the search
+    # index holds"); off: neither indexed nor searchable
+    text_search: bool = True
 
     @property
     def fhir_base(self) -> str:
@@ -375,6 +378,7 @@ class Settings:
             request_budget=_seconds(env, "DUI_REQUEST_BUDGET", defaults.request_budget),
             log_level=env.get("DUI_LOG_LEVEL", defaults.log_level).upper(),
             log_json=_bool(env, "DUI_LOG_JSON", name == "prod"),
+            text_search=_bool(env, "DUI_TEXT_SEARCH", True),
             limits=limits,
             insi=insi,
             encryption=encryption,

@@ -13,7 +13,7 @@ element's FHIRPath location and a message naming the profile and the element, wh
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,12 @@ class _Unusable:
 class ProfileValidator:
     """Validates resources against the profiles of a Context; shared between threads."""
 
-    def __init__(self, context: Context, default_profiles: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, context: Context, default_profiles: Mapping[str, Sequence[str]] | None = None,
+                 implied: Callable[[Mapping[str, Any]], Sequence[str]] | None = None) -> None:
+        """``implied``: the profiles a resource must meet because of what it holds (``vitals.vital_sign_profiles``:
+        an Observation of a vital sign), beside its type's ``default_profiles``."""
         self.context = context
+        self.implied = implied
         self.terminology = Terminology(context)
         self.default_profiles = {k: tuple(v) for k, v in (default_profiles or {}).items()}
         self._lock = threading.Lock()
@@ -176,7 +180,8 @@ class Run:
             return
         meta = value.get("meta")
         declared = meta.get("profile", []) if isinstance(meta, dict) else []
-        urls = list(dict.fromkeys([*declared, *self.validator.default_profiles.get(kind, ()), *extra]))
+        implied = self.validator.implied(value) if self.validator.implied is not None else ()
+        urls = list(dict.fromkeys([*declared, *self.validator.default_profiles.get(kind, ()), *implied, *extra]))
         structures: list[Structure] = []
         for url in urls:
             if not isinstance(url, str):

@@ -166,7 +166,9 @@ class Walk:
             return
         path = definition.path
         if definition.choice and type_code:
-            path = path[:-3] + type_code[:1].upper() + type_code[1:]
+            # a primitive of a choice is typed by its type's name: fhirpathpy's model does not type the renamed
+            # element (``Observation.effectiveDateTime``), and ``$this as dateTime`` (vs-1) would be empty
+            path = type_code if type_code[:1].islower() else path[:-3] + type_code[:1].upper() + type_code[1:]
         for constraint in definition.constraints:
             outcome, reason = evaluate(constraint, item.value, item.extra, path, self.resource, self.root)
             if outcome is Outcome.FAILS:

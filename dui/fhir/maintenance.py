@@ -26,11 +26,14 @@ from dui.fhir.tables import maintenance_state, resource
 
 REINDEX = "reindex"
 FINGERPRINT = "index_fingerprint"
+# What the full-text row (``search_text``) holds: changed when ``dui.fhir.search.fulltext`` extracts otherwise,
+# so that an upgrade asks for ``dui reindex`` (which also fills it for resources stored before it existed).
+FULL_TEXT = "search_text 1: narrative, content; folded"
 
 
 def fingerprint(registry: SearchParameterRegistry) -> str:
     """A hash of what the indexer extracts: every indexed parameter of every type."""
-    rows = []
+    rows: list[Any] = [FULL_TEXT if registry.full_text else "no full text"]
     for rtype in sorted(registry.resource_types()):
         for param in registry.indexed(rtype):
             rows.append([rtype, param.code, param.type, [e.expression for e in param.extractions],

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, event, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -50,13 +50,19 @@ from dui.fhir.tables import (
     resource,
     resource_version,
     search_reference,
+    search_text,
     search_token,
     unique_identifier,
 )
 
 _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.version,
                     resource.c.last_updated, resource.c.deleted)
-_INDEX_TABLES = tuple(dict.fromkeys(INDEX_TABLES.values()))
+_INDEX_TABLES = (*dict.fromkeys(INDEX_TABLES.values()), search_text)
+# The full-text row on PostgreSQL: the folded text becomes the french configuration's lexemes as it is written.
+_FRENCH: Any = literal_column("'french'::regconfig")
+_INSERT_TEXT_PG = insert(search_text).values(
+    rid=bindparam("p_rid"), narrative=func.to_tsvector(_FRENCH, bindparam("p_narrative")),
+    content=func.to_tsvector(_FRENCH, bindparam("p_content")))
 
 
 # The one answer to a second record of an INS: the same whether the caller may see the resident who holds it or not.
@@ -111,7 +117,11 @@ class SqlFhirRepository:
             by_table.setdefault(table, []).append(row)
         self._pending = []
         connection = self.session.connection()
+        texts = by_table.pop(search_text, [])
         if connection.dialect.name == "postgresql":
+            if texts:
+                self.session.execute(_INSERT_TEXT_PG, [
+                    {"p_rid": r["rid"], "p_narrative": r["narrative"], "p_content": r["content"]} for r in texts])
             # COPY: one stream per table, several times faster than INSERTs for index rows.
             driver = connection.connection.driver_connection
             with driver.cursor() as cursor:  # type: ignore[union-attr]
@@ -121,6 +131,8 @@ class SqlFhirRepository:
                         for row in rows:
                             copy.write_row([row[c] for c in columns])
             return
+        if texts:
+            by_table[search_text] = texts
         for table, rows in by_table.items():
             self.session.execute(insert(table), rows)
 
@@ -335,10 +347,12 @@ class SqlFhirRepository:
         return self._changed(ResourceVersion(row_id, rtype, res_id, version, now, False, method, body))
 
     def _write_index(self, row_id: int, rtype: str, stored: dict[str, Any]) -> None:
-        rows = self.indexer.rows(row_id, rtype, stored)
+        rows = self.indexer.rows(row_id, rtype, stored, text=True)
         for kind, items in rows.tables().items():
             table = INDEX_TABLES[kind]
             self._pending.extend((table, item) for item in items)
+        if rows.text is not None:
+            self._pending.append((search_text, rows.text))
         for row in rows.unique:
             self._claim(row)
 
@@ -361,7 +375,7 @@ class SqlFhirRepository:
     def _drop_index(self, row_id: int) -> None:
         self.flush()  # queued rows of this resource must go before they can be deleted
         for table in (*_INDEX_TABLES, unique_identifier):
-            self.session.execute(delete(table).where(table.c.rid == row_id))
+            self.session.execute(delete(table).where(table.c.rid == row_id))  # search_text: by rowid on SQLite
 
     def reindex(self, current: ResourceVersion) -> None:
         """Rewrite the index rows of a stored current version (``dui reindex``)."""

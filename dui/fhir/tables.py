@@ -29,8 +29,10 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from dui.db import UtcDateTime, metadata
 
@@ -152,6 +154,19 @@ search_composite = _index_table(
     Column("c2_end", UtcDateTime, nullable=True),
     Column("c2_text", String(TEXT_INDEX), nullable=True),  # normalised string
     indexes=(("res_type", "param", "c1_code", "c1_system", "rid"),),
+)
+
+# Full text of ``_text`` (narrative) and ``_content`` (every string value), one row per current resource
+# (``dui.fhir.search.fulltext``). PostgreSQL: ``tsvector`` columns (the french configuration's lexemes, no
+# text), each with a GIN index. SQLite: an FTS5 virtual table whose rowid is the resource's row id (the column
+# is named ``rowid`` for that; its key is ``rid`` like every index table's). Created by migration 0020, not by
+# this definition; rows are written by ``SqlFhirRepository`` with ``to_tsvector`` on PostgreSQL.
+search_text = Table(
+    "search_text",
+    metadata,
+    Column("rowid", RowId, ForeignKey("resource.rid"), primary_key=True, key="rid"),
+    Column("narrative", Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
+    Column("content", Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
 )
 
 INDEX_TABLES = {

@@ -60,7 +60,14 @@ from dui.crypto.keyring import Keyring
 from dui.db import is_postgresql
 from dui.documents.tables import resident_document
 from dui.fhir.bodies import Bodies
-from dui.fhir.tables import INDEX_TABLES, resource, resource_version, search_reference, unique_identifier
+from dui.fhir.tables import (
+    INDEX_TABLES,
+    resource,
+    resource_version,
+    search_reference,
+    search_text,
+    unique_identifier,
+)
 from dui.messaging.tables import mssante_inbox
 from dui.outbox.tables import outbox_job
 from dui.settings import ExportSettings
@@ -76,7 +83,7 @@ SENT_RECORDS = ("dmp.send", "mssante.send")
 
 # The rate limiter's buckets (PostgreSQL only, created by migration 0012 outside the service's metadata)
 rate_limit = Table("rate_limit", MetaData(), Column("key", Text, primary_key=True), Column("full_at", Float))
-_FHIR_TABLES = (*dict.fromkeys(INDEX_TABLES.values()), unique_identifier)
+_FHIR_TABLES = (*dict.fromkeys(INDEX_TABLES.values()), search_text, unique_identifier)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dui.profiles import store
 from dui.settings import ValidationSettings
 from fhir_profiles.context import Context
 from fhir_profiles.validator import ProfileValidator
+from fhir_profiles.vitals import vital_sign_profiles
 
 REFRESH_SECONDS = 5.0
 
@@ -80,7 +81,8 @@ class ProfileRegistry:
 
 
                 self._context = Context(packages)
-                self._validator = ProfileValidator(self._context, defaults)
+                # R4's vital-sign profiles, on the Observations whose code is a vital sign (docs/profiles.md)
+                self._validator = ProfileValidator(self._context, defaults, implied=vital_sign_profiles)
                 self._state = state
         self._checked = self._now()
 

@@ -108,6 +108,7 @@ def _quantity(measure: codes.Measure, value: Any) -> dict[str, Any]:
 
 def _measure(measure: codes.Measure, value: Any, subject: dict[str, Any], actor: Actor, when: str) -> dict[str, Any]:
     observation = _base(measure.category, measure.system, measure.code, measure.display, subject, actor, when)
+    observation["code"]["coding"] += [{"system": measure.system, "code": c, "display": d} for c, d in measure.also]
     observation["valueQuantity"] = _quantity(measure, value)
     return observation
 

@@ -37,6 +37,7 @@ class Measure:
     high: float
     category: str = "vital-signs"
     integer: bool = False
+    also: tuple[tuple[str, str], ...] = ()  # more codings of the same system (code, display), after the first
 
 
 MEASURES: dict[str, Measure] = {m.name: m for m in (
@@ -44,7 +45,9 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("temperature_c", LOINC, "8310-5", "Body temperature", "Cel", 30, 45),
     Measure("heart_rate", LOINC, "8867-4", "Heart rate", "/min", 20, 250, integer=True),
     Measure("respiratory_rate", LOINC, "9279-1", "Respiratory rate", "/min", 4, 80, integer=True),
-    Measure("spo2_percent", LOINC, "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 50, 100),
+    # 2708-6 as well: the code R4's oxygensat profile requires of a vital-sign oxygen saturation
+    Measure("spo2_percent", LOINC, "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 50, 100,
+            also=(("2708-6", "Oxygen saturation in Arterial blood"),)),
     Measure("glucose_g_per_l", LOINC, "2339-0", "Glucose [Mass/volume] in Blood", "g/L", 0.2, 6, "laboratory"),
 )}
 BLOOD_PRESSURE = ("85354-9", "Blood pressure panel with all children optional")

@@ -15,7 +15,7 @@ from dui.fhir import jsontext
 from dui.fhir.interactions import validate
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation
 from dui.fhir.search.parameters import SearchParameterRegistry
-from dui.fhir.search.plan import MODIFIERS
+from dui.fhir.search.plan import MODIFIERS, NO_NARRATIVE
 
 if TYPE_CHECKING:
     from fhir_profiles.context import Context
@@ -81,6 +81,13 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             {"name": "_lastUpdated", "type": "date",
              "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
         ]
+        if registry.full_text:
+            params.append({"name": "_content", "type": "string",
+                           "documentation": "Words, \"phrases\", AND, OR and parentheses in every string of the "
+                                            "resource"})
+        if registry.full_text and rtype not in NO_NARRATIVE:
+            params.append({"name": "_text", "type": "string",
+                           "documentation": "Words, \"phrases\", AND, OR and parentheses in the narrative"})
         references = []
         for code, param in sorted(registry.for_type(rtype).items()):
             if param.indexed and param.type in MODIFIERS:

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from dui.fhir.search.fulltext import text_row
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.parameters import Extraction, SearchParameter, SearchParameterRegistry
 from dui.fhir.search.paths import Evaluator, compile_path
@@ -59,6 +60,7 @@ class IndexRows:
     uri: list[dict[str, Any]] = field(default_factory=list)
     composite: list[dict[str, Any]] = field(default_factory=list)
     unique: list[dict[str, Any]] = field(default_factory=list)
+    text: dict[str, Any] | None = None  # the ``search_text`` row (``_text``, ``_content``), when asked for
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         return {"string": self.string, "token": self.token, "reference": self.reference,
@@ -74,7 +76,8 @@ class Indexer:
         self.tz = ZoneInfo(timezone)
         self._components: dict[tuple[str, str], Evaluator | None] = {}
 
-    def rows(self, rid: int, rtype: str, resource: dict[str, Any]) -> IndexRows:
+    def rows(self, rid: int, rtype: str, resource: dict[str, Any], *, text: bool = False) -> IndexRows:
+        """The index rows of a resource; with ``text``, its full-text row too (what the store writes)."""
         out = IndexRows()
         memo: dict[tuple[int, str], list[Any]] = {}  # component values per (base value, expression)
         for param in self.registry.indexed(rtype):
@@ -90,6 +93,8 @@ class Indexer:
                     self._add(out, param, extraction, base, value)
         if rtype == "Patient":
             out.unique = [{"rid": rid, "res_type": rtype, **key} for key in unique_identifiers(resource)]
+        if text and self.registry.full_text:
+            out.text = text_row(rid, resource)
         return out
 
     def references(self, rtype: str, resource: dict[str, Any],

@@ -81,6 +81,9 @@ class SearchParameterRegistry:
         for rtype, params in raw.items():
             self._by_type[rtype] = {code: self._build(rtype, code, row, raw) for code, row in params.items()}
         self._indexed: dict[str, tuple[SearchParameter, ...]] = {}
+        # ``_text`` and ``_content`` (``dui.fhir.search.fulltext``): indexed and searchable, or neither
+        # (``DUI_TEXT_SEARCH``)
+        self.full_text = True
 
     def _build(self, rtype: str, code: str, row: dict[str, Any],
                table: dict[str, dict[str, Any]]) -> SearchParameter:

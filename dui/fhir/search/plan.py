@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dui.errors import Invalid
+from dui.fhir.search.fulltext import QueryError, parse_query
 from dui.fhir.search.parameters import SearchParameter, SearchParameterRegistry
 from dui.fhir.structure import CONTROL
 from dui.settings import Limits
@@ -36,7 +37,10 @@ MODIFIERS = {
 SUMMARY_MODES = ("true", "false", "text", "data", "count")
 TOTAL_MODES = ("none", "estimate", "accurate")
 SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "uri", "reference"})
-NOT_SUPPORTED = frozenset({"_contained", "_containedType", "_text", "_content", "_query", "_filter", "_type"})
+NOT_SUPPORTED = frozenset({"_contained", "_containedType", "_query", "_filter", "_type"})
+TEXT_PARAMETERS = frozenset({"_text", "_content"})
+# Types without a narrative (not DomainResources): ``_text`` does not apply to them.
+NO_NARRATIVE = frozenset({"Binary", "Bundle", "Parameters"})
 CONTROL_PARAMETERS = frozenset({"_count", "_cursor", "_sort", "_include", "_revinclude", "_summary", "_elements",
                                 "_total", "_format", "_pretty"})
 MAX_CHAIN = 3
@@ -62,7 +66,7 @@ class Leaf:
 
     rtype: str
     code: str
-    kind: str  # a search parameter type, or "id", "lastUpdated", "list"
+    kind: str  # a search parameter type, or "id", "lastUpdated", "list", "text" (``_text``, ``_content``)
     modifier: str | None
     values: tuple[str, ...]
     param: SearchParameter | None = None
@@ -277,6 +281,8 @@ class Parser:
             return self._skip(name, f"'{code}' is not supported by this server")
         if dot:
             return self._chain(rtype, code, modifier, rest, raw, depth, name)
+        if code in TEXT_PARAMETERS:
+            return self._text(rtype, code, modifier, raw, name)
         if code in ("_id", "_lastUpdated", "_list"):
             kind = {"_id": "id", "_lastUpdated": "lastUpdated", "_list": "list"}[code]
             allowed = {"missing"} if kind in ("id", "lastUpdated") else set()  # never missing: false keeps all
@@ -331,7 +337,7 @@ class Parser:
             if target not in set(self.registry.resource_types()):
                 raise Invalid(f"'{name}': {target} is not a resource type", expression=name)
             next_code = rest.split(".")[0].split(":")[0]
-            if next_code not in ("_id", "_lastUpdated") and next_code != "_has" and \
+            if next_code not in ("_id", "_lastUpdated", *TEXT_PARAMETERS) and next_code != "_has" and \
                     self.registry.get(target, next_code) is None:
                 continue
             node = self.criterion(target, rest, raw, depth + 1)
@@ -360,6 +366,24 @@ class Parser:
         if inner is None:
             return None
         return Has(rtype, source, code, inner)
+
+    def _text(self, rtype: str, code: str, modifier: str, raw: str, name: str) -> Node | None:
+        """``_text`` (narrative) or ``_content`` (the whole resource): a malformed value is refused under
+        ``handling=strict`` and ignored otherwise, as an unknown parameter is."""
+        if modifier:
+            raise Invalid(f"Modifier ':{modifier}' is not supported on '{code}'", code="not-supported",
+                          expression=name)
+        if not self.registry.full_text:
+            return self._skip(name, f"'{code}' is turned off on this server (DUI_TEXT_SEARCH)")
+        if code == "_text" and rtype in NO_NARRATIVE:
+            return self._skip(name, f"{rtype} has no narrative: '_text' does not apply to it")
+        values = tuple(split_values(raw))
+        for value in values:
+            try:
+                parse_query(value)
+            except QueryError as exc:
+                return self._skip(name, f"'{code}' cannot be read: {exc}")
+        return Leaf(rtype, code, "text", None, values)
 
     def _skip(self, name: str, message: str) -> Node | None:
         """Refuse (strict handling) or ignore (lenient) a parameter the server cannot honour."""

@@ -24,6 +24,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     false,
+    func,
+    literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -31,8 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import NullType
 
 from dui.errors import Invalid
+from dui.fhir.search.fulltext import Query, QueryError, Term, fts5_query, parse_query
 from dui.fhir.search.indexer import date_range, precision_range
 from dui.fhir.search.normalize import normalize
 from dui.fhir.search.plan import (
@@ -55,6 +60,7 @@ from dui.fhir.tables import (
     search_quantity,
     search_reference,
     search_string,
+    search_text,
     search_token,
     search_uri,
 )
@@ -166,6 +172,8 @@ class Criteria:
                                                 or_(*(self._point(v, column) for v in leaf.values)))
         if leaf.kind == "list":
             return self._list(leaf)
+        if leaf.kind == "text":
+            return self._text(leaf)
         if leaf.modifier == "identifier":
             return self._tokens(leaf, f"{leaf.code}:identifier", leaf.values)
         if leaf.modifier == "of-type":
@@ -218,6 +226,15 @@ class Criteria:
                 .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
                 .where(ref.c.rid.in_(self._kept("List", named)), ref.c.param == "item",
                        target.c.res_type == leaf.rtype, target.c.deleted == false()))
+
+    def _text(self, leaf: Leaf) -> Select[Any]:
+        try:
+            queries = tuple(parse_query(v) for v in leaf.values)
+        except QueryError as exc:  # the parser let it through (a leaf built by hand): refuse it
+            raise Invalid(f"'{leaf.code}' cannot be read: {exc}", expression=leaf.code) from None
+        column = search_text.c.narrative if leaf.code == "_text" else search_text.c.content
+        return (select(search_text.c.rid).join(resource, resource.c.rid == search_text.c.rid)
+                .where(resource.c.res_type == leaf.rtype, TextMatch(column, queries)))
 
     def _tokens(self, leaf: Leaf, param: str, values: tuple[str, ...]) -> Select[Any]:
         return select(search_token.c.rid).where(search_token.c.res_type == leaf.rtype, search_token.c.param == param,
@@ -380,6 +397,48 @@ def _in_list_postgresql(element: InList, compiler: SQLCompiler, **kw: Any) -> st
             f"(SELECT jsonb_array_elements_text(CAST({compiler.process(element.array, **kw)} AS jsonb)))")
 
 
+class TextMatch(ColumnElement[Any]):
+    """A full-text column matching any of ``queries``: ``@@`` a tsquery on PostgreSQL, FTS5 ``MATCH`` on SQLite."""
+
+    inherit_cache = False
+    type: Any = NullType()  # not Boolean: SQLite would compare it with 1, which FTS5 does not take
+
+    def __init__(self, column: Any, queries: tuple[Query, ...]) -> None:
+        self.column = column
+        self.queries = queries
+
+
+_FRENCH: ColumnElement[Any] = literal_column("'french'::regconfig")
+
+
+def _tsquery(query: Query) -> Any:
+    """A tsquery expression: each word through the french configuration (stem, stop words), phrases with
+    ``phraseto_tsquery`` (words in that order, stop words counted), ``&&`` and ``||`` between them."""
+    if isinstance(query, Term):
+        build = func.phraseto_tsquery if query.phrase else func.plainto_tsquery
+        return build(_FRENCH, literal(" ".join(query.words))).self_group()
+    items = [_tsquery(item) for item in query.items]
+    combined = items[0]
+    for item in items[1:]:
+        combined = combined.op("&&" if query.op == "AND" else "||")(item).self_group()
+    return combined
+
+
+@compiles(TextMatch, "postgresql")
+def _text_match_pg(element: TextMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    queries = [_tsquery(q) for q in element.queries]
+    combined = queries[0]
+    for item in queries[1:]:
+        combined = combined.op("||")(item).self_group()
+    return compiler.process(element.column.op("@@")(combined), **kw)
+
+
+@compiles(TextMatch)
+def _text_match_fts5(element: TextMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    match = " OR ".join(fts5_query(q) for q in element.queries)
+    return compiler.process(element.column.op("MATCH")(literal(match)), **kw)
+
+
 def _cost(node: Node) -> int:
     """A rough rank of how many rows a criterion selects (lower first), to pick the driving one."""
     if isinstance(node, Leaf):
@@ -387,7 +446,7 @@ def _cost(node: Node) -> int:
             return 5
         if node.kind in ("id", "token", "reference", "uri", "composite", "list"):
             return 0 if node.modifier != "text" else 1
-        if node.kind == "string":
+        if node.kind in ("string", "text"):
             return 1
         return 2
     return 3

@@ -48,7 +48,7 @@ from dui.outbox.runner import Handler, bind
 from dui.profiles.registry import ProfileRegistry
 from dui.replica import ReadRouter
 from dui.residents import fhir_operations, rules, sharing
-from dui.settings import Settings, SettingsError, check_read_replica
+from dui.settings import Settings, SettingsError, check_database_urls
 from dui.tddui import consumer as tddui_consumer
 from ins.insi.client import InsiClient
 from mssante.transport import MailReceiver, MailSender
@@ -156,7 +156,7 @@ class Services:
         self.validator.rules.setdefault("Patient", self._identity_issues)
         replica = self.settings.read_replica
         if replica.url:
-            check_read_replica(self.settings.database_url, replica.url)  # also for settings made in code
+            check_database_urls(self.settings.database_url, replica.url)  # also for settings made in code
             self.reads = ReadRouter(replica, self.session_factory, self.settings.statement_timeout_ms / 1000)
 
     @classmethod

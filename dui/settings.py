@@ -459,7 +459,7 @@ class Settings:
 
     def check(self) -> None:
         """Refuse configurations that are unsafe for the chosen environment."""
-        check_read_replica(self.database_url, self.read_replica.url)
+        check_database_urls(self.database_url, self.read_replica.url)
         if self.is_prod and not self.base_url.startswith("https://"):
             raise SettingsError("DUI_ENV=prod requires an https DUI_BASE_URL")
         if self.is_prod and not (self.encryption.master_key or self.encryption.master_key_file):
@@ -546,9 +546,14 @@ def _origins(raw: str) -> tuple[str, ...]:
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
-def check_read_replica(database_url: str, read_url: str | None) -> None:
-    """``DUI_DATABASE_READ_URL``: a PostgreSQL replica of a PostgreSQL primary. Neither URL is quoted back: they may
-    carry passwords."""
+def check_database_urls(database_url: str, read_url: str | None) -> None:
+    """``prepare_threshold`` in either URL (dui.db); ``DUI_DATABASE_READ_URL``: a PostgreSQL replica of a PostgreSQL
+    primary. Neither URL is quoted back: they may carry passwords."""
+    for name, url in (("DUI_DATABASE_URL", database_url), ("DUI_DATABASE_READ_URL", read_url)):
+        threshold = re.search(r"[?&]prepare_threshold=([^&]*)", url or "")
+        if threshold and not re.fullmatch(r"\d+|none", threshold.group(1).strip().lower()):
+            raise SettingsError(f"{name}: prepare_threshold must be a whole number or none (none behind pgbouncer "
+                                f"in transaction mode), not {threshold.group(1)[:20]!r}")
     if not read_url:
         return
     if not read_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):

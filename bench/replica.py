@@ -22,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import event, text  # noqa: E402
+from sqlalchemy import event, text
 
-from dui import migrations  # noqa: E402
-from dui.app import create_app  # noqa: E402
-from dui.auth.actor import Actor  # noqa: E402
-from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle  # noqa: E402
-from dui.settings import InsiSettings, ReadReplicaSettings, Settings  # noqa: E402
-from tests.helpers import observation  # noqa: E402
-from tests.replication import running_pair  # noqa: E402
+from dui import migrations
+from dui.app import create_app
+from dui.auth.actor import Actor
+from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
+from dui.settings import InsiSettings, ReadReplicaSettings, Settings
+from tests.helpers import observation
+from tests.replication import running_pair
 
 PARC = ESTABLISHMENTS[1]["finess"]
 FHIR = {"Content-Type": "application/fhir+json"}

@@ -181,3 +181,17 @@ def test_the_sqlite_refusal_also_holds_for_settings_made_in_code(tmp_path: Any) 
                         read_replica=ReadReplicaSettings(url="postgresql://u@replica/dui"))
     with pytest.raises(SettingsError, match="needs a PostgreSQL DUI_DATABASE_URL"):
         create_app(settings)
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("postgresql://u@pgbouncer:6432/dui?prepare_threshold=none", True),
+    ("postgresql://u@pgbouncer:6432/dui?sslmode=require&prepare_threshold=0", True),
+    ("postgresql://u@pgbouncer:6432/dui?prepare_threshold=never", False),
+])
+def test_prepare_threshold_in_the_database_url_is_a_number_or_none(url: str, ok: bool) -> None:
+    environ = {"DUI_DATABASE_URL": url}
+    if ok:
+        assert Settings.from_env(environ).database_url == url
+        return
+    with pytest.raises(SettingsError, match="prepare_threshold must be a whole number or none"):
+        Settings.from_env(environ)

@@ -79,6 +79,12 @@ def make_engine(url: str, statement_timeout: float = 0, **kwargs: Any) -> Engine
     # connection found dead raises a disconnect error instead; the pool then discards every
     # connection of that generation, and the web layer retries a read once (dui.web.fhir).
     kwargs.setdefault("pool_pre_ping", False)
+    # psycopg prepares a statement run 5 times on one connection; behind pgbouncer in transaction mode (before 1.21,
+    # which tracks them) the next transaction may run on another server connection that does not have it:
+    # ``?prepare_threshold=none`` turns preparing off (docs/scaling.md). Read here: psycopg wants a number or None.
+    url, threshold = _prepare_threshold(url)
+    if threshold is not _UNSET:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": threshold}
     if "poolclass" not in kwargs:  # a NullPool (dui.metrics.database) takes no size
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
@@ -92,6 +98,25 @@ def make_engine(url: str, statement_timeout: float = 0, **kwargs: Any) -> Engine
     options = " ".join([parsed.query.get("options", ""), *settings]).strip()  # type: ignore[list-item]
     url = parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
     return create_engine(url, **kwargs)
+
+
+_UNSET: Any = object()
+
+
+def _prepare_threshold(url: str) -> tuple[str, Any]:
+    """``url`` without its ``prepare_threshold`` query parameter, and its value (an int, None for ``none``)."""
+    parsed = make_url(url)
+    raw = parsed.query.get("prepare_threshold")
+    if raw is None:
+        return url, _UNSET
+    value = raw[-1] if isinstance(raw, tuple) else raw
+    rest = parsed.difference_update_query(["prepare_threshold"]).render_as_string(hide_password=False)
+    if value.strip().lower() in ("none", ""):
+        return rest, None
+    try:
+        return rest, int(value)
+    except ValueError:
+        raise ValueError("prepare_threshold in a database URL must be a whole number or none") from None
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -48,8 +48,9 @@ from dui.outbox.runner import Handler, bind
 from dui.profiles import catalogue
 from dui.profiles import store as profile_store
 from dui.profiles.registry import ProfileRegistry
+from dui.replica import ReadRouter
 from dui.residents import fhir_operations, rules, sharing
-from dui.settings import Settings, SettingsError
+from dui.settings import Settings, SettingsError, check_database_urls
 from dui.tddui import consumer as tddui_consumer
 from ins.insi.client import InsiClient
 from mssante.transport import MailReceiver, MailSender
@@ -115,6 +116,8 @@ class Services:
     policy: Policy = field(init=False)
     profiles: ProfileRegistry = field(init=False)
     residents: Residents = field(init=False)
+    # DUI_DATABASE_READ_URL: which database serves a read-only request (dui.replica); None: the primary, always
+    reads: ReadRouter | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.operations = {**fhir_operations.build(self.insi), **document_operations.build(),
@@ -153,6 +156,10 @@ class Services:
         self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
         self.validator.profiles = self.profiles.validator
         self.validator.rules.setdefault("Patient", self._identity_issues)
+        replica = self.settings.read_replica
+        if replica.url:
+            check_database_urls(self.settings.database_url, replica.url)  # also for settings made in code
+            self.reads = ReadRouter(replica, self.session_factory, self.settings.statement_timeout_ms / 1000)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utc_now,
@@ -331,4 +338,6 @@ class Services:
             self._simulator.stop()
         if self._dmp_simulator is not None:
             self._dmp_simulator.stop()
+        if self.reads is not None:
+            self.reads.dispose()
         self.engine.dispose()

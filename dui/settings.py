@@ -176,6 +176,16 @@ METRICS_TOKEN_MIN = 16  # characters of DUI_METRICS_TOKEN
 
 
 @dataclass(frozen=True)
+class ReadReplicaSettings:
+    """Reads from a PostgreSQL streaming replica (docs/scaling.md): its URL (None: every read on the primary), the
+    lag beyond which reads go back to the primary, and how often each process checks the replica."""
+
+    url: str | None = field(default=None, repr=False)  # may carry a password
+    max_lag: float = 10.0  # seconds behind the primary beyond which the replica is not read
+    check_interval: float = 1.0  # seconds between two checks of the replica's position by one process
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """``/metrics`` (docs/metrics.md): the bearer token the monitoring system presents (None: served to loopback
     peers only in ``dev``, not served in ``prod``), and the folder under which ``dui serve`` creates each run's
@@ -261,6 +271,7 @@ class MssanteSettings:
 class Settings:
     env: str = "dev"
     database_url: str = "sqlite:///var/dui.sqlite"
+    read_replica: ReadReplicaSettings = field(default_factory=ReadReplicaSettings)
     base_url: str = "http://127.0.0.1:8080"
     timezone: str = "Europe/Paris"
     statement_timeout: int = 30  # seconds a database statement may run (PostgreSQL); 0: no limit
@@ -372,6 +383,12 @@ class Settings:
         settings = cls(
             env=name,
             database_url=env.get("DUI_DATABASE_URL", defaults.database_url),
+            read_replica=ReadReplicaSettings(
+                url=env.get("DUI_DATABASE_READ_URL") or None,
+                max_lag=_seconds(env, "DUI_DATABASE_READ_MAX_LAG", defaults.read_replica.max_lag),
+                check_interval=_seconds(env, "DUI_DATABASE_READ_CHECK_INTERVAL",
+                                        defaults.read_replica.check_interval),
+            ),
             base_url=base_url.rstrip("/"),
             timezone=_timezone(env.get("DUI_TIMEZONE", defaults.timezone)),
             statement_timeout=_int(env, "DUI_STATEMENT_TIMEOUT", defaults.statement_timeout),
@@ -446,6 +463,7 @@ class Settings:
 
     def check(self) -> None:
         """Refuse configurations that are unsafe for the chosen environment."""
+        check_database_urls(self.database_url, self.read_replica.url)
         if self.is_prod and not self.base_url.startswith("https://"):
             raise SettingsError("DUI_ENV=prod requires an https DUI_BASE_URL")
         if self.is_prod and not (self.encryption.master_key or self.encryption.master_key_file):
@@ -530,6 +548,24 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
+
+
+def check_database_urls(database_url: str, read_url: str | None) -> None:
+    """``prepare_threshold`` in either URL (dui.db); ``DUI_DATABASE_READ_URL``: a PostgreSQL replica of a PostgreSQL
+    primary. Neither URL is quoted back: they may carry passwords."""
+    for name, url in (("DUI_DATABASE_URL", database_url), ("DUI_DATABASE_READ_URL", read_url)):
+        threshold = re.search(r"[?&]prepare_threshold=([^&]*)", url or "")
+        if threshold and not re.fullmatch(r"\d+|none", threshold.group(1).strip().lower()):
+            raise SettingsError(f"{name}: prepare_threshold must be a whole number or none (none behind pgbouncer "
+                                f"in transaction mode), not {threshold.group(1)[:20]!r}")
+    if not read_url:
+        return
+    if not read_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise SettingsError("DUI_DATABASE_READ_URL must be a postgresql:// URL (a streaming replica of the primary "
+                            "DUI_DATABASE_URL names)")
+    if not database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise SettingsError("DUI_DATABASE_READ_URL needs a PostgreSQL DUI_DATABASE_URL: a read replica is a "
+                            "PostgreSQL streaming replica of a PostgreSQL primary (unset it with SQLite)")
 
 
 def _redis_url(raw: str) -> str | None:

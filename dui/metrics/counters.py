@@ -32,6 +32,12 @@ EXTERNAL_CALLS = Counter(
     "fault, error), outbox deliveries by job kind (delivered, transient, permanent), MSSanté mail received (filed, "
     "queued, acknowledged, duplicate, error)", ["system", "outcome"], registry=REGISTRY)
 
+DATABASE_READS = Counter(
+    "dui_database_reads", "Read-only requests by the database that served them (replica, primary) and why: "
+    "replica (caught up), writer (the replica had not replayed the actor's last write yet), lagging (further behind "
+    "than DUI_DATABASE_READ_MAX_LAG), unreachable (the replica failed its check), failed (the replica failed the "
+    "read, run again on the primary)", ["target", "reason"], registry=REGISTRY)
+
 INSI = "insi"
 MSSANTE_RECEIVE = "mssante.receive"
 _INSI_CODES = {CR_FOUND: "found", CR_NONE: "none", CR_SEVERAL: "several"}
@@ -41,6 +47,11 @@ def record_request(interaction: str, status: int, seconds: float) -> None:
     """One HTTP request answered."""
     HTTP_REQUESTS.labels(interaction, str(status)).inc()
     HTTP_DURATION.labels(interaction).observe(max(0.0, seconds))
+
+
+def count_read(target: str, reason: str) -> None:
+    """One read-only request routed by ``dui.replica``."""
+    DATABASE_READS.labels(target, reason).inc()
 
 
 def count_call(system: str, outcome: str) -> None:

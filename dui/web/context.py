@@ -10,15 +10,19 @@ import logging
 import re
 import time
 import uuid
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from flask import Flask, Response, current_app, g, request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dui import logs
-from dui.auth.actor import Actor
+from dui.auth.actor import ANONYMOUS, Actor
+from dui.db import begin_read
 from dui.errors import DuiError
 from dui.metrics import counters
+from dui.replica import PRIMARY, REPLICA
 from dui.services import Services
 from dui.web import inflight
 from dui.web.metrics import interaction_of
@@ -53,9 +57,63 @@ def current_actor() -> Actor:
     return actor
 
 
-def unit_of_work(write: bool) -> AbstractContextManager[Session]:
-    """The request's transaction (see ``Services.unit_of_work``)."""
-    return services().unit_of_work(write)
+@contextmanager
+def unit_of_work(write: bool) -> Iterator[Session]:
+    """The request's transaction (see ``Services.unit_of_work``), and the one place a request gets its session.
+
+    With a read replica (``DUI_DATABASE_READ_URL``, ``dui.replica``): a writing unit runs on the primary and, once
+    committed, marks where the actor's writes end in the WAL; a read-only unit runs on the replica when that has
+    replayed the actor's last write and is not lagging, else on the primary. A read that fails on the replica with a
+    database error sets ``g.replica_failed``: the caller runs it once more, on the primary."""
+    svc = services()
+    router = svc.reads
+    if router is None:
+        with svc.unit_of_work(write) as session:
+            yield session
+        return
+    actor: Actor | None = g.get("actor")
+    if write:
+        with svc.unit_of_work(True) as session:
+            yield session
+        if actor is not None:
+            router.mark(actor)
+        return
+    target, reason = router.choose(actor or ANONYMOUS)
+    counters.count_read(target, reason)
+    session = router.session(target)
+    try:
+        begin_read(session)
+        yield session
+        session.commit()
+    except BaseException as exc:
+        session.rollback()
+        if target == REPLICA and isinstance(exc, DBAPIError):
+            router.failed(exc)
+            counters.count_read(PRIMARY, "failed")
+            g.replica_failed = True
+        raise
+    finally:
+        session.close()
+
+
+def retry_on_primary(exc: BaseException) -> bool:
+    """Whether a read that raised ``exc`` is to be run once more: its pooled connection died with a database
+    restart, or the replica failed it (``unit_of_work``)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return bool(exc.connection_invalidated or g.pop("replica_failed", False))
+
+
+def on_primary(session: Session) -> bool:
+    """Whether ``session`` works on the primary (where audit entries are written), not on the read replica."""
+    return not session.info.get(REPLICA, False)
+
+
+def audit_unit_of_work() -> AbstractContextManager[Session]:
+    """Where a read's audit entry is written when its own session could not take it (on SQLite, or on the read
+    replica): the primary, as one statement on PostgreSQL (autocommit), in a write of its own on SQLite."""
+    svc = services()
+    return svc.unit_of_work(write=svc.engine.dialect.name != "postgresql")
 
 
 def register(app: Flask) -> None:

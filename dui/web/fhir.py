@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import orjson
 from flask import Blueprint, Response, g, request
-from sqlalchemy.exc import DBAPIError
 
 from dui.auth.actor import ANONYMOUS, Actor
 from dui.db import is_postgresql
@@ -21,7 +20,7 @@ from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 from dui.fhir.xml import parse_xml
 from dui.services import Services
 from dui.web import audit, budget
-from dui.web.context import current_actor, services, unit_of_work
+from dui.web.context import audit_unit_of_work, current_actor, on_primary, retry_on_primary, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -69,7 +68,8 @@ def dispatch(path: str) -> Response:
 def _serve(svc: Services, actor: Actor, req: FhirRequest,
            asked: router.Route) -> tuple[router.Route, FhirResponse]:
     """Route, authorize, run and record ``req`` in its unit of work (``asked``: its shape, read from the method and
-    path); a read whose pooled connection died with a database restart is run once more."""
+    path); a read whose pooled connection died with a database restart, or that the read replica failed, is run
+    once more (on the primary, for the replica's)."""
     writes = asked.writes
     glass = req.header(BREAK_GLASS)
     for attempt in (1, 2):
@@ -80,17 +80,17 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest,
                 # Stopped with 503 RequestStopped past DUI_REQUEST_BUDGET (dui.web.budget); rolled back, recorded.
                 routed, result = budget.run(svc.settings.request_budget, _routed, ctx, req, asked)
                 # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
-                # in one statement of its own; a read on SQLite, in a write of its own below.
-                if writes or is_postgresql(session):
+                # in one statement of its own; a read on SQLite or on the read replica, in a unit of its own below.
+                if writes or (is_postgresql(session) and on_primary(session)):
                     seq = audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
             break
         except Exception as exc:
             if seq is not None and writes:  # recorded, then the commit failed: the entry went with it
                 audit.void_lost(svc, seq, g.get("request_id"))
-            if writes or not isinstance(exc, DBAPIError) or not exc.connection_invalidated or attempt == 2:
+            if writes or not retry_on_primary(exc) or attempt == 2:
                 raise
     if not g.get("audit_recorded"):
-        with unit_of_work(write=True) as session:
+        with audit_unit_of_work() as session:
             audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
     return routed, _encoded(result)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from dui.errors import DuiError, Forbidden, Invalid, Unauthorized, UnsupportedMe
 from dui.settings import Settings
 from dui.staff.record import Record
 from dui.web import audit, budget
-from dui.web.context import current_actor, services, unit_of_work
+from dui.web.context import audit_unit_of_work, current_actor, on_primary, services, unit_of_work
 from dui.web.staff import problems
 
 bp = Blueprint("staff", __name__, url_prefix="/api")
@@ -108,18 +109,24 @@ def serve(declared: Endpoint, handler: Callable[..., Answer], path: dict[str, st
     where = (request.remote_addr, g.get("request_id"))
     context: dict[str, Any] = {}
     try:
-        with unit_of_work(write=declared.writes) as session:
-            ctx = svc.fhir_context(session, work_actor(actor))
-            use = Use(Record(ctx), session, actor, svc.clock(), svc.settings, query, body,
-                      request.headers.get("If-Match"))
-            context["use"] = use
-            answer = budget.run(svc.settings.request_budget, lambda: handler(use, **path))
-            calls = [(c.route, c.result) for c in use.record.calls]
-            if declared.writes or is_postgresql(session):
-                audit.record_api(session, svc, svc.clock(), actor, declared.name, calls, answer.status, where,
-                                 use.patients)
+        for attempt in (1, 2):  # a read the replica failed is run once more, on the primary (dui.web.context)
+            try:
+                with unit_of_work(write=declared.writes) as session:
+                    ctx = svc.fhir_context(session, work_actor(actor))
+                    use = Use(Record(ctx), session, actor, svc.clock(), svc.settings, query, body,
+                              request.headers.get("If-Match"))
+                    context["use"] = use
+                    answer = budget.run(svc.settings.request_budget, partial(handler, use, **path))
+                    calls = [(c.route, c.result) for c in use.record.calls]
+                    if declared.writes or (is_postgresql(session) and on_primary(session)):
+                        audit.record_api(session, svc, svc.clock(), actor, declared.name, calls, answer.status,
+                                         where, use.patients)
+                break
+            except Exception:
+                if declared.writes or attempt == 2 or not g.pop("replica_failed", False):
+                    raise
         if not g.get("audit_recorded"):
-            with unit_of_work(write=True) as session:
+            with audit_unit_of_work() as session:
                 audit.record_api(session, svc, svc.clock(), actor, declared.name, calls, answer.status, where,
                                  use.patients)
     except Exception as exc:

@@ -4,7 +4,6 @@ external calls (INSi, outbox deliveries), and a database that cannot be read giv
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta

@@ -220,7 +220,8 @@ def _resolve(ctx: FhirContext, req: FhirRequest, shape: Route) -> Route:
         if shape.posted_search:
             _allow(method, ("POST",), f"{rtype}/_search")
         params = (*req.query, *(search.form(req) if method == "POST" else ()))
-        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict, ctx.code_sets())
+        plan = parse_search(rtype, list(params), ctx.registry, ctx.settings.limits, req.strict, ctx.code_sets(),
+                            ignore_empty=req.ignores_empty)
         return dataclasses.replace(shape, plan=plan,
                                    handler=lambda c, r: search.search_type(c, r, plan))
     if shape.rid is not None:

@@ -161,9 +161,21 @@ def test_unknown_parameter_strict_is_400(client: FhirClient) -> None:
     assert outcome_codes(response) == ["not-supported"]
 
 
+def test_unknown_parameter_is_refused_unless_the_client_asks_for_lenient_handling(client: FhirClient) -> None:
+    """Results that silently drop a filter the client believes applied are the most dangerous answer: strict is the
+    default, ``Prefer: handling=strict`` says the same, ``handling=lenient`` ignores."""
+    client.create(patient())
+    for headers in ({}, {"Prefer": "handling=strict"}):
+        refused = client.get("Patient?family=lefevre&this-is-not-a-real-param=garbage", headers=headers)
+        assert refused.status_code == 400, refused.get_data(as_text=True)
+        assert "this-is-not-a-real-param" in refused.get_json()["issue"][0]["diagnostics"]
+    assert client.get("Patient?family=lefevre&_count=1&_total=accurate").status_code == 200  # known ones pass
+
+
 def test_unknown_parameter_lenient_is_ignored_and_left_out_of_self_link(client: FhirClient) -> None:
     client.create(patient())
-    bundle = client.search("Patient?family=lefevre&this-is-not-a-real-param=garbage")
+    bundle = client.search("Patient?family=lefevre&this-is-not-a-real-param=garbage",
+                           headers={"Prefer": "handling=lenient"})
     self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
     assert "this-is-not-a-real-param" not in self_link
     assert "family=lefevre" in self_link

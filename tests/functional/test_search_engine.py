@@ -236,10 +236,12 @@ def test_a_composite_the_index_does_not_hold_is_refused_or_ignored_never_a_500(c
     so not in the CapabilityStatement, ignored in lenient handling and refused under handling=strict."""
     for code in ("chromosome-variant-coordinate", "chromosome-window-coordinate",
                  "referenceseqid-variant-coordinate", "referenceseqid-window-coordinate"):
-        lenient = client.get(f"MolecularSequence?{code}=1$ge1$lt5")
+        lenient = client.get(f"MolecularSequence?{code}=1$ge1$lt5", headers={"Prefer": "handling=lenient"})
         assert lenient.status_code == 200, lenient.get_data(as_text=True)
-        strict = client.get(f"MolecularSequence?{code}=1$ge1$lt5", headers={"Prefer": "handling=strict"})
-        assert strict.status_code == 400 and "not-supported" in outcome_codes(strict), strict.get_data(as_text=True)
+        for headers in ({}, {"Prefer": "handling=strict"}):  # strict is the default
+            strict = client.get(f"MolecularSequence?{code}=1$ge1$lt5", headers=headers)
+            assert strict.status_code == 400 and "not-supported" in outcome_codes(strict), \
+                strict.get_data(as_text=True)
     statement = client.get("metadata").get_json()
     sequence = next(r for r in statement["rest"][0]["resource"] if r["type"] == "MolecularSequence")
     assert "chromosome-variant-coordinate" not in {p["name"] for p in sequence["searchParam"]}
@@ -270,3 +272,8 @@ def test_a_parameter_without_a_value_is_ignored_or_refused_when_strict(client: F
     strict = client.get("Patient?family=", headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400 and "has no value" in diagnostics(strict)
     assert client.get("Patient?family=a,,b").status_code == 400
+    # the criteria of a conditional create are read strictly whatever the client prefers: ignoring the empty
+    # parameter would match every Patient
+    conditional = client.post("Patient", patient(family="Autre"), headers={"If-None-Exist": "family=",
+                                                                           "Prefer": "handling=lenient"})
+    assert conditional.status_code == 400 and "has no value" in diagnostics(conditional)

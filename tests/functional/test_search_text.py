@@ -10,6 +10,8 @@ from flask import Flask
 
 from tests.helpers import FhirClient, ids, patient
 
+LENIENT = {"Prefer": "handling=lenient"}
+
 
 def note(subject: str, narrative: str, **extra: Any) -> dict[str, Any]:
     """A Condition whose narrative is ``narrative`` (XHTML) and whose other strings are in ``extra``."""
@@ -136,14 +138,15 @@ def test_malformed_values_strict_and_lenient(client: FhirClient, resident: str, 
     strict = client.get(f"Condition?_text={value}", headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400, strict.get_data(as_text=True)
     assert "_text" in strict.get_data(as_text=True)
-    lenient = client.search(f"Condition?_text={value}")  # ignored: every Condition, and an outcome saying so
+    # ignored: every Condition, and an outcome saying so
+    lenient = client.search(f"Condition?_text={value}", headers=LENIENT)
     assert len(ids(lenient)) == 1
     assert any(e.get("search", {}).get("mode") == "outcome" for e in lenient["entry"])
 
 
 def test_empty_value_and_modifiers(client: FhirClient, resident: str) -> None:
     client.create(note(resident, "<p>chute</p>"))
-    assert len(ids(client.search("Condition?_content="))) == 1  # lenient: ignored
+    assert len(ids(client.search("Condition?_content="))) == 1  # no value: ignored unless handling=strict
     assert client.get("Condition?_content=", headers={"Prefer": "handling=strict"}).status_code == 400
     assert client.get("Condition?_text:exact=chute").status_code == 400
     assert client.get("Binary?_text=chute", headers={"Prefer": "handling=strict"}).status_code == 400
@@ -190,7 +193,8 @@ def test_turned_off_nothing_is_indexed_nor_searched(database_url: str, app: Flas
         with off.extensions["dui"].engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM search_text")).scalar_one() == 0
         assert client.get("Condition?_text=chute", headers={"Prefer": "handling=strict"}).status_code == 400
-        assert len(ids(client.search("Condition?_text=chute"))) == 1  # lenient: ignored, with an outcome
+        assert client.get("Condition?_text=chute").status_code == 400  # strict is the default
+        assert len(ids(client.search("Condition?_text=chute", headers=LENIENT))) == 1  # ignored, with an outcome
         statement = client.get("metadata").get_json()
         condition = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Condition")
         assert not {"_text", "_content"} & {p["name"] for p in condition["searchParam"]}

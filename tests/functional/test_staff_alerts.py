@@ -132,6 +132,9 @@ def test_acknowledgement_records_who_and_when_and_ends_the_flag(app: Flask, demo
     assert done.status_code == 200, done.get_data(as_text=True)
     assert done.get_json()["state"] == "acknowledged" and done.get_json()["acknowledged_by"] == "as.perret"
     assert demo.get(f"Flag/{alert['flag_id']}").get_json()["status"] == "inactive"
+    # the ended Flag no longer asks for attention ("my residents now" searches Flag?status=active)
+    resident = web.get("/api/residents", headers=nurse(app)).get_json()["items"][0]
+    assert alert["flag_id"] not in [f["id"] for f in resident["attention"]["flags"]]
     later = web.post(f"/api/alerts/{alert['id']}/acknowledge", headers=nurse(app)).get_json()
     assert later["acknowledged_by"] == "as.perret"  # the first acknowledgement stands
     theirs = web.post(f"/api/alerts/{alert['id']}/acknowledge", headers=token(app, "staff", "infirmier", TILLEULS))

@@ -67,7 +67,15 @@ class FhirRequest:
 
     @property
     def strict(self) -> bool:
-        return self.prefer.get("handling") == "strict"
+        """Strict unless the client asks ``Prefer: handling=lenient``: a parameter the server cannot honour is
+        refused rather than dropped, since results that ignore a filter the client believes applied are the most
+        dangerous answer a search can give (docs/fhir-api.md, "Search")."""
+        return self.prefer.get("handling") != "lenient"
+
+    @property
+    def ignores_empty(self) -> bool:
+        """A search parameter without a value is ignored (R4) unless the client asked ``handling=strict``."""
+        return self.prefer.get("handling") != "strict"
 
 
 @dataclass

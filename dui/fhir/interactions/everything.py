@@ -70,7 +70,7 @@ def _options(ctx: FhirContext, req: FhirRequest) -> dict[str, Any]:
             out["cursor"] = decode_cursor(value)
             out["raw_cursor"] = value
         elif name not in PARAMETERS and req.strict:
-            raise Invalid(f"'{name}' is not a parameter of $everything here (Prefer: handling=strict)",
+            raise Invalid(f"'{name}' is not a parameter of $everything here (Prefer: handling=lenient would ignore it)",
                           code="not-supported", expression=name)
     readable = readable_types(ctx.actor, list(ctx.registry.resource_types()), ctx.policy,
                               break_glass=ctx.break_glass)

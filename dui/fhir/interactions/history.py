@@ -54,7 +54,8 @@ def _history(ctx: FhirContext, req: FhirRequest, path: str, rtype: str | None = 
         elif name == "_cursor":
             cursor = _integer(name, value)
         elif name not in PARAMETERS and req.strict:
-            raise Invalid(f"'{name}' is not a history parameter of this server (Prefer: handling=strict)",
+            raise Invalid(f"'{name}' is not a history parameter of this server "
+                          "(Prefer: handling=lenient would ignore it)",
                           code="not-supported", expression=name)
     page = ctx.repo.history(rtype=rtype, rid=rid, since=since, before_vid=cursor, count=count, types=types)
     links = [("self", link(ctx.base, path, kept + ([("_cursor", str(cursor))] if cursor else [])))]

@@ -37,8 +37,8 @@ def search_type(ctx: FhirContext, req: FhirRequest, plan: SearchPlan) -> FhirRes
     versions = ctx.repo.fetch(result.rids)
     warnings: list[str] = []
     if plan.ignored:
-        warnings.append(f"Ignored search parameters: {', '.join(plan.ignored)} (unknown or not supported; send "
-                        "Prefer: handling=strict to have them refused)")
+        warnings.append(f"Ignored search parameters: {', '.join(plan.ignored)} (unknown or not supported; "
+                        "ignored as Prefer: handling=lenient asks)")
     warnings.extend(plan.warnings)
     included = _included(ctx, plan, versions, warnings)
     entries = [entry(ctx, plan, v, "match") for v in versions] + [entry(ctx, plan, v, "include") for v in included]

@@ -46,8 +46,8 @@ def plans(ctx: FhirContext, req: FhirRequest, storable: list[str]) -> tuple[Sear
             raise Invalid(f"{name.split(':')[0]} belongs to the search of one type (GET /fhir/Type?...), not to a "
                           "search of several", expression=name)
     code_sets = ctx.code_sets()
-    return tuple(parse_search(t, params, ctx.registry, ctx.settings.limits, strict=True, code_sets=code_sets)
-                 for t in types)
+    return tuple(parse_search(t, params, ctx.registry, ctx.settings.limits, strict=True, code_sets=code_sets,
+                              ignore_empty=req.ignores_empty) for t in types)
 
 
 def search_system(ctx: FhirContext, req: FhirRequest, planned: tuple[SearchPlan, ...]) -> FhirResponse:

@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import Any
 
 from dui.errors import Invalid, NotFound, Unprocessable
+from dui.fhir import jsontext
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation, parse_body
 from dui.fhir.search.plan import Undecidable
 from fhir_profiles.context import Context
@@ -71,9 +72,13 @@ def _base() -> Expander:
     return _BASE[0]
 
 
-def conformance_by_id(context: Context, rtype: str, rid: str) -> dict[str, Any] | None:
-    """The ValueSet or CodeSystem whose id is ``rid``: the resource's own ``id`` in its package (the first layer
-    holding it wins, as for urls). One function, so that another rule of ids can replace it."""
+def conformance_by_id(ctx: FhirContext, context: Context, rtype: str, rid: str) -> dict[str, Any] | None:
+    """The ValueSet or CodeSystem ``{rtype}/{rid}``: the stored resource (the installed packages' and the service's
+    own are stored under the ids of ``dui.profiles.catalogue.resource_id``; a client's own too), else one of base R4,
+    which is not stored, by its own id (``ValueSet/administrative-gender``)."""
+    version = ctx.repo.read(rtype, rid)
+    if version is not None:
+        return None if version.deleted or version.body is None else jsontext.parse(version.body, stored=True)
     return context.by_id(rtype, rid)
 
 
@@ -196,7 +201,7 @@ def _refusal(err: NotExpandable) -> Unprocessable:
 def expand(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str | None = None) -> FhirResponse:
     args = arguments(ctx, req, EXPAND, EXPAND_REFUSED + REFUSED)
     terms = expander(ctx)
-    value_set = _value_set(terms, args, rid)
+    value_set = _value_set(ctx, terms, args, rid)
     offset = args.number("offset") or 0
     count = args.number("count")
     if count is not None and count > MAX_EXPANSION:
@@ -266,11 +271,11 @@ def _contains(concept: Concept, language: str | None, designations: bool) -> dic
     return item
 
 
-def _value_set(terms: Expander, args: Arguments, rid: str | None) -> dict[str, Any]:
+def _value_set(ctx: FhirContext, terms: Expander, args: Arguments, rid: str | None) -> dict[str, Any]:
     given = args.resource("valueSet", "ValueSet")
     url = args.text("url")
     if rid is not None:
-        found = conformance_by_id(terms.context, "ValueSet", rid)
+        found = conformance_by_id(ctx, terms.context, "ValueSet", rid)
         if found is None:
             raise NotFound(f"ValueSet/{rid} is not known to this server")
         if url is not None or given is not None:
@@ -362,7 +367,7 @@ def _system_code(args: Arguments, system_name: str, code_name: str, coding_name:
 def validate_value_set(ctx: FhirContext, req: FhirRequest, rtype: str, rid: str | None = None) -> FhirResponse:
     args = arguments(ctx, req, VS_VALIDATE)
     terms = expander(ctx)
-    value_set = _value_set(terms, args, rid)
+    value_set = _value_set(ctx, terms, args, rid)
     language, display = args.text("displayLanguage"), args.text("display")
     codings = _codings(args, "system")
     results: list[Validation] = []
@@ -380,7 +385,7 @@ def validate_code_system(ctx: FhirContext, req: FhirRequest, rtype: str, rid: st
     terms = expander(ctx)
     url = args.text("url")
     if rid is not None:
-        found = conformance_by_id(terms.context, "CodeSystem", rid)
+        found = conformance_by_id(ctx, terms.context, "CodeSystem", rid)
         if found is None:
             raise NotFound(f"CodeSystem/{rid} is not known to this server")
         url = str(found.get("url", ""))
@@ -487,8 +492,9 @@ class SearchCodes:
     Terminology's cache, per Context version) and ``:below`` / ``:above`` (a code and its descendants or
     ancestors in a code system at hand)."""
 
-    def __init__(self, terms: Callable[[], Expander]) -> None:
+    def __init__(self, terms: Callable[[], Expander], ctx: FhirContext) -> None:
         self._terms = terms  # built on first use: most searches have no such modifier
+        self._ctx = ctx
 
     @cached_property
     def terms(self) -> Expander:
@@ -516,7 +522,7 @@ class SearchCodes:
     def _members(self, value: str) -> frozenset[tuple[str, str]]:
         url = value
         if value.startswith("ValueSet/"):
-            found = conformance_by_id(self.terms.context, "ValueSet", value.split("/")[1])
+            found = conformance_by_id(self._ctx, self.terms.context, "ValueSet", value.split("/")[1])
             url = str(found.get("url")) if found is not None else ""
         members = self.terms.terminology.members(url) if url else None
         if members is None:
@@ -530,4 +536,4 @@ class SearchCodes:
 
 
 def code_sets(ctx: FhirContext) -> SearchCodes:
-    return SearchCodes(lambda: expander(ctx))
+    return SearchCodes(lambda: expander(ctx), ctx)

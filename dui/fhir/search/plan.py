@@ -5,8 +5,9 @@ a reference to criteria on the target (``subject:Patient.name=...``, up to three
 follows references backwards (``_has:Observation:patient:code=...``, nestable). Top-level criteria
 are ANDed.
 
-A parameter the server does not know is refused with 400 under ``Prefer: handling=strict`` and is
-otherwise ignored and left out of the self link. An unsupported modifier is always refused.
+A parameter the server does not know is refused with 400 unless the client asks ``Prefer: handling=lenient``
+(``FhirRequest.strict``): then it is ignored and left out of the self link. An unsupported modifier is always
+refused.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CODE_SET_MODIFIERS = frozenset({"in", "not-in", "below", "above"})
 
 class Undecidable(Exception):
     """A terminology criterion the data at hand cannot answer in full (a value set that cannot be expanded, a code
-    system not at hand): refused under ``Prefer: handling=strict``, otherwise ignored with a warning."""
+    system not at hand): refused unless ``Prefer: handling=lenient``, which ignores it with a warning."""
 
 
 class CodeSets(Protocol):
@@ -169,10 +170,11 @@ class SearchPlan:
 
 class Parser:
     def __init__(self, registry: SearchParameterRegistry, limits: Limits, strict: bool,
-                 code_sets: CodeSets | None = None) -> None:
+                 code_sets: CodeSets | None = None, ignore_empty: bool = False) -> None:
         self.registry = registry
         self.limits = limits
         self.strict = strict
+        self.ignore_empty = ignore_empty
         self.code_sets = code_sets
         self.warnings: list[str] = []
 
@@ -184,9 +186,12 @@ class Parser:
             if name in CONTROL_PARAMETERS or name.split(":")[0] in ("_include", "_revinclude"):
                 self._control(plan, name, raw)
                 continue
-            # No value at all: ignored (search.html#errors), refused under handling=strict
-            node = self._skip(name, f"Search parameter '{name}' has no value") if raw == "" else \
-                self.criterion(rtype, name, raw, depth=0)
+            # No value at all: ignored (search.html#errors) in a client's search unless it asked handling=strict;
+            # refused where strictness is forced (conditional criteria: ignoring would widen the match)
+            if raw == "":
+                node = None if self.ignore_empty else self._skip(name, f"Search parameter '{name}' has no value")
+            else:
+                node = self.criterion(rtype, name, raw, depth=0)
             if node is None:
                 plan.ignored.append(name)
                 continue
@@ -369,7 +374,7 @@ class Parser:
 
     def _text(self, rtype: str, code: str, modifier: str, raw: str, name: str) -> Node | None:
         """``_text`` (narrative) or ``_content`` (the whole resource): a malformed value is refused under
-        ``handling=strict`` and ignored otherwise, as an unknown parameter is."""
+        strict handling and ignored under lenient, as an unknown parameter is."""
         if modifier:
             raise Invalid(f"Modifier ':{modifier}' is not supported on '{code}'", code="not-supported",
                           expression=name)
@@ -388,15 +393,17 @@ class Parser:
     def _skip(self, name: str, message: str) -> Node | None:
         """Refuse (strict handling) or ignore (lenient) a parameter the server cannot honour."""
         if self.strict:
-            raise Invalid(message + " (Prefer: handling=strict)", code="not-supported", expression=name)
+            raise Invalid(message + " (Prefer: handling=lenient would ignore it)", code="not-supported",
+                          expression=name)
         return None
 
 
 def parse_search(rtype: str, params: list[tuple[str, str]], registry: SearchParameterRegistry, limits: Limits,
-                 strict: bool, code_sets: CodeSets | None = None) -> SearchPlan:
+                 strict: bool, code_sets: CodeSets | None = None, ignore_empty: bool = False) -> SearchPlan:
     """Read a query string into a plan; raise ``Invalid`` for what cannot be honoured. ``code_sets``: the
-    terminology for ``:in``, ``:not-in``, ``:below`` and ``:above`` (refused without it)."""
-    return Parser(registry, limits, strict, code_sets).parse(rtype, params)
+    terminology for ``:in``, ``:not-in``, ``:below`` and ``:above`` (refused without it). ``ignore_empty``: a
+    parameter without a value is ignored (listed in ``plan.ignored``) even when ``strict``."""
+    return Parser(registry, limits, strict, code_sets, ignore_empty).parse(rtype, params)
 
 
 def _values(name: str, raw: str) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ mirror=${mirror:-$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/a
 [ -n "$mirror" ] || { echo "drill: no Debian mirror found in /etc/apt: set DRILL_MIRROR" >&2; exit 2; }
 
 root=$(mktemp -d /var/tmp/dui-drill-root.XXXXXX)
+chmod 0755 "$root"  # mktemp's 0700 would keep postgres, _apt and dui out of the chroot's /
 pki=$(mktemp -d /var/tmp/dui-drill-pki.XXXXXX)
 mounted=()
 

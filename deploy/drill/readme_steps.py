@@ -54,6 +54,10 @@ ADAPTED: dict[str, tuple[str, str]] = {
 
 # README command -> drill commands run before it / after it
 BEFORE: dict[str, list[str]] = {
+    "cp /opt/dui/src/deploy/systemd/dui-web.service /opt/dui/src/deploy/systemd/dui-worker.service "
+    "/etc/systemd/system/": [
+        "install -d /etc/systemd/system  # a host booted with systemd has it; a minbase chroot has no systemd",
+    ],
     "python3 -m venv /opt/dui/venv": [
         "test -f /opt/dui/src/pyproject.toml  # the release, put in /opt/dui/src by drill.sh (git archive)",
     ],

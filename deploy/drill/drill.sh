@@ -100,6 +100,15 @@ mkdir -p "$root/opt/dui/src" "$root/root/drill/pki"
 git -C "$repo" archive --format=tar HEAD | tar -x -C "$root/opt/dui/src"
 python3 "$here/readme_steps.py" script > "$root/root/drill/readme.sh"
 cp "$here/unit_start.py" "$root/root/drill/unit_start.py"
+# A host whose HTTPS goes through an inspecting proxy trusts its CA through PIP_CERT (or pip.conf's cert=): the
+# chroot's pip is given the same bundle, as an operator's site would configure its own hosts. Not a README step.
+pip_cert=${PIP_CERT:-$(sed -n 's/^cert *= *//p' /etc/pip.conf 2>/dev/null | head -1)}
+chroot_env=()
+if [ -n "$pip_cert" ] && [ -f "$pip_cert" ]; then
+  cp "$pip_cert" "$root/root/drill/pip-ca.crt"
+  chroot_env+=(PIP_CERT=/root/drill/pip-ca.crt)
+  echo "  the host's pip CA bundle ($pip_cert) given to the chroot's pip as PIP_CERT"
+fi
 
 say "test PKI (openssl): a server CA and its certificate for $HOST; a partner CA (stands for IGC-Santé) and a" \
   "partner's client certificate; a stranger CA and its client certificate"
@@ -132,7 +141,7 @@ say "2. deploy/README.md inside the chroot (script made from the README by readm
 s=$SECONDS
 chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   DEBIAN_FRONTEND=noninteractive PG_PORT="$PG_PORT" WEB_PORT="$WEB_PORT" HTTPS_PORT="$HTTPS_PORT" \
-  HTTP_PORT="$HTTP_PORT" /bin/bash /root/drill/readme.sh
+  HTTP_PORT="$HTTP_PORT" "${chroot_env[@]}" /bin/bash /root/drill/readme.sh
 echo "  -> README steps ok ($((SECONDS - s)) s)"
 
 say "3. checks from outside the chroot (curl on the host, through nginx on 127.0.0.1:$HTTPS_PORT)"

@@ -61,13 +61,16 @@ BEFORE: dict[str, list[str]] = {
     "python3 -m venv /opt/dui/venv": [
         "test -f /opt/dui/src/pyproject.toml  # the release, put in /opt/dui/src by drill.sh (git archive)",
     ],
+    "dui-admin users create admin.local --role administratif --establishment 690001425   "
+    "# a local account (asks a password)": [
+        'ADMIN_PW="Drill-$(openssl rand -hex 12)"  # the password the operator would type',
+    ],
     "install -m 0600 -o dui -g dui partner.jwks.json /var/lib/dui/partner.jwks.json     "
     "# the public keys a partner sent you": [
         "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out /root/drill/partner-key.pem"
         "  # the partner's side (README, 'Get a token')",
         "/opt/dui/venv/bin/python /opt/dui/src/scripts/client_assertion.py jwks /root/drill/partner-key.pem"
         " > partner.jwks.json",
-        'ADMIN_PW="Drill-$(openssl rand -hex 12)"',
     ],
 }
 AFTER: dict[str, list[str]] = {

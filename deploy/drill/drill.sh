@@ -99,7 +99,7 @@ say "the release: git archive HEAD -> /opt/dui/src"
 mkdir -p "$root/opt/dui/src" "$root/root/drill/pki"
 git -C "$repo" archive --format=tar HEAD | tar -x -C "$root/opt/dui/src"
 python3 "$here/readme_steps.py" script > "$root/root/drill/readme.sh"
-cp "$here/unit_start.py" "$root/root/drill/unit_start.py"
+cp "$here/unit_start.py" "$here/cron_run.sh" "$root/root/drill/"
 # A host whose HTTPS goes through an inspecting proxy trusts its CA through PIP_CERT (or pip.conf's cert=): the
 # chroot's pip is given the same bundle, as an operator's site would configure its own hosts. Not a README step.
 pip_cert=${PIP_CERT:-$(sed -n 's/^cert *= *//p' /etc/pip.conf 2>/dev/null | head -1)}
@@ -181,6 +181,7 @@ expect "GET /fhir/Patient, token but no client certificate" 403 -H "Authorizatio
   "$base/fhir/Patient?_count=1"
 unset token assertion
 
+# With cron's PATH and /usr/local/sbin: dui-admin finds runuser (in /usr/sbin) by itself.
 verify=$(chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/bin:/bin LANG=C.UTF-8 \
   /usr/local/sbin/dui-admin audit verify 2>&1) && echo "  ok   dui-admin audit verify: ${verify##*$'\n'}" \
   || { echo "  FAIL dui-admin audit verify: $verify"; failures=$((failures + 1)); }

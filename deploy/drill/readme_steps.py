@@ -95,10 +95,8 @@ AFTER: dict[str, list[str]] = {
         'curl -fsS "http://127.0.0.1:$WEB_PORT/readyz" > /dev/null  # and it must answer 200',
     ],
     "install -d -m 0700 /var/backups/dui": [
-        "sed -n 's/^[^#]\\S* \\S* \\S* \\S* \\S* root //p' /etc/cron.d/dui > /root/drill/cron-commands"
-        "  # each cron line, run once as cron would",
         "dui-admin audit seal  # as the worker does every minute: the heads file has the trail's head",
-        "while read -r line; do echo \"cron: $line\"; bash -c \"$line\"; done < /root/drill/cron-commands",
+        "bash /root/drill/cron_run.sh /etc/cron.d/dui  # each line run once, as cron would (its PATH, sh -c)",
     ],
     'DUI_DATABASE_URL="$RESTORED_URL" dui-admin keys status': [
         "if DUI_DATABASE_URL=\"$RESTORED_URL\" dui-admin keys status | grep UNUSABLE; then false; fi"

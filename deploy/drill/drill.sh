@@ -13,6 +13,8 @@
 #
 # Ports (the chroot shares the host's network): DRILL_PG_PORT, DRILL_WEB_PORT, DRILL_HTTPS_PORT, DRILL_HTTP_PORT,
 # each a free port found on 127.0.0.1 by default. DRILL_KEEP=1 keeps the chroot (processes stopped, unmounted).
+# The log, cut for deploy/drill/last-run.log (apt's and pip's output counted, secrets refused):
+#   python3 deploy/drill/trim_log.py LOG > deploy/drill/last-run.log
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -85,7 +87,7 @@ s=$SECONDS
 debootstrap --variant=minbase bookworm "$root" "$mirror" > /var/tmp/dui-drill-debootstrap.log 2>&1 \
   || { tail -20 /var/tmp/dui-drill-debootstrap.log; echo "drill: debootstrap failed" >&2; exit 1; }
 echo "  -> ok ($((SECONDS - s)) s)"
-for fs in proc sys dev; do
+for fs in proc sys dev dev/pts; do
   run mount --bind "/$fs" "$root/$fs"
   mounted+=("$root/$fs")
 done

@@ -14,6 +14,8 @@
 # dates of birth, INS...): keep DIR and its copies as health data. The keys (master, audit, token-signing) are never
 # put here: they are kept apart.
 set -euo pipefail
+# runuser lives in /usr/sbin, which cron's PATH (/usr/bin:/bin, for the lines of /etc/cron.d/dui) does not have.
+PATH=$PATH:/usr/sbin:/sbin
 
 database=dui
 dir=/var/backups/dui

@@ -10,6 +10,8 @@
 # planner's statistics. Then check it with `dui audit verify` and `dui keys status` (deploy/README.md, "Backup and
 # restore").
 set -euo pipefail
+# runuser lives in /usr/sbin, which cron's PATH (/usr/bin:/bin, for the lines of /etc/cron.d/dui) does not have.
+PATH=$PATH:/usr/sbin:/sbin
 
 owner=dui_owner
 service=dui_service

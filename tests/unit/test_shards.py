@@ -1,5 +1,5 @@
 """`make test` runs the suite as two shards side by side (scripts/run-tests): every test is in exactly one shard,
-the log scan in both."""
+the log scan in every shard."""
 
 from __future__ import annotations
 
@@ -8,38 +8,39 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARDS, in_shard
+from tests.conftest import in_shard
 
 
-def item(nodeid: str, **params: Any) -> Any:
-    return SimpleNamespace(nodeid=nodeid, callspec=SimpleNamespace(params=params) if params else None)
+def item(nodeid: str) -> Any:
+    return SimpleNamespace(nodeid=nodeid)
 
 
-def shards_of(test: Any) -> list[str]:
-    return [shard for shard in SHARDS if in_shard(test, shard)]
+def shards_of(test: Any, count: int = 2) -> list[int]:
+    return [k for k in range(1, count + 1) if in_shard(test, f"{k}/{count}")]
 
 
-def test_a_database_test_runs_in_its_database_shard() -> None:
-    assert shards_of(item("tests/functional/test_x.py::test_y[postgresql]", database_url="postgresql")) == \
-        ["postgresql"]
-    assert shards_of(item("tests/functional/test_x.py::test_y[sqlite]", database_url="sqlite")) == ["sqlite"]
-
-
-def test_tests_without_a_database_are_dealt_between_the_shards() -> None:
-    tests = [item(f"tests/unit/test_{n}.py::test_{n}") for n in range(200)]
-    counts = {shard: 0 for shard in SHARDS}
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_every_test_is_in_exactly_one_shard_and_the_shards_are_even(count: int) -> None:
+    tests = [item(f"tests/functional/test_{n}.py::test_{n}[{db}]") for n in range(300)
+             for db in ("sqlite", "postgresql")]
+    sizes = dict.fromkeys(range(1, count + 1), 0)
     for test in tests:
-        (shard,) = shards_of(test)  # exactly one
-        counts[shard] += 1
-    assert min(counts.values()) > 60, counts
-    other = item("tests/unit/test_p.py::test_q[a-b]", backend_kind="x")  # a parameter that is not the database
-    assert len(shards_of(other)) == 1
+        (shard,) = shards_of(test, count)  # exactly one
+        sizes[shard] += 1
+    assert min(sizes.values()) > 0.8 * len(tests) / count, sizes
 
 
-def test_the_log_scan_runs_in_both_shards() -> None:
-    assert shards_of(item("tests/zzz/test_log_scan.py::test_no_identifying_value_in_the_logs")) == list(SHARDS)
+def test_both_databases_are_dealt_to_every_shard() -> None:
+    for db in ("sqlite", "postgresql"):
+        tests = [item(f"tests/functional/test_{n}.py::test_{n}[{db}]") for n in range(100)]
+        assert {s for t in tests for s in shards_of(t)} == {1, 2}, db
 
 
-def test_an_unknown_shard_is_a_usage_error() -> None:
-    with pytest.raises(pytest.UsageError, match="DUI_TEST_SHARD=mysql"):
-        in_shard(item("tests/unit/test_a.py::test_b"), "mysql")
+def test_the_log_scan_runs_in_every_shard() -> None:
+    assert shards_of(item("tests/zzz/test_log_scan.py::test_no_identifying_value_in_the_logs")) == [1, 2]
+
+
+@pytest.mark.parametrize("shard", ["postgresql", "0/2", "3/2", "1/", "a/b"])
+def test_a_malformed_shard_is_a_usage_error(shard: str) -> None:
+    with pytest.raises(pytest.UsageError, match="DUI_TEST_SHARD"):
+        in_shard(item("tests/unit/test_a.py::test_b"), shard)

@@ -351,6 +351,9 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=17, help="weeks of vital signs per resident")
     parser.add_argument("--ingest-clients", type=int, default=4, help="bundles posted at once")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of dui serve")
+    parser.add_argument("--file-bytes", type=int, default=16 * MB,
+                        help="DUI_EXPORT_FILE_BYTES of the run (default 16 MiB, a quarter of the service's default, so "
+                             "that the large types are split into several files at 100,000 resources already)")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of baseline sampling before the kick-off")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the files")
     parser.add_argument("--digest", action="store_true", help=argparse.SUPPRESS)
@@ -364,6 +367,8 @@ def main() -> None:
     report: dict[str, Any] = {"kind": "export", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
                               "python": platform.python_version(), "residents": residents, "weeks": args.weeks,
                               "load average": {"start": load_average()}}
+    os.environ["DUI_EXPORT_FILE_BYTES"] = str(args.file_bytes)
+    report["file bytes"] = args.file_bytes
     workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
     download = workdir / "download"
     download.mkdir()

@@ -155,8 +155,9 @@ def drain(env: dict[str, str], workdir: Path, most: int = 200) -> dict[str, Any]
     """``dui worker --once`` until a pass rebuilds no DLU: after a load, every resident's DLU is due (100 a pass),
     and rebuilding them while the export runs would change the store under it and weigh on the worker's memory."""
     started = time.monotonic()
-    rebuilt = 0
-    for passes in range(1, most + 1):
+    rebuilt = passes = 0
+    while passes < most:
+        passes += 1
         done = subprocess.run([str(DUI), "worker", "--once"], env=env, cwd=workdir, capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if "DLU rebuilt" in x), "")
         count = int(line.split()[2]) if line else 0

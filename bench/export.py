@@ -5,7 +5,9 @@
 
 1. N resources (``bench/data.py``'s residents, 17 weeks each) are loaded into a fresh PostgreSQL database through
    ``dui serve`` (FHIR transactions of 100 entries, as ``bench/run.py`` loads them).
-2. ``dui worker`` is started beside the server, both are left idle and sampled (their baseline RSS), then a
+2. ``dui worker --once`` is run until a pass rebuilds no DLU (after a load every resident's DLU is due: rebuilt
+   during the export, they would change the store under it and weigh on the worker), then
+   ``dui worker`` is started beside the server, both are left idle and sampled (their baseline RSS), then a
    system-level ``$export`` is kicked off, its status polled every second until the manifest, and every file
    downloaded. The RSS of the server (gunicorn's master and workers) and of the worker is sampled every 0.5 s from the
    kick-off to the last byte downloaded.
@@ -13,7 +15,10 @@
 4. Both databases are read back, each by a process of its own (``--digest``), as two streams of
    ``type, id, sha256`` in the same order: the resource's stored JSON with ``meta.versionId`` and
    ``meta.lastUpdated`` left out, canonicalised (keys sorted, no spaces, decimals as written). The streams are
-   compared one resource at a time, never held in memory: every type's count and every resource's digest.
+   compared one resource at a time, never held in memory: every type's count and every resource's digest. The
+   export runs as the anonymous caller, outside the establishment: a Patient whose identity is not qualified goes
+   out without its INS (the sharing gate), so the source side also gives the digest of the Patient as the gate lets
+   it out, and a resource equal to that one is counted apart ("equal but the INS withheld").
 
 Results go to ``bench/results/`` as JSON and to stdout as Markdown. The databases are dropped at the end
 (``--keep`` keeps them).

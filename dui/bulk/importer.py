@@ -2,7 +2,9 @@
 the store, each resource by its id (``PUT Type/id``) through the FHIR router, under every write rule.
 
 Idempotent: importing the same files again leaves the same resources (a new version of each, same content). The
-files are read a line at a time and committed in batches (``BATCH`` resources a transaction): an error stops the
+files are read a line at a time and committed in batches (``BATCH`` resources a transaction, fewer when their lines
+weigh more than ``batch_bytes`` together, as the export bounds its batches: a scanned document's Binary may weigh
+megabytes, and 200 of them would fill memory; a line larger than that is a batch of its own): an error stops the
 import naming the file and the line (never its content); what was committed stays, and running it again finishes.
 Directory data first (organizations, practitioners, locations), then the residents, then the rest of their records.
 """
@@ -22,6 +24,7 @@ from dui.fhir.interactions.base import FhirContext, FhirRequest, check_id
 from dui.fhir.scope import Residents, is_resident_data
 
 BATCH = 200
+BATCH_BYTES = 8 * 1024 * 1024  # the export's default batch_bytes
 FIRST = ("Organization", "Practitioner", "Location", "PractitionerRole", "HealthcareService", "Device", "Patient")
 
 
@@ -44,23 +47,34 @@ def ordered(folder: Path) -> list[Path]:
 
 def import_folder(folder: Path, unit: Callable[[], AbstractContextManager[Session]],
                   context_of: Callable[[Session], FhirContext], residents: Residents,
-                  progress: Callable[[str, int], None] = lambda *_: None) -> Imported:
+                  progress: Callable[[str, int], None] = lambda *_: None,
+                  batch_bytes: int = BATCH_BYTES) -> Imported:
     done = Imported()
     files = ordered(folder)
     if not files:
         raise Invalid(f"{folder} holds no .ndjson file")
     for path in files:
-        lines = _lines(path)
-        while True:
-            batch = [line for _, line in zip(range(BATCH), lines, strict=False)]
-            if not batch:
-                break
+        for batch in _batches(_lines(path), batch_bytes):
             with unit() as session:
                 ctx = context_of(session)
                 for number, line in batch:
                     _put(ctx, path.name, number, line, done, residents)
             progress(path.name, done.total)
     return done
+
+
+def _batches(lines: Iterator[tuple[int, bytes]], batch_bytes: int) -> Iterator[list[tuple[int, bytes]]]:
+    """``lines`` by at most ``BATCH``, and at most ``batch_bytes`` together unless a single line is larger."""
+    batch: list[tuple[int, bytes]] = []
+    weight = 0
+    for item in lines:
+        if batch and (len(batch) == BATCH or weight + len(item[1]) > batch_bytes):
+            yield batch
+            batch, weight = [], 0
+        batch.append(item)
+        weight += len(item[1])
+    if batch:
+        yield batch
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -176,7 +176,7 @@ def _import_ndjson(svc: Services, folder: Path) -> None:
 
     with _one_line(svc):
         done = importer.import_folder(folder, svc.unit_of_work, lambda session: svc.fhir_context(session, CLI),
-                                      svc.residents, progress)
+                                      svc.residents, progress, svc.settings.export.batch_bytes)
     record_command(svc, patients=tuple(sorted(done.patients)), count=done.total)
     summary = ", ".join(f"{n} {rtype}" for rtype, n in sorted(done.counts.items()))
     click.echo(f"NDJSON import: {done.total} resource(s) put ({summary})")

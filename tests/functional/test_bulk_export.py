@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import tracemalloc
@@ -417,6 +418,29 @@ def test_an_export_of_a_client_disabled_meanwhile_fails(app: Flask, demo: FhirCl
     with app.extensions["dui"].unit_of_work(write=False) as session:
         export = jobs.load(session, location.rsplit("/", 1)[1])
     assert export is not None and export.state == "failed" and export.output == []
+
+
+def test_an_import_batch_is_bounded_by_bytes(app: Flask, exports: Path, tmp_path: Path) -> None:
+    """What the import holds at once is bounded by the size of its lines (the export's ``batch_bytes``), not only by
+    their number: 200 scanned documents of megabytes would otherwise be read before the first is stored."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    text = base64.b64encode(("Compte rendu numérisé. " * 4_800).encode()).decode()  # ~160 KB a line
+    lines = [json.dumps({"resourceType": "Binary", "id": f"scan-{n}", "contentType": "text/plain", "data": text})
+             for n in range(80)]
+    (folder / "Binary.ndjson").write_text("\n".join(lines) + "\n")
+    size = (folder / "Binary.ndjson").stat().st_size
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["import", "--ndjson", str(folder)]).exit_code == 0  # warms the caches
+    tracemalloc.start()
+    try:
+        result = runner.invoke(args=["import", "--ndjson", str(folder)])  # idempotent: the same 80 again
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.output
+    assert "80 resource(s) put (80 Binary)" in result.output
+    assert peak < size / 3, (peak, size)
 
 
 def test_the_cli_imports_what_it_exported(app: Flask, demo: FhirClient, tmp_path: Path) -> None:

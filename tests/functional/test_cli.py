@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -180,14 +181,16 @@ def test_a_database_the_command_cannot_use_is_one_line_and_exit_1(tmp_path: Path
         "postgresql://postgres@127.0.0.1:1/dui": "cannot use the database (postgresql",
         f"sqlite:///{tmp_path / 'empty.sqlite'}": "not migrated): run `dui db upgrade` first",
     }
-    for url, said in cases.items():
-        for command in (("users", "list"), ("audit", "verify"), ("outbox", "list")):
-            result = _run(*command, env={"PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": url,
-                                         "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
-                                         "DUI_AUDIT_KEY_FILE": str(TEST_AUDIT_KEY_FILE)})
-            assert result.returncode == 1, (url, command, result.stderr)
-            lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("dui: ") and said in lines[0], (url, command, lines)
+    commands = (("users", "list"), ("audit", "verify"), ("outbox", "list"))
+    with ThreadPoolExecutor(max_workers=3) as pool:  # nine short processes: side by side
+        results = {(url, command): pool.submit(_run, *command, env={
+            "PATH": "/usr/bin:/bin", "DUI_DATABASE_URL": url, "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+            "DUI_AUDIT_KEY_FILE": str(TEST_AUDIT_KEY_FILE)}) for url in cases for command in commands}
+    for (url, command), future in results.items():
+        result, said = future.result(), cases[url]
+        assert result.returncode == 1, (url, command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dui: ") and said in lines[0], (url, command, lines)
 
 
 def test_warnings_are_one_line_and_flasks_own_commands_are_hidden(tmp_path: Path) -> None:

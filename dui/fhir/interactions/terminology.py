@@ -92,6 +92,11 @@ class Arguments:
 
     values: dict[str, list[Any]]
 
+    def _first(self, name: str) -> Any:
+        """The first value given for ``name``, or None."""
+        found = self.values.get(name)
+        return found[0] if found else None
+
     def text(self, name: str, key: str = "") -> str | None:
         found = self.values.get(name)
         if not found:
@@ -120,10 +125,9 @@ class Arguments:
         return bool(value["valueBoolean"])
 
     def number(self, name: str) -> int | None:
-        found = self.values.get(name)
-        if not found:
+        value = self._first(name)
+        if value is None:
             return None
-        value = found[0]
         raw = value if isinstance(value, str) else value.get("valueInteger")
         if isinstance(raw, str) and raw.isdigit():
             raw = int(raw)
@@ -132,20 +136,18 @@ class Arguments:
         return raw
 
     def resource(self, name: str, rtype: str) -> dict[str, Any] | None:
-        found = self.values.get(name)
-        if not found:
+        value = self._first(name)
+        if value is None:
             return None
-        value = found[0]
         resource = value.get("resource") if isinstance(value, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
             raise Invalid(f"{name} is a {rtype} resource (POST it in a Parameters)", expression=name)
         return resource
 
     def coding(self, name: str) -> dict[str, Any] | None:
-        found = self.values.get(name)
-        if not found:
+        value = self._first(name)
+        if value is None:
             return None
-        value = found[0]
         if isinstance(value, str):  # system|code in a query
             system, bar, code = value.rpartition("|")
             return {"system": system, "code": code} if bar else {"code": value}
@@ -155,10 +157,9 @@ class Arguments:
         return coding
 
     def concept(self, name: str) -> dict[str, Any] | None:
-        found = self.values.get(name)
-        if not found:
+        value = self._first(name)
+        if value is None:
             return None
-        value = found[0]
         concept = value.get("valueCodeableConcept") if isinstance(value, dict) else None
         if not isinstance(concept, dict):
             raise Invalid(f"{name} is a CodeableConcept (valueCodeableConcept; POST it in a Parameters)",

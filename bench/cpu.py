@@ -23,7 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import run
+from bench import run, wrk
 
 
 def _cpu(processes: list[psutil.Process]) -> dict[int, float]:
@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--actor", choices=("anonymous", "staff"), default="anonymous")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of dui serve")
     parser.add_argument("--seconds", type=float, default=15, help="seconds per workload")
-    parser.add_argument("--clients", type=int, default=8, help="load-generator processes")
+    parser.add_argument("--clients", type=int, default=8, help="load-generator processes (python driver)")
+    parser.add_argument("--driver", choices=("wrk", "python"), default="wrk" if wrk.available() else "python",
+                        help="wrk (16 connections, 2 threads) or the Python driver of bench/run.py")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's connections")
     parser.add_argument("--workloads", default="read,search identifier",
                         help="comma-separated, among bench/run.py's (read, search identifier, search name, create...)")
     args = parser.parse_args()
@@ -69,6 +72,14 @@ def main() -> None:
             own = {root.pid, *(p.pid for p in root.children(recursive=True))}
             clients = [p for p in psutil.Process().children(recursive=True) if p.pid not in own]
             for label in args.workloads.split(","):
+                if args.driver == "wrk":
+                    groups_ = wrk.CpuGroups(server.process.pid, database if name == "dui-postgresql" else "")
+                    w = wrk.drive(workloads[label], headers, args.seconds, args.connections, groups_)
+                    print(f"{name} {args.actor} {label}: {w['req_per_s']} req/s (p50 {w['p50_ms']} ms, p99 "
+                          f"{w['p99_ms']} ms, {w['errors']} errors); CPU per request: server {w['server_cpu_ms']:.3f} "
+                          f"ms, PostgreSQL {w['postgresql_cpu_ms']:.3f} ms, wrk {w['load_generator_cpu_ms']:.3f} ms; "
+                          f"load {w['load_average'][0]}", flush=True)
+                    continue
                 def groups() -> tuple[dict[int, float], ...]:
                     root = psutil.Process(server.process.pid)  # type: ignore[union-attr]
                     postgres = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "postgres"

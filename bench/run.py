@@ -111,7 +111,8 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
            # every load-generator process calls from 127.0.0.1: per-address rate limits would throttle the run
            "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0",
            "DUI_AUTH_TOKEN_LIFETIME": "3600"}  # one staff token for the whole run (--actor staff)
-    subprocess.run([str(DUI), "db", "upgrade"], env=env, check=True, capture_output=True)
+    # in the server's own folder: the development keys (var/keys) are relative to it
+    subprocess.run([str(DUI), "db", "upgrade"], env=env, cwd=workdir, check=True, capture_output=True)
     database = url if kind == "postgresql" else str(workdir / "dui.sqlite")
     return Server(f"dui-{kind}", [str(DUI), "serve", "--port", str(port), "--workers", str(workers),
                                   "--threads", "8"], env, port, workdir, database)
@@ -208,8 +209,8 @@ def staff_headers(server: Server) -> dict[str, str]:
     scoping (an anonymous caller, allowed in dev, is not restricted)."""
     login, password = "bench.medecin", "Banc-d-essai-2026!"
     subprocess.run([str(DUI), "users", "create", login, "--role", "medecin", "--establishment",
-                    data.ESTABLISHMENT_FINESS, "--password-stdin"], env=server.env, input=password.encode(),
-                   check=True, capture_output=True)
+                    data.ESTABLISHMENT_FINESS, "--password-stdin"], env=server.env, cwd=server.workdir,
+                   input=password.encode(), check=True, capture_output=True)
     answer = requests.post(server.base.removesuffix("/fhir") + "/auth/token", timeout=30,
                            data={"grant_type": "password", "username": login, "password": password})
     answer.raise_for_status()

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import fhir_profiles
 from dui import subscriptions
+from dui.audit.writer import AuditWriter
 from dui.auth.actor import SYSTEM, Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
@@ -118,6 +119,8 @@ class Services:
     residents: Residents = field(init=False)
     # DUI_DATABASE_READ_URL: which database serves a read-only request (dui.replica); None: the primary, always
     reads: ReadRouter | None = field(init=False, default=None)
+    # Audit entries with no transaction of their own (reads, refusals), group-committed before each answer is sent
+    audit_writer: AuditWriter = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = {**fhir_operations.build(self.insi), **document_operations.build(),
@@ -156,6 +159,7 @@ class Services:
         self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
         self.validator.profiles = self.profiles.validator
         self.validator.rules.setdefault("Patient", self._identity_issues)
+        self.audit_writer = AuditWriter(partial(unit_of_work, self.session_factory, True), self.clock)
         replica = self.settings.read_replica
         if replica.url:
             check_database_urls(self.settings.database_url, replica.url)  # also for settings made in code

@@ -49,19 +49,31 @@ def mark_recorded() -> None:
 
 def record_fhir(session: Session, svc: Services, now: datetime, actor: Actor, req: FhirRequest, route: Route,
                 result: FhirResponse, where: Where) -> int:
-    """A FHIR request answered: in the request's transaction (a write), or as one statement (a read). Returns
-    the entry's number, for ``void_lost`` should that transaction fail to commit."""
+    """A FHIR write answered, in the write's transaction. Returns the entry's number, for ``void_lost`` should that
+    transaction fail to commit."""
+    seq = trail.record(session, fhir_entry(svc, actor, req, route, result, where), now)
+    mark_recorded()
+    return seq
+
+
+def record_fhir_read(svc: Services, actor: Actor, req: FhirRequest, route: Route, result: FhirResponse,
+                     where: Where) -> None:
+    """A FHIR read answered: committed with other threads' entries (``dui.audit.writer``) before the answer is
+    sent. Raises if it could not be written: nothing is served unrecorded."""
+    svc.audit_writer.record(fhir_entry(svc, actor, req, route, result, where))
+    mark_recorded()
+
+
+def fhir_entry(svc: Services, actor: Actor, req: FhirRequest, route: Route, result: FhirResponse,
+               where: Where) -> trail.AuditEntry:
     patients = residents_of(svc.residents, route, result)
     body = result.body
     count = len(body.get("entry") or []) if isinstance(body, dict) and body.get("resourceType") == "Bundle" else None
     rid = result.version.id if route.interaction == "create" and result.version is not None else route.rid
     glass = req.header(BREAK_GLASS)
-    entry = trail.AuditEntry(route.action, "success", actor, route.rtype, rid,
-                             route.operation or ("break-the-glass" if glass else None), result.status, where[0],
-                             where[1], purpose=glass, count=count, patients=tuple(sorted(patients)))
-    seq = trail.record(session, entry, now)
-    mark_recorded()
-    return seq
+    return trail.AuditEntry(route.action, "success", actor, route.rtype, rid,
+                            route.operation or ("break-the-glass" if glass else None), result.status, where[0],
+                            where[1], purpose=glass, count=count, patients=tuple(sorted(patients)))
 
 
 # How strongly an interaction acts, to name a staff API request after its strongest one.
@@ -72,6 +84,21 @@ _WEIGHT = {"create": 4, "update": 4, "patch": 4, "delete": 4, "transaction": 4, 
 def record_api(session: Session, svc: Services, now: datetime, actor: Actor, endpoint: str,
                calls: list[tuple[Route, FhirResponse]], status: int, where: Where,
                patients: set[str] | None = None) -> int:
+    """A staff API request that wrote, in its transaction (see ``api_entry``)."""
+    seq = trail.record(session, api_entry(svc, actor, endpoint, calls, status, where, patients), now)
+    mark_recorded()
+    return seq
+
+
+def record_api_read(svc: Services, actor: Actor, endpoint: str, calls: list[tuple[Route, FhirResponse]],
+                    status: int, where: Where, patients: set[str] | None = None) -> None:
+    """A staff API request that only read, committed before the answer is sent (as ``record_fhir_read``)."""
+    svc.audit_writer.record(api_entry(svc, actor, endpoint, calls, status, where, patients))
+    mark_recorded()
+
+
+def api_entry(svc: Services, actor: Actor, endpoint: str, calls: list[tuple[Route, FhirResponse]], status: int,
+              where: Where, patients: set[str] | None = None) -> trail.AuditEntry:
     """A staff API request answered (``dui.web.staff``): one entry naming its endpoint, the strongest FHIR
     interaction it ran, and every resident whose data those interactions served or wrote (as ``record_fhir``
     reads them) or the use case read outside FHIR (``patients``)."""
@@ -79,12 +106,9 @@ def record_api(session: Session, svc: Services, now: datetime, actor: Actor, end
     for route, result in calls:
         found |= residents_of(svc.residents, route, result)
     main = max(calls, key=lambda c: _WEIGHT.get(c[0].action, 0))[0] if calls else None
-    entry = trail.AuditEntry(main.action if main else "request", "success", actor, main.rtype if main else None,
-                             main.rid if main else None, f"api {endpoint}", status, where[0], where[1],
-                             patients=tuple(sorted(found)))
-    seq = trail.record(session, entry, now)
-    mark_recorded()
-    return seq
+    return trail.AuditEntry(main.action if main else "request", "success", actor, main.rtype if main else None,
+                            main.rid if main else None, f"api {endpoint}", status, where[0], where[1],
+                            patients=tuple(sorted(found)))
 
 
 def record_api_refusal(svc: Services, actor: Actor, endpoint: str, route: Route | None, status: int,
@@ -172,9 +196,10 @@ def residents_of(residents: Residents, route: Route, result: FhirResponse) -> se
 
 
 def record_apart(svc: Services, entry: trail.AuditEntry) -> None:
+    """An entry outside any request transaction (a refusal, an answer no handler recorded), committed before the
+    answer is sent (``dui.audit.writer``)."""
     try:
-        with svc.unit_of_work(write=True) as session:
-            trail.record(session, entry, svc.clock())
+        svc.audit_writer.record(entry)
     except Exception:  # the answer must still reach the client; the log says an entry is missing
         logger.exception("audit entry not recorded", extra={"status": entry.status, "action": entry.action})
 

@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import DBAPIError
@@ -102,18 +102,6 @@ def retry_on_primary(exc: BaseException) -> bool:
     if not isinstance(exc, DBAPIError):
         return False
     return bool(exc.connection_invalidated or g.pop("replica_failed", False))
-
-
-def on_primary(session: Session) -> bool:
-    """Whether ``session`` works on the primary (where audit entries are written), not on the read replica."""
-    return not session.info.get(REPLICA, False)
-
-
-def audit_unit_of_work() -> AbstractContextManager[Session]:
-    """Where a read's audit entry is written when its own session could not take it (on SQLite, or on the read
-    replica): the primary, as one statement on PostgreSQL (autocommit), in a write of its own on SQLite."""
-    svc = services()
-    return svc.unit_of_work(write=svc.engine.dialect.name != "postgresql")
 
 
 def register(app: Flask) -> None:

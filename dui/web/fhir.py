@@ -12,7 +12,6 @@ import orjson
 from flask import Blueprint, Response, g, request
 
 from dui.auth.actor import ANONYMOUS, Actor
-from dui.db import is_postgresql
 from dui.errors import Invalid, NotAcceptable, TooLarge
 from dui.fhir import jsontext, router, xmlwriter
 from dui.fhir.authorization import BREAK_GLASS
@@ -20,7 +19,7 @@ from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse
 from dui.fhir.xml import parse_xml
 from dui.services import Services
 from dui.web import audit, budget
-from dui.web.context import audit_unit_of_work, current_actor, on_primary, retry_on_primary, services, unit_of_work
+from dui.web.context import current_actor, retry_on_primary, services, unit_of_work
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -79,9 +78,9 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest,
                 ctx = svc.fhir_context(session, actor, glass)
                 # Stopped with 503 RequestStopped past DUI_REQUEST_BUDGET (dui.web.budget); rolled back, recorded.
                 routed, result = budget.run(svc.settings.request_budget, _routed, ctx, req, asked)
-                # A write and its audit entry commit together; a read on PostgreSQL (autocommit) records its entry
-                # in one statement of its own; a read on SQLite or on the read replica, in a unit of its own below.
-                if writes or (is_postgresql(session) and on_primary(session)):
+                # A write and its audit entry commit together; a read's entry is committed with other threads'
+                # (dui.audit.writer) once its unit of work has ended, before the answer is sent.
+                if writes:
                     seq = audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
             break
         except Exception as exc:
@@ -89,9 +88,8 @@ def _serve(svc: Services, actor: Actor, req: FhirRequest,
                 audit.void_lost(svc, seq, g.get("request_id"))
             if writes or not retry_on_primary(exc) or attempt == 2:
                 raise
-    if not g.get("audit_recorded"):
-        with audit_unit_of_work() as session:
-            audit.record_fhir(session, svc, svc.clock(), actor, req, routed, result, _where())
+    if not writes and not g.get("audit_recorded"):
+        audit.record_fhir_read(svc, actor, req, routed, result, _where())
     return routed, _encoded(result)
 
 

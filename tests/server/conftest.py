@@ -57,7 +57,8 @@ def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads
             time.sleep(0.1)
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the master and its workers
+        with contextlib.suppress(ProcessLookupError):  # gone already: a test killed it
+            os.killpg(process.pid, signal.SIGTERM)  # the master and its workers
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=15)
         with contextlib.suppress(ProcessLookupError):

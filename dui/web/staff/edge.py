@@ -24,12 +24,11 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
 
 from dui.auth.actor import Actor
-from dui.db import is_postgresql
 from dui.errors import DuiError, Forbidden, Invalid, Unauthorized, UnsupportedMediaType
 from dui.settings import Settings
 from dui.staff.record import Record
 from dui.web import audit, budget
-from dui.web.context import audit_unit_of_work, current_actor, on_primary, services, unit_of_work
+from dui.web.context import current_actor, services, unit_of_work
 from dui.web.staff import problems
 
 bp = Blueprint("staff", __name__, url_prefix="/api")
@@ -118,17 +117,15 @@ def serve(declared: Endpoint, handler: Callable[..., Answer], path: dict[str, st
                     context["use"] = use
                     answer = budget.run(svc.settings.request_budget, partial(handler, use, **path))
                     calls = [(c.route, c.result) for c in use.record.calls]
-                    if declared.writes or (is_postgresql(session) and on_primary(session)):
+                    if declared.writes:  # a read's entry: committed with other threads' (dui.audit.writer)
                         audit.record_api(session, svc, svc.clock(), actor, declared.name, calls, answer.status,
                                          where, use.patients)
                 break
             except Exception:
                 if declared.writes or attempt == 2 or not g.pop("replica_failed", False):
                     raise
-        if not g.get("audit_recorded"):
-            with audit_unit_of_work() as session:
-                audit.record_api(session, svc, svc.clock(), actor, declared.name, calls, answer.status, where,
-                                 use.patients)
+        if not declared.writes and not g.get("audit_recorded"):
+            audit.record_api_read(svc, actor, declared.name, calls, answer.status, where, use.patients)
     except Exception as exc:
         status, _, patients = audit.refusal_of(exc)
         started: Use | None = context.get("use")

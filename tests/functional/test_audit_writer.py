@@ -1,0 +1,142 @@
+"""The group commit of audit entries (``dui.audit.writer``): every entry committed before ``record`` returns, threads
+sharing a transaction, an entry the database refuses failing alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dui.audit import trail
+from dui.audit.tables import audit_event, audit_event_patient
+from dui.audit.writer import AuditWriter
+from dui.auth.actor import ANONYMOUS
+from dui.db import unit_of_work
+from dui.services import Services
+from tests.conftest import empty_database
+
+
+@pytest.fixture
+def svc(app: Flask) -> Services:
+    empty_database(app)
+    services: Services = app.extensions["dui"]
+    return services
+
+
+def _entry(request_id: str, status: Any = 200) -> trail.AuditEntry:
+    return trail.AuditEntry("read", "success", ANONYMOUS, "Patient", "p1", None, status, "127.0.0.1", request_id,
+                            patients=("p1", "p2"))
+
+
+def _committed(svc: Services, request_ids: list[str]) -> int:
+    """How many of these entries another connection sees (committed ones only)."""
+    with svc.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_event)
+                                .where(audit_event.c.request_id.in_(request_ids))).scalar_one())
+
+
+def test_each_entry_is_committed_when_record_returns_whatever_the_threads(svc: Services) -> None:
+    writer = AuditWriter(lambda: unit_of_work(svc.session_factory, True), svc.clock)
+    threads, each = 12, 15
+    unseen: list[str] = []
+    start = threading.Barrier(threads)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(each):
+            request_id = f"t{n:02d}-{i:03d}-{uuid.uuid4().hex[:8]}"
+            writer.record(_entry(request_id))
+            if _committed(svc, [request_id]) != 1:  # seen from another connection the moment record returns
+                unseen.append(request_id)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert unseen == []
+    assert writer.entries == threads * each
+    with svc.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(audit_event)).scalar_one() == threads * each
+        # each entry's residents were written with it
+        assert conn.execute(select(func.count()).select_from(audit_event_patient)).scalar_one() == 2 * threads * each
+
+
+def test_entries_arriving_while_one_is_written_share_the_next_transaction(svc: Services) -> None:
+    first_writing, release = threading.Event(), threading.Event()
+    transactions = []
+
+    @contextmanager
+    def gated() -> Iterator[Session]:
+        with unit_of_work(svc.session_factory, True) as session:
+            transactions.append(session)
+            if len(transactions) == 1:  # the first transaction waits until the others have queued behind it
+                first_writing.set()
+                assert release.wait(30)
+            yield session
+
+    writer = AuditWriter(gated, svc.clock)
+    ids = [f"gate-{n}" for n in range(8)]
+    threads = [threading.Thread(target=writer.record, args=(_entry(ids[0]),))]
+    threads[0].start()
+    assert first_writing.wait(30)
+    threads += [threading.Thread(target=writer.record, args=(_entry(i),)) for i in ids[1:]]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 30
+    while writer.waiting < 7 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert writer.waiting == 7
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert (writer.batches, writer.entries) == (2, 8)  # the first alone, then the seven that waited, together
+    assert _committed(svc, ids) == 8
+
+
+def test_an_entry_the_database_refuses_fails_alone(svc: Services) -> None:
+    block = threading.Event()
+    release = threading.Event()
+    calls = []
+
+    @contextmanager
+    def held() -> Iterator[Session]:
+        calls.append(1)
+        if len(calls) == 1:
+            block.set()
+            assert release.wait(30)
+        with unit_of_work(svc.session_factory, True) as session:
+            yield session
+
+    writer = AuditWriter(held, svc.clock)
+    errors: dict[str, BaseException] = {}
+
+    def record(entry: trail.AuditEntry) -> None:
+        try:
+            writer.record(entry)
+        except Exception as exc:
+            errors[entry.request_id or ""] = exc
+
+    first = threading.Thread(target=record, args=(_entry("alone-0"),))
+    first.start()
+    assert block.wait(30)
+    # a status no driver can bind: refused by the database driver itself, inside the batch that holds it
+    batch = [_entry("good-1"), _entry("bad", status=object()), _entry("good-2")]
+    others = [threading.Thread(target=record, args=(e,)) for e in batch]
+    for t in others:
+        t.start()
+        while writer.waiting < others.index(t) + 1:
+            time.sleep(0.002)
+    release.set()
+    for t in [first, *others]:
+        t.join(30)
+    assert set(errors) == {"bad"}
+    assert _committed(svc, ["alone-0", "good-1", "good-2", "bad"]) == 3

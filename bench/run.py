@@ -98,7 +98,9 @@ class Server:
         self.process.wait()
 
 
-def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
+def dui_server(kind: str, port: int, workdir: Path, workers: int, code: Path | None = None) -> Server:
+    """``dui serve`` on ``kind`` (postgresql, a fresh database; sqlite), from this checkout or from ``code`` (another
+    checkout of the project, put first on PYTHONPATH: a before/after comparison in one run)."""
     if kind == "postgresql":
         name = f"dui_bench_{port}"
         subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
@@ -111,6 +113,8 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int) -> Server:
            # every load-generator process calls from 127.0.0.1: per-address rate limits would throttle the run
            "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0",
            "DUI_AUTH_TOKEN_LIFETIME": "3600"}  # one staff token for the whole run (--actor staff)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     # in the server's own folder: the development keys (var/keys) are relative to it
     subprocess.run([str(DUI), "db", "upgrade"], env=env, cwd=workdir, check=True, capture_output=True)
     database = url if kind == "postgresql" else str(workdir / "dui.sqlite")

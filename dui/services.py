@@ -159,7 +159,9 @@ class Services:
         self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
         self.validator.profiles = self.profiles.validator
         self.validator.rules.setdefault("Patient", self._identity_issues)
-        self.audit_writer = AuditWriter(partial(unit_of_work, self.session_factory, True), self.clock)
+        postgresql = self.engine.dialect.name == "postgresql"
+        self.audit_writer = AuditWriter(lambda alone: unit_of_work(self.session_factory, not (alone and postgresql)),
+                                        self.clock)
         replica = self.settings.read_replica
         if replica.url:
             check_database_urls(self.settings.database_url, replica.url)  # also for settings made in code

@@ -48,9 +48,11 @@ class _Pending:
 class AuditWriter:
     """Writes audit entries in group commits (see the module). One per process; safe for any number of threads.
 
-    ``transaction``: a writing unit of work on the primary database (``Services.unit_of_work(write=True)``)."""
+    ``transaction(alone)``: a unit of work on the primary database that commits what it holds as one transaction;
+    ``alone``: it will hold one entry, which on PostgreSQL is one statement, atomic by itself (autocommit: no
+    BEGIN and COMMIT round trips)."""
 
-    def __init__(self, transaction: Callable[[], AbstractContextManager[Session]], clock: Clock,
+    def __init__(self, transaction: Callable[[bool], AbstractContextManager[Session]], clock: Clock,
                  max_batch: int = MAX_BATCH) -> None:
         self._transaction, self._clock, self._max_batch = transaction, clock, max_batch
         self._lock = threading.Lock()
@@ -104,7 +106,7 @@ class AuditWriter:
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            with self._transaction() as session:
+            with self._transaction(len(batch) == 1) as session:
                 trail.record_many(session, [(p.entry, p.now) for p in batch])
             self.batches += 1
             self.entries += len(batch)
@@ -117,7 +119,7 @@ class AuditWriter:
                            extra={"entries": len(batch), "error": type(exc).__name__})
         for pending in batch:
             try:
-                with self._transaction() as session:
+                with self._transaction(True) as session:
                     trail.record_many(session, [(pending.entry, pending.now)])
                 self.batches += 1
                 self.entries += 1

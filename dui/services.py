@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import fhir_profiles
 from dui import subscriptions
-from dui.audit.writer import AuditWriter
+from dui.audit.writer import AuditWriter, writer_for
 from dui.auth.actor import SYSTEM, Actor
 from dui.auth.authenticator import Authenticator
 from dui.auth.policy import Policy
@@ -159,9 +159,7 @@ class Services:
         self.profiles = ProfileRegistry(self.session_factory, self.settings.validation)
         self.validator.profiles = self.profiles.validator
         self.validator.rules.setdefault("Patient", self._identity_issues)
-        postgresql = self.engine.dialect.name == "postgresql"
-        self.audit_writer = AuditWriter(lambda alone: unit_of_work(self.session_factory, not (alone and postgresql)),
-                                        self.clock)
+        self.audit_writer = writer_for(self.engine, self.session_factory, self.clock)
         replica = self.settings.read_replica
         if replica.url:
             check_database_urls(self.settings.database_url, replica.url)  # also for settings made in code
@@ -346,4 +344,5 @@ class Services:
             self._dmp_simulator.stop()
         if self.reads is not None:
             self.reads.dispose()
+        self.audit_writer.close()
         self.engine.dispose()

@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Select, String, bindparam, func, insert, literal_column, or_, select, text, update
@@ -184,6 +184,21 @@ _PG_RECORD = text(
     "SELECT seq FROM e"
 ).bindparams(bindparam("recorded", type_=UtcDateTime()), bindparam("gap_first", type_=BigInteger()),
              bindparam("gap_last", type_=BigInteger()))
+
+# The same statement for psycopg used directly (``dui.audit.writer.PostgresEntries``): psycopg's placeholders.
+PG_RECORD_SQL = (
+    f"WITH e AS (INSERT INTO audit_event ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)}) RETURNING seq), "
+    "p AS (INSERT INTO audit_event_patient (seq, patient_id) SELECT e.seq, unnest(%(patients)s::text[]) FROM e) "
+    "SELECT seq FROM e"
+)
+
+
+def pg_parameters(entry: AuditEntry, now: datetime) -> dict[str, Any]:
+    """The parameters of ``PG_RECORD_SQL`` for ``entry``: cleaned and cut as ``record`` does, the time in UTC."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return _pg_parameters(_entry_values(entry, now.astimezone(UTC)), entry.patients)
 
 
 def seal(session: Session, key: AuditKey) -> int:

@@ -12,10 +12,14 @@ a timer: a request alone is written at once, as before; under load, one commit (
 serves a batch. On SQLite, where each write takes the database's one write lock, the threads of a process take it
 once per batch instead of once per read.
 
-A batch that fails is written again entry by entry, each in a transaction of its own: an entry the database
-refuses fails alone, and a connection lost with a database restart is replaced by the pool. Entries are never
+A batch that fails is written again entry by entry: an entry the database refuses fails alone. Entries are never
 queued past their request: a clean shutdown (the server waits for requests in flight) loses none, and ``kill -9``
 loses only entries whose response was never sent.
+
+How a batch is written (``Batch``): on PostgreSQL by ``PostgresEntries``, psycopg on a connection of the writer's own
+(one per process, autocommit): an entry alone is one statement, atomic by itself; a batch is one transaction whose
+statements go as one pipeline. A connection lost (a database restart) is replaced and the batch tried once more. On
+SQLite by ``SessionEntries``, in a writing unit of work.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from dui.audit import trail
 from dui.clock import Clock
+from dui.db import unit_of_work
 
 logger = logging.getLogger("dui.audit")
 MAX_BATCH = 256  # entries in one statement; the rest wait for the next
+Batch = Callable[[list[tuple[trail.AuditEntry, datetime]]], None]  # writes entries and commits them, or raises
 
 
 class _Pending:
@@ -48,13 +55,10 @@ class _Pending:
 class AuditWriter:
     """Writes audit entries in group commits (see the module). One per process; safe for any number of threads.
 
-    ``transaction(alone)``: a unit of work on the primary database that commits what it holds as one transaction;
-    ``alone``: it will hold one entry, which on PostgreSQL is one statement, atomic by itself (autocommit: no
-    BEGIN and COMMIT round trips)."""
+    ``write``: commits a batch of entries (with the times they were recorded) as one transaction, or raises."""
 
-    def __init__(self, transaction: Callable[[bool], AbstractContextManager[Session]], clock: Clock,
-                 max_batch: int = MAX_BATCH) -> None:
-        self._transaction, self._clock, self._max_batch = transaction, clock, max_batch
+    def __init__(self, write: Batch, clock: Clock, max_batch: int = MAX_BATCH) -> None:
+        self._write_batch, self._clock, self._max_batch = write, clock, max_batch
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._writing = False  # a leader is writing; while it is, the queue fills and waits for the next leader
@@ -106,8 +110,7 @@ class AuditWriter:
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            with self._transaction(len(batch) == 1) as session:
-                trail.record_many(session, [(p.entry, p.now) for p in batch])
+            self._write_batch([(p.entry, p.now) for p in batch])
             self.batches += 1
             self.entries += len(batch)
             return
@@ -119,9 +122,73 @@ class AuditWriter:
                            extra={"entries": len(batch), "error": type(exc).__name__})
         for pending in batch:
             try:
-                with self._transaction(True) as session:
-                    trail.record_many(session, [(pending.entry, pending.now)])
+                self._write_batch([(pending.entry, pending.now)])
                 self.batches += 1
                 self.entries += 1
             except Exception as exc:
                 pending.error = exc
+
+    def close(self) -> None:
+        closing = getattr(self._write_batch, "__self__", None)
+        if isinstance(closing, PostgresEntries):
+            closing.close()
+
+
+class SessionEntries:
+    """Writes a batch in a writing unit of work of ``session_factory`` (SQLite; any database)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def write(self, entries: list[tuple[trail.AuditEntry, datetime]]) -> None:
+        with unit_of_work(self._session_factory, True) as session:
+            trail.record_many(session, entries)
+
+
+class PostgresEntries:
+    """Writes a batch with psycopg on a connection of its own, taken once from ``engine``'s pool (its connect
+    options, ``statement_timeout`` included, apply) and kept in autocommit. Only the writer's leader calls it: one
+    thread at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pooled: Any = None
+
+    def write(self, entries: list[tuple[trail.AuditEntry, datetime]]) -> None:
+        import psycopg
+
+        rows = [trail.pg_parameters(entry, now) for entry, now in entries]
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                if len(rows) == 1:
+                    connection.execute(trail.PG_RECORD_SQL, rows[0])
+                else:
+                    with connection.transaction(), connection.cursor() as cursor:
+                        cursor.executemany(trail.PG_RECORD_SQL, rows)
+                return
+            except psycopg.OperationalError:  # the connection is gone (a restart): a fresh one, once
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def _connection(self) -> Any:
+        if self._pooled is None:
+            self._pooled = self._engine.raw_connection()
+            self._pooled.driver_connection.autocommit = True
+        return self._pooled.driver_connection
+
+    def close(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            try:
+                pooled.invalidate()  # never back to the pool in autocommit
+            except Exception:
+                logger.warning("audit writer connection not closed cleanly")
+
+
+def writer_for(engine: Engine, session_factory: sessionmaker[Session], clock: Clock) -> AuditWriter:
+    """The writer of a process: psycopg on a connection of its own on PostgreSQL, a unit of work on SQLite."""
+    if engine.dialect.name == "postgresql":
+        return AuditWriter(PostgresEntries(engine).write, clock)
+    return AuditWriter(SessionEntries(session_factory).write, clock)

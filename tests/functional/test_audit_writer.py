@@ -7,19 +7,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text
 
 from dui.audit import trail
 from dui.audit.tables import audit_event, audit_event_patient
-from dui.audit.writer import AuditWriter
+from dui.audit.writer import AuditWriter, Batch, PostgresEntries, SessionEntries
 from dui.auth.actor import ANONYMOUS
-from dui.db import unit_of_work
 from dui.services import Services
 from tests.conftest import empty_database
 
@@ -34,6 +32,25 @@ def svc(app: Flask) -> Services:
 def _entry(request_id: str, status: Any = 200) -> trail.AuditEntry:
     return trail.AuditEntry("read", "success", ANONYMOUS, "Patient", "p1", None, status, "127.0.0.1", request_id,
                             patients=("p1", "p2"))
+
+
+def _sink(svc: Services) -> Batch:
+    """What the service's writer writes batches with (psycopg on PostgreSQL, a unit of work on SQLite)."""
+    if svc.engine.dialect.name == "postgresql":
+        sink = PostgresEntries(svc.engine)
+        _opened.append(sink)
+        return sink.write
+    return SessionEntries(svc.session_factory).write
+
+
+_opened: list[PostgresEntries] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sinks() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def _committed(svc: Services, request_ids: list[str]) -> int:
@@ -75,15 +92,14 @@ def test_entries_arriving_while_one_is_written_share_the_next_transaction(svc: S
     first_writing, release = threading.Event(), threading.Event()
     transactions = []
 
-    @contextmanager
-    def gated(alone: bool) -> Iterator[Session]:
-        with unit_of_work(svc.session_factory, True) as session:
-            transactions.append(session)
-            if len(transactions) == 1:  # the first transaction waits until the others have queued behind it
-                first_writing.set()
-                assert release.wait(30)
-            yield session
+    def gated(entries: list[tuple[trail.AuditEntry, datetime]]) -> None:
+        transactions.append(entries)
+        if len(transactions) == 1:  # the first batch waits until the others have queued behind it
+            first_writing.set()
+            assert release.wait(30)
+        write(entries)
 
+    write = _sink(svc)
     writer = AuditWriter(gated, svc.clock)
     ids = [f"gate-{n}" for n in range(8)]
     threads = [threading.Thread(target=writer.record, args=(_entry(ids[0]),))]
@@ -108,15 +124,14 @@ def test_an_entry_the_database_refuses_fails_alone(svc: Services) -> None:
     release = threading.Event()
     calls = []
 
-    @contextmanager
-    def held(alone: bool) -> Iterator[Session]:
+    def held(entries: list[tuple[trail.AuditEntry, datetime]]) -> None:
         calls.append(1)
         if len(calls) == 1:
             block.set()
             assert release.wait(30)
-        with unit_of_work(svc.session_factory, True) as session:
-            yield session
+        write(entries)
 
+    write = _sink(svc)
     writer = AuditWriter(held, svc.clock)
     errors: dict[str, BaseException] = {}
 
@@ -141,3 +156,17 @@ def test_an_entry_the_database_refuses_fails_alone(svc: Services) -> None:
         t.join(30)
     assert set(errors) == {"bad"}
     assert _committed(svc, ["alone-0", "good-1", "good-2", "bad"]) == 3
+
+
+def test_after_its_connection_is_cut_the_writer_reconnects_and_loses_nothing(svc: Services) -> None:
+    if svc.engine.dialect.name != "postgresql":
+        pytest.skip("the writer's own connection is PostgreSQL's (SQLite writes in a unit of work)")
+    writer = AuditWriter(_sink(svc), svc.clock)
+    writer.record(_entry("before-cut"))
+    sink = _opened[-1]
+    backend = sink._connection().info.backend_pid
+    with svc.engine.connect() as admin:  # what a database restart does to every connection
+        assert admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend}).scalar_one() is True
+    writer.record(_entry("after-cut"))  # the dead connection is replaced, the entry written once
+    assert sink._connection().info.backend_pid != backend
+    assert _committed(svc, ["before-cut", "after-cut"]) == 2

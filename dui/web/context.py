@@ -124,8 +124,9 @@ def register(app: Flask) -> None:
         response.headers.setdefault("Cache-Control", "no-store")
         elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         # The path only: query strings carry search values (names, INS), which never go to logs.
-        logger.info("request", extra={"method": request.method, "path": request.path,
-                                      "status": response.status_code, "ms": round(elapsed, 1)})
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("request", extra={"method": request.method, "path": request.path,
+                                          "status": response.status_code, "ms": round(elapsed, 1)})
         # The same facts, for /metrics: the path only as the interaction it names, never an id.
         counters.record_request(interaction_of(request.method, request.path), response.status_code, elapsed / 1000)
         return response

@@ -16,21 +16,12 @@ from sqlalchemy import select
 
 from dui.audit.tables import audit_event
 from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
-from tests.server.conftest import running_server
-
-
-def _server_pids(base: str) -> list[int]:
-    import psutil
-
-    port = int(base.rsplit(":", 1)[1])
-    owners = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-              and c.status == psutil.CONN_LISTEN and c.pid}
-    return sorted(owners)
+from tests.server.conftest import SERVER_PROCESSES, running_server
 
 
 def test_every_answered_read_is_in_the_trail_after_kill_9(database_url: str, app: Flask,
                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
-    env = {"DUI_DATABASE_URL": database_url, "DUI_LOG_LEVEL": "WARNING",
+    env = {"DUI_DATABASE_URL": database_url, "DUI_LOG_LEVEL": "INFO",
            "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
            "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE), "DUI_RATE_LIMIT": "0", "DUI_AUTH_RATE_LIMIT": "0"}
     empty_database(app)
@@ -58,9 +49,7 @@ def test_every_answered_read_is_in_the_trail_after_kill_9(database_url: str, app
         deadline = time.monotonic() + 30
         while len(answered) < 300 and time.monotonic() < deadline:
             time.sleep(0.01)
-        master = _server_pids(base)
-        assert master, "the server's listening process was not found"
-        os.killpg(os.getpgid(master[0]), signal.SIGKILL)  # the master and its workers, mid-load
+        os.killpg(SERVER_PROCESSES[base].pid, signal.SIGKILL)  # the master and its workers, mid-load
         stop.set()
         for t in readers:
             t.join(15)

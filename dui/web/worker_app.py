@@ -9,7 +9,11 @@ the run's metrics directory in ``PROMETHEUS_MULTIPROC_DIR``, set by ``dui serve`
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,12 +44,30 @@ def from_environment() -> WSGIApplication:
     """granian's factory (``--factory``), called once in each worker process it spawns (and respawns).
 
     granian has no hook in its main process when a worker exits (gunicorn's ``child_exit``): a worker that starts
-    removes the per-process gauges of the workers that are gone, so that a respawn leaves none of a dead one's."""
+    removes the per-process gauges of the workers that are gone, so that a respawn leaves none of a dead one's.
+
+    Two gaps of granian's workers closed here, before the app is built: a worker inherits the main process's signal
+    handlers until granian sets its own, after this factory returns, so a SIGTERM or Ctrl-C that reached a worker
+    still building the app was lost and the worker stayed until killed 30 s later: a worker that has not served yet
+    now ends at once (the default action). And a worker outlived a main process that was killed (SIGKILL, the OOM
+    killer), serving on: the kernel now sends it SIGTERM then (Linux), a graceful stop."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_DFL)
+    _stop_with_parent()
     named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     directory = Path(named) if named else None
     if directory is not None:
         exposition.forget_exited_workers(directory)
     return WithoutProcessEnvironment(build(directory), os.environ)
+
+
+def _stop_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the main process was already gone before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class WithoutProcessEnvironment:

@@ -167,3 +167,31 @@ def test_sigterm_lets_a_request_finish_then_exits_0_and_removes_the_metric_files
     assert not run.exists(), "the run's metric files outlived the server"
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{granian.base}/healthz", timeout=5)
+
+
+def test_the_workers_stop_when_the_main_process_is_killed(database_url: str, app: Flask,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """gunicorn's workers notice their arbiter is gone; granian's would serve on, orphans, without
+    ``dui.web.worker_app``'s parent-death signal."""
+    env = {"DUI_DATABASE_URL": database_url, "DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
+           "DUI_INSI_SIMULATOR_DIR": str(tmp_path_factory.mktemp("insi-simulator")),
+           "DUI_METRICS_DIR": str(tmp_path_factory.mktemp("granian-killed"))}
+    with serve_process(env, tmp_path_factory.mktemp("granian-killed"),
+                       ["--server", "granian", "--workers", "1", "--threads", "2"]) as (base, process):
+        workers = subprocess.run(["ps", "--ppid", str(process.pid), "-o", "pid="], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        assert len(workers) == 1
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{workers[0]}").exists() and "Z" not in _state(workers[0]):
+            assert time.monotonic() < deadline, "the worker outlived its main process"
+            time.sleep(0.1)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{base}/healthz", timeout=5)
+
+
+def _state(pid: str) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    return ""

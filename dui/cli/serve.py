@@ -15,6 +15,7 @@ from dui.auth.keys import SigningKeyError, load_signing_key
 from dui.crypto.master import configured_keys
 from dui.metrics import exposition
 from dui.settings import Settings, SettingsError
+from dui.web import limits
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -141,9 +142,9 @@ def serve_gunicorn(host: str, port: int, workers: int, threads: int, timeout: in
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
-        "limit_request_line": 8190,  # 414 beyond (dui.web.worker)
-        "limit_request_fields": 100,  # 431 beyond, as for a field of more than limit_request_field_size
-        "limit_request_field_size": 8190,
+        "limit_request_line": limits.REQUEST_LINE,  # 414 beyond (dui.web.worker)
+        "limit_request_fields": limits.FIELDS,  # 431 beyond, as for a field of more than limit_request_field_size
+        "limit_request_field_size": limits.FIELD_SIZE,
         "proc_name": "dui",
     }, metrics_directory).run()
 

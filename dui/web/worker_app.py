@@ -17,10 +17,16 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
-from flask import Flask
+from flask import Flask, current_app, g, request
 
+from dui.audit import trail
+from dui.auth.actor import ANONYMOUS
+from dui.errors import DuiError
 from dui.metrics import exposition
+from dui.web import limits
+from dui.web.audit import mark_recorded, record_apart
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -58,7 +64,35 @@ def from_environment() -> WSGIApplication:
     directory = Path(named) if named else None
     if directory is not None:
         exposition.forget_exited_workers(directory)
-    return WithoutProcessEnvironment(build(directory), os.environ)
+    app = build(directory)
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks.insert(min(1, len(hooks)), check_head)  # after the request id (dui.web.context), before any other work
+    return WithoutProcessEnvironment(app, os.environ)
+
+
+def check_head() -> None:
+    """The request line and header fields within ``dui.web.limits``, as gunicorn's parser has them: granian lets
+    larger ones through, up to its own limits. The request line is counted as the client sent it, near enough
+    (granian hands the path decoded: it is counted quoted again)."""
+    environ = request.environ
+    target = len(quote(environ.get("PATH_INFO", "").encode("latin-1", "replace"),
+                             safe="/;=,:@!$&'()*+~")) + len(request.query_string)
+    line = len(request.method) + 1 + target + (1 if request.query_string else 0) + 1 + len(
+        environ.get("SERVER_PROTOCOL", ""))
+    err: DuiError | None = None
+    if line > limits.REQUEST_LINE:
+        err, detail = limits.uri_too_long(), "LimitRequestLine"
+    elif len(request.headers) > limits.FIELDS or any(
+            len(name) + 2 + len(value) > limits.FIELD_SIZE for name, value in request.headers.items()):
+        err, detail = limits.headers_too_large(), "LimitRequestHeaders"
+    if err is None:
+        return
+    # the entry gunicorn's path writes (dui.web.worker), whatever the path, before the answer
+    record_apart(current_app.extensions["dui"], trail.AuditEntry(
+        "request", "failed", ANONYMOUS, detail=detail, status=err.status, source=request.remote_addr,
+        request_id=g.get("request_id")))
+    mark_recorded()
+    raise err
 
 
 def _stop_with_parent() -> None:

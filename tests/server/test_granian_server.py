@@ -1,9 +1,10 @@
 """``dui serve --server granian`` (two workers), one start for the module: the same app in each worker (FHIR reads
-and writes, the body limit answered as FHIR by the app), ``/metrics`` summing both workers, a killed worker
-respawned without leaving its gauges, the websocket channel refused with a clear 501, the over-long request line and
-too many header fields answered by granian itself (bare 414/431), and SIGTERM: exit 0, the run's metric files gone.
-
-The test that stops the server is the last of the module."""
+and writes, the body limit answered as FHIR by the app, the process environment kept out of the requests'),
+``/metrics`` summing both workers, a killed worker respawned without leaving its gauges, the websocket channel
+refused with a clear 501, an over-long request line or header field refused by the app as under gunicorn (414 and
+431 as FHIR) and, past granian's own limits, by granian (bare), and SIGTERM: a request in flight finishes, exit 0,
+the run's metric files gone. The test that stops the server is the last to use it; one more starts its own server
+and kills its main process."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 import requests
 from flask import Flask
 
+from dui.audit import trail
 from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
 from tests.helpers import patient
 from tests.server.conftest import serve_process
@@ -100,9 +102,29 @@ def _raw(base: str, request: bytes) -> bytes:
     return answer
 
 
-def test_granian_answers_the_oversized_request_line_and_header_fields_itself(granian: Served) -> None:
-    """Not as FHIR (gunicorn's path does that, dui.web.worker): a bare status line, an empty body. The limits are
-    hyper's: a URI of 64 KiB, 100 header fields, a head of about 400 KiB (docs/security.md)."""
+def test_an_oversized_request_line_or_header_field_is_refused_as_under_gunicorn(granian: Served, app: Flask) -> None:
+    """Past gunicorn's limits (dui.web.limits), the app refuses what granian lets through: 414 and 431 as FHIR."""
+    fhir = f"{granian.base}/fhir"
+    assert requests.get(f"{fhir}/Patient", params={"name": "a" * 8000}, timeout=10).status_code == 200
+    line = requests.get(f"{fhir}/Patient", params={"name": "a" * 9000}, timeout=10)
+    assert line.status_code == 414 and line.headers["X-Request-Id"]
+    assert line.json()["resourceType"] == "OperationOutcome" and line.json()["issue"][0]["code"] == "too-costly"
+    assert "8190 bytes" in line.json()["issue"][0]["diagnostics"]
+    field = requests.get(f"{fhir}/metadata", headers={"X-Big": "v" * 9000}, timeout=10)
+    assert field.status_code == 431 and field.json()["resourceType"] == "OperationOutcome"
+    elsewhere = requests.get(f"{granian.base}/healthz", headers={"X-Big": "v" * 9000}, timeout=10)
+    assert elsewhere.status_code == 431 and elsewhere.headers["Content-Type"] == "application/problem+json"
+    with app.extensions["dui"].unit_of_work(write=False) as session:  # audited, as every refusal
+        refused = [(r["action"], r["outcome"], r["status"], r["detail"]) for r, _ in trail.entries(session)
+                   if r["status"] in (414, 431)]
+    assert refused == [("request", "failed", 414, "LimitRequestLine"), ("request", "failed", 431,
+                                                                         "LimitRequestHeaders"),
+                       ("request", "failed", 431, "LimitRequestHeaders")]  # as gunicorn's (test_bounded_work)
+
+
+def test_granian_answers_past_its_own_limits_itself(granian: Served) -> None:
+    """Not as FHIR (the request never reaches the app): a bare status line, an empty body. The limits are hyper's:
+    a URI of 64 KiB, 100 header fields, a head of about 400 KiB (docs/scaling.md)."""
     line = _raw(granian.base, b"GET /fhir/Patient?name=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert line.startswith(b"HTTP/1.1 414 ") and b"content-length: 0\r\n" in line.lower()
     fields = b"".join(b"X-F%d: v\r\n" % i for i in range(101))
@@ -110,9 +132,6 @@ def test_granian_answers_the_oversized_request_line_and_header_fields_itself(gra
     assert many.startswith(b"HTTP/1.1 431 ") and b"content-length: 0\r\n" in many.lower()
     large = _raw(granian.base, b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 1_000_000 + b"\r\n\r\n")
     assert large.startswith(b"HTTP/1.1 431 ")
-    # below gunicorn's limit of 8,190 bytes and above it, a request line reaches the app
-    longer = requests.get(f"{granian.base}/fhir/Patient", params={"name": "a" * 9000}, timeout=10)
-    assert longer.status_code == 200
 
 
 def test_metrics_sum_both_workers_and_a_killed_worker_is_respawned(granian: Served) -> None:

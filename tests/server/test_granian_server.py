@@ -197,8 +197,8 @@ def test_the_workers_stop_when_the_main_process_is_killed(database_url: str, app
            "DUI_METRICS_DIR": str(tmp_path_factory.mktemp("granian-killed"))}
     with serve_process(env, tmp_path_factory.mktemp("granian-killed"),
                        ["--server", "granian", "--workers", "1", "--threads", "2"]) as (base, process):
-        workers = subprocess.run(["ps", "--ppid", str(process.pid), "-o", "pid="], capture_output=True, text=True,
-                                 check=True).stdout.split()
+        workers = [stat.parent.name for stat in Path("/proc").glob("[0-9]*/stat")
+                   if _field(stat, 1) == str(process.pid)]
         assert len(workers) == 1
         process.kill()
         process.wait()
@@ -211,6 +211,11 @@ def test_the_workers_stop_when_the_main_process_is_killed(database_url: str, app
 
 
 def _state(pid: str) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    return _field(Path(f"/proc/{pid}/stat"), 0)
+
+
+def _field(stat: Path, index: int) -> str:
+    """A field of /proc/PID/stat after the command: 0 the state, 1 the parent's pid ("" once the process is gone)."""
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rpartition(")")[2].split()[index]
     return ""

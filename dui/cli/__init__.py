@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "residents": ("dui.cli.identity", "residents", True,
         "Residents' records: potential duplicates, merge, and undoing a merge."),
     "serve": ("dui.cli.serve", "serve", False,
-        "Serve the API (FHIR at /fhir) with gunicorn."),
+        "Serve the API (FHIR at /fhir) with gunicorn or granian."),
     "users": ("dui.cli.auth", "users", True,
         "Local staff accounts (development and small sites; otherwise Pro Santé Connect or the site's IdP)."),
     "worker": ("dui.cli.worker", "worker", True,

@@ -52,6 +52,15 @@ def worker_exited(pid: int, directory: Path) -> None:
     multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
+def forget_exited_workers(directory: Path) -> None:
+    """The per-process gauges of every worker that is gone, removed (where the server has no hook of its own when a
+    worker exits: granian's workers call this as they start)."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            worker_exited(int(pid), directory)
+
+
 def remove_run_directory(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 

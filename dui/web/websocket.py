@@ -13,6 +13,9 @@ refused), one per ping sent (``subscription-notify``, with the resource that mat
 rest-hook channel records its calls).
 
 Each open socket holds a server thread for its life (``dui serve --threads``), as an SSE stream does.
+
+Under ``dui serve --server granian`` there is no socket to take over: every request here is answered 501
+(``NoWebsocket``), before authentication, saying the channel needs gunicorn.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ MAX_MESSAGE = 1024  # bytes: "bind <id>" is short
 KEEPALIVE_SECONDS = 25  # a websocket ping frame: keeps proxies from closing a quiet socket, finds a vanished peer
 
 
+class NoWebsocket(DuiError):
+    """501: the server running the app cannot hand its socket over (``dui serve --server granian``)."""
+
+    status = 501
+    code = "not-supported"
+
+
+# The WSGI servers that hand the connection's socket to the app (simple_websocket finds it there): gunicorn's
+# threaded workers, werkzeug's development server. granian's WSGI interface hands none.
+SOCKETS = ("gunicorn.socket", "werkzeug.socket")
+
+
 class UpgradeRequired(DuiError):
     """426: a plain HTTP request to the websocket."""
 
@@ -50,6 +65,10 @@ class UpgradeRequired(DuiError):
 
 
 def subscriptions() -> Response:
+    if not any(key in request.environ for key in SOCKETS):
+        raise NoWebsocket("The Subscriptions' websocket channel is not served by this server: it needs "
+                          "`dui serve --server gunicorn` (granian's WSGI interface cannot hand a socket over); "
+                          "use a rest-hook Subscription, or a server run with gunicorn")
     svc = services()
     actor = current_actor()
     if actor.kind == "anonymous":

@@ -22,9 +22,10 @@ from gunicorn.workers import gthread
 
 from dui.audit import trail
 from dui.auth.actor import ANONYMOUS
-from dui.errors import DuiError, HeadersTooLarge, UriTooLong
+from dui.errors import DuiError
 from dui.fhir import jsontext
 from dui.fhir.outcomes import error_outcome
+from dui.web import limits
 from dui.web.headers import CSP, HSTS
 
 logger = logging.getLogger("dui.security")
@@ -84,12 +85,9 @@ class DuiWorker(gthread.ThreadWorker):  # type: ignore[misc]
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if isinstance(exc, LimitRequestLine):
-            err: DuiError = UriTooLong(f"The request line is longer than {self.cfg.limit_request_line} bytes; "
-                                       "send search parameters with POST [type]/_search")
+            err: DuiError = limits.uri_too_long()
         elif isinstance(exc, LimitRequestHeaders):
-            err = HeadersTooLarge(f"The header fields are too many or too large (at most "
-                                  f"{self.cfg.limit_request_fields} fields of {self.cfg.limit_request_field_size} "
-                                  "bytes each)")
+            err = limits.headers_too_large()
         else:
             super().handle_error(req, client, addr, exc)
             return

@@ -156,7 +156,8 @@ def test_serve_refuses_a_worker_timeout_not_above_the_budget() -> None:
     from dui.settings import SettingsError
     from tests.conftest import TEST_MASTER_KEY_FILE
 
-    result = CliRunner().invoke(serve, ["--timeout", "20"], env={"DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE),
-                                                                 "DUI_REQUEST_BUDGET": "20"})
-    assert isinstance(result.exception, SettingsError)
-    assert "DUI_REQUEST_BUDGET (20 s) must be below dui serve --timeout (20 s)" in str(result.exception)
+    for server in ("gunicorn", "granian"):  # the same checks before either starts
+        result = CliRunner().invoke(serve, ["--timeout", "20", "--server", server],
+                                    env={"DUI_MASTER_KEY_FILE": str(TEST_MASTER_KEY_FILE), "DUI_REQUEST_BUDGET": "20"})
+        assert isinstance(result.exception, SettingsError)
+        assert "DUI_REQUEST_BUDGET (20 s) must be below dui serve --timeout (20 s)" in str(result.exception)

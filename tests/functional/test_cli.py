@@ -38,6 +38,13 @@ def test_bad_configuration_is_one_line_and_exit_2() -> None:
     assert result.stderr.strip().splitlines() == [expected]
 
 
+def test_serve_refuses_an_unknown_server_in_one_line() -> None:
+    result = _run("serve", "--server", "nginx", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert errors == ["Error: Invalid value for '--server': 'nginx' is not one of 'gunicorn', 'granian'."]
+
+
 def test_demo_load_is_idempotent(app: Flask) -> None:
     empty_database(app)
     runner = app.test_cli_runner()

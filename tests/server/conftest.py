@@ -1,4 +1,4 @@
-"""A real ``dui serve`` (gunicorn, several workers and threads) on a free port."""
+"""A real ``dui serve`` (gunicorn, several workers and threads; or granian) on a free port."""
 
 from __future__ import annotations
 
@@ -35,13 +35,21 @@ def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads
 
     Its log is kept in ``SERVER_LOGS`` for the log hygiene test. The master and its workers are stopped at the end.
     """
+    with serve_process(env, log_dir, ["--workers", str(workers), "--threads", str(threads)], base_url) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def serve_process(env: dict[str, str], log_dir: Path, args: list[str],
+                  base_url: bool = True) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``dui serve ARGS`` on a free port (as ``running_server``); yields its base URL and its process (the master,
+    leader of its own process group), stopped at the end if it still runs."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = log_dir / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port), "--workers", str(workers),
-         "--threads", str(threads)],
+        [str(Path(sys.executable).with_name("dui")), "serve", "--port", str(port), *args],
         cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "DUI_BASE_URL"},
                        **({"DUI_BASE_URL": base} if base_url else {}), **env},
         stdout=log, stderr=subprocess.STDOUT,
@@ -56,7 +64,7 @@ def running_server(env: dict[str, str], log_dir: Path, workers: int = 2, threads
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"dui serve did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
         with contextlib.suppress(ProcessLookupError):  # gone already: a test killed it
             os.killpg(process.pid, signal.SIGTERM)  # the master and its workers

@@ -54,7 +54,6 @@ def serve_process(env: dict[str, str], log_dir: Path, args: list[str],
                        **({"DUI_BASE_URL": base} if base_url else {}), **env},
         stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
-    SERVER_PROCESSES[base] = process
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -92,8 +91,6 @@ def server(database_url: str, app: Flask, tmp_path_factory: pytest.TempPathFacto
 
 # Every server log of the session, for the log hygiene test (tests/server/test_zz_logs.py).
 SERVER_LOGS: list[Path] = []
-# The process of each server started (its base URL): the master of its process group, for tests that kill it.
-SERVER_PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
 
 
 @pytest.fixture

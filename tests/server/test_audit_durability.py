@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dui.audit.tables import audit_event
 from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
-from tests.server.conftest import SERVER_PROCESSES, running_server
+from tests.server.conftest import serve_process
 
 
 def test_every_answered_read_is_in_the_trail_after_kill_9(database_url: str, app: Flask,
@@ -27,7 +27,8 @@ def test_every_answered_read_is_in_the_trail_after_kill_9(database_url: str, app
     empty_database(app)
     answered: list[str] = []
     stop = threading.Event()
-    with running_server(env, Path(tmp_path_factory.mktemp("durability"))) as base:
+    with serve_process(env, Path(tmp_path_factory.mktemp("durability")), ["--workers", "2", "--threads", "16"]) \
+            as (base, server):
         fhir = f"{base}/fhir"
 
         def read(n: int) -> None:
@@ -49,7 +50,7 @@ def test_every_answered_read_is_in_the_trail_after_kill_9(database_url: str, app
         deadline = time.monotonic() + 30
         while len(answered) < 300 and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.killpg(SERVER_PROCESSES[base].pid, signal.SIGKILL)  # the master and its workers, mid-load
+        os.killpg(server.pid, signal.SIGKILL)  # the master and its workers, mid-load
         stop.set()
         for t in readers:
             t.join(15)

@@ -2,10 +2,12 @@
 
     python bench/cpu.py dui-postgresql
     python bench/cpu.py dui-postgresql,dui-sqlite,sekmet --rounds 3
-    python bench/cpu.py dui-postgresql --base ../dui-before     # this checkout against another one, same run
+    python bench/cpu.py dui-postgresql,dui-postgresql@base --base ../dui-before   # against another checkout
+    python bench/cpu.py dui-postgresql,dui-postgresql:granian,sekmet --rounds 3  # gunicorn and granian
     python bench/cpu.py dui-postgresql --actor staff --workers 1 --seconds 8 --workloads read,search name,create
 
-Starts every server named (``@base``: the same server run from the checkout ``--base`` names), loads each with
+Starts every server named (``:granian``: ``dui serve --server granian``; ``@base``: the same server run from the
+checkout ``--base`` names), loads each with
 the same 20 residents, then drives each workload on each server in turn, for ``--rounds`` alternating rounds, and
 reports the median of the rounds. The load generator is wrk (16 connections, 2 threads; ``bench/wrk.py``), or
 the Python driver of ``bench/run.py`` (``--driver python``, 8 processes). Each group of processes' CPU time is
@@ -49,15 +51,23 @@ def _seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def parse(name: str) -> tuple[str, str, str]:
+    """``KIND[:granian][@base]``: the server kind, its HTTP server, and "base" when it runs from --base."""
+    rest, _, code = name.partition("@")
+    kind, _, http = rest.partition(":")
+    return kind, http or "gunicorn", code
+
+
 def start(name: str, number: int, args: argparse.Namespace) -> run.Server:
-    kind, _, code = name.partition("@")
+    kind, http, code = parse(name)
     workdir = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     port = 18400 + number
     if kind == "sekmet":
         server = run.sekmet_server(port, workdir)
     else:
         server = run.dui_server(kind.split("-", 1)[1], port, workdir, args.workers,
-                                code=Path(args.base).resolve() if code == "base" else None)
+                                code=Path(args.base).resolve() if code == "base" else None, http=http,
+                                threads=args.threads)
     server.name = name
     server.start()
     run.ingest(server.base, iter([run.data.establishment_bundle()]), 1)
@@ -89,11 +99,12 @@ def measure(server: run.Server, label: str, requests: list[Any], headers: dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("servers", help=f"comma-separated, among {', '.join(KINDS)}; a DUI one with @base runs from "
-                                        "the checkout --base names")
+    parser.add_argument("servers", help=f"comma-separated, among {', '.join(KINDS)}; a DUI one as KIND:granian runs "
+                                        "dui serve --server granian, with @base from the checkout --base names")
     parser.add_argument("--base", help="another checkout of DUI (git worktree), for NAME@base")
     parser.add_argument("--actor", choices=("anonymous", "staff"), default="anonymous")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of dui serve")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker of dui serve")
     parser.add_argument("--seconds", type=float, default=15, help="seconds per workload and round")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the median is reported")
     parser.add_argument("--driver", choices=("wrk", "python"), default="wrk" if wrk.available() else "python",
@@ -105,7 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     names = args.servers.split(",")
     for name in names:
-        if name.partition("@")[0] not in KINDS or (name.partition("@")[2] not in ("", "base")):
+        kind, http, code = parse(name)
+        if kind not in KINDS or code not in ("", "base") or http not in ("gunicorn", "granian") or (
+                kind == "sekmet" and (code or http != "gunicorn")):
             parser.error(f"unknown server {name}")
         if name.endswith("@base") and not args.base:
             parser.error(f"{name} needs --base DIR")

@@ -98,9 +98,10 @@ class Server:
         self.process.wait()
 
 
-def dui_server(kind: str, port: int, workdir: Path, workers: int, code: Path | None = None) -> Server:
-    """``dui serve`` on ``kind`` (postgresql, a fresh database; sqlite), from this checkout or from ``code`` (another
-    checkout of the project, put first on PYTHONPATH: a before/after comparison in one run)."""
+def dui_server(kind: str, port: int, workdir: Path, workers: int, code: Path | None = None,
+               http: str = "gunicorn", threads: int = 8) -> Server:
+    """``dui serve --server HTTP`` on ``kind`` (postgresql, a fresh database; sqlite), from this checkout or from
+    ``code`` (another checkout of the project, put first on PYTHONPATH: a before/after comparison in one run)."""
     if kind == "postgresql":
         name = f"dui_bench_{port}"
         subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
@@ -118,8 +119,9 @@ def dui_server(kind: str, port: int, workdir: Path, workers: int, code: Path | N
     # in the server's own folder: the development keys (var/keys) are relative to it
     subprocess.run([str(DUI), "db", "upgrade"], env=env, cwd=workdir, check=True, capture_output=True)
     database = url if kind == "postgresql" else str(workdir / "dui.sqlite")
+    server = ["--server", http] if http != "gunicorn" else []  # a checkout from before the option: gunicorn
     return Server(f"dui-{kind}", [str(DUI), "serve", "--port", str(port), "--workers", str(workers),
-                                  "--threads", "8"], env, port, workdir, database)
+                                  "--threads", str(threads), *server], env, port, workdir, database)
 
 
 def sekmet_server(port: int, workdir: Path) -> Server:

@@ -170,6 +170,8 @@ _SIZES: dict[str, int] = {
 def _clean(value: Any, name: str) -> Any:
     if not isinstance(value, str):
         return value
+    if value.isascii() and value.isprintable():  # most texts: nothing to replace (ASCII controls are unprintable)
+        return value[:_SIZES[name]]
     return _UNWRITABLE.sub("\ufffd", value)[:_SIZES[name]]
 
 

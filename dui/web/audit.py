@@ -182,7 +182,11 @@ def residents_of(residents: Residents, route: Route, result: FhirResponse) -> se
     found: set[str] = set()
     versions = result.versions()
     for version in versions:
-        if version.body is not None:
+        if version.body is None:
+            continue
+        if version.type == "Patient":  # a Patient is its own resident: its stored id, without parsing its body
+            found.add(version.id)
+        else:
             found |= residents.of(version.type, version.resource())
     if not versions:  # an operation's own answer (Parameters, a Bundle it built)
         payload = orjson.loads(result.body) if isinstance(result.body, bytes) and result.body else result.body

@@ -170,3 +170,15 @@ def test_after_its_connection_is_cut_the_writer_reconnects_and_loses_nothing(svc
     writer.record(_entry("after-cut"))  # the dead connection is replaced, the entry written once
     assert sink._connection().info.backend_pid != backend
     assert _committed(svc, ["before-cut", "after-cut"]) == 2
+
+
+def test_what_the_writer_writes_is_cleaned_and_cut_as_any_entry(svc: Services) -> None:
+    entry = trail.AuditEntry("read", "success", ANONYMOUS, "Patient", "p\x00q\u0085" + "z" * 80, None, 200,
+                             "127.0.0.1", "clean-1", patients=("r\x1bs", "t" * 90))
+    svc.audit_writer.record(entry)
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(audit_event).where(audit_event.c.request_id == "clean-1")).mappings().one()
+        residents = sorted(conn.execute(select(audit_event_patient.c.patient_id)
+                                        .where(audit_event_patient.c.seq == row["seq"])).scalars())
+    assert row["resource_id"] == "p\ufffdq\ufffd" + "z" * 60
+    assert residents == ["r\ufffds", "t" * 64]

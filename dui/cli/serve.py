@@ -128,6 +128,9 @@ def prepare(host: str, port: int, timeout: int, server: str) -> Path:
 
 
 def serve_gunicorn(host: str, port: int, workers: int, threads: int, timeout: int, metrics_directory: Path) -> None:
+    from dui.web import worker_app
+
+    worker_app.preload()  # once here: gunicorn forks its workers from this process
     _Server({
         "bind": f"{host}:{port}",
         "workers": workers,

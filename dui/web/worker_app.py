@@ -37,6 +37,19 @@ _GRANIAN_KEYS = frozenset({"GATEWAY_INTERFACE", "SCRIPT_NAME", "SERVER_SOFTWARE"
                            "QUERY_STRING", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR"})
 
 
+def preload() -> None:
+    """What every worker would load the same, loaded once in the process that forks them (gunicorn's arbiter): the
+    app's modules and the R4 definitions they read (pure data: no database connection, thread or metrics file
+    exists before the fork). Each worker then only builds the app: start-up to the first answer 3.3 -> 2.4 s with
+    two workers (bench/startup.py, docs/benchmarks.md)."""
+    import dui.app  # noqa: F401
+    from dui.fhir.definitions import r4
+    from fhir_profiles import base
+
+    r4()
+    base.structures()
+
+
 def build(metrics_directory: Path | None) -> Flask:
     from dui.app import create_app
 

@@ -199,7 +199,10 @@ def empty_database(app: Flask) -> None:
         if engine.dialect.name == "postgresql":
             # A TRUNCATE costs some milliseconds a table, empty or not (70 to 90 ms for them all, before each of the
             # thousand tests on PostgreSQL): the same TRUNCATE, on the tables that hold a row or whose numbering has
-            # moved. The others are empty with their numbering at 1 already: the end state is the same.
+            # moved. The others are empty with their numbering at 1 already: the end state is the same. The lock a
+            # TRUNCATE of every table took is taken first, in the same order: as before, a transaction still
+            # writing (a `dui serve` of tests/server) ends before the tables are looked at and emptied.
+            conn.execute(text(f"LOCK TABLE {', '.join(PG_TABLES)} IN ACCESS EXCLUSIVE MODE"))
             held = {*conn.execute(_PG_HOLDING).scalars(), *conn.execute(_PG_NUMBERED).scalars()}
             names = [name for name in PG_TABLES if name in held]
             if names:

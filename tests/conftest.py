@@ -177,6 +177,19 @@ def app(database_url: str, insi_dir: str) -> Iterator[Flask]:
     application.extensions["dui"].dispose()
 
 
+# rate_limit: the buckets of the database's rate limiter (PostgreSQL only, outside the metadata)
+PG_TABLES = [*ALL_TABLES, "rate_limit"]
+# The tables of PG_TABLES that hold a row; those that own a sequence that has handed out a number (its last value is
+# NULL until then, and again after RESTART IDENTITY).
+_PG_HOLDING = text(" UNION ALL ".join(f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM {name})" for name in PG_TABLES))
+_PG_NUMBERED = text(
+    "SELECT t.relname FROM pg_sequences q"
+    " JOIN pg_class s ON s.relname = q.sequencename AND s.relnamespace = current_schema()::regnamespace"
+    " JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i')"
+    " JOIN pg_class t ON t.oid = d.refobjid"
+    " WHERE q.schemaname = current_schema() AND q.last_value IS NOT NULL")
+
+
 def empty_database(app: Flask) -> None:
     """Empty every table and the session's heads file. The audit trail's guards hold against the service's own
     role whatever its session says; they are lifted here the way only the database's owner can
@@ -184,8 +197,16 @@ def empty_database(app: Flask) -> None:
     engine = app.extensions["dui"].engine
     with engine.begin() as conn, owner_maintenance(conn):
         if engine.dialect.name == "postgresql":
-            # rate_limit: the buckets of the database's rate limiter (PostgreSQL only, outside the metadata)
-            conn.execute(text(f"TRUNCATE {', '.join(ALL_TABLES)}, rate_limit RESTART IDENTITY CASCADE"))
+            # A TRUNCATE costs some milliseconds a table, empty or not (70 to 90 ms for them all, before each of the
+            # thousand tests on PostgreSQL): the same TRUNCATE, on the tables that hold a row or whose numbering has
+            # moved. The others are empty with their numbering at 1 already: the end state is the same. The lock a
+            # TRUNCATE of every table took is taken first, in the same order: as before, a transaction still
+            # writing (a `dui serve` of tests/server) ends before the tables are looked at and emptied.
+            conn.execute(text(f"LOCK TABLE {', '.join(PG_TABLES)} IN ACCESS EXCLUSIVE MODE"))
+            held = {*conn.execute(_PG_HOLDING).scalars(), *conn.execute(_PG_NUMBERED).scalars()}
+            names = [name for name in PG_TABLES if name in held]
+            if names:
+                conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
         else:
             for name in ALL_TABLES:
                 conn.execute(text(f"DELETE FROM {name}"))

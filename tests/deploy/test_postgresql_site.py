@@ -153,12 +153,22 @@ def residents(client: FhirClient) -> dict[str, Any]:
 
 def seal(site: Site, url: str) -> None:
     """`dui audit seal` until nothing is left unsealed (a seal takes only what every running transaction of the
-    server has seen committed: another test run may hold it back a moment)."""
-    for _ in range(60):
-        dui(site, url, "audit", "seal")
-        verified = dui(site, url, "audit", "verify", "--grace", "0")
-        if " 0 not sealed yet" in verified.stdout:
-            return
+    server has seen committed: another test run may hold it back a moment), each seal and its check run as the
+    service's role, in this process, on an app of the service's keys and heads file. What the drill checks runs as
+    processes: backup.sh, restore.sh, and `dui audit verify` and `dui keys status` on the restored copy; a `dui`
+    process for every seal and every check cost about 2 s each (its imports and its app)."""
+    app = app_on(site, url)
+    runner = app.test_cli_runner()
+    try:
+        for _ in range(60):
+            sealed = runner.invoke(args=["audit", "seal"])
+            assert sealed.exit_code == 0, sealed.output
+            verified = runner.invoke(args=["audit", "verify", "--grace", "0"])
+            assert verified.exit_code == 0, verified.output
+            if " 0 not sealed yet" in verified.stdout:
+                return
+    finally:
+        app.extensions["dui"].dispose()
     pytest.fail(f"entries still unsealed: {verified.stdout}")
 
 

@@ -38,7 +38,7 @@ from dui.clock import Clock
 from dui.db import unit_of_work
 
 logger = logging.getLogger("dui.audit")
-MAX_BATCH = 1  # entries in one statement; the rest wait for the next
+MAX_BATCH = 256  # entries in one statement; the rest wait for the next
 Batch = Callable[[list[tuple[trail.AuditEntry, datetime]]], None]  # writes entries and commits them, or raises
 
 

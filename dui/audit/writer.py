@@ -146,9 +146,9 @@ class SessionEntries:
 
 
 class PostgresEntries:
-    """Writes a batch with psycopg on a connection of its own, taken once from ``engine``'s pool (its connect
-    options, ``statement_timeout`` included, apply) and kept in autocommit. Only the writer's leader calls it: one
-    thread at a time."""
+    """Writes a batch with psycopg on a connection of its own, opened by ``engine`` (its connect options,
+    ``statement_timeout`` included, apply), detached from its pool and kept in autocommit. Only the writer's leader
+    calls it: one thread at a time."""
 
     # The plans PostgreSQL keeps for this connection's statements and for the triggers and foreign-key checks they
     # fire are made once, with the table sizes of that moment: a connection opened on a new, near-empty audit table
@@ -159,7 +159,7 @@ class PostgresEntries:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._pooled: Any = None
+        self._connection_: Any = None  # psycopg's
         self._statements = 0
         self._replan_at = self.REPLAN_FIRST
 
@@ -187,16 +187,19 @@ class PostgresEntries:
                     raise
 
     def _connection(self) -> Any:
-        if self._pooled is None:
-            self._pooled = self._engine.raw_connection()
-            self._pooled.driver_connection.autocommit = True
-        return self._pooled.driver_connection
+        if self._connection_ is None:
+            fairy = self._engine.raw_connection()
+            fairy.detach()  # the engine's connect options, outside its pool: the requests keep all of it
+            connection: Any = fairy.dbapi_connection
+            connection.autocommit = True
+            self._connection_ = connection
+        return self._connection_
 
     def close(self) -> None:
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
+        connection, self._connection_ = self._connection_, None
+        if connection is not None:
             try:
-                pooled.invalidate()  # never back to the pool in autocommit
+                connection.close()
             except Exception:
                 logger.warning("audit writer connection not closed cleanly")
 

@@ -34,7 +34,7 @@ from bench import run, wrk  # noqa: E402
 
 # Phases: a sample counts for the first of these whose function appears in its stack (innermost first).
 PHASES = (
-    ("audit entry", re.compile(r"\b(record_fhir|record_apart|ensure_recorded)\b")),
+    ("audit entry", re.compile(r"\b(record_fhir|record_fhir_read|record_api_read|record_apart|ensure_recorded)\b")),
     ("authentication", re.compile(r"\bactor_for\b")),
     ("FHIR interaction", re.compile(r"\b(handle|route)\b \(dui/fhir/router\.py")),
     ("answer encoding", re.compile(r"\b(_to_flask|_encoded)\b")),

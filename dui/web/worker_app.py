@@ -40,8 +40,8 @@ _GRANIAN_KEYS = frozenset({"GATEWAY_INTERFACE", "SCRIPT_NAME", "SERVER_SOFTWARE"
 def preload() -> None:
     """What every worker would load the same, loaded once in the process that forks them (gunicorn's arbiter): the
     app's modules and the R4 definitions they read (pure data: no database connection, thread or metrics file
-    exists before the fork). Each worker then only builds the app: start-up to the first answer 3.3 -> 2.4 s with
-    two workers (bench/startup.py, docs/benchmarks.md)."""
+    exists before the fork). Each worker then only builds the app: start-up to the first answer 3.3 -> 2.6 s with
+    two workers on a loaded machine (bench/startup.py, docs/benchmarks.md)."""
     import dui.app  # noqa: F401
     from dui.fhir.definitions import r4
     from fhir_profiles import base

@@ -96,6 +96,10 @@ class AuditWriter:
             del self._queue[:self._max_batch]
         try:
             self._write(batch)
+        except BaseException as exc:  # not an error of the database (an interruption): nothing is known written
+            for pending in batch:
+                pending.error = pending.error or exc
+            raise
         finally:
             with self._lock:
                 successor = self._queue[0] if self._queue else None
@@ -175,16 +179,26 @@ class PostgresEntries:
                 else:
                     with connection.transaction(), connection.cursor() as cursor:
                         cursor.executemany(trail.PG_RECORD_SQL, rows)
-                self._statements += len(rows)
-                if self._statements >= self._replan_at:
-                    connection.execute("DISCARD PLANS")
-                    step = min(self._replan_at * (self.REPLAN_FACTOR - 1), self.REPLAN_MOST)
-                    self._replan_at = self._statements + step
-                return
-            except psycopg.OperationalError:  # the connection is gone (a restart): a fresh one, once
+            except psycopg.OperationalError:
+                # The connection is gone (a restart): a fresh one, once. An entry whose commit was done but not
+                # acknowledged is then written twice: a duplicate, never a loss.
                 self.close()
                 if attempt == 2:
                     raise
+                continue
+            self._statements += len(rows)
+            if self._statements >= self._replan_at:
+                self._replan(connection)
+            return
+
+    def _replan(self, connection: Any) -> None:
+        step = min(self._replan_at * (self.REPLAN_FACTOR - 1), self.REPLAN_MOST)
+        self._replan_at = self._statements + step
+        try:
+            connection.execute("DISCARD PLANS")
+        except Exception:  # the entries are written; a connection that fails here is replaced at the next batch
+            logger.warning("audit writer: cached plans not dropped")
+            self.close()
 
     def _connection(self) -> Any:
         if self._connection_ is None:

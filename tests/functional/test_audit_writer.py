@@ -182,3 +182,25 @@ def test_what_the_writer_writes_is_cleaned_and_cut_as_any_entry(svc: Services) -
                                         .where(audit_event_patient.c.seq == row["seq"])).scalars())
     assert row["resource_id"] == "p\ufffdq\ufffd" + "z" * 60
     assert residents == ["r\ufffds", "t" * 64]
+
+
+def test_the_writer_drops_its_cached_plans_after_its_first_entries(svc: Services) -> None:
+    if svc.engine.dialect.name != "postgresql":
+        pytest.skip("plans cached by a PostgreSQL connection")
+    sink = PostgresEntries(svc.engine)
+    _opened.append(sink)
+    sink.REPLAN_FIRST = sink._replan_at = 2  # after 2 entries here, after 500 in service
+    sink.write([(_entry("plans-1"), svc.clock())])
+    backend = sink._connection().info.backend_pid
+
+    def last_statement() -> str:
+        with svc.engine.connect() as admin:
+            return str(admin.execute(text("SELECT query FROM pg_stat_activity WHERE pid = :p"),
+                                     {"p": backend}).scalar_one())
+
+    assert last_statement().startswith("WITH e AS (INSERT INTO audit_event")
+    sink.write([(_entry("plans-2"), svc.clock())])
+    assert last_statement() == "DISCARD PLANS"  # made again at the next entry, with the table's size of now
+    sink.write([(_entry("plans-3"), svc.clock())])
+    assert last_statement().startswith("WITH e AS (INSERT INTO audit_event")  # 2 + 18: not again before 20
+    assert _committed(svc, ["plans-1", "plans-2", "plans-3"]) == 3

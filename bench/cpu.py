@@ -40,17 +40,6 @@ KINDS = ("dui-postgresql", "dui-sqlite", "sekmet")
 MEASURES = ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms", "postgresql_cpu_ms", "load_generator_cpu_ms")
 
 
-def _seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in processes:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def parse(name: str) -> tuple[str, str, str]:
     """``KIND[:granian][@base]``: the server kind, its HTTP server, and "base" when it runs from --base."""
     rest, _, code = name.partition("@")
@@ -87,9 +76,9 @@ def measure(server: run.Server, label: str, requests: list[Any], headers: dict[s
     own = {root.pid, *(p.pid for p in root.children(recursive=True))}
     clients = [p for p in psutil.Process().children(recursive=True) if p.pid not in own]
     groups = wrk.CpuGroups(server.process.pid, database)
-    before, generator = groups.sample(), _seconds(clients)
+    before, generator = groups.sample(), wrk.cpu_seconds(clients)
     result = run.drive(requests, args.seconds, args.clients, pool, headers)
-    after, generator_after = groups.sample(), _seconds(clients)
+    after, generator_after = groups.sample(), wrk.cpu_seconds(clients)
     count = max(result["requests"], 1)
     return {**result, "server_cpu_ms": round(1000 * (after[0] - before[0]) / count, 3),
             "postgresql_cpu_ms": round(1000 * (after[1] - before[1]) / count, 3),

@@ -58,15 +58,16 @@ class CpuGroups:
 
     def sample(self) -> tuple[float, float]:
         root = psutil.Process(self.server_pid)
-        server = _seconds([root, *root.children(recursive=True)])
+        server = cpu_seconds([root, *root.children(recursive=True)])
         if self.database == "":
             return server, 0.0
         postgres = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "postgres"
                     and (self.database is None or self.database in " ".join(p.info["cmdline"] or ()))]
-        return server, _seconds(postgres)
+        return server, cpu_seconds(postgres)
 
 
-def _seconds(processes: list[psutil.Process]) -> float:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system CPU seconds of these processes (those gone since are left out)."""
     total = 0.0
     for p in processes:
         try:

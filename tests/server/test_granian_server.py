@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from dui.audit import trail
 from tests.conftest import TEST_MASTER_KEY_FILE, empty_database
 from tests.helpers import patient
 from tests.server.conftest import serve_process
-from tests.server.test_metrics_server import TOKEN, capabilities, pool_pids, scrape
+from tests.server.test_metrics_server import TOKEN, capabilities, pool_pids, reach_both_workers, scrape
 
 pytestmark = pytest.mark.server
 MAX_BYTES = 64 * 1024  # DUI_MAX_REQUEST_BYTES of this server
@@ -140,14 +139,7 @@ def test_metrics_sum_both_workers_and_a_killed_worker_is_respawned(granian: Serv
     assert len(runs) == 1
     run = runs[0]
     before = capabilities(scrape(base))
-    sent = 0
-    with ThreadPoolExecutor(8) as pool:  # until both workers have counted requests (each in files of its own)
-        while len(list(run.glob("counter_*.db"))) < 2 and sent < 2000:
-            statuses = list(pool.map(lambda _: requests.get(f"{base}/fhir/metadata", timeout=30).status_code,
-                                     range(40)))
-            assert statuses == [200] * 40
-            sent += 40
-    assert len(list(run.glob("counter_*.db"))) == 2, "the requests never reached the second worker"
+    sent = reach_both_workers(base, run, 8)
     for _ in range(4):  # whichever worker answers the scrape, it reports the sum
         assert capabilities(scrape(base)) == before + sent
     workers = pool_pids(scrape(base))

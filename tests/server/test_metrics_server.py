@@ -24,6 +24,20 @@ TOKEN = "server-metrics-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+
+def reach_both_workers(base: str, run: Path, threads: int) -> int:
+    """Send ``GET /fhir/metadata`` 40 at a time until both workers have counted requests (each writes its counters to
+    a file of its own in the run's directory ``run``); return how many were sent."""
+    sent = 0
+    with ThreadPoolExecutor(threads) as pool:
+        while len(list(run.glob("counter_*.db"))) < 2 and sent < 2000:
+            statuses = list(pool.map(lambda _: requests.get(f"{base}/fhir/metadata", timeout=30).status_code,
+                                     range(40)))
+            assert statuses == [200] * 40
+            sent += 40
+    assert len(list(run.glob("counter_*.db"))) == 2, "the requests never reached the second worker"
+    return sent
+
 def scrape(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     answer = requests.get(f"{base}/metrics", headers=AUTH, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -55,15 +69,7 @@ def test_every_workers_counts_are_summed_at_each_scrape(database_url: str, app: 
         assert len(runs) == 1
         run = runs[0]
         assert requests.get(f"{base}/metrics", timeout=10).status_code == 401
-        sent = 0
-        with ThreadPoolExecutor(16) as pool, requests.Session() as _:
-            # until both workers have counted requests (each writes its counters to a file of its own)
-            while len(list(run.glob("counter_*.db"))) < 2 and sent < 2000:
-                statuses = list(pool.map(lambda _: requests.get(f"{base}/fhir/metadata", timeout=30).status_code,
-                                         range(40)))
-                assert statuses == [200] * 40
-                sent += 40
-        assert len(list(run.glob("counter_*.db"))) == 2, "the requests never reached the second worker"
+        sent = reach_both_workers(base, run, 16)
         for _ in range(6):  # whichever worker answers the scrape, it reports the sum
             found = scrape(base)
             assert capabilities(found) == sent

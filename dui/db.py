@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -220,25 +221,42 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options={_WRITE_OPTION: True})
 
 
-def begin_read(session: Session) -> None:
-    """Run a read-only unit of work without an explicit transaction (PostgreSQL: no BEGIN/COMMIT round
-    trips). Each statement sees the committed state at its own start."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+# In ``Session.info``: set on the session of a read-only unit of work (``read_session``); on PostgreSQL, the engine
+# its hot statements may run on directly (``dui.direct_reads``).
+READ_ONLY = "dui.read_only"
+DIRECT_ENGINE = "dui.direct_engine"
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def read_session(factory: sessionmaker[Session]) -> Session:
+    """The session of a read-only unit of work. It checks nothing out until a statement needs a connection, and a
+    read served by ``dui.direct_reads`` never does (the unit then costs no ORM work at all). On PostgreSQL the
+    connection it takes runs in autocommit: no BEGIN/COMMIT round trips, each statement sees the committed state at
+    its own start."""
+    bind = factory.kw.get("bind")
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        autocommit = _AUTOCOMMIT.get(bind)
+        if autocommit is None:
+            autocommit = _AUTOCOMMIT[bind] = bind.execution_options(isolation_level="AUTOCOMMIT")
+        session = factory(bind=autocommit)
+        session.info[DIRECT_ENGINE] = bind
+    else:
+        session = factory()
+    session.info[READ_ONLY] = True
+    return session
 
 
 @contextmanager
 def unit_of_work(session_factory: sessionmaker[Session], write: bool = True) -> Iterator[Session]:
     """A session in a transaction, committed if the block ends normally, else rolled back. A writing unit starts
-    with ``begin_write`` (BEGIN IMMEDIATE on SQLite); a reading one with ``begin_read``."""
-    session = session_factory()
+    with ``begin_write`` (BEGIN IMMEDIATE on SQLite); a reading one is a ``read_session``."""
+    session = session_factory() if write else read_session(session_factory)
     try:
         if write:
             begin_write(session)
-        else:
-            begin_read(session)
         yield session
-        session.commit()
+        if write or session.in_transaction():  # a read that never took a connection has nothing to end
+            session.commit()
     except BaseException:
         session.rollback()
         raise

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dui.auth.actor import Actor
-from dui.db import make_engine, make_session_factory, unit_of_work
+from dui.db import make_engine, make_session_factory, read_session, unit_of_work
 from dui.settings import ReadReplicaSettings
 
 logger = logging.getLogger("dui.replica")
@@ -91,7 +91,8 @@ class ReadRouter:
         return PRIMARY, "writer"
 
     def session(self, target: str) -> Session:
-        session = (self.replica if target == REPLICA else self.primary)()
+        """A read-only unit's session (``dui.db.read_session``) on ``target``."""
+        session = read_session(self.replica if target == REPLICA else self.primary)
         session.info[REPLICA] = target == REPLICA
         return session
 

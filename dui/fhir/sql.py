@@ -25,10 +25,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, event, func, insert, literal_column, select, update
+from sqlalchemy import Select, Table, any_, bindparam, delete, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from dui.clock import Clock
 from dui.crypto.keyring import Keyring
 from dui.db import advisory_lock
+from dui.direct_reads import DirectQuery
 from dui.errors import Conflict
 from dui.fhir import jsontext
 from dui.fhir.bodies import Bodies
@@ -160,20 +161,20 @@ class SqlFhirRepository:
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         self.flush()
-        row = self.session.execute(_READ, {"rtype": rtype, "id": rid}).first()
-        return self._version(row) if row else None
+        rows = _READ.rows(self.session, {"rtype": rtype, "id": rid})
+        return self._version(rows[0]) if rows else None
 
     def vread(self, rtype: str, rid: str, version: int) -> ResourceVersion | None:
         self.flush()
-        row = self.session.execute(_VREAD, {"rtype": rtype, "id": rid, "version": version}).first()
-        return self._version(row) if row else None
+        rows = _VREAD.rows(self.session, {"rtype": rtype, "id": rid, "version": version})
+        return self._version(rows[0]) if rows else None
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         self.flush()
         found: dict[int, ResourceVersion] = {}
         for chunk in iter_chunks(list(rids), 500):
-            for row in self.session.execute(_FETCH, {"rids": list(chunk)}):
-                found[row.rid] = self._version(row)
+            for row in _FETCH.rows(self.session, {"rids": list(chunk)}):
+                found[row[0]] = self._version(row)
         return [found[r] for r in rids if r in found]
 
     def history(self, *, rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
@@ -215,7 +216,7 @@ class SqlFhirRepository:
             simple = _simple_token(plan)
             if simple is not None:  # the commonest search (by identifier): a statement built once
                 simple["limit"] = plan.count + 1
-                rows = list(self.session.execute(_TOKEN_PAGES[windowed, "system" in simple], simple).all())
+                rows = list(_TOKEN_PAGES[windowed, "system" in simple].rows(self.session, simple))
             else:
                 stmt, backwards = order.page_query(plan, criteria.matches(plan), plan.count + 1, with_total=windowed)
                 rows = list(self.session.execute(stmt).all())
@@ -290,9 +291,12 @@ class SqlFhirRepository:
         return _versions()
 
     def _version(self, row: Any) -> ResourceVersion:
-        body = self.bodies.open(row.res_type, row.rid, row.version, row.body)
-        return ResourceVersion(row.rid, row.res_type, row.res_id, row.version, row.last_updated,
-                               row.method == "DELETE", row.method, body, row.vid)
+        """A row of ``_versions()``, by position: a SQLAlchemy row or a tuple of ``dui.direct_reads``."""
+        rid, rtype, res_id, version, last_updated, method, body, vid = row
+        # UtcDateTime's own conversion, which a direct row has not been through (idempotent on the others)
+        when = last_updated.astimezone(UTC) if last_updated.tzinfo is not None else last_updated.replace(tzinfo=UTC)
+        return ResourceVersion(rid, rtype, res_id, version, when, method == "DELETE", method,
+                               self.bodies.open(rtype, rid, version, body), vid)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -446,15 +450,19 @@ def _token_page(windowed: bool, with_system: bool) -> Select[Any]:
     return select(*columns).order_by(matches.c.rid).limit(bindparam("limit"))
 
 
-_TOKEN_PAGES = {(w, s): _token_page(w, s) for w in (True, False) for s in (True, False)}
+_TOKEN_PAGES = {(w, s): DirectQuery(_token_page(w, s)) for w in (True, False) for s in (True, False)}
 
-# The hottest statements, built once: constructing a statement costs more than running it here.
-_READ = _versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
-                          resource_version.c.version == resource.c.version)
-_VREAD = _versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
-                           resource_version.c.version == bindparam("version"))
-_FETCH = _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
-                           resource_version.c.version == resource.c.version)
+# The hottest statements, built once: constructing a statement costs more than running it here. In a read-only unit on
+# PostgreSQL they run on psycopg directly (``dui.direct_reads``).
+_READ = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
+                                      resource_version.c.version == resource.c.version))
+_VREAD = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
+                                       resource_version.c.version == bindparam("version")))
+_FETCH = DirectQuery(
+    _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
+                      resource_version.c.version == resource.c.version),
+    direct=_versions().where(resource.c.rid == any_(bindparam("rids")),
+                             resource_version.c.version == resource.c.version))
 
 
 def _conflict(exc: IntegrityError, rtype: str) -> Conflict:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from dui import logs
 from dui.auth.actor import ANONYMOUS, Actor
-from dui.db import begin_read
 from dui.errors import DuiError
 from dui.metrics import counters
 from dui.replica import PRIMARY, REPLICA
@@ -82,9 +81,9 @@ def unit_of_work(write: bool) -> Iterator[Session]:
     counters.count_read(target, reason)
     session = router.session(target)
     try:
-        begin_read(session)
         yield session
-        session.commit()
+        if session.in_transaction():
+            session.commit()
     except BaseException as exc:
         session.rollback()
         if target == REPLICA and isinstance(exc, DBAPIError):

@@ -1,0 +1,93 @@
+"""The hottest SELECTs of a read-only unit of work, run on psycopg directly (PostgreSQL).
+
+A read by id, a version, a page of resources by row id, an identifier search: each is one statement that the
+service runs thousands of times a second. Through the ORM session each costs about 0.2 ms of CPU (the session, its
+connection and transaction bookkeeping, result processing) around a statement that psycopg runs in 0.03 ms
+(``bench/micro_reads.py``). A ``DirectQuery`` is compiled once, at import, from the same SQLAlchemy statement the
+store runs elsewhere, and in a read-only unit on PostgreSQL (``dui.db.read_session``) it borrows a connection from
+the engine's own pool for that one statement, in autocommit, and gives back row tuples:
+
+- the same connections as the rest of the service (no second pool: the connection count and the pool gauges of
+  ``/metrics`` are unchanged), the same libpq options (statement timeout, ``prepare_threshold``: psycopg prepares a
+  statement it has run 5 times on a connection, or never behind pgbouncer before 1.21);
+- the same visibility as the session it stands for: a read-only unit runs each statement in autocommit, seeing the
+  committed state at its own start;
+- the same errors: a psycopg error becomes SQLAlchemy's ``DBAPIError`` for it, a lost connection invalidates the
+  pool as SQLAlchemy does (``connection_invalidated``: the web layer runs the read once more), and a connection left
+  in an unknown state (an exception landed mid-statement, ``dui.web.budget``) is closed, never reused.
+
+Anywhere else (a writing unit, which must see its own writes; SQLite) the statement runs through the session as
+before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from dui.db import DIRECT_ENGINE
+
+_DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+class DirectQuery:
+    """``statement``, run directly in a read-only unit on PostgreSQL. ``direct``: the form psycopg runs, when the
+    statement's own cannot be (an ``IN`` list that SQLAlchemy expands becomes ``= ANY(array)``); it takes the same
+    parameters and gives the same columns."""
+
+    def __init__(self, statement: Executable, direct: Executable | None = None) -> None:
+        self.statement = statement
+        target = direct if direct is not None else statement
+        assert isinstance(target, ClauseElement)
+        compiled = target.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        assert not compiled.literal_execute_params and not compiled.post_compile_params, \
+            "a direct statement takes its parameters as they are"
+        self.sql = str(compiled)  # named placeholders: %(name)s
+
+    def rows(self, session: Session, params: Mapping[str, Any]) -> Sequence[Any]:
+        """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise."""
+        engine: Engine | None = session.info.get(DIRECT_ENGINE)
+        if engine is None:
+            return session.execute(self.statement, params).all()
+        return run(engine, self.sql, params)
+
+
+def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """``sql`` on a connection of ``engine``'s pool, in autocommit, for this statement only."""
+    fairy = engine.raw_connection()
+    connection: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    clean = False
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        clean = True
+        return rows
+    except psycopg.Error as exc:
+        clean = not connection.broken and connection.info.transaction_status == TransactionStatus.IDLE
+        lost = engine.dialect.is_disconnect(exc, fairy, None)  # type: ignore[arg-type]
+        if lost:
+            # As SQLAlchemy does on a lost connection: every connection of this pool's generation is discarded
+            # (a database restart took them all), then the web layer retries the read on a fresh one.
+            engine.pool._invalidate(fairy, exc)
+            clean = False
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True,
+                                  connection_invalidated=lost, dialect=engine.dialect) from exc
+    finally:
+        if clean:
+            connection.autocommit = False  # as the pool lent it
+            fairy.close()
+        elif fairy.is_valid:
+            fairy.invalidate()  # closed and given back: never lent again

@@ -1,0 +1,158 @@
+"""The hot reads of a read-only unit of work on psycopg directly (``dui.direct_reads``): where they run, what they
+see, and what becomes of their connection when a statement fails, the database restarts or an exception lands
+mid-statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+from dui import direct_reads
+from dui.db import DIRECT_ENGINE, READ_ONLY
+from dui.fhir import sql
+from dui.services import Services
+from tests.helpers import FhirClient, patient
+
+
+def _services(app: Flask) -> Services:
+    svc: Services = app.extensions["dui"]
+    return svc
+
+
+def test_a_read_only_unit_reads_without_a_session_connection_and_a_writer_sees_its_own_write(
+        client: FhirClient, app: Flask, backend: str) -> None:
+    svc = _services(app)
+    created = client.create(patient())
+    assert client.get(f"Patient/{created['id']}").status_code == 200  # its data key is now known to the keyring
+    with svc.unit_of_work(write=False) as session:
+        assert session.info[READ_ONLY]
+        found = svc.repository(session).read("Patient", created["id"])
+        assert found is not None and found.resource() == created
+        assert found.last_updated.utcoffset() is not None and found.last_updated.utcoffset().total_seconds() == 0
+        # On PostgreSQL the read ran directly: the session never took a connection. SQLite reads through it.
+        assert (DIRECT_ENGINE in session.info) == (backend == "postgresql")
+        assert session.in_transaction() == (backend != "postgresql")
+    with svc.unit_of_work(write=True) as session:
+        store = svc.repository(session)
+        current = store.current("Patient", created["id"], for_update=True)
+        store.update(current, "Patient", created["id"], {**created, "gender": "female"})
+        # not yet committed: only this unit's own session sees it, never a direct read
+        assert DIRECT_ENGINE not in session.info
+        again = store.read("Patient", created["id"])
+        assert again is not None and again.version == 2 and again.resource()["gender"] == "female"
+        assert [v.version for v in store.fetch([again.rid])] == [2]
+
+
+def test_a_page_fetch_and_an_identifier_search_answer_the_same_directly_as_through_the_session(
+        client: FhirClient, app: Flask) -> None:
+    created = [client.create(patient(identifier=[{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": f"27{i:013d}"}]))
+               for i in range(3)]
+    found = client.get("Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|" + "27" + f"{1:013d}")
+    assert found.status_code == 200
+    assert [e["resource"]["id"] for e in found.get_json()["entry"]] == [created[1]["id"]]
+    page = client.get("Patient?_count=2&_sort=_id")
+    assert page.status_code == 200 and len(page.get_json()["entry"]) == 2
+    svc = _services(app)
+    with svc.unit_of_work(write=False) as session:
+        store = svc.repository(session)
+        rids = [v.rid for v in (store.read("Patient", c["id"]) for c in created) if v is not None]
+        direct = [(v.id, v.version, v.last_updated, v.body) for v in store.fetch(list(reversed(rids)))]
+    with svc.unit_of_work(write=True) as session:  # the same rows through the session
+        store = svc.repository(session)
+        through = [(v.id, v.version, v.last_updated, v.body) for v in store.fetch(list(reversed(rids)))]
+    assert direct == through and [d[0] for d in direct] == [c["id"] for c in reversed(created)]
+
+
+@pytest.fixture
+def pg_app(app: Flask, backend: str) -> Flask:
+    if backend != "postgresql":
+        pytest.skip("direct reads run on PostgreSQL only")
+    return app
+
+
+def _pool_connections(svc: Services) -> int:
+    return int(svc.engine.pool.checkedin()) + int(svc.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+
+def test_a_failing_statement_becomes_sqlalchemys_error_and_its_connection_is_reused(pg_app: Flask) -> None:
+    svc = _services(pg_app)
+    direct_reads.run(svc.engine, "SELECT 1", {})
+    before = _pool_connections(svc)
+    with pytest.raises(ProgrammingError) as refused:
+        direct_reads.run(svc.engine, "SELECT * FROM no_such_table WHERE x = %(x)s", {"x": "27"})
+    assert refused.value.hide_parameters and "27" not in str(refused.value)  # health data never in a message
+    assert not refused.value.connection_invalidated
+    assert _pool_connections(svc) == before  # given back, in a clean state
+    assert direct_reads.run(svc.engine, "SELECT 2", {}) == [(2,)]
+
+
+class _Landed(BaseException):
+    """What ``dui.web.budget`` raises in a request's thread at its deadline, wherever it is."""
+
+
+class _LandsWhenRead(dict[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise _Landed
+
+
+def test_a_connection_interrupted_mid_statement_is_closed_never_lent_again(pg_app: Flask) -> None:
+    svc = _services(pg_app)
+    direct_reads.run(svc.engine, "SELECT 1", {})
+    lent: list[Any] = []
+    original = svc.engine.raw_connection
+
+    def recording() -> Any:
+        fairy = original()
+        lent.append(fairy.driver_connection)
+        return fairy
+
+    svc.engine.raw_connection = recording  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_Landed):
+            direct_reads.run(svc.engine, "SELECT %(x)s", _LandsWhenRead(x="1"))
+    finally:
+        del svc.engine.raw_connection
+    assert lent and lent[0].closed
+    assert direct_reads.run(svc.engine, "SELECT 3", {}) == [(3,)]
+
+
+def _end_pooled_connections(svc: Services) -> None:
+    """What a database restart does to the pool: every idle connection ended by the server, from outside."""
+    lent = [svc.engine.raw_connection() for _ in range(max(1, svc.engine.pool.checkedin()))]  # type: ignore[attr-defined]
+    pids = [fairy.driver_connection.info.backend_pid for fairy in lent]  # type: ignore[union-attr]
+    for fairy in lent:
+        fairy.close()
+    conninfo = svc.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+
+
+def test_a_read_after_the_database_dropped_every_connection_is_served(client: FhirClient, pg_app: Flask) -> None:
+    """The first read to meet a dead connection is run once more (dui.web.fhir), on a fresh one, and answers as if
+    nothing happened."""
+    svc = _services(pg_app)
+    created = client.create(patient())
+    assert client.get(f"Patient/{created['id']}").status_code == 200
+    _end_pooled_connections(svc)
+    answer = client.get(f"Patient/{created['id']}")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["id"] == created["id"]
+
+
+def test_a_lost_connection_is_reported_as_one_and_the_pool_renewed(pg_app: Flask) -> None:
+    svc = _services(pg_app)
+    direct_reads.run(svc.engine, "SELECT 1", {})
+    _end_pooled_connections(svc)
+    with pytest.raises(DBAPIError) as lost:
+        direct_reads.run(svc.engine, "SELECT 1", {})
+    assert lost.value.connection_invalidated
+    assert direct_reads.run(svc.engine, "SELECT 4", {}) == [(4,)]
+
+
+def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
+    for query in (sql._READ, sql._VREAD, sql._FETCH, *sql._TOKEN_PAGES.values()):
+        assert "%(" in query.sql and "POSTCOMPILE" not in query.sql

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from flask import Flask, Response, jsonify
@@ -14,13 +16,28 @@ from dui.settings import Settings
 from ins.insi.client import InsiClient
 
 
+class DuiFlask(Flask):
+    """Flask, deciding once per function whether it is a coroutine function: Flask asks ``inspect`` again for every
+    hook and view of every request (7 times a read), and none here is one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self._sync.get(func)
+        if sync is None:
+            sync = self._sync[func] = self.async_to_sync(func) if inspect.iscoroutinefunction(func) else func
+        return sync
+
+
 def create_app(settings: Settings | None = None, clock: Clock = utc_now,
                insi: Callable[[], InsiClient] | None = None) -> Flask:
     """Build the app. Tests pass ``Settings(...)`` (and may pass an INSi client); otherwise the environment
     is read once, here."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_json)
-    app = Flask("dui")
+    app = DuiFlask("dui")
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["dui"] = Services.build(settings, clock, insi)

@@ -24,9 +24,11 @@ from dui.metrics import counters
 from dui.replica import PRIMARY, REPLICA
 from dui.services import Services
 from dui.web import inflight
+from dui.web.headers import stamp
 from dui.web.metrics import interaction_of
 
 logger = logging.getLogger("dui.access")
+_UNCACHED = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 _REQUEST_ID = re.compile(r"[A-Za-z0-9\-_.]{8,64}")
 
 
@@ -118,9 +120,7 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers["X-Request-Id"] = g.get("request_id", "-")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Cache-Control", "no-store")
+        stamp(response.headers, (("X-Request-Id", g.get("request_id", "-")),), _UNCACHED)
         elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         # The path only: query strings carry search values (names, INS), which never go to logs.
         if logger.isEnabledFor(logging.INFO):

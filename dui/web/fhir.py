@@ -6,10 +6,13 @@ the audit trail, whatever the outcome.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import orjson
 from flask import Blueprint, Response, g, request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from dui.auth.actor import ANONYMOUS, Actor
 from dui.errors import Invalid, NotAcceptable, TooLarge
@@ -149,15 +152,19 @@ def _check_format(native: bool = False) -> str:
     ``Accept``, best quality first); 406 for anything else, a ``fhirVersion`` other than 4.0 included. ``native``: a
     Binary read or an export file, which answers in its own content type unless a FHIR format is asked for
     (``dui.fhir.interactions.read.wants_native``): then only the FHIR names in ``Accept`` count."""
-    fmt = request.args.get("_format")
+    return _negotiated(request.args.get("_format"), request.headers.get("Accept"), native)
+
+
+@functools.lru_cache(maxsize=512)  # a client sends the same Accept every time; a refusal is not kept
+def _negotiated(fmt: str | None, accept_header: str | None, native: bool) -> str:
     if fmt is not None:
         if fmt.split(";")[0].strip().lower() not in _JSON_FORMATS | _XML_FORMATS:
             raise NotAcceptable(f"_format={fmt[:80]} is not available; this server answers FHIR JSON (json) and "
                                 "FHIR XML (xml)")
         return _answered_as(fmt)
-    accept = request.accept_mimetypes
-    if not accept.provided:
+    if not accept_header:
         return FHIR_JSON
+    accept = parse_accept_header(accept_header, MIMEAccept)
     acceptable = _FHIR_NAMED if native else _ACCEPTABLE
     other_version = None
     for value, quality in accept:  # best quality first
@@ -173,7 +180,7 @@ def _check_format(native: bool = False) -> str:
     if other_version is not None:
         raise NotAcceptable(f"fhirVersion {other_version} cannot be served; this server speaks FHIR 4.0.1 "
                             "(fhirVersion=4.0)")
-    raise NotAcceptable(f"Accept: {request.headers.get('Accept', '')[:200]} cannot be served; this server answers "
+    raise NotAcceptable(f"Accept: {accept_header[:200]} cannot be served; this server answers "
                         "application/fhir+json and application/fhir+xml (FHIR 4.0.1)")
 
 
@@ -211,11 +218,12 @@ def _to_flask(result: FhirResponse, answered_as: str = FHIR_JSON) -> Response:
     elif payload and request.args.get("_pretty") == "true" and result.content_type is None:
         payload = orjson.dumps(jsontext.parse(payload, max_depth=10_000, stored=True), option=orjson.OPT_INDENT_2,
                                default=jsontext.fragment_default)
-    response = Response(payload, status=result.status, content_type=result.content_type or answered_as)
+    # Every header at once (setting them one by one reads all those already set, each time)
+    headers = [("Content-Type", result.content_type or answered_as)] if payload else []
+    headers.extend(result.headers.items())
+    response = Response(payload, status=result.status, headers=headers)
     if not payload:  # no body, no type (Flask would say text/html)
         del response.headers["Content-Type"]
-    for key, value in result.headers.items():
-        response.headers[key] = value
     if request.method == "HEAD":
         response.set_data(b"")
     return response

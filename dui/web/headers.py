@@ -12,7 +12,10 @@ never allowed: tokens travel in ``Authorization``, which the page sets itself, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask import Flask, Response, request
+from werkzeug.datastructures import Headers
 
 from dui.errors import Forbidden
 from dui.services import Services
@@ -62,15 +65,15 @@ def register(app: Flask) -> None:
             response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
             return response  # Access-Control-Allow-Origin and Vary: below, as on every answer
 
+    fixed = (("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+             *((("Strict-Transport-Security", HSTS),) if prod else ()))
+    page_csp, docs_csp = ("Content-Security-Policy", CSP), ("Content-Security-Policy", DOCS_CSP)
+
     @app.after_request
     def secure(response: Response) -> Response:
         headers = response.headers
-        headers["Content-Security-Policy"] = DOCS_CSP if request.path.startswith("/api/docs") else CSP
-        headers["X-Frame-Options"] = "DENY"
-        headers["Referrer-Policy"] = "no-referrer"
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        if prod:
-            headers["Strict-Transport-Security"] = HSTS
+        csp = docs_csp if request.path.startswith("/api/docs") else page_csp
+        stamp(headers, (csp, *fixed), _NOSNIFF)
         if origins:
             response.vary.add("Origin")  # the answer depends on it: caches must not mix origins
             origin = request.headers.get("Origin")
@@ -79,6 +82,23 @@ def register(app: Flask) -> None:
                 if request.method != "OPTIONS":
                     headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
         return response
+
+
+_NOSNIFF = (("X-Content-Type-Options", "nosniff"),)
+
+
+def stamp(headers: Headers, replace: Iterable[tuple[str, str]], absent: Iterable[tuple[str, str]] = ()) -> None:
+    """Put ``replace`` into ``headers`` over any value already there, and ``absent`` where none is, with one look at
+    the headers already set (werkzeug's ``set`` and ``setdefault`` each read them all)."""
+    present = {name.lower() for name, _ in headers}
+    for name, value in replace:
+        if name.lower() in present:
+            headers.set(name, value)
+        else:
+            headers.add(name, value)
+    for name, value in absent:
+        if name.lower() not in present:
+            headers.add(name, value)
 
 
 def cors_methods(path: str) -> tuple[str, ...] | None:

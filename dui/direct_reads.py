@@ -3,7 +3,7 @@
 A read by id, a version, a page of resources by row id, an identifier search: each is one statement that the
 service runs thousands of times a second. Through the ORM session each costs about 0.2 ms of CPU (the session, its
 connection and transaction bookkeeping, result processing) around a statement that psycopg runs in 0.03 ms
-(``bench/micro_reads.py``). A ``DirectQuery`` is compiled once, at import, from the same SQLAlchemy statement the
+(``bench/inprocess.py``). A ``DirectQuery`` is compiled once, at import, from the same SQLAlchemy statement the
 store runs elsewhere, and in a read-only unit on PostgreSQL (``dui.db.read_session``) it borrows a connection from
 the engine's own pool for that one statement, in autocommit, and gives back row tuples:
 

@@ -8,8 +8,9 @@ store runs elsewhere, and in a read-only unit on PostgreSQL (``dui.db.read_sessi
 the engine's own pool for that one statement, in autocommit, and gives back row tuples:
 
 - the same connections as the rest of the service (no second pool: the connection count and the pool gauges of
-  ``/metrics`` are unchanged), the same libpq options (statement timeout, ``prepare_threshold``: psycopg prepares a
-  statement it has run 5 times on a connection, or never behind pgbouncer before 1.21);
+  ``/metrics`` are unchanged; when the unit's session holds a connection already, the statement runs on that one,
+  so that a thread never holds two), the same libpq options (statement timeout, ``prepare_threshold``: psycopg
+  prepares a statement it has run 5 times on a connection, or never behind pgbouncer before 1.21);
 - the same visibility as the session it stands for: a read-only unit runs each statement in autocommit, seeing the
   committed state at its own start;
 - the same errors: a psycopg error becomes SQLAlchemy's ``DBAPIError`` for it, a lost connection invalidates the
@@ -27,7 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -52,15 +53,39 @@ class DirectQuery:
         compiled = target.compile(dialect=_DIALECT)
         assert isinstance(compiled, SQLCompiler)
         assert not compiled.literal_execute_params and not compiled.post_compile_params, \
-            "a direct statement takes its parameters as they are"
+            "a direct statement takes its lists as array parameters (= ANY), not expanding ones"
         self.sql = str(compiled)  # named placeholders: %(name)s
+        # The values written in the statement itself (an array of statuses, say); the caller gives the others.
+        self.constants = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> Sequence[Any]:
         """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise."""
         engine: Engine | None = session.info.get(DIRECT_ENGINE)
         if engine is None:
             return session.execute(self.statement, params).all()
-        return run(engine, self.sql, params)
+        values = {**self.constants, **params} if self.constants else params
+        if session.in_transaction():
+            # The session holds a connection already (in autocommit: a read-only unit's): the statement runs on it.
+            # Borrowing a second one would hold two per thread, past the pool's size, and the pool would open and
+            # close connections at that rate.
+            return run_on(session.connection(), engine, self.sql, values)
+        return run(engine, self.sql, values)
+
+
+def run_on(held: Connection, engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """``sql`` on the connection a read-only unit's session holds (in autocommit)."""
+    connection: psycopg.Connection[Any] = held.connection.driver_connection  # type: ignore[assignment]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    except psycopg.Error as exc:
+        lost = engine.dialect.is_disconnect(exc, connection, None)  # type: ignore[arg-type]
+        if lost:
+            engine.pool._invalidate(held.connection, exc)
+            held.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True,
+                                  connection_invalidated=lost, dialect=engine.dialect) from exc
 
 
 def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -141,7 +141,7 @@ def main() -> None:
             ids = []
             for index in range(50):
                 created = http.post("/fhir/Patient", json={
-                    "resourceType": "Patient", "name": [{"family": f"Martin{index}", "given": ["Jeanne"]}],
+                    "resourceType": "Patient", "name": [{"family": f"Martin{index % 10}", "given": ["Jeanne"]}],
                     "identifier": [{"system": INS_SYSTEM, "value": f"2{index:014d}"}], "birthDate": "1938-04-02"},
                     headers={"Content-Type": "application/fhir+json"})
                 assert created.status_code == 201, created.get_data(as_text=True)[:300]
@@ -150,6 +150,8 @@ def main() -> None:
                 "read by id": [environ("GET", f"/fhir/Patient/{rid}") for rid in ids],
                 "search by identifier": [environ("GET", "/fhir/Patient", f"identifier={INS_SYSTEM}|2{i:014d}")
                                          for i in range(50)],
+                "search by family name (5 a page)": [environ("GET", "/fhir/Patient", f"family=Martin{i}")
+                                                     for i in range(10)],
                 "GET /healthz (the app's floor)": [environ("GET", "/healthz")],
             }
             print(f"{args.backend}, {args.requests} requests a round, best of {args.rounds} alternating rounds, "

@@ -72,7 +72,9 @@ def seal_costs() -> None:
         print(f"| {name} | {len(body):,} | {seal:.1f} | {opened:.1f} | {parse:.1f} |")
 
 
-def _database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
+def database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
+    """A database migrated to the head: a SQLite file in ``workdir``, or a PostgreSQL schema of its own on
+    ``BENCH_PG_ADMIN``; and what drops it."""
     from sqlalchemy import text
 
     from dui import migrations
@@ -105,7 +107,7 @@ def api_throughput(kind: str, rounds: int) -> None:
     from dui.settings import Settings
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-encryption-"))
-    url, drop = _database(kind, workdir)
+    url, drop = database(kind, workdir)
     env = {"DUI_DATABASE_URL": url, "DUI_LOG_LEVEL": "WARNING",
            "DUI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}  # ignored by code without encryption
     app = create_app(Settings.from_env(env))

@@ -21,44 +21,26 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
 
 
 @contextmanager
 def database(backend: str) -> Iterator[str]:
-    from sqlalchemy import text
+    from bench.encryption import database as migrated
 
-    from dui import migrations
-    from dui.db import make_engine, normalize_url
-
-    if backend == "sqlite":
-        url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-inprocess-')) / 'bench.sqlite'}"
-        migrations.upgrade(url)
-        yield url
-        return
-    schema = f"bench_inprocess_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_ADMIN)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url, drop = migrated(backend, Path(tempfile.mkdtemp(prefix="bench-inprocess-")))
     try:
-        url = normalize_url(PG_ADMIN) + f"?options={quote(f'-csearch_path={schema}')}"
-        migrations.upgrade(url)
         yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop()
 
 
 def environ(method: str, path: str, query: str = "") -> dict[str, Any]:

@@ -68,7 +68,7 @@ def api(kind: str, rounds: int) -> None:
     import tempfile
 
     from bench import data
-    from bench.encryption import _database
+    from bench.encryption import database
     from dui.app import create_app
     from dui.settings import Settings
 
@@ -76,7 +76,7 @@ def api(kind: str, rounds: int) -> None:
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
         for mode in ("off", "warn"):
-            url, drop = _database(kind, Path(tempfile.mkdtemp(prefix="bench-validation-")))
+            url, drop = database(kind, Path(tempfile.mkdtemp(prefix="bench-validation-")))
             app = create_app(Settings.from_env({"DUI_DATABASE_URL": url, "DUI_LOG_LEVEL": "WARNING",
                                                 "DUI_VALIDATION": mode, "DUI_RATE_LIMIT": "0"}))
             logging.getLogger("dui.access").setLevel(logging.WARNING)

@@ -55,21 +55,18 @@ class DirectQuery:
         assert not compiled.literal_execute_params and not compiled.post_compile_params, \
             "a direct statement takes its lists as array parameters (= ANY), not expanding ones"
         self.sql = str(compiled)  # named placeholders: %(name)s
-        # The values written in the statement itself (an array of statuses, say); the caller gives the others.
-        self.constants = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> Sequence[Any]:
         """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise."""
         engine: Engine | None = session.info.get(DIRECT_ENGINE)
         if engine is None:
             return session.execute(self.statement, params).all()
-        values = {**self.constants, **params} if self.constants else params
         if session.in_transaction():
             # The session holds a connection already (in autocommit: a read-only unit's): the statement runs on it.
             # Borrowing a second one would hold two per thread, past the pool's size, and the pool would open and
             # close connections at that rate.
-            return run_on(session.connection(), engine, self.sql, values)
-        return run(engine, self.sql, values)
+            return run_on(session.connection(), engine, self.sql, params)
+        return run(engine, self.sql, params)
 
 
 def run_on(held: Connection, engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

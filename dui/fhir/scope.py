@@ -56,25 +56,19 @@ from typing import Any
 from sqlalchemy import (
     CompoundSelect,
     Select,
-    String,
     and_,
-    any_,
     bindparam,
     case,
     exists,
     false,
     func,
-    literal,
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
 
 from dui.auth.actor import Actor
 from dui.auth.roles import ADMINISTRATEUR, ADMINISTRATIF, DIRECTION
-from dui.direct_reads import DirectQuery
 from dui.fhir.definitions import patient_compartment
 from dui.fhir.search.indexer import Indexer, IndexRows
 from dui.fhir.tables import UtcDateTime, resource, search_date, search_reference, search_token
@@ -242,31 +236,18 @@ def organizations_of(finess: Any) -> Select[Any]:
             .correlate(None))
 
 
-def _member(column: Any, values: Any, array: bool) -> Any:
-    """``column IN values``; with ``array``, ``column = ANY(values)`` with the values as one array parameter (the
-    form ``dui.direct_reads`` runs): a bound parameter the caller gives, or the values written here."""
-    if not array:
-        return column.in_(values)
-    if not isinstance(values, BindParameter):
-        values = literal(list(values), ARRAY(String))
-    return column == any_(values)
-
-
-def granted_residents(orgs: Any, now: Any, among: Any = None, *, among_array: bool = False) -> CompoundSelect[Any]:
+def granted_residents(orgs: Any, now: Any, among: Any = None) -> CompoundSelect[Any]:
     """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant; ``among``:
-    only those of these ids (a list or an expanding bound parameter; with ``among_array``, a bound parameter that
-    takes them as one array, for psycopg run directly)."""
-    managed = _referrers("Patient", "organization", orgs, among=among, among_array=among_array)
-    consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now, among=among,
-                         among_array=among_array)
+    only those of these ids (a list or an expanding bound parameter)."""
+    managed = _referrers("Patient", "organization", orgs, among=among)
+    consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now, among=among)
     stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient",
-                      among=among, among_array=among_array)
+                      among=among)
     return managed.union(consent, stay)
 
 
 def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (),
-               patient_param: str | None = None, now: Any = None, among: Any = None,
-               among_array: bool = False) -> Select[Any]:
+               patient_param: str | None = None, now: Any = None, among: Any = None) -> Select[Any]:
     """Patient ids: the ``rtype`` resources whose ``param`` points at one of ``orgs`` (with ``status``; for a
     Consent, within its period at ``now``), or, for ``Patient`` itself, their ids. Index rows exist for live
     resources only: a deleted stay or consent grants nothing."""
@@ -276,8 +257,7 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
     if status:
         tok = search_token.alias()
         conditions.append(ref.c.rid.in_(select(tok.c.rid).where(tok.c.res_type == rtype, tok.c.param == "status",
-                                                                 _member(tok.c.code, status, among_array))
-                                        .correlate(None)))
+                                                                 tok.c.code.in_(status)).correlate(None)))
     if now is not None:  # a consent outside its period grants nothing
         period = search_date.alias()
         conditions.append(ref.c.rid.not_in(select(period.c.rid).where(
@@ -285,11 +265,11 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
             or_(period.c.high <= now, period.c.low > now)).correlate(None)))
     if patient_param is None:
         owner = resource.alias()
-        mine = [owner.c.res_type == "Patient", _member(owner.c.res_id, among, among_array)] if among is not None else []
+        mine = [owner.c.res_type == "Patient", owner.c.res_id.in_(among)] if among is not None else []
         return (select(owner.c.res_id).join(ref, ref.c.rid == owner.c.rid)
                 .where(*conditions, *mine, owner.c.deleted == false()).correlate(None))
     pat = search_reference.alias()
-    mine = [_member(pat.c.target_id, among, among_array)] if among is not None else []
+    mine = [pat.c.target_id.in_(among)] if among is not None else []
     return (select(pat.c.target_id)
             .where(pat.c.res_type == rtype, pat.c.param == patient_param, pat.c.target_type == "Patient", *mine,
                    pat.c.rid.in_(select(ref.c.rid).where(*conditions).correlate(None)))
@@ -299,11 +279,8 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
 # The residents an establishment sees, and which of some residents it sees: built once, with bound parameters (a
 # statement costs more to build than to run here, and the database keeps the plan of a statement it has seen).
 _SEEN = granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()))
-_SEEN_AMONG = DirectQuery(
-    select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
-                             among=bindparam("among", expanding=True)).subquery().c[0]),
-    direct=select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
-                                    among=bindparam("among"), among_array=True).subquery().c[0]))
+_SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
+                                       among=bindparam("among", expanding=True)).subquery().c[0])
 
 
 class Sight:
@@ -337,8 +314,8 @@ class Sight:
         unknown = sorted(wanted - self._known.keys())
         if unknown:
             self.flush()
-            found = {str(row[0]) for row in _SEEN_AMONG.rows(
-                self.session, {"finess": self.scope.finess, "now": self.scope.now, "among": unknown})}
+            found = {str(i) for i in self.session.execute(
+                _SEEN_AMONG, {"finess": self.scope.finess, "now": self.scope.now, "among": unknown}).scalars()}
             self._known.update((pid, pid in found) for pid in unknown)
         return {pid for pid in wanted if self._known[pid]}
 

@@ -171,6 +171,8 @@ class SqlFhirRepository:
 
     def fetch(self, rids: Sequence[int]) -> list[ResourceVersion]:
         self.flush()
+        if len(rids) == 1:  # a search by identifier's page: its own statement (see _FETCH_ONE)
+            return [self._version(row) for row in _FETCH_ONE.rows(self.session, {"rid": rids[0]})]
         found: dict[int, ResourceVersion] = {}
         for chunk in iter_chunks(list(rids), 500):
             for row in _FETCH.rows(self.session, {"rids": list(chunk)}):
@@ -458,6 +460,11 @@ _READ = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"),
                                       resource_version.c.version == resource.c.version))
 _VREAD = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
                                        resource_version.c.version == bindparam("version")))
+# One row id: PostgreSQL's generic plan for ``rid = ANY($1)`` (a prepared statement, once psycopg has run it 5 times)
+# cannot know the array holds one id and, on small tables, scans: 26 buffers and 0.17 ms a fetch against 5 and 0.03
+# for ``rid = $1`` (pg_stat_statements, 400 residents).
+_FETCH_ONE = DirectQuery(_versions().where(resource.c.rid == bindparam("rid"),
+                                           resource_version.c.version == resource.c.version))
 _FETCH = DirectQuery(
     _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
                       resource_version.c.version == resource.c.version),

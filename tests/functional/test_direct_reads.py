@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from dui import direct_reads
 from dui.db import DIRECT_ENGINE, READ_ONLY
-from dui.fhir import scope, sql
+from dui.fhir import sql
 from dui.services import Services
 from tests.helpers import FhirClient, patient
 
@@ -172,32 +172,5 @@ def test_a_lost_connection_is_reported_as_one_and_the_pool_renewed(pg_app: Flask
 
 
 def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
-    for query in (sql._READ, sql._VREAD, sql._FETCH, *sql._TOKEN_PAGES.values(), scope._SEEN_AMONG):
+    for query in (sql._READ, sql._VREAD, sql._FETCH, sql._FETCH_ONE, *sql._TOKEN_PAGES.values()):
         assert "%(" in query.sql and "POSTCOMPILE" not in query.sql
-    # the statuses written in the grants' statement go as array parameters of their own
-    assert ["active"] in scope._SEEN_AMONG.constants.values()
-
-
-def test_which_residents_an_establishment_sees_is_the_same_directly_and_through_the_session(
-        pg_app: Flask) -> None:
-    from datetime import date
-
-    from dui.demo.data import ESTABLISHMENTS, resident_bundle, setup_bundle
-
-    svc = _services(pg_app)
-    web = pg_app.test_client()
-    for bundle in (setup_bundle(), resident_bundle(1, date(2026, 11, 30)), resident_bundle(2, date(2026, 11, 30))):
-        answer = web.post("/fhir", json=bundle, headers={"Content-Type": "application/fhir+json"})
-        assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
-    among = ["demo-resident-001", "demo-resident-002", "no-such-resident"]
-    seen: dict[str, list[str]] = {}
-    for establishment in ESTABLISHMENTS:
-        params = {"finess": establishment["finess"], "now": svc.clock(), "among": among}
-        with svc.unit_of_work(write=False) as session:
-            direct = sorted(str(r[0]) for r in scope._SEEN_AMONG.rows(session, params))
-        with svc.unit_of_work(write=True) as session:
-            through = sorted(str(r[0]) for r in scope._SEEN_AMONG.rows(session, params))
-        assert direct == through
-        seen[establishment["finess"]] = direct
-    assert len({tuple(residents) for residents in seen.values()}) > 1  # establishments see different residents
-    assert "demo-resident-001" in {r for residents in seen.values() for r in residents}

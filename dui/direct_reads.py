@@ -73,16 +73,9 @@ def run_on(held: Connection, engine: Engine, sql: str, params: Mapping[str, Any]
     """``sql`` on the connection a read-only unit's session holds (in autocommit)."""
     connection: psycopg.Connection[Any] = held.connection.driver_connection  # type: ignore[assignment]
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
+        return _fetch(connection, sql, params)
     except psycopg.Error as exc:
-        lost = engine.dialect.is_disconnect(exc, connection, None)  # type: ignore[arg-type]
-        if lost:
-            engine.pool._invalidate(held.connection, exc)
-            held.invalidate(exc)
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True,
-                                  connection_invalidated=lost, dialect=engine.dialect) from exc
+        raise _error(engine, held.connection, exc, sql, params) from exc
 
 
 def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -92,24 +85,36 @@ def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, 
     clean = False
     try:
         connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        rows = _fetch(connection, sql, params)
         clean = True
         return rows
     except psycopg.Error as exc:
-        clean = not connection.broken and connection.info.transaction_status == TransactionStatus.IDLE
-        lost = engine.dialect.is_disconnect(exc, fairy, None)  # type: ignore[arg-type]
-        if lost:
-            # As SQLAlchemy does on a lost connection: every connection of this pool's generation is discarded
-            # (a database restart took them all), then the web layer retries the read on a fresh one.
-            engine.pool._invalidate(fairy, exc)
-            clean = False
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True,
-                                  connection_invalidated=lost, dialect=engine.dialect) from exc
+        error = _error(engine, fairy, exc, sql, params)
+        clean = (not error.connection_invalidated and not connection.broken
+                 and connection.info.transaction_status == TransactionStatus.IDLE)
+        raise error from exc
     finally:
         if clean:
             connection.autocommit = False  # as the pool lent it
             fairy.close()
         elif fairy.is_valid:
             fairy.invalidate()  # closed and given back: never lent again
+
+
+def _fetch(connection: psycopg.Connection[Any], sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _error(engine: Engine, fairy: Any, exc: psycopg.Error, sql: str, params: Mapping[str, Any]) -> DBAPIError:
+    """SQLAlchemy's error for ``exc``, its parameters hidden. A lost connection invalidates the pool as SQLAlchemy
+    does: every connection of the pool's generation is discarded (a database restart took them all), and the web
+    layer runs the read once more, on a fresh one."""
+    lost = bool(engine.dialect.is_disconnect(exc, fairy, None))  # type: ignore[arg-type]
+    if lost:
+        engine.pool._invalidate(fairy, exc)
+    error = DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost,
+                                dialect=engine.dialect)
+    assert isinstance(error, DBAPIError)  # a psycopg error is always one of the DB-API's
+    return error

@@ -171,6 +171,27 @@ def test_a_lost_connection_is_reported_as_one_and_the_pool_renewed(pg_app: Flask
     assert direct_reads.run(svc.engine, "SELECT 4", {}) == [(4,)]
 
 
+def test_a_lost_connection_the_session_held_is_reported_as_one(client: FhirClient, pg_app: Flask) -> None:
+    """The direct read that runs on the connection a search's own statement took, when the database ended it."""
+    from sqlalchemy import select
+
+    from dui.fhir.tables import resource
+
+    svc = _services(pg_app)
+    created = client.create(patient())
+    client.get(f"Patient/{created['id']}")  # its data key known
+    with pytest.raises(DBAPIError) as lost, svc.unit_of_work(write=False) as session:
+        session.execute(select(resource.c.rid).limit(1)).all()
+        pid = session.connection().connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        conninfo = svc.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        svc.repository(session).read("Patient", created["id"])
+    assert lost.value.connection_invalidated
+    answer = client.get(f"Patient/{created['id']}")  # a fresh connection for the next request
+    assert answer.status_code == 200 and answer.get_json()["id"] == created["id"]
+
+
 def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
     for query in (sql._READ, sql._VREAD, sql._FETCH, sql._FETCH_ONE, *sql._TOKEN_PAGES.values()):
         assert "%(" in query.sql and "POSTCOMPILE" not in query.sql

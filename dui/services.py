@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-import fhir_profiles
 from dui import subscriptions
 from dui.audit.writer import AuditWriter, writer_for
 from dui.auth.actor import SYSTEM, Actor
@@ -31,7 +30,7 @@ from dui.bulk import operations as bulk_operations
 from dui.bulk import worker as bulk_worker
 from dui.clock import Clock, utc_now
 from dui.crypto.keyring import Keyring, keyring_for
-from dui.db import make_engine, make_session_factory, unit_of_work
+from dui.db import advisory_lock, make_engine, make_session_factory, unit_of_work
 from dui.dmp.gateway import DmpGateway
 from dui.documents import dmp_feed, freshness, inbound
 from dui.documents import fhir_operations as document_operations
@@ -171,7 +170,8 @@ class Services:
         """``insi`` replaces the INSi client the settings describe (tests pass the in-memory twin)."""
         engine = make_engine(settings.database_url, settings.statement_timeout_ms / 1000, hide_parameters=True)
         registry = SearchParameterRegistry()
-        registry.add_definitions(fhir_profiles.definitions())  # the DUI's own (identity-status)
+        # the DUI's own (identity-status), their urls under this deployment's api base
+        registry.add_definitions(catalogue.own_definitions(settings.api_canonical_base))
         registry.full_text = settings.text_search
         return cls(
             settings=settings,
@@ -296,9 +296,23 @@ class Services:
 
     def sync_conformance(self, session: Session) -> catalogue.SyncResult:
         """Serve the conformance resources of the installed packages and of the service itself (``dui profiles
-        install|remove|sync``, ``dui db upgrade``), in ``session``'s transaction."""
+        install|remove|sync``, ``dui db upgrade``), in ``session``'s transaction: one sync at a time."""
+        advisory_lock(session, catalogue.SERVED_BASE)
         packages = profile_store.load_packages(session, skip_unreadable=True)
-        return catalogue.sync(self.repository(session, serving=True), packages)
+        return catalogue.sync(self.repository(session, serving=True), packages, self.settings.api_canonical_base,
+                              self.clock())
+
+    def publish_api_base(self) -> tuple[str | None, catalogue.SyncResult] | None:
+        """When the api base in force (``DUI_CANONICAL_BASE``, by default the FHIR base) is not the one the served
+        OperationDefinitions and SearchParameters name (``DUI_BASE_URL`` changed, another port), sync them; each
+        worker of ``dui serve`` asks as it starts, and the first one does it. Returns the base they named and what
+        changed, None when nothing had to."""
+        with self.unit_of_work(write=True) as session:
+            advisory_lock(session, catalogue.SERVED_BASE)  # the worker that comes second finds it done
+            recorded = catalogue.served_api_base(session)
+            if recorded == self.settings.api_canonical_base:
+                return None
+            return recorded, self.sync_conformance(session)
 
     def fhir_context(self, session: Session, actor: Actor, break_glass: str | None = None) -> FhirContext:
         """The context of one unit of work. A staff member or an API client reads and writes through the access

@@ -273,6 +273,9 @@ class Settings:
     database_url: str = "sqlite:///var/dui.sqlite"
     read_replica: ReadReplicaSettings = field(default_factory=ReadReplicaSettings)
     base_url: str = "http://127.0.0.1:8080"
+    # DUI_CANONICAL_BASE: the base of the canonical urls of the server's own OperationDefinitions and
+    # SearchParameters (its API); None: the FHIR base, where they resolve (docs/profiles.md)
+    canonical_base: str | None = None
     timezone: str = "Europe/Paris"
     statement_timeout: int = 30  # seconds a database statement may run (PostgreSQL); 0: no limit
     request_budget: float = 20.0  # seconds a FHIR request may run before it is stopped (503); 0: no limit
@@ -310,6 +313,12 @@ class Settings:
         return self.base_url.rstrip("/") + "/fhir"
 
     @property
+    def api_canonical_base(self) -> str:
+        """The base of the canonical urls of the server's own OperationDefinitions and SearchParameters:
+        ``DUI_CANONICAL_BASE``, or the FHIR base, where ``{base}/{type}/{id}`` is this server's read of it."""
+        return (self.canonical_base or self.fhir_base).rstrip("/")
+
+    @property
     def statement_timeout_ms(self) -> int:
         """The PostgreSQL statement timeout in force: ``DUI_STATEMENT_TIMEOUT``, never beyond the request budget
         (a statement would otherwise outlive the request it serves); 0 when neither is set."""
@@ -345,6 +354,10 @@ class Settings:
         base_url = env.get("DUI_BASE_URL", defaults.base_url)
         if not base_url.startswith(("http://", "https://")):
             raise SettingsError(f"DUI_BASE_URL must be an http(s) URL, not {base_url!r}")
+        canonical_base = env.get("DUI_CANONICAL_BASE") or None
+        if canonical_base is not None and not re.fullmatch(r"https?://[^\s?#]+", canonical_base):
+            raise SettingsError("DUI_CANONICAL_BASE must be an absolute http(s) URL without query or fragment, not "
+                                f"{canonical_base!r}")
         insi = InsiSettings(
             url=env.get("DUI_INSI_URL") or None, cert=env.get("DUI_INSI_CERT") or None,
             key=env.get("DUI_INSI_KEY") or None, ca=env.get("DUI_INSI_CA") or None,
@@ -390,6 +403,7 @@ class Settings:
                                         defaults.read_replica.check_interval),
             ),
             base_url=base_url.rstrip("/"),
+            canonical_base=canonical_base.rstrip("/") if canonical_base else None,
             timezone=_timezone(env.get("DUI_TIMEZONE", defaults.timezone)),
             statement_timeout=_int(env, "DUI_STATEMENT_TIMEOUT", defaults.statement_timeout),
             request_budget=_seconds(env, "DUI_REQUEST_BUDGET", defaults.request_budget),

@@ -1,4 +1,5 @@
-"""Profiles as data, with a small loader. No profile ships yet; see README.md.
+"""Profiles as data, with a small loader: the DUI's own definitions (``definitions/``) and the validator; see
+README.md.
 
 This package never imports ``dui``, Flask or SQLAlchemy.
 """
@@ -10,13 +11,14 @@ from typing import Any
 
 __all__ = ["CANONICAL", "definitions"]
 
-# The canonical base of the DUI's own conformance resources (StructureDefinitions, CodeSystems,
-# OperationDefinitions): ``{CANONICAL}/StructureDefinition/<id>``.
+# The canonical base of the DUI's own conformance resources: ``{CANONICAL}/StructureDefinition/<id>``. The
+# OperationDefinitions and SearchParameters ship under it too; a server publishes those (its API, not its data) under
+# a base of its own.
 CANONICAL = "https://dui.example.org/fhir"
 
 
 def definitions() -> list[dict[str, Any]]:
-    """The profile resources shipped with the package (none yet)."""
+    """The conformance resources shipped with the package, as shipped."""
     import json
 
     folder = resources.files(__name__).joinpath("definitions")

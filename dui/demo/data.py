@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from dui.demo.identities import Identity, finess, identity, nir_for, rpps
 from dui.residents import mapping
 from dui.staff.evaluations import aggir_response
+from fhir_profiles import CANONICAL
 from ins import FR_CORE_IDENTIFIER_TYPES, Evidence, IdentityStatus, InsKind
 
 TEST_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST",
@@ -302,7 +303,7 @@ def _dlu_facts(pid: str, subject: dict[str, str], medco: dict[str, str], admitte
                person: Identity) -> list[dict[str, Any]]:
     """What the DLU shows beyond conditions, allergies and treatments: a personne de confiance, the dispositions
     with the preferred hospital, risks, sometimes BMR carriage and advance directives, vaccinations."""
-    flag_system = "https://dui.example.org/fhir/CodeSystem/dui-demo-alert"
+    flag_system = f"{CANONICAL}/CodeSystem/dui-demo-alert"
     out: list[dict[str, Any]] = [{
         "resourceType": "RelatedPerson", "id": f"{pid}-confiance", "active": True, "patient": subject,
         "relationship": [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_R260-HL7RoleClass/FHIR/"

@@ -41,9 +41,10 @@ from dui.documents.record import Code, Establishment, Identity, Item, Person, Re
 from dui.fhir.repository import FhirRepository, ResourceVersion
 from dui.residents import mapping
 from dui.residents.sharing import may_share_ins
+from fhir_profiles import CANONICAL
 
 LOINC = "http://loinc.org"
-BUILT_TAG_SYSTEM = "https://dui.example.org/fhir/CodeSystem/dui-document-origin"
+BUILT_TAG_SYSTEM = f"{CANONICAL}/CodeSystem/dui-document-origin"
 # The resource types a document shows: a change to one of them in a resident's compartment makes the resident's
 # DLU out of date (dui.documents.freshness).
 SOURCE_TYPES = ("Patient", "AllergyIntolerance", "Condition", "Procedure", "MedicationRequest",

@@ -29,9 +29,10 @@ from dui.documents.tables import resident_document
 from dui.fhir.repository import ResourceVersion
 from dui.fhir.scope import Residents
 from dui.fhir.sql import SqlFhirRepository
+from fhir_profiles import CANONICAL
 
 DLU = "DLU"
-FRESHNESS_SYSTEM = "https://dui.example.org/fhir/CodeSystem/dui-document-freshness"
+FRESHNESS_SYSTEM = f"{CANONICAL}/CodeSystem/dui-document-freshness"
 OUTDATED = {"system": FRESHNESS_SYSTEM, "code": "outdated",
             "display": "Le dossier a changé depuis ce document : une nouvelle version est en préparation"}
 _SOURCES = frozenset(SOURCE_TYPES)

@@ -12,6 +12,10 @@ A served resource carries the tag ``SOURCE_SYSTEM|<package name>`` (``dui`` for 
 refuses every other write of a tagged resource, and a client's write of the tag (``guard``): clients still store
 their own conformance resources under other ids, as the authorization policy lets them.
 
+The service's own OperationDefinitions and SearchParameters are served with their urls under the deployment's api
+base (``dui.profiles.canonical``; ``own_definitions``), and ``sync`` records the base it served
+(``served_api_base``): the first worker of ``dui serve`` syncs again when the base has changed since.
+
 Ids (``resource_id``; docs/profiles.md, "Conformance resources served"): a resource keeps its own id when it is a
 valid FHIR id; a resource without one gets the last segment of its url, or ``x-`` and a hash of its url. When two
 sources have a resource of the same type with the same id, the first in this order keeps it: the service's own
@@ -31,14 +35,19 @@ from sqlalchemy import and_, false, select
 
 from dui.auth.policy import CONFORMANCE_TYPES
 from dui.errors import Conflict, Forbidden
-from dui.fhir import jsontext
+from dui.fhir import jsontext, maintenance
 from dui.fhir.repository import Current
 from dui.fhir.tables import resource as resource_table
 from dui.fhir.tables import search_token
+from dui.profiles.canonical import API_TYPES, api_url
 from fhir_profiles import CANONICAL, definitions
 from fhir_profiles.package import Package
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
     from dui.fhir.sql import SqlFhirRepository
 
 # The conformance resource types served from packages (a package's other resources, and its examples, are not).
@@ -46,6 +55,24 @@ TYPES = CONFORMANCE_TYPES
 SOURCE_SYSTEM = f"{CANONICAL}/CodeSystem/dui-conformance-source"
 SHIPPED = "dui"  # the source (tag code) of the service's own definitions
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+SERVED_BASE = "conformance api base"  # maintenance_state: the api base of the last sync
+
+
+def own_definitions(api_base: str) -> list[dict[str, Any]]:
+    """The service's own definitions as served: those of ``API_TYPES`` with their url under ``api_base``."""
+    found = []
+    for resource in definitions():
+        url = resource.get("url")
+        if resource.get("resourceType") in API_TYPES and isinstance(url, str):
+            resource = {**resource, "url": api_url(url, api_base)}
+        found.append(resource)
+    return found
+
+
+def served_api_base(session: Session) -> str | None:
+    """The api base of the served conformance resources (the last ``sync``), None before the first."""
+    state = maintenance.read_state(session, SERVED_BASE)
+    return str(state["base"]) if state else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +111,8 @@ def resource_id(resource: dict[str, Any], source: str, taken: Collection[tuple[s
 
 
 def entries(packages: Sequence[Package], shipped: Iterable[dict[str, Any]] | None = None) -> list[Entry]:
-    """Every conformance resource served, with its id: the service's own first, then the packages by name."""
+    """Every conformance resource served, with its id: the service's own first (``shipped``: by default the
+    definitions as shipped, before ``own_definitions``), then the packages by name."""
     sources: list[tuple[str, str, Iterable[dict[str, Any]]]] = [
         (SHIPPED, SHIPPED, sorted(definitions() if shipped is None else shipped,
                                   key=lambda r: (str(r.get("resourceType")), str(r.get("id")))))]
@@ -151,13 +179,14 @@ def managed(repo: SqlFhirRepository) -> dict[tuple[str, str], Current]:
     return {(row.res_type, row.res_id): Current(*row) for row in rows}
 
 
-def sync(repo: SqlFhirRepository, packages: Sequence[Package]) -> SyncResult:
-    """Make the served conformance resources those of ``packages`` and of the shipped definitions, in the
-    repository's transaction. ``repo`` must be one without ``guard`` (the store's own writer). Raises ``Conflict``
-    when a client's own resource holds the id a served one needs (nothing of it is then kept)."""
+def sync(repo: SqlFhirRepository, packages: Sequence[Package], api_base: str, now: datetime) -> SyncResult:
+    """Make the served conformance resources those of ``packages`` and of the shipped definitions (their API under
+    ``api_base``), in the repository's transaction, and record ``api_base``. ``repo`` must be one without ``guard``
+    (the store's own writer). Raises ``Conflict`` when a client's own resource holds the id a served one needs
+    (nothing of it is then kept)."""
     result = SyncResult()
     existing = managed(repo)
-    wanted = entries(packages)
+    wanted = entries(packages, own_definitions(api_base))
     for entry in wanted:
         body = served(entry)
         current = existing.pop((entry.type, entry.id), None)
@@ -179,6 +208,7 @@ def sync(repo: SqlFhirRepository, packages: Sequence[Package]) -> SyncResult:
     for current in sorted(existing.values(), key=lambda c: (c.type, c.id)):
         repo.delete(current)
         result.deleted += 1
+    maintenance.write_state(repo.session, SERVED_BASE, {"base": api_base}, now)
     return result
 
 

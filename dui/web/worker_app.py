@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -31,6 +32,7 @@ from dui.web.audit import mark_recorded, record_apart
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+logger = logging.getLogger("dui.profiles")
 TARGET = f"{__name__}:from_environment"
 # What granian itself writes in every request's environ over its copy of the process environment
 _GRANIAN_KEYS = frozenset({"GATEWAY_INTERFACE", "SCRIPT_NAME", "SERVER_SOFTWARE", "REQUEST_METHOD", "PATH_INFO",
@@ -54,9 +56,30 @@ def build(metrics_directory: Path | None) -> Flask:
     from dui.app import create_app
 
     app = create_app()
+    publish_api_base(app)
     app.extensions["dui"].profiles.warm_up()  # in each worker, before it takes requests
     app.extensions["dui.metrics"].directory = metrics_directory  # /metrics sums every worker's
     return app
+
+
+def publish_api_base(app: Flask) -> None:
+    """The served OperationDefinitions and SearchParameters name the api base in force (``Services.publish_api_base``:
+    the first worker to start syncs them after a change of ``DUI_BASE_URL`` or ``DUI_CANONICAL_BASE``), in one log
+    line. A failure is logged and the worker serves on: the served definitions are then stale, not the data."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        changed = app.extensions["dui"].publish_api_base()
+    except (DuiError, SQLAlchemyError) as exc:
+        message = exc.message if isinstance(exc, DuiError) else type(exc).__name__
+        logger.error("conformance resources not synced with the api base %s: %s; run `dui profiles sync`",
+                     app.extensions["dui"].settings.api_canonical_base, message)
+        return
+    if changed is not None:
+        recorded, served = changed
+        logger.info("conformance resources served under /fhir: api base %s (was %s): %d added, %d changed, "
+                    "%d removed", app.extensions["dui"].settings.api_canonical_base, recorded or "not recorded",
+                    served.created, served.updated, served.deleted)
 
 
 def from_environment() -> WSGIApplication:

@@ -18,7 +18,7 @@ from dui.fhir import router
 from dui.profiles import catalogue
 from fhir_profiles import CANONICAL
 from fhir_profiles.package import Package, read_package
-from tests.conftest import conformance_dir
+from tests.conftest import BASE_URL, conformance_dir
 from tests.functional.test_authorization import actor, call, organization
 from tests.helpers import FhirClient, diagnostics, ids
 
@@ -29,6 +29,7 @@ FR_CORE_PATIENT = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patie
 FR_CORE_PATIENT_INS = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-ins"
 DUI_RESIDENT = f"{CANONICAL}/StructureDefinition/dui-resident"
 TAG = f"_tag={quote(catalogue.SOURCE_SYSTEM)}|"
+API_BASE = f"{BASE_URL}/fhir"  # DUI_CANONICAL_BASE unset: the server's OperationDefinitions and SearchParameters
 
 
 def fr_core_path() -> Path:
@@ -62,10 +63,12 @@ def count(client: FhirClient, query: str) -> int:
 
 
 def local_path(canonical: str) -> str:
-    """Where a canonical of the service's own resolves on this server: ``{CANONICAL}/{Type}/{id}`` is
-    ``[base]/{Type}/{id}``."""
-    assert canonical.startswith(CANONICAL + "/"), canonical
-    return canonical.removeprefix(CANONICAL + "/")
+    """Where a canonical of the service's own resolves on this server: ``{CANONICAL}/{Type}/{id}`` (its data
+    definitions) and ``{API_BASE}/{Type}/{id}`` (its API: the FHIR base itself) are ``[base]/{Type}/{id}``."""
+    for base in (CANONICAL, API_BASE):
+        if canonical.startswith(base + "/"):
+            return canonical.removeprefix(base + "/")
+    raise AssertionError(f"not a canonical of the service's own: {canonical}")
 
 
 def test_a_packages_resources_are_searched_like_any_resource_and_leave_with_it(app: Flask,
@@ -128,10 +131,11 @@ def test_install_again_changes_nothing_and_sync_is_idempotent(app: Flask, fr_cor
 
 
 def test_the_services_own_definitions_are_read_at_their_canonical(served: FhirClient) -> None:
-    shipped = fhir_profiles.definitions()
+    shipped = catalogue.own_definitions(API_BASE)
     kinds = Counter(r["resourceType"] for r in shipped)
     assert kinds["SearchParameter"] >= 5 and kinds["OperationDefinition"] >= 11
-    for resource in shipped:
+    for resource in shipped:  # the API's under the FHIR base (a read here), the data's under CANONICAL
+        assert resource["url"].startswith(API_BASE if resource["resourceType"] in catalogue.API_TYPES else CANONICAL)
         response = served.get(local_path(resource["url"]))
         assert response.status_code == 200, (resource["url"], response.get_data(as_text=True))
         body = response.get_json()
@@ -149,7 +153,7 @@ def test_every_canonical_the_capability_statement_names_resolves_here(fr_core: F
     elsewhere: set[tuple[str, str]] = set()  # (type, canonical): installed packages, found with ?url=
 
     def named(rtype: str, url: str) -> None:
-        if url.startswith(CANONICAL + "/"):
+        if url.startswith((CANONICAL + "/", API_BASE + "/")):
             ours.add(url)
         elif not url.startswith(("http://hl7.org/fhir/", "http://fhir-registry.smarthealthit.org/")):
             elsewhere.add((rtype, url))  # HL7's own resolve at hl7.org
@@ -166,8 +170,9 @@ def test_every_canonical_the_capability_statement_names_resolves_here(fr_core: F
         named("OperationDefinition", operation["definition"])
     for guide in statement["implementationGuide"]:
         named("ImplementationGuide", guide)
-    assert {f"{CANONICAL}/SearchParameter/Patient-identity-status", f"{CANONICAL}/OperationDefinition/Patient-dlu",
+    assert {f"{API_BASE}/SearchParameter/Patient-identity-status", f"{API_BASE}/OperationDefinition/Patient-dlu",
             DUI_RESIDENT} <= ours
+    assert not any(url.startswith(f"{CANONICAL}/{rtype}/") for url in ours for rtype in catalogue.API_TYPES)
     assert ("ImplementationGuide", "https://hl7.fr/ig/fhir/core/ImplementationGuide/hl7.fhir.fr.core") in elsewhere
     for url in sorted(ours):
         response = fr_core.get(local_path(url))
@@ -289,3 +294,119 @@ def test_each_operation_of_the_service_has_its_definition(app: Flask) -> None:
         assert (definition["code"], definition["resource"]) == (name.lstrip("$"), [rtype]), url
         assert (definition["type"], definition["instance"]) == (op.level == "type", op.level == "instance"), url
         assert definition["affectsState"] == (op.methods != ("GET",)), url
+
+
+GROUP_BASE = "https://fhir.groupe-ehpad.example/dui"  # DUI_CANONICAL_BASE of a group that publishes its API
+
+
+def statement_canonicals(client: FhirClient) -> tuple[set[str], set[str]]:
+    """The canonicals the CapabilityStatement gives: its search parameters' and operations' definitions, and its
+    supported profiles."""
+    rest = client.get("metadata").get_json()["rest"][0]
+    api = {p["definition"] for r in rest["resource"] for p in r["searchParam"] if "definition" in p}
+    api |= {o["definition"] for r in rest["resource"] for o in r.get("operation", [])}
+    api |= {o["definition"] for o in rest["operation"]}
+    return api, {p for r in rest["resource"] for p in r.get("supportedProfile", [])}
+
+
+def test_a_configured_api_base_moves_the_apis_canonicals_and_nothing_else(app: Flask, served: FhirClient,
+                                                                        database_url: str, insi_dir: str) -> None:
+    from dui.app import create_app
+    from dui.settings import InsiSettings
+    from tests.conftest import test_settings
+
+    own = [r for r in catalogue.own_definitions(API_BASE) if r["resourceType"] in catalogue.API_TYPES]
+    before = {r["url"]: served.get(local_path(r["url"])).get_json()["meta"]["versionId"] for r in own}
+    group = create_app(test_settings(database_url, canonical_base=GROUP_BASE,
+                                     insi=InsiSettings(simulator_dir=insi_dir, timeout=3.0)))
+    try:
+        synced = cli(group, "profiles", "sync")  # what `dui db upgrade` or `dui serve` do after the change
+        assert synced.exit_code == 0 and f"0 added, {len(own)} changed, 0 removed" in synced.output, synced.output
+        client = FhirClient(group.test_client())
+        for url in before:
+            moved = GROUP_BASE + url.removeprefix(API_BASE)
+            found = client.search(f"{url.split('/')[-2]}?url={moved}")
+            assert found["total"] == 1 and found["entry"][0]["resource"]["url"] == moved, moved
+            assert client.search(f"{url.split('/')[-2]}?url={url}")["total"] == 0, url
+        resident = client.get("StructureDefinition/dui-resident").get_json()  # a data definition stays
+        assert resident["url"] == DUI_RESIDENT and resident["meta"]["versionId"] == "1"
+
+        api, profiles = statement_canonicals(client)
+        ours = {u for u in api if not u.startswith("http://hl7.org/fhir/")}
+        assert f"{GROUP_BASE}/OperationDefinition/Patient-dlu" in ours
+        assert f"{GROUP_BASE}/SearchParameter/Patient-identity-status" in ours
+        assert all(u.startswith(GROUP_BASE + "/") for u in ours), sorted(ours)
+        assert DUI_RESIDENT in profiles  # the data's canonicals are the same on every deployment
+        with group.app_context():
+            svc = group.extensions["dui"]
+            with svc.unit_of_work(write=False) as session:
+                assert catalogue.served_api_base(session) == GROUP_BASE
+    finally:
+        group.extensions["dui"].dispose()
+    # and back: the ids stay, each canonical moved with a new version, the old one is found no more
+    again = cli(app, "profiles", "sync")
+    assert again.exit_code == 0 and f"0 added, {len(own)} changed, 0 removed" in again.output, again.output
+    for url, version in before.items():
+        body = served.get(local_path(url)).get_json()
+        assert body["url"] == url and int(body["meta"]["versionId"]) == int(version) + 2, url
+        assert served.search(f"{url.split('/')[-2]}?url={GROUP_BASE + url.removeprefix(API_BASE)}")["total"] == 0
+
+
+def test_the_first_worker_to_start_publishes_a_changed_api_base_once(app: Flask, served: FhirClient,
+                                                                    database_url: str, insi_dir: str,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dui.app import create_app
+    from dui.settings import InsiSettings
+    from dui.web import worker_app
+    from tests.conftest import test_settings
+
+    dlu = "OperationDefinition/Patient-dlu"
+    assert app.extensions["dui"].publish_api_base() is None  # the base the served resources name: nothing to do
+    moved = [create_app(test_settings(database_url, base_url="https://ehpad.example/dui",  # DUI_BASE_URL changed
+                                      insi=InsiSettings(simulator_dir=insi_dir, timeout=3.0))) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:  # two workers starting at once: one syncs, the other finds it done
+            outcomes = list(pool.map(lambda a: a.extensions["dui"].publish_api_base(), moved))
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == 1 and done[0][0] == API_BASE and done[0][1].updated >= 11, outcomes
+        assert served.search(f"OperationDefinition?url=https://ehpad.example/dui/fhir/{dlu}")["total"] == 1
+        assert served.search(f"OperationDefinition?url={API_BASE}/{dlu}")["total"] == 0
+        assert moved[0].extensions["dui"].publish_api_base() is None  # once only
+    finally:
+        for other in moved:
+            other.extensions["dui"].dispose()
+    with caplog.at_level("INFO", logger="dui.profiles"):
+        worker_app.publish_api_base(app)  # as a worker of the first deployment starts again
+    assert "api base http://testserver/fhir (was https://ehpad.example/dui/fhir)" in caplog.text, caplog.text
+    assert served.search(f"OperationDefinition?url={API_BASE}/{dlu}")["total"] == 1
+
+
+def test_a_worker_that_cannot_publish_the_api_base_says_so_and_serves(insi_dir: str, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from dui.app import create_app
+    from dui.settings import InsiSettings
+    from dui.web import worker_app
+    from tests.conftest import test_settings
+
+    bare = create_app(test_settings(f"sqlite:///{tmp_path / 'no-schema.sqlite'}",
+                                    insi=InsiSettings(simulator_dir=insi_dir, timeout=3.0)))
+    try:
+        with caplog.at_level("ERROR", logger="dui.profiles"):
+            worker_app.publish_api_base(bare)
+    finally:
+        bare.extensions["dui"].dispose()
+    assert "not synced with the api base http://testserver/fhir" in caplog.text
+    assert "run `dui profiles sync`" in caplog.text
+
+
+def test_the_canonical_base_setting() -> None:
+    from dui.settings import Settings, SettingsError
+
+    assert Settings(base_url="https://ehpad.example").api_canonical_base == "https://ehpad.example/fhir"
+    env = {"DUI_BASE_URL": "https://ehpad.example", "DUI_CANONICAL_BASE": GROUP_BASE + "/"}
+    assert Settings.from_env(env).api_canonical_base == GROUP_BASE
+    for wrong in ("fhir.example/dui", "https://fhir.example/dui?x=1", "https://fhir.example/#a", "urn:dui"):
+        with pytest.raises(SettingsError, match="DUI_CANONICAL_BASE"):
+            Settings.from_env({**env, "DUI_CANONICAL_BASE": wrong})

@@ -19,7 +19,7 @@ from dui.app import create_app
 from dui.residents import mapping
 from dui.settings import ValidationSettings
 from ins.status import Evidence, IdentityStatus
-from tests.conftest import conformance_dir, empty_database
+from tests.conftest import BASE_URL, conformance_dir, empty_database
 from tests.conftest import test_settings as settings_for
 from tests.helpers import FhirClient, patient
 
@@ -231,5 +231,5 @@ def test_the_shipped_search_parameter_finds_residents_by_identity_status(client:
     statement = client.get("metadata").get_json()
     patient_cs = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"name": "identity-status", "type": "token",
-            "definition": "https://dui.example.org/fhir/SearchParameter/Patient-identity-status"} \
+            "definition": f"{BASE_URL}/fhir/SearchParameter/Patient-identity-status"} \
         in patient_cs["searchParam"]

@@ -16,11 +16,12 @@ from dui.fhir.interactions import validate
 from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, Operation
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import MODIFIERS, NO_NARRATIVE
+from dui.profiles.canonical import api_url
 
 if TYPE_CHECKING:
     from fhir_profiles.context import Context
 
-_cache: dict[tuple[str, int, int, tuple[str, ...], tuple[tuple[str, str], ...]], bytes] = {}
+_cache: dict[tuple[str, str, int, int, tuple[str, ...], tuple[tuple[str, str], ...]], bytes] = {}
 _CACHED = 16  # statements kept (one per set of installed packages seen, per base)
 
 
@@ -28,13 +29,15 @@ def capabilities(ctx: FhirContext, req: FhirRequest) -> FhirResponse:
     context = ctx.profiles() if ctx.profiles is not None else None
     defaults = ctx.settings.validation.default_profiles
     installed = tuple(p.id for p in context.packages) if context is not None else ()
-    key = (ctx.base, id(ctx.registry), id(ctx.operations), installed, defaults)
+    api_base = ctx.settings.api_canonical_base
+    key = (ctx.base, api_base, id(ctx.registry), id(ctx.operations), installed, defaults)
     body = _cache.get(key)
     if body is None:
         if len(_cache) >= _CACHED:
             _cache.clear()
         body = _cache[key] = jsontext.dump(capability_statement(ctx.base, ctx.registry, ctx.operations,
-                                                                context=context, default_profiles=defaults))
+                                                                context=context, default_profiles=defaults,
+                                                                api_base=api_base))
     return FhirResponse(200, body)
 
 
@@ -65,11 +68,15 @@ def implementation_guides(context: Context | None) -> list[str]:
 def capability_statement(base: str, registry: SearchParameterRegistry,
                          operations: Mapping[tuple[str, str], Operation] | None = None, *,
                          context: Context | None = None,
-                         default_profiles: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+                         default_profiles: Sequence[tuple[str, str]] = (),
+                         api_base: str | None = None) -> dict[str, Any]:
+    """The statement of the server at ``base``; ``api_base``: where its own OperationDefinitions are published
+    (``DUI_CANONICAL_BASE``), by default ``base``. Its SearchParameters' are those of ``registry``."""
     from dui.fhir import router  # the router imports this module
     from dui.subscriptions import websocket  # it reads Subscriptions through the router
 
     tables = router.describe(operations)
+    published = {key: api_url(url, api_base or base) for key, url in tables["operations"].items()}
     interactions = [*tables["instance"], *tables["type"], *tables["history"]]
     order = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
              "search-type"]
@@ -118,7 +125,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             "searchParam": params,
         })
         listed = [{"name": name.lstrip("$"), "definition": url}
-                  for (owner, name), url in tables["operations"].items() if owner == rtype]
+                  for (owner, name), url in published.items() if owner == rtype]
         resources[-1]["operation"] = [*listed, {"name": "validate", "definition": validate.OPERATION}]
     return {
         "resourceType": "CapabilityStatement",
@@ -150,6 +157,6 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
             "interaction": [{"code": c} for c in tables["system"]],
             "operation": [{"name": "validate", "definition": validate.OPERATION},
                           *({"name": name.lstrip("$"), "definition": url}
-                            for (owner, name), url in tables["operations"].items() if owner == "")],
+                            for (owner, name), url in published.items() if owner == "")],
         }],
     }

@@ -174,6 +174,7 @@ def test_every_canonical_the_capability_statement_names_resolves_here(fr_core: F
             DUI_RESIDENT} <= ours
     assert not any(url.startswith(f"{CANONICAL}/{rtype}/") for url in ours for rtype in catalogue.API_TYPES)
     assert ("ImplementationGuide", "https://hl7.fr/ig/fhir/core/ImplementationGuide/hl7.fhir.fr.core") in elsewhere
+    assert statement["implementationGuide"][0] == fhir_profiles.GUIDE and fhir_profiles.GUIDE in ours
     for url in sorted(ours):
         response = fr_core.get(local_path(url))
         assert response.status_code == 200 and response.get_json()["url"] == url, url
@@ -188,7 +189,7 @@ def test_supported_profiles_name_the_default_profile_and_those_installed(app: Fl
 
     before = patient_profiles()
     assert before[0] == DUI_RESIDENT and FR_CORE_PATIENT not in before  # DUI_DEFAULT_PROFILES comes first
-    assert "implementationGuide" not in client.get("metadata").get_json()
+    assert client.get("metadata").get_json()["implementationGuide"] == [fhir_profiles.GUIDE]  # the service's own
     assert cli(app, "profiles", "install", str(fr_core_path())).exit_code == 0
     app.extensions["dui"].profiles.invalidate()
     after = patient_profiles()

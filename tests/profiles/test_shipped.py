@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fhir_profiles import CANONICAL, definitions
+from fhir_profiles import CANONICAL, GUIDE, definitions, guide
 from fhir_profiles.context import TRANSCRIPTION_EXTENSION, Context
 from fhir_profiles.package import read_package
 from fhir_profiles.snapshot import generate_snapshot
@@ -32,7 +32,7 @@ def transcribed(resource: dict[str, Any]) -> list[str]:
 
 def test_every_file_is_one_resource_named_after_its_type_and_id() -> None:
     files = shipped_files()
-    assert len(files) == len(definitions()) >= 50
+    assert len(files) + 1 == len(definitions()) >= 50  # and the guide made from them
     for path in files:
         resource = json.loads(path.read_text(encoding="utf-8"))
         assert resource["resourceType"] in KINDS, path.name
@@ -48,6 +48,19 @@ def test_urls_are_unique_under_our_canonical_with_our_metadata() -> None:
         if resource["resourceType"] == "StructureDefinition":
             assert resource["fhirVersion"] == "4.0.1", resource["id"]
             assert resource["differential"]["element"][0]["path"] == resource["type"]
+
+
+def test_the_guide_lists_every_shipped_definition_and_is_valid_r4() -> None:
+    from fhir.resources.R4B.implementationguide import ImplementationGuide
+
+    shipped = [json.loads(path.read_text(encoding="utf-8")) for path in shipped_files()]
+    made = definitions()[-1]
+    assert made["url"] == GUIDE and made == guide(shipped)
+    listed = [entry["reference"]["reference"] for entry in made["definition"]["resource"]]
+    assert sorted(listed) == sorted(f"{r['resourceType']}/{r['id']}" for r in shipped)
+    assert guide(shipped[1:])["definition"]["resource"] != made["definition"]["resource"]  # made, not written
+    assert [d["packageId"] for d in made["dependsOn"]] == ["hl7.fhir.fr.core"]
+    ImplementationGuide.model_validate(made)
 
 
 def test_every_tddui_transcription_names_one_tddui_url_of_the_same_id() -> None:

@@ -17,6 +17,7 @@ from dui.fhir.interactions.base import FhirContext, FhirRequest, FhirResponse, O
 from dui.fhir.search.parameters import SearchParameterRegistry
 from dui.fhir.search.plan import MODIFIERS, NO_NARRATIVE
 from dui.profiles.canonical import api_url
+from fhir_profiles import GUIDE
 
 if TYPE_CHECKING:
     from fhir_profiles.context import Context
@@ -58,11 +59,11 @@ def supported_profiles(context: Context | None, defaults: Sequence[tuple[str, st
 
 
 def implementation_guides(context: Context | None) -> list[str]:
-    """The canonical urls of the ImplementationGuides of the installed packages."""
+    """The canonical urls of the ImplementationGuides in force: the service's own, then the installed packages'."""
     if context is None:
-        return []
-    return sorted({str(r["url"]) for p in context.packages for r in p.resources
-                   if r.get("resourceType") == "ImplementationGuide" and isinstance(r.get("url"), str)})
+        return [GUIDE]
+    return [GUIDE, *sorted({str(r["url"]) for p in context.packages for r in p.resources
+                            if r.get("resourceType") == "ImplementationGuide" and isinstance(r.get("url"), str)})]
 
 
 def capability_statement(base: str, registry: SearchParameterRegistry,
@@ -139,7 +140,7 @@ def capability_statement(base: str, registry: SearchParameterRegistry,
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/xml-patch+xml",
                         "application/fhir+xml"],
-        **({"implementationGuide": guides} if (guides := implementation_guides(context)) else {}),
+        "implementationGuide": implementation_guides(context),
         "rest": [{
             "mode": "server",
             "security": {

@@ -7,7 +7,9 @@ What the HTTP server, the load generator and the other threads add is left out, 
 can be seen change by a few microseconds. One thread, one process; CPU time of the process (``time.process_time``).
 Every workload runs in alternating rounds with the hot reads on psycopg directly (``dui.direct_reads``, the
 service as it runs) and, as the baseline of the same run, through the ORM session (``DirectQuery.rows`` replaced by
-its session path for those rounds); the best round of each is reported, with their ratio. Then the bare statements
+its session path for those rounds); the best round of each is reported, with their ratio. A third variant builds
+each search's page statement per request (``sql._simple_token`` and ``sql._simple_string`` off), as every search
+did before those statements were prebuilt. Then the bare statements
 alone: a read's SELECT through a read-only unit of work's session and on psycopg directly, on the same database.
 """
 
@@ -81,6 +83,19 @@ def session_path() -> Callable[[], None]:
     return restore
 
 
+def built_per_request() -> Callable[[], None]:
+    """Build every search's page statement per request (no prebuilt token or string page); returns what puts the
+    prebuilt ones back."""
+    from dui.fhir import sql
+
+    prebuilt = sql._simple_token, sql._simple_string
+    sql._simple_token = sql._simple_string = lambda plan: None  # type: ignore[assignment]
+
+    def restore() -> None:
+        sql._simple_token, sql._simple_string = prebuilt
+    return restore
+
+
 def statements(app: Any, rid: str, count: int) -> dict[str, float]:
     """µs of CPU for a read's SELECT alone: through a read-only unit's session, and on psycopg directly."""
     from dui import direct_reads
@@ -138,19 +153,22 @@ def main() -> None:
             }
             print(f"{args.backend}, {args.requests} requests a round, best of {args.rounds} alternating rounds, "
                   f"load average {os.getloadavg()[0]:.2f}\n")
-            print("| workload | direct reads (ms CPU) | through the session (ms CPU) | ratio |")
-            print("|---|---:|---:|---:|")
+            print("| workload | direct reads (ms CPU) | through the session (ms CPU) | ratio | page statement built "
+                  "per request (ms CPU) | ratio |")
+            print("|---|---:|---:|---:|---:|---:|")
             for name, environs in workloads.items():
                 per_request(app, environs, min(300, args.requests))  # warm: caches, prepared statements
-                direct, session = [], []
+                direct, session, built = [], [], []
                 for _ in range(args.rounds):
                     direct.append(per_request(app, environs, args.requests))
-                    restore = session_path()
-                    try:
-                        session.append(per_request(app, environs, args.requests))
-                    finally:
-                        restore()
-                print(f"| {name} | {min(direct):.3f} | {min(session):.3f} | {min(direct) / min(session):.2f} |")
+                    for variant, kept in ((session_path, session), (built_per_request, built)):
+                        restore = variant()
+                        try:
+                            kept.append(per_request(app, environs, args.requests))
+                        finally:
+                            restore()
+                print(f"| {name} | {min(direct):.3f} | {min(session):.3f} | {min(direct) / min(session):.2f} | "
+                      f"{min(built):.3f} | {min(direct) / min(built):.2f} |")
             bare = statements(app, ids[0], args.requests)
             print("\nA read's SELECT alone: " + ", ".join(f"{k} {v:.0f} µs" for k, v in bare.items()))
             print(f"load average after: {os.getloadavg()[0]:.2f}")

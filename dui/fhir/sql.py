@@ -44,13 +44,16 @@ from dui.fhir.bodies import Bodies
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
 from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
+from dui.fhir.search.normalize import normalize
 from dui.fhir.search.plan import Include, Leaf, SearchPlan, split_values
 from dui.fhir.search.where import Criteria
 from dui.fhir.tables import (
     INDEX_TABLES,
+    TEXT_INDEX,
     resource,
     resource_version,
     search_reference,
+    search_string,
     search_text,
     search_token,
     unique_identifier,
@@ -216,9 +219,13 @@ class SqlFhirRepository:
         windowed = total == "accurate" and plan.cursor is None
         if plan.count > 0:
             simple = _simple_token(plan)
+            named = _simple_string(plan) if simple is None else None
             if simple is not None:  # the commonest search (by identifier): a statement built once
                 simple["limit"] = plan.count + 1
                 rows = list(_TOKEN_PAGES[windowed, "system" in simple].rows(self.session, simple))
+            elif named is not None:  # the next (by name): likewise
+                named["limit"] = plan.count + 1
+                rows = list(_STRING_PAGES[windowed, "exact" in named].rows(self.session, named))
             else:
                 stmt, backwards = order.page_query(plan, criteria.matches(plan), plan.count + 1, with_total=windowed)
                 rows = list(self.session.execute(stmt).all())
@@ -442,17 +449,53 @@ def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
     return params
 
 
-def _token_page(windowed: bool, with_system: bool) -> Select[Any]:
-    conditions = [search_token.c.res_type == bindparam("rtype"), search_token.c.param == bindparam("param"),
-                  search_token.c.code == bindparam("code"), search_token.c.rid > bindparam("after")]
-    if with_system:
-        conditions.append(search_token.c.system == bindparam("system"))
-    matches = select(search_token.c.rid).where(*conditions).distinct().subquery("matches")
+def _simple_string(plan: SearchPlan) -> dict[str, Any] | None:
+    """Parameters of the prebuilt string query when the plan is one plain string value (no modifier: starts with;
+    or ``:exact``), unsorted: the same condition as ``Criteria`` would build (``where.Criteria._string``)."""
+    if len(plan.criteria) != 1 or plan.sort or plan.within is not None or (
+            plan.cursor is not None and plan.cursor.get("d") == "p"):
+        return None  # the prebuilt statement knows no scope
+    leaf = plan.criteria[0]
+    if not isinstance(leaf, Leaf) or leaf.kind != "string" or leaf.modifier not in (None, "exact") \
+            or len(leaf.values) != 1:
+        return None
+    params: dict[str, Any] = {"rtype": leaf.rtype, "param": leaf.code,
+                              "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    if leaf.modifier == "exact":
+        params["exact"] = leaf.values[0][:TEXT_INDEX]
+        return params
+    norm = normalize(leaf.values[0])[:TEXT_INDEX]
+    if not norm:
+        return None  # refused, with its reason, by the general path
+    params["prefix"] = norm.replace("/", "//").replace("%", "/%").replace("_", "/_")  # as autoescape would
+    return params
+
+
+def _page(table: Table, conditions: list[Any], windowed: bool) -> Select[Any]:
+    """A first page of the row ids of ``table`` meeting ``conditions``, after ``:after``, by row id, ``:limit`` of
+    them (and the total, ``windowed``): what ``order.page_query`` builds for one unsorted criterion."""
+    matches = select(table.c.rid).where(*conditions, table.c.rid > bindparam("after")).distinct().subquery("matches")
     columns = [matches.c.rid, func.count().over().label("total")] if windowed else [matches.c.rid]
     return select(*columns).order_by(matches.c.rid).limit(bindparam("limit"))
 
 
+def _token_page(windowed: bool, with_system: bool) -> Select[Any]:
+    conditions = [search_token.c.res_type == bindparam("rtype"), search_token.c.param == bindparam("param"),
+                  search_token.c.code == bindparam("code")]
+    if with_system:
+        conditions.append(search_token.c.system == bindparam("system"))
+    return _page(search_token, conditions, windowed)
+
+
+def _string_page(windowed: bool, exact: bool) -> Select[Any]:
+    conditions = [search_string.c.res_type == bindparam("rtype"), search_string.c.param == bindparam("param"),
+                  search_string.c.exact == bindparam("exact") if exact else
+                  search_string.c.value.startswith(bindparam("prefix"), escape="/")]
+    return _page(search_string, conditions, windowed)
+
+
 _TOKEN_PAGES = {(w, s): DirectQuery(_token_page(w, s)) for w in (True, False) for s in (True, False)}
+_STRING_PAGES = {(w, e): DirectQuery(_string_page(w, e)) for w in (True, False) for e in (True, False)}
 
 # The hottest statements, built once: constructing a statement costs more than running it here. In a read-only unit on
 # PostgreSQL they run on psycopg directly (``dui.direct_reads``).

@@ -193,5 +193,61 @@ def test_a_lost_connection_the_session_held_is_reported_as_one(client: FhirClien
 
 
 def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
-    for query in (sql._READ, sql._VREAD, sql._FETCH, sql._FETCH_ONE, *sql._TOKEN_PAGES.values()):
+    for query in (sql._READ, sql._VREAD, sql._FETCH, sql._FETCH_ONE, *sql._TOKEN_PAGES.values(),
+                  *sql._STRING_PAGES.values()):
         assert "%(" in query.sql and "POSTCOMPILE" not in query.sql
+
+
+def _pages(client: FhirClient, query: str) -> list[tuple[list[str], Any, list[str]]]:
+    """Every page of a search, following its next links: the ids, the total and the relations of its links."""
+    found = []
+    path: str | None = query
+    while path is not None:
+        assert len(found) < 20, f"{query}: a next link past every page"
+        answer = client.get(path)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        bundle = answer.get_json()
+        found.append(([e["resource"]["id"] for e in bundle.get("entry", [])], bundle.get("total"),
+                      sorted(link["relation"] for link in bundle["link"])))
+        following = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        path = following.split("/fhir/", 1)[1] if following else None
+    return found
+
+
+def test_a_search_by_one_name_answers_the_same_with_its_prebuilt_statement_as_without(
+        client: FhirClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for family, given in [("Lefèvre", "Hélène"), ("LEFEVRE", "Paul"), ("Lefebvre", "Anne"), ("Le Fèvre", "Jean"),
+                          ("Martin", "Lefèvre"), ("Dupont-Lefèvre", "Marc"), ("Lef", "Zoé"), ("Garçon", "Ève")]:
+        client.create(patient(family, given))
+    queries = ["Patient?family=lefevre", "Patient?family=LEF&_count=2", "Patient?name=lef&_count=3&_total=accurate",
+               "Patient?given=eve", "Patient?family:exact=Lefèvre", "Patient?family:exact=lefèvre",
+               "Patient?family=garcon&_total=accurate", "Patient?family=zz", "Patient?family=Le Fèvre",
+               "Patient?family=lef&_count=1&_total=accurate"]
+    prebuilt = {q: _pages(client, q) for q in queries}
+    used = []
+    original = sql._simple_string
+    monkeypatch.setattr(sql, "_simple_string", lambda plan: used.append(original(plan)))  # the general path
+    general = {q: _pages(client, q) for q in queries}
+    assert prebuilt == general
+    assert len(used) >= len(queries) and all(u is not None for u in used)  # each would have been prebuilt
+    assert [len(ids) for ids, _, _ in prebuilt["Patient?family=LEF&_count=2"]] == [2, 2, 1]
+    assert prebuilt["Patient?family:exact=Lefèvre"][0][0] and not prebuilt["Patient?family=zz"][0][0]
+    assert prebuilt["Patient?family=lef&_count=1&_total=accurate"][0][1] == 5
+
+
+def test_a_name_search_the_prebuilt_statement_cannot_take_goes_the_general_way(client: FhirClient) -> None:
+    from dui.fhir.search.plan import Leaf, SearchPlan
+
+    def plan(*criteria: Any, **changes: Any) -> Any:
+        return SearchPlan(resource_type="Patient", criteria=list(criteria), **changes)
+
+    def leaf(value: str, modifier: str | None = None) -> Leaf:
+        return Leaf(rtype="Patient", code="family", kind="string", modifier=modifier, values=(value,))
+
+    assert sql._simple_string(plan(leaf("lef")))["prefix"] == "lef"
+    assert sql._simple_string(plan(leaf("Lefèvre", "exact")))["exact"] == "Lefèvre"
+    for refused in (plan(leaf("lef", "contains")), plan(leaf("--")), plan(leaf("a"), leaf("b")),
+                    plan(Leaf(rtype="Patient", code="family", kind="string", modifier=None, values=("a", "b")))):
+        assert sql._simple_string(refused) is None
+    answer = client.get("Patient?family=--")  # no letter: refused, by the general path, with its reason
+    assert answer.status_code == 400 and "no letter or digit" in answer.get_data(as_text=True)

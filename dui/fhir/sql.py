@@ -431,19 +431,29 @@ def _versions() -> Select[Any]:
     ).select_from(resource_version.join(resource, resource.c.rid == resource_version.c.rid))
 
 
-def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
-    """Parameters of the prebuilt token query when the plan is one plain token value, unsorted."""
+def _one_value(plan: SearchPlan, kind: str, modifiers: tuple[str | None, ...]) -> tuple[Leaf, dict[str, Any]] | None:
+    """The plan's one criterion when a prebuilt page statement can serve it: one value of a ``kind`` parameter
+    with one of ``modifiers``, no sort, no scope (the prebuilt statements know none), a page forward; with the
+    parameters every such statement takes."""
     if len(plan.criteria) != 1 or plan.sort or plan.within is not None or (
             plan.cursor is not None and plan.cursor.get("d") == "p"):
-        return None  # the prebuilt statement knows no scope
-    leaf = plan.criteria[0]
-    if not isinstance(leaf, Leaf) or leaf.kind != "token" or leaf.modifier or len(leaf.values) != 1:
         return None
+    leaf = plan.criteria[0]
+    if not isinstance(leaf, Leaf) or leaf.kind != kind or leaf.modifier not in modifiers or len(leaf.values) != 1:
+        return None
+    return leaf, {"rtype": leaf.rtype, "param": leaf.code, "after": int(plan.cursor["r"]) if plan.cursor else 0}
+
+
+def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
+    """Parameters of the prebuilt token query when the plan is one plain token value, unsorted."""
+    found = _one_value(plan, "token", (None,))
+    if found is None:
+        return None
+    leaf, params = found
     parts = split_values(leaf.values[0], "|")
     if len(parts) > 2 or any(p == "" for p in parts):
         return None
-    params: dict[str, Any] = {"rtype": leaf.rtype, "param": leaf.code, "code": parts[-1],
-                              "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    params["code"] = parts[-1]
     if len(parts) == 2:
         params["system"] = parts[0]
     return params
@@ -452,15 +462,10 @@ def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
 def _simple_string(plan: SearchPlan) -> dict[str, Any] | None:
     """Parameters of the prebuilt string query when the plan is one plain string value (no modifier: starts with;
     or ``:exact``), unsorted: the same condition as ``Criteria`` would build (``where.Criteria._string``)."""
-    if len(plan.criteria) != 1 or plan.sort or plan.within is not None or (
-            plan.cursor is not None and plan.cursor.get("d") == "p"):
-        return None  # the prebuilt statement knows no scope
-    leaf = plan.criteria[0]
-    if not isinstance(leaf, Leaf) or leaf.kind != "string" or leaf.modifier not in (None, "exact") \
-            or len(leaf.values) != 1:
+    found = _one_value(plan, "string", (None, "exact"))
+    if found is None:
         return None
-    params: dict[str, Any] = {"rtype": leaf.rtype, "param": leaf.code,
-                              "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    leaf, params = found
     if leaf.modifier == "exact":
         params["exact"] = leaf.values[0][:TEXT_INDEX]
         return params
@@ -472,8 +477,8 @@ def _simple_string(plan: SearchPlan) -> dict[str, Any] | None:
 
 
 def _page(table: Table, conditions: list[Any], windowed: bool) -> Select[Any]:
-    """A first page of the row ids of ``table`` meeting ``conditions``, after ``:after``, by row id, ``:limit`` of
-    them (and the total, ``windowed``): what ``order.page_query`` builds for one unsorted criterion."""
+    """A page of the row ids of ``table`` meeting ``conditions``: after ``:after``, by row id, ``:limit`` of them
+    (and the total, ``windowed``), as ``order.page_query`` builds it for one unsorted criterion."""
     matches = select(table.c.rid).where(*conditions, table.c.rid > bindparam("after")).distinct().subquery("matches")
     columns = [matches.c.rid, func.count().over().label("total")] if windowed else [matches.c.rid]
     return select(*columns).order_by(matches.c.rid).limit(bindparam("limit"))

@@ -19,7 +19,7 @@ from pypdf import PdfReader
 from dui.audit import trail
 from dui.demo.data import FIRST_RESIDENT, resident_bundle
 from dui.messaging.tables import mssante_inbox
-from dui.web.staff import schemas
+from dui.web.staff import document_schemas as schemas
 from tests.functional.test_mssante_inbox import (  # noqa: F401  (fixtures)
     RESIDENT,
     TILLEULS,

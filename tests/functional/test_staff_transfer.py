@@ -23,7 +23,7 @@ from dui.errors import Unavailable
 from dui.messaging import sending
 from dui.outbox.tables import outbox_job
 from dui.settings import MssanteSettings
-from dui.web.staff import schemas
+from dui.web.staff import document_schemas as schemas
 from ins.insi.pki import Pki, make_pki
 from mssante import InMemoryMailbox, read_xdm
 from tests.functional.test_dmp import cli_run

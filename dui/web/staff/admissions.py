@@ -4,7 +4,7 @@ personnalisé, ``/api/residents/{id}/projet`` (``dui.staff.projet``)."""
 from __future__ import annotations
 
 from dui.staff import admissions, projet
-from dui.web.staff import schemas
+from dui.web.staff import admission_schemas as schemas
 from dui.web.staff.edge import Answer, Use, endpoint
 
 

@@ -10,14 +10,15 @@ read as ``GET /fhir/Binary/{id}`` reads it (same authorization, scoping and audi
 from __future__ import annotations
 
 from dui.staff import documents
-from dui.web.staff import schemas
+from dui.web.staff import document_schemas as schemas
 from dui.web.staff.edge import Answer, Use, endpoint
+from dui.web.staff.schemas import PageQuery
 
 PDF = "application/pdf"
 
 
 @endpoint("GET", "/residents/<rid>/documents", name="documents", summary="A resident's documents", tag="Documents",
-          query=schemas.PageQuery, answer=schemas.DocumentPage)
+          query=PageQuery, answer=schemas.DocumentPage)
 def documents_of(use: Use, rid: str) -> Answer:
     """The latest first: kind (DLU, FLUDT, FLUDR, N1, other), type, date, author, status (a replaced DLU is
     ``superseded``), whether the record changed since it was built, its DMP state, its MSSanté sends, its PDF."""
@@ -44,7 +45,7 @@ def refresh_dlu(use: Use, rid: str) -> Answer:
 
 
 @endpoint("GET", "/inbox", name="inbox", summary="MSSanté mail waiting to be filed", tag="Documents",
-          query=schemas.PageQuery, answer=schemas.InboxPage)
+          query=PageQuery, answer=schemas.InboxPage)
 def inbox(use: Use) -> Answer:
     """The mail received by the establishment that the worker could not file on a resident by itself, oldest
     first: when, the sender's domain, why it waits, the MSSanté integration code. Never the document: file it on

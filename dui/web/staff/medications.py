@@ -13,7 +13,8 @@ from typing import Any
 
 from dui.errors import Conflict
 from dui.staff import administrations, medications
-from dui.web.staff import problems, schemas
+from dui.web.staff import medication_schemas as schemas
+from dui.web.staff import problems
 from dui.web.staff.edge import Answer, Use, endpoint
 
 

@@ -10,8 +10,9 @@ DocumentReference, the médecin by default): a nurse's transfer builds them, and
 from __future__ import annotations
 
 from dui.staff import transfers
-from dui.web.staff import schemas
+from dui.web.staff import document_schemas as schemas
 from dui.web.staff.edge import Answer, Use, endpoint
+from dui.web.staff.schemas import PageQuery
 
 
 @endpoint("POST", "/residents/<rid>/transfers", name="transfer-to-hospital", summary="Transfer a resident to "
@@ -29,7 +30,7 @@ def transfer(use: Use, rid: str) -> Answer:
 
 
 @endpoint("GET", "/residents/<rid>/transfers", name="transfers", summary="A resident's transfers to hospital",
-          tag="Transfers", query=schemas.PageQuery, answer=schemas.TransferPage)
+          tag="Transfers", query=PageQuery, answer=schemas.TransferPage)
 def transfers_of(use: Use, rid: str) -> Answer:
     """The latest first, each with where the MSSanté sends of its documents stand (queued, sent, processed by the
     hospital, error...) and the FLUDR that came back."""

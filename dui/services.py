@@ -297,7 +297,7 @@ class Services:
     def sync_conformance(self, session: Session) -> catalogue.SyncResult:
         """Serve the conformance resources of the installed packages and of the service itself (``dui profiles
         install|remove|sync``, ``dui db upgrade``), in ``session``'s transaction: one sync at a time."""
-        advisory_lock(session, catalogue.SERVED_BASE)
+        advisory_lock(session, catalogue.SYNC_LOCK)
         packages = profile_store.load_packages(session, skip_unreadable=True)
         return catalogue.sync(self.repository(session, serving=True), packages, self.settings.api_canonical_base,
                               self.clock())
@@ -308,7 +308,7 @@ class Services:
         worker of ``dui serve`` asks as it starts, and the first one does it. Returns the base they named and what
         changed, None when nothing had to."""
         with self.unit_of_work(write=True) as session:
-            advisory_lock(session, catalogue.SERVED_BASE)  # the worker that comes second finds it done
+            advisory_lock(session, catalogue.SYNC_LOCK)  # the worker that comes second finds it done
             recorded = catalogue.served_api_base(session)
             if recorded == self.settings.api_canonical_base:
                 return None

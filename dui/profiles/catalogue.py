@@ -56,6 +56,7 @@ SOURCE_SYSTEM = f"{CANONICAL}/CodeSystem/dui-conformance-source"
 SHIPPED = "dui"  # the source (tag code) of the service's own definitions
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 SERVED_BASE = "conformance api base"  # maintenance_state: the api base of the last sync
+SYNC_LOCK = "conformance sync"  # the advisory lock that keeps syncs (and the check before one) one at a time
 
 
 def own_definitions(api_base: str) -> list[dict[str, Any]]:

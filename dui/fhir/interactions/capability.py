@@ -69,15 +69,14 @@ def implementation_guides(context: Context | None) -> list[str]:
 def capability_statement(base: str, registry: SearchParameterRegistry,
                          operations: Mapping[tuple[str, str], Operation] | None = None, *,
                          context: Context | None = None,
-                         default_profiles: Sequence[tuple[str, str]] = (),
-                         api_base: str | None = None) -> dict[str, Any]:
+                         default_profiles: Sequence[tuple[str, str]] = (), api_base: str) -> dict[str, Any]:
     """The statement of the server at ``base``; ``api_base``: where its own OperationDefinitions are published
-    (``DUI_CANONICAL_BASE``), by default ``base``. Its SearchParameters' are those of ``registry``."""
+    (``Settings.api_canonical_base``). Its SearchParameters' are those of ``registry``."""
     from dui.fhir import router  # the router imports this module
     from dui.subscriptions import websocket  # it reads Subscriptions through the router
 
     tables = router.describe(operations)
-    published = {key: api_url(url, api_base or base) for key, url in tables["operations"].items()}
+    published = {key: api_url(url, api_base) for key, url in tables["operations"].items()}
     interactions = [*tables["instance"], *tables["type"], *tables["history"]]
     order = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
              "search-type"]

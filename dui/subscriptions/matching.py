@@ -42,17 +42,31 @@ NOTIFY_KIND = "subscription.notify"
 ContextOf = Callable[[Session, Actor], FhirContext]
 
 
+_ACTIVE = "dui.subscriptions.any_active"  # in Session.info: (the transaction, whether a Subscription was active)
+
+
 def on_change(repo: SqlFhirRepository, version: ResourceVersion) -> None:
     """Queue the matching of a created or updated Observation or Flag (listener of the store)."""
+    if version.type == "Subscription":
+        repo.session.info.pop(_ACTIVE, None)  # asked again at the next Observation or Flag
+        return
     if version.type not in TYPES or version.deleted or not any_active(repo.session):
         return
     queue.enqueue(repo.session, MATCH_KIND, version.reference, version.versioned_reference, repo.clock())
 
 
 def any_active(session: Session) -> bool:
-    return session.execute(select(search_token.c.rid).where(
+    """Whether some Subscription is active, asked once per transaction (an import of 200 Observations asks once,
+    not 200 times) and again after a Subscription is written in it."""
+    transaction = session.get_transaction()
+    known = session.info.get(_ACTIVE)
+    if transaction is not None and known is not None and known[0] is transaction:
+        return bool(known[1])
+    found = session.execute(select(search_token.c.rid).where(
         search_token.c.res_type == "Subscription", search_token.c.param == "status",
         search_token.c.code == "active").limit(1)).first() is not None
+    session.info[_ACTIVE] = (transaction, found)
+    return found
 
 
 def match(session: Session, job: Job, context_of: ContextOf) -> Outcome:

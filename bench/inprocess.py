@@ -5,7 +5,7 @@
 
 What the HTTP server, the load generator and the other threads add is left out, so that what the app itself spends
 can be seen change by a few microseconds. One thread, one process; CPU time of the process (``time.process_time``).
-Every workload runs in alternating rounds with the hot reads on psycopg directly (``dui.direct_reads``, the
+Every workload runs in alternating rounds with the hot reads on psycopg directly (``dui.direct_sql``, the
 service as it runs) and, as the baseline of the same run, through the ORM session (``DirectQuery.rows`` replaced by
 its session path for those rounds); the best round of each is reported, with their ratio. A third variant builds
 each search's page statement per request (``sql._simple_token`` and ``sql._simple_string`` off), as every search
@@ -69,17 +69,17 @@ def per_request(app: Any, environs: list[dict[str, Any]], count: int) -> float:
 
 def session_path() -> Callable[[], None]:
     """Send every ``DirectQuery`` through the session (the baseline); returns what puts it back."""
-    from dui import direct_reads
+    from dui import direct_sql
 
-    direct = direct_reads.DirectQuery.rows
+    direct = direct_sql.DirectQuery.rows
 
-    def through_session(self: direct_reads.DirectQuery, session: Any, params: Any) -> Any:
+    def through_session(self: direct_sql.DirectQuery, session: Any, params: Any) -> Any:
         return session.execute(self.statement, params).all()
 
-    direct_reads.DirectQuery.rows = through_session  # type: ignore[method-assign]
+    direct_sql.DirectQuery.rows = through_session  # type: ignore[method-assign]
 
     def restore() -> None:
-        direct_reads.DirectQuery.rows = direct  # type: ignore[method-assign]
+        direct_sql.DirectQuery.rows = direct  # type: ignore[method-assign]
     return restore
 
 
@@ -98,7 +98,7 @@ def built_per_request() -> Callable[[], None]:
 
 def statements(app: Any, rid: str, count: int) -> dict[str, float]:
     """µs of CPU for a read's SELECT alone: through a read-only unit's session, and on psycopg directly."""
-    from dui import direct_reads
+    from dui import direct_sql
     from dui.db import unit_of_work
     from dui.fhir import sql
 
@@ -113,7 +113,7 @@ def statements(app: Any, rid: str, count: int) -> dict[str, float]:
     if svc.engine.dialect.name == "postgresql":
         started = time.process_time()
         for _ in range(count):
-            direct_reads.run(svc.engine, sql._READ.sql, params)
+            direct_sql.run(svc.engine, sql._READ.sql, params)
         out["direct"] = (time.process_time() - started) / count * 1e6
     return out
 

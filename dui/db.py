@@ -222,7 +222,7 @@ def begin_write(session: Session) -> None:
 
 
 # In ``Session.info``: set on the session of a read-only unit of work (``read_session``); on PostgreSQL, the engine
-# its hot statements may run on directly (``dui.direct_reads``).
+# its hot statements may run on directly (``dui.direct_sql``).
 READ_ONLY = "dui.read_only"
 DIRECT_ENGINE = "dui.direct_engine"
 _AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
@@ -230,7 +230,7 @@ _AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictiona
 
 def read_session(factory: sessionmaker[Session]) -> Session:
     """The session of a read-only unit of work. It checks nothing out until a statement needs a connection, and a
-    read served by ``dui.direct_reads`` never does (the unit then costs no ORM work at all). On PostgreSQL the
+    read served by ``dui.direct_sql`` never does (the unit then costs no ORM work at all). On PostgreSQL the
     connection it takes runs in autocommit: no BEGIN/COMMIT round trips, each statement sees the committed state at
     its own start."""
     bind = factory.kw.get("bind")
@@ -275,8 +275,13 @@ def advisory_lock(session: Session, key: str) -> None:
     """
     if not is_postgresql(session):
         return
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(key)})
+
+
+def advisory_key(key: str) -> int:
+    """The 64-bit number PostgreSQL's advisory locks know ``key`` by."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def analyze(engine: Engine) -> None:

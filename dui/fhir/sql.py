@@ -28,7 +28,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, any_, bindparam, delete, event, func, insert, literal_column, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    event,
+    false,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -36,8 +50,8 @@ from sqlalchemy.orm import Session
 
 from dui.clock import Clock
 from dui.crypto.keyring import Keyring
-from dui.db import advisory_lock
-from dui.direct_reads import DirectQuery
+from dui.db import advisory_key
+from dui.direct_sql import DirectQuery
 from dui.errors import Conflict
 from dui.fhir import jsontext
 from dui.fhir.bodies import Bodies
@@ -151,16 +165,19 @@ class SqlFhirRepository:
     # -- reads --------------------------------------------------------------------------------
 
     def current(self, rtype: str, rid: str, *, for_update: bool = False) -> Current | None:
-        stmt = select(*_CURRENT_COLUMNS).where(resource.c.res_type == rtype, resource.c.res_id == rid)
+        params = {"rtype": rtype, "id": rid}
         if for_update:
-            row = self.session.execute(stmt.with_for_update()).first()
-            if row is None:
+            rows = _CURRENT_LOCKED.rows_writing(self.session, params)
+            if not rows:
                 # Nothing to lock yet: serialise creators of this very id instead, then look again.
                 self.lock(f"resource:{rtype}/{rid}")
-                row = self.session.execute(stmt.with_for_update()).first()
+                rows = _CURRENT_LOCKED.rows_writing(self.session, params)
         else:
-            row = self.session.execute(stmt).first()
-        return Current(*row) if row else None
+            rows = _CURRENT.rows(self.session, params)
+        if not rows:
+            return None
+        row_id, row_type, res_id, version, last_updated, deleted = rows[0]
+        return Current(row_id, row_type, res_id, version, _utc(last_updated), deleted)
 
     def read(self, rtype: str, rid: str) -> ResourceVersion | None:
         self.flush()
@@ -300,11 +317,10 @@ class SqlFhirRepository:
         return _versions()
 
     def _version(self, row: Any) -> ResourceVersion:
-        """A row of ``_versions()``, by position: a SQLAlchemy row or a tuple of ``dui.direct_reads``."""
+        """A row of ``_versions()``, by position: a SQLAlchemy row or a tuple of ``dui.direct_sql``."""
         rid, rtype, res_id, version, last_updated, method, body, vid = row
         # UtcDateTime's own conversion, which a direct row has not been through (idempotent on the others)
-        when = last_updated.astimezone(UTC) if last_updated.tzinfo is not None else last_updated.replace(tzinfo=UTC)
-        return ResourceVersion(rid, rtype, res_id, version, when, method == "DELETE", method,
+        return ResourceVersion(rid, rtype, res_id, version, _utc(last_updated), method == "DELETE", method,
                                self.bodies.open(rtype, rid, version, body), vid)
 
     # -- writes -------------------------------------------------------------------------------
@@ -351,9 +367,8 @@ class SqlFhirRepository:
         body = jsontext.dump(stored)
         try:
             if current is None:
-                row_id = self.session.execute(insert(resource).values(
-                    res_type=rtype, res_id=res_id, version=version, last_updated=now, deleted=False,
-                ).returning(resource.c.rid)).scalar_one()
+                row_id = _INSERT_RESOURCE.rows_writing(self.session, {
+                    "rtype": rtype, "id": res_id, "first": version, "now": now})[0][0]
             else:
                 row_id = current.rid
                 self.session.execute(update(resource).where(resource.c.rid == row_id)
@@ -420,7 +435,13 @@ class SqlFhirRepository:
             raise
 
     def lock(self, key: str) -> None:
-        advisory_lock(self.session, key)
+        if self.session.get_bind().dialect.name == "postgresql":  # on SQLite, BEGIN IMMEDIATE serialises writers
+            _ADVISORY_LOCK.rows_writing(self.session, {"key": advisory_key(key)})
+
+
+def _utc(moment: datetime) -> datetime:
+    """UtcDateTime's own conversion, which a direct row has not been through (idempotent on the others)."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _versions() -> Select[Any]:
@@ -503,7 +524,7 @@ _TOKEN_PAGES = {(w, s): DirectQuery(_token_page(w, s)) for w in (True, False) fo
 _STRING_PAGES = {(w, e): DirectQuery(_string_page(w, e)) for w in (True, False) for e in (True, False)}
 
 # The hottest statements, built once: constructing a statement costs more than running it here. In a read-only unit on
-# PostgreSQL they run on psycopg directly (``dui.direct_reads``).
+# PostgreSQL they run on psycopg directly (``dui.direct_sql``).
 _READ = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
                                       resource_version.c.version == resource.c.version))
 _VREAD = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype"), resource.c.res_id == bindparam("id"),
@@ -513,6 +534,15 @@ _VREAD = DirectQuery(_versions().where(resource.c.res_type == bindparam("rtype")
 # for ``rid = $1`` (pg_stat_statements, 400 residents).
 _FETCH_ONE = DirectQuery(_versions().where(resource.c.rid == bindparam("rid"),
                                            resource_version.c.version == resource.c.version))
+# The statements of a write (``DirectQuery.rows_writing``: on a writing unit's own connection, in its transaction).
+_CURRENT_ROW = select(*_CURRENT_COLUMNS).where(resource.c.res_type == bindparam("rtype"),
+                                                resource.c.res_id == bindparam("id"))
+_CURRENT = DirectQuery(_CURRENT_ROW)
+_CURRENT_LOCKED = DirectQuery(_CURRENT_ROW.with_for_update())
+_INSERT_RESOURCE = DirectQuery(insert(resource).values(
+    res_type=bindparam("rtype"), res_id=bindparam("id"), version=bindparam("first"),
+    last_updated=bindparam("now"), deleted=false()).returning(resource.c.rid))
+_ADVISORY_LOCK = DirectQuery(select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 _FETCH = DirectQuery(
     _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),
                       resource_version.c.version == resource.c.version),

@@ -1,4 +1,4 @@
-"""The hot reads of a read-only unit of work on psycopg directly (``dui.direct_reads``): where they run, what they
+"""The hot reads of a read-only unit of work on psycopg directly (``dui.direct_sql``): where they run, what they
 see, and what becomes of their connection when a statement fails, the database restarts or an exception lands
 mid-statement."""
 
@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from dui import direct_reads
+from dui import direct_sql
 from dui.db import DIRECT_ENGINE, READ_ONLY
 from dui.fhir import sql
 from dui.services import Services
@@ -98,14 +98,14 @@ def test_a_direct_read_after_the_session_took_a_connection_runs_on_that_one(clie
 
 def test_a_failing_statement_becomes_sqlalchemys_error_and_its_connection_is_reused(pg_app: Flask) -> None:
     svc = _services(pg_app)
-    direct_reads.run(svc.engine, "SELECT 1", {})
+    direct_sql.run(svc.engine, "SELECT 1", {})
     before = _pool_connections(svc)
     with pytest.raises(ProgrammingError) as refused:
-        direct_reads.run(svc.engine, "SELECT * FROM no_such_table WHERE x = %(x)s", {"x": "27"})
+        direct_sql.run(svc.engine, "SELECT * FROM no_such_table WHERE x = %(x)s", {"x": "27"})
     assert refused.value.hide_parameters and "27" not in str(refused.value)  # health data never in a message
     assert not refused.value.connection_invalidated
     assert _pool_connections(svc) == before  # given back, in a clean state
-    assert direct_reads.run(svc.engine, "SELECT 2", {}) == [(2,)]
+    assert direct_sql.run(svc.engine, "SELECT 2", {}) == [(2,)]
 
 
 class _Landed(BaseException):
@@ -119,7 +119,7 @@ class _LandsWhenRead(dict[str, Any]):
 
 def test_a_connection_interrupted_mid_statement_is_closed_never_lent_again(pg_app: Flask) -> None:
     svc = _services(pg_app)
-    direct_reads.run(svc.engine, "SELECT 1", {})
+    direct_sql.run(svc.engine, "SELECT 1", {})
     lent: list[Any] = []
     original = svc.engine.raw_connection
 
@@ -131,11 +131,11 @@ def test_a_connection_interrupted_mid_statement_is_closed_never_lent_again(pg_ap
     svc.engine.raw_connection = recording  # type: ignore[method-assign]
     try:
         with pytest.raises(_Landed):
-            direct_reads.run(svc.engine, "SELECT %(x)s", _LandsWhenRead(x="1"))
+            direct_sql.run(svc.engine, "SELECT %(x)s", _LandsWhenRead(x="1"))
     finally:
         del svc.engine.raw_connection
     assert lent and lent[0].closed
-    assert direct_reads.run(svc.engine, "SELECT 3", {}) == [(3,)]
+    assert direct_sql.run(svc.engine, "SELECT 3", {}) == [(3,)]
 
 
 def _end_pooled_connections(svc: Services) -> None:
@@ -163,12 +163,12 @@ def test_a_read_after_the_database_dropped_every_connection_is_served(client: Fh
 
 def test_a_lost_connection_is_reported_as_one_and_the_pool_renewed(pg_app: Flask) -> None:
     svc = _services(pg_app)
-    direct_reads.run(svc.engine, "SELECT 1", {})
+    direct_sql.run(svc.engine, "SELECT 1", {})
     _end_pooled_connections(svc)
     with pytest.raises(DBAPIError) as lost:
-        direct_reads.run(svc.engine, "SELECT 1", {})
+        direct_sql.run(svc.engine, "SELECT 1", {})
     assert lost.value.connection_invalidated
-    assert direct_reads.run(svc.engine, "SELECT 4", {}) == [(4,)]
+    assert direct_sql.run(svc.engine, "SELECT 4", {}) == [(4,)]
 
 
 def test_a_lost_connection_the_session_held_is_reported_as_one(client: FhirClient, pg_app: Flask) -> None:

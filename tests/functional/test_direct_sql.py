@@ -1,6 +1,6 @@
-"""The hot reads of a read-only unit of work on psycopg directly (``dui.direct_sql``): where they run, what they
-see, and what becomes of their connection when a statement fails, the database restarts or an exception lands
-mid-statement."""
+"""The hot statements on psycopg directly (``dui.direct_sql``): the reads of a read-only unit (where they run, what
+they see, and what becomes of their connection when a statement fails, the database restarts or an exception lands
+mid-statement) and the statements of a write, in the writing unit's own transaction."""
 
 from __future__ import annotations
 
@@ -194,7 +194,8 @@ def test_a_lost_connection_the_session_held_is_reported_as_one(client: FhirClien
 
 def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
     for query in (sql._READ, sql._VREAD, sql._FETCH, sql._FETCH_ONE, *sql._TOKEN_PAGES.values(),
-                  *sql._STRING_PAGES.values()):
+                  *sql._STRING_PAGES.values(), sql._CURRENT, sql._CURRENT_LOCKED, sql._INSERT_RESOURCE,
+                  sql._ADVISORY_LOCK):
         assert "%(" in query.sql and "POSTCOMPILE" not in query.sql
 
 
@@ -251,3 +252,87 @@ def test_a_name_search_the_prebuilt_statement_cannot_take_goes_the_general_way(c
         assert sql._simple_string(refused) is None
     answer = client.get("Patient?family=--")  # no letter: refused, by the general path, with its reason
     assert answer.status_code == 400 and "no letter or digit" in answer.get_data(as_text=True)
+
+
+def _statements(svc: Services) -> tuple[list[str], Any]:
+    """The statements SQLAlchemy runs on ``svc``'s engine from now on, and what stops the count."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split())[:60])
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    return seen, lambda: event.remove(svc.engine, "before_cursor_execute", count)
+
+
+def test_a_write_runs_its_own_statements_directly_in_its_transaction(client: FhirClient, app: Flask,
+                                                                      backend: str) -> None:
+    """On PostgreSQL the current row, the creators' lock and the new resource row go to psycopg directly, on the unit's
+    own connection: the unit's later statements see them, and a rollback takes them back. On SQLite they go through
+    the session."""
+    svc = _services(app)
+    seen, stop = _statements(svc)
+    try:
+        with pytest.raises(RuntimeError), svc.unit_of_work(write=True) as session:
+            store = svc.repository(session)
+            assert store.current("Patient", "direct-1", for_update=True) is None
+            made = store.update(None, "Patient", "direct-1", patient())
+            mine = store.current("Patient", "direct-1", for_update=True)  # sees its own uncommitted row
+            assert mine is not None and mine.rid == made.rid and mine.version == 1
+            assert mine.last_updated == made.last_updated and mine.last_updated.utcoffset().total_seconds() == 0
+            through = [s for s in seen if s.startswith(("SELECT resource.rid", "INSERT INTO resource ",
+                                                        "SELECT pg_advisory"))]
+            if backend == "postgresql":
+                assert through == []
+            else:
+                assert len(through) == 4  # current twice (no advisory lock on SQLite), the insert, current again
+            raise RuntimeError("roll back")
+    finally:
+        stop()
+    with svc.unit_of_work(write=True) as session:  # rolled back with the unit
+        assert svc.repository(session).current("Patient", "direct-1", for_update=True) is None
+
+
+def test_a_second_creator_of_one_id_waits_for_the_first_and_then_updates(pg_app: Flask) -> None:
+    """The advisory lock taken directly serialises two creators of one id: the second finds the first's row."""
+    import threading
+
+    svc = _services(pg_app)
+    first_holds, second_done = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def second() -> None:
+        first_holds.wait(10)
+        with svc.unit_of_work(write=True) as session:
+            store = svc.repository(session)
+            current = store.current("Patient", "direct-2", for_update=True)  # waits for the first's commit
+            outcome["found"] = current.version if current is not None else None
+            outcome["version"] = store.update(current, "Patient", "direct-2", patient(gender="male")).version
+        second_done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with svc.unit_of_work(write=True) as session:
+        store = svc.repository(session)
+        assert store.current("Patient", "direct-2", for_update=True) is None  # takes the creators' lock
+        store.update(None, "Patient", "direct-2", patient())
+        first_holds.set()
+        assert not second_done.wait(0.5)  # the second is held by the lock
+    thread.join(10)
+    assert outcome == {"found": 1, "version": 2}
+
+
+def test_a_duplicate_resource_row_is_sqlalchemys_integrity_error(pg_app: Flask) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import IntegrityError
+
+    svc = _services(pg_app)
+    params = {"rtype": "Patient", "id": "direct-3", "first": 1, "now": datetime.now(UTC)}
+    with pytest.raises(IntegrityError), svc.unit_of_work(write=True) as session:
+        sql._INSERT_RESOURCE.rows_writing(session, params)
+        sql._INSERT_RESOURCE.rows_writing(session, params)
+    with svc.unit_of_work(write=True) as session:  # the unit rolled back: no row left
+        assert svc.repository(session).current("Patient", "direct-3") is None

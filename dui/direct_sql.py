@@ -79,7 +79,8 @@ class DirectQuery:
         session elsewhere."""
         bind = session.get_bind()
         if bind.dialect.name != "postgresql":
-            return session.execute(self.statement, params).all()
+            result = session.execute(self.statement, params)
+            return result.all() if result.returns_rows else []
         engine = bind.engine if isinstance(bind, Connection) else bind
         return run_on(session.connection(), engine, self.sql, params)
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -130,6 +131,7 @@ class SqlFhirRepository:
         self.clock = clock
         self.id_factory = id_factory
         self._pending: list[tuple[Table, dict[str, Any]]] = []
+        self._queued: set[int] = set()  # the row ids with index rows in _pending (or once had, until the next flush)
         # Flushed before its session commits (``_flush_before_commit``, one listener for every session: listening
         # per session cost 6 % of a read)
         session.info.setdefault(_REPOSITORIES, []).append(self)
@@ -142,6 +144,7 @@ class SqlFhirRepository:
         for table, row in self._pending:
             by_table.setdefault(table, []).append(row)
         self._pending = []
+        self._queued.clear()
         connection = self.session.connection()
         texts = by_table.pop(search_text, [])
         if connection.dialect.name == "postgresql":
@@ -371,8 +374,7 @@ class SqlFhirRepository:
                     "rtype": rtype, "id": res_id, "first": version, "now": now})[0][0]
             else:
                 row_id = current.rid
-                self.session.execute(update(resource).where(resource.c.rid == row_id)
-                                     .values(version=version, last_updated=now, deleted=False))
+                _UPDATE_RESOURCE.rows_writing(self.session, {"row": row_id, "next": version, "now": now})
                 self._drop_index(row_id)
             self._pending.append((resource_version, {
                 "rid": row_id, "version": version, "res_type": rtype, "last_updated": now, "method": method,
@@ -384,6 +386,7 @@ class SqlFhirRepository:
 
     def _write_index(self, row_id: int, rtype: str, stored: dict[str, Any]) -> None:
         rows = self.indexer.rows(row_id, rtype, stored, text=True)
+        self._queued.add(row_id)
         for kind, items in rows.tables().items():
             table = INDEX_TABLES[kind]
             self._pending.extend((table, item) for item in items)
@@ -409,7 +412,11 @@ class SqlFhirRepository:
                        patients=(str(holder),) if holder and row["res_type"] == "Patient" else ())
 
     def _drop_index(self, row_id: int) -> None:
-        self.flush()  # queued rows of this resource must go before they can be deleted
+        if row_id in self._queued:
+            self.flush()  # queued rows of this resource must go before they can be deleted
+        if self.session.get_bind().dialect.name == "postgresql":
+            _DROP_INDEX_PG.rows_writing(self.session, {"row": row_id})
+            return
         for table in (*_INDEX_TABLES, unique_identifier):
             self.session.execute(delete(table).where(table.c.rid == row_id))  # search_text: by rowid on SQLite
 
@@ -542,6 +549,14 @@ _CURRENT_LOCKED = DirectQuery(_CURRENT_ROW.with_for_update())
 _INSERT_RESOURCE = DirectQuery(insert(resource).values(
     res_type=bindparam("rtype"), res_id=bindparam("id"), version=bindparam("first"),
     last_updated=bindparam("now"), deleted=false()).returning(resource.c.rid))
+_UPDATE_RESOURCE = DirectQuery(update(resource).where(resource.c.rid == bindparam("row")).values(
+    version=bindparam("next"), last_updated=bindparam("now"), deleted=false()))
+# Every index row of a resource, in one statement on PostgreSQL (data-modifying WITH clauses all run): through the
+# session it was a DELETE per table, eight in all.
+_DROPPED = (*_INDEX_TABLES, unique_identifier)
+_DROP_INDEX_PG = DirectQuery(text(
+    "WITH " + ", ".join(f"d_{t.name} AS (DELETE FROM {t.name} WHERE {t.c.rid.name} = :row)" for t in _DROPPED[:-1])
+    + f" DELETE FROM {_DROPPED[-1].name} WHERE {_DROPPED[-1].c.rid.name} = :row"))
 _ADVISORY_LOCK = DirectQuery(select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 _FETCH = DirectQuery(
     _versions().where(resource.c.rid.in_(bindparam("rids", expanding=True)),

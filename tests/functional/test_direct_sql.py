@@ -336,3 +336,33 @@ def test_a_duplicate_resource_row_is_sqlalchemys_integrity_error(pg_app: Flask) 
         sql._INSERT_RESOURCE.rows_writing(session, params)
     with svc.unit_of_work(write=True) as session:  # the unit rolled back: no row left
         assert svc.repository(session).current("Patient", "direct-3") is None
+
+
+def test_an_update_leaves_only_the_index_rows_of_its_new_content(client: FhirClient, app: Flask) -> None:
+    """Old index rows go (one statement on PostgreSQL, a DELETE per table on SQLite), whether they were written by an
+    earlier unit or are still queued in this one (two updates of one resource in a unit)."""
+    from sqlalchemy import func, select
+
+    from dui.fhir.tables import INDEX_TABLES, search_text
+
+    svc = _services(app)
+    created = client.create(patient(family="Avant"))
+
+    def index_rows(session: Any, rid: int) -> int:
+        tables = {*INDEX_TABLES.values(), search_text}
+        return sum(session.execute(select(func.count()).select_from(t).where(t.c.rid == rid)).scalar_one()
+                   for t in tables)
+
+    with svc.unit_of_work(write=True) as session:
+        store = svc.repository(session)
+        first = store.read("Patient", created["id"])
+        assert first is not None
+        fresh = index_rows(session, first.rid)
+        for family in ("Pendant", "Apres"):  # the second drops rows the first only queued
+            current = store.current("Patient", created["id"], for_update=True)
+            store.update(current, "Patient", created["id"], {**created, "name": [{**created["name"][0], "family": family}]})
+        store.flush()
+        assert index_rows(session, first.rid) == fresh
+    for family, expected in (("Avant", []), ("Pendant", []), ("Apres", [created["id"]])):
+        found = client.get(f"Patient?family={family}").get_json()
+        assert [e["resource"]["id"] for e in found.get("entry", [])] == expected, family

@@ -360,7 +360,8 @@ def test_an_update_leaves_only_the_index_rows_of_its_new_content(client: FhirCli
         fresh = index_rows(session, first.rid)
         for family in ("Pendant", "Apres"):  # the second drops rows the first only queued
             current = store.current("Patient", created["id"], for_update=True)
-            store.update(current, "Patient", created["id"], {**created, "name": [{**created["name"][0], "family": family}]})
+            renamed = {**created, "name": [{**created["name"][0], "family": family}]}
+            store.update(current, "Patient", created["id"], renamed)
         store.flush()
         assert index_rows(session, first.rid) == fresh
     for family, expected in (("Avant", []), ("Pendant", []), ("Apres", [created["id"]])):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, exists, false, literal, select, union_all
 
 from dui.fhir.definitions import patient_compartment
 from dui.fhir.tables import resource, search_reference
@@ -30,10 +30,13 @@ def compartment_members(patient_id: str) -> Select[Any]:
     the rows of the (target type, target id, row id) index rather than trying to index it.
     """
     ref = search_reference.alias()
-    return (select(ref.c.rid.label("rid"))
-            .where(ref.c.target_type == "Patient", ref.c.target_id == patient_id,
-                   (ref.c.res_type + literal(".") + ref.c.param).in_(_compartment_pairs()))
-            .correlate(None))
+    return select(ref.c.rid.label("rid")).where(*_member(ref, patient_id)).correlate(None)
+
+
+def _member(ref: Any, patient_id: str) -> list[ColumnElement[bool]]:
+    """The conditions on a row ``ref`` of the reference index that put its resource in the compartment."""
+    return [ref.c.target_type == "Patient", ref.c.target_id == patient_id,
+            (ref.c.res_type + literal(".") + ref.c.param).in_(_compartment_pairs())]
 
 
 def patient_page(patient_rid: int, patient_id: str, after: int, options: dict[str, Any],
@@ -67,10 +70,19 @@ def referenced_page(patient_rid: int, patient_id: str, after: int, options: dict
     ref = search_reference.alias()
     target = resource.alias()
     members = compartment_members(patient_id)
+    # The record's rows (the compartment and the Patient) as one set: with ``rid IN members OR rid = patient`` the
+    # planner could not drive the join from the record and scanned every reference and every resource (0.44 s a
+    # page at 1 M resources).
+    # ``NOT IN members`` likewise: a hashed subplan over the resource table, where ``NOT EXISTS`` checks the few
+    # resources referenced, each on the reference index (1.4 ms a page at 1 M resources).
+    record = union_all(members, select(literal(patient_rid, BigInteger).label("rid"))).subquery("record")
+    member = search_reference.alias()
+    in_record = exists(select(literal(1)).where(member.c.rid == target.c.rid, *_member(member, patient_id)))
     referenced = (select(target.c.rid.label("rid"))
-                  .join(ref, and_(ref.c.target_type == target.c.res_type, ref.c.target_id == target.c.res_id))
-                  .where(or_(ref.c.rid.in_(members), ref.c.rid == patient_rid), target.c.res_type != "Patient",
-                         target.c.rid.not_in(members), target.c.rid > after)
+                  .select_from(ref.join(target, and_(ref.c.target_type == target.c.res_type,
+                                                     ref.c.target_id == target.c.res_id)))
+                  .where(ref.c.rid.in_(select(record.c.rid)), target.c.res_type != "Patient",
+                         ~in_record, target.c.rid > after)
                   .distinct().subquery("referenced"))
     return (select(referenced.c.rid)
             .join(resource, resource.c.rid == referenced.c.rid)

@@ -552,7 +552,7 @@ _INSERT_RESOURCE = DirectQuery(insert(resource).values(
 _UPDATE_RESOURCE = DirectQuery(update(resource).where(resource.c.rid == bindparam("row")).values(
     version=bindparam("next"), last_updated=bindparam("now"), deleted=false()))
 # Every index row of a resource, in one statement on PostgreSQL (data-modifying WITH clauses all run): through the
-# session it was a DELETE per table, eight in all.
+# session it was a DELETE per table, nine in all.
 _DROPPED = (*_INDEX_TABLES, unique_identifier)
 _DROP_INDEX_PG = DirectQuery(text(
     "WITH " + ", ".join(f"d_{t.name} AS (DELETE FROM {t.name} WHERE {t.c.rid.name} = :row)" for t in _DROPPED[:-1])

@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, CursorResult, Engine
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -80,7 +80,9 @@ class DirectQuery:
         bind = session.get_bind()
         if bind.dialect.name != "postgresql":
             result = session.execute(self.statement, params)
-            return result.all() if result.returns_rows else []
+            if isinstance(result, CursorResult) and not result.returns_rows:  # an UPDATE or DELETE
+                return []
+            return result.all()
         engine = bind.engine if isinstance(bind, Connection) else bind
         return run_on(session.connection(), engine, self.sql, params)
 

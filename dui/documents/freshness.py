@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dui.direct_sql import DirectQuery
 from dui.documents.extract import SOURCE_TYPES, built_here
 from dui.documents.tables import resident_document
 from dui.fhir.repository import ResourceVersion
@@ -83,19 +84,26 @@ def _body(repo: SqlFhirRepository, version: ResourceVersion) -> dict[str, Any] |
     return before.resource() if before is not None and before.body is not None else None
 
 
+# The two statements of a change to a record (every write of a resource a DLU shows), built once and run on the
+# writing unit's own connection (``dui.direct_sql``): the first change since the DLU was built, then the later ones.
+_ROW = resident_document.c
+_FIRST_CHANGE = DirectQuery(
+    update(resident_document)
+    .where(_ROW.patient_id == bindparam("patient"), _ROW.kind == bindparam("doc"), _ROW.stale_since.is_(None))
+    .values(stale_since=bindparam("now"), last_change=bindparam("now")).returning(_ROW.docref_id))
+_LATER_CHANGE = DirectQuery(
+    update(resident_document).where(_ROW.patient_id == bindparam("patient"), _ROW.kind == bindparam("doc"))
+    .values(last_change=bindparam("now")).returning(_ROW.patient_id))
+
+
 def mark(session: Session, patient_id: str, now: datetime, kind: str = DLU) -> str | None:
     """Record a change the resident's document does not show. Returns the id of the DocumentReference in force
     when this is the first change since it was built (the caller tags it), else None."""
-    row = resident_document.c
-    first = session.execute(
-        update(resident_document)
-        .where(row.patient_id == patient_id, row.kind == kind, row.stale_since.is_(None))
-        .values(stale_since=now, last_change=now).returning(row.docref_id)).first()
-    if first is not None:
-        return str(first[0]) if first[0] is not None else None
-    again = session.execute(update(resident_document).where(row.patient_id == patient_id, row.kind == kind)
-                            .values(last_change=now))
-    if again.rowcount:  # type: ignore[attr-defined]
+    params = {"patient": patient_id, "doc": kind, "now": now}
+    first = _FIRST_CHANGE.rows_writing(session, params)
+    if first:
+        return str(first[0][0]) if first[0][0] is not None else None
+    if _LATER_CHANGE.rows_writing(session, params):
         return None
     dialect = session.get_bind().dialect.name
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(resident_document).values(

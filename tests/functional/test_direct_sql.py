@@ -367,3 +367,30 @@ def test_an_update_leaves_only_the_index_rows_of_its_new_content(client: FhirCli
     for family, expected in (("Avant", []), ("Pendant", []), ("Apres", [created["id"]])):
         found = client.get(f"Patient?family={family}").get_json()
         assert [e["resource"]["id"] for e in found.get("entry", [])] == expected, family
+
+
+def test_a_small_flush_and_a_copy_write_the_same_index_rows(client: FhirClient, app: Flask) -> None:
+    """A unit with few queued rows sends INSERTs in one pipeline, a larger one COPYs (PostgreSQL): the same
+    resource gets the same rows either way, full-text vectors included (on SQLite both are the session's INSERTs)."""
+    from sqlalchemy import select
+
+    from dui.fhir.tables import INDEX_TABLES, search_text
+
+    svc = _services(app)
+    tables = sorted({*INDEX_TABLES.values(), search_text}, key=lambda t: t.name)
+    content = patient(family="Indexee", text={"status": "generated",
+                                              "div": '<div xmlns="http://www.w3.org/1999/xhtml">Mme Indexée</div>'})
+
+    def written(others: int) -> dict[str, list[tuple[Any, ...]]]:
+        with svc.unit_of_work(write=True) as session:
+            store = svc.repository(session)
+            for index in range(others):  # enough queued rows to go past sql._FEW_ROWS
+                store.create("Patient", patient(family=f"Autre{index}"))
+            made = store.create("Patient", dict(content))
+        with svc.unit_of_work(write=True) as session:
+            return {t.name: sorted(tuple(str(v) for k, v in row._mapping.items() if k not in ("rid", "rowid"))
+                                   for row in session.execute(select(t).where(t.c.rid == made.rid)))
+                    for t in tables}
+
+    alone, among_many = written(0), written(40)
+    assert alone == among_many and alone["search_string"] and alone["search_text"]

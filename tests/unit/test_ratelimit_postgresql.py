@@ -102,7 +102,8 @@ def test_the_statement_runs_outside_the_request_transaction(engine: Engine) -> N
         with engine.connect() as other:
             locks = other.execute(text(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = 'rate_limit'")).scalar_one()
+                "WHERE c.relname = 'rate_limit' AND c.relnamespace = current_schema()::regnamespace "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
             assert locks == 0
             assert other.execute(text("SELECT tokens FROM rate_limit WHERE key = 'k'")).scalar_one() < 1.01
         session.rollback()

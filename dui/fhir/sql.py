@@ -79,12 +79,10 @@ _CURRENT_COLUMNS = (resource.c.rid, resource.c.res_type, resource.c.res_id, reso
 _INDEX_TABLES = (*dict.fromkeys(INDEX_TABLES.values()), search_text)
 # The full-text row on PostgreSQL: the folded text becomes the french configuration's lexemes as it is written.
 _FRENCH: Any = literal_column("'french'::regconfig")
-_INSERT_TEXT_DIRECT = ("INSERT INTO search_text (rowid, narrative, content) "
-                       "VALUES (%s, to_tsvector('french', %s), to_tsvector('french', %s))")
-_FEW_ROWS = 100  # queued rows up to which a flush sends INSERTs in one pipeline rather than a COPY per table
-_INSERT_TEXT_PG = insert(search_text).values(
+_INSERT_TEXT_PG = DirectQuery(insert(search_text).values(  # through the session, or its SQL in a pipeline
     rid=bindparam("p_rid"), narrative=func.to_tsvector(_FRENCH, bindparam("p_narrative")),
-    content=func.to_tsvector(_FRENCH, bindparam("p_content")))
+    content=func.to_tsvector(_FRENCH, bindparam("p_content"))))
+_FEW_ROWS = 100  # queued rows up to which a flush sends INSERTs in one pipeline rather than a COPY per table
 
 
 # The one answer to a second record of an INS: the same whether the caller may see the resident who holds it or not.
@@ -152,22 +150,21 @@ class SqlFhirRepository:
         texts = by_table.pop(search_text, [])
         if connection.dialect.name == "postgresql":
             driver = connection.connection.driver_connection
+            text_rows = [{"p_rid": r["rid"], "p_narrative": r["narrative"], "p_content": r["content"]} for r in texts]
             if sum(len(rows) for rows in by_table.values()) + len(texts) <= _FEW_ROWS:
                 # A unit that wrote a resource or two (a POST, a PUT): every table's INSERTs sent at once in one
                 # pipeline, one round trip, where a COPY per table took two each.
                 with driver.cursor() as cursor, driver.pipeline():  # type: ignore[union-attr]
-                    if texts:
-                        cursor.executemany(_INSERT_TEXT_DIRECT,
-                                           [(r["rid"], r["narrative"], r["content"]) for r in texts])
+                    if text_rows:
+                        cursor.executemany(_INSERT_TEXT_PG.sql, text_rows)
                     for table, rows in by_table.items():
                         columns = list(rows[0])
                         cursor.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) "
                                            f"VALUES ({', '.join(['%s'] * len(columns))})",
                                            [[row[c] for c in columns] for row in rows])
                 return
-            if texts:
-                self.session.execute(_INSERT_TEXT_PG, [
-                    {"p_rid": r["rid"], "p_narrative": r["narrative"], "p_content": r["content"]} for r in texts])
+            if text_rows:
+                self.session.execute(_INSERT_TEXT_PG.statement, text_rows)
             # COPY: one stream per table, several times faster than INSERTs for index rows.
             with driver.cursor() as cursor:  # type: ignore[union-attr]
                 for table, rows in by_table.items():

@@ -40,6 +40,7 @@ from dui.audit.keys import AuditKey, AuditKeys
 from dui.audit.tables import audit_event, audit_event_patient
 from dui.auth.actor import CLI, SYSTEM, Actor
 from dui.db import advisory_lock, is_postgresql
+from dui.direct_sql import DirectQuery
 from dui.fhir.tables import UtcDateTime
 
 GENESIS = "0" * 64
@@ -79,7 +80,7 @@ def record_many(session: Session, entries: list[tuple[AuditEntry, datetime]]) ->
     """Insert ``entries`` (each with the time it was recorded) in the session's transaction: on PostgreSQL in one
     round trip (psycopg sends the statements as a pipeline), as ``record`` would one by one (``dui.audit.writer``)."""
     if len(entries) > 1 and is_postgresql(session):
-        session.execute(_PG_RECORD, [_pg_parameters(_entry_values(e, now), e.patients) for e, now in entries])
+        session.execute(_PG_RECORD.statement, [_pg_parameters(_entry_values(e, now), e.patients) for e, now in entries])
         return
     for entry, now in entries:
         _insert(session, _entry_values(entry, now), entry.patients)
@@ -150,8 +151,10 @@ def _residents(patients: Iterable[str]) -> list[str]:
 
 
 def _insert(session: Session, values: dict[str, Any], patients: Iterable[str]) -> int:
-    if is_postgresql(session):  # one round trip: the entry and its residents together
-        return int(session.execute(_PG_RECORD, _pg_parameters(values, patients)).scalar_one())
+    if is_postgresql(session):  # one round trip: the entry and its residents together, on psycopg directly
+        if values["recorded"].tzinfo is None:  # what the column's type refuses on the session's path
+            raise ValueError("naive datetime given to a UTC column")
+        return int(_PG_RECORD.rows_writing(session, _pg_parameters(values, patients))[0][0])
     values = {name: _clean(value, name) for name, value in values.items()}
     residents = _residents(patients)
     seq = int(session.execute(insert(audit_event).values(**values).returning(audit_event.c.seq)).scalar_one())
@@ -179,21 +182,16 @@ def _clean(value: Any, name: str) -> Any:
 _COLUMNS = ("recorded", "actor_kind", "actor_id", "roles", "establishment", "client_id", "action", "detail",
             "resource_type", "resource_id", "outcome", "status", "source", "request_id", "purpose", "count",
             "gap_first", "gap_last")
-_PG_RECORD = text(
+# One statement: the entry and its residents. Run through the session for a batch (``record_many``), on the
+# writing unit's own connection for one entry (``_insert``), and by the audit writer's connection (``PG_RECORD_SQL``).
+_PG_RECORD = DirectQuery(text(
     f"WITH e AS (INSERT INTO audit_event ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _COLUMNS)}) RETURNING seq), "
     "p AS (INSERT INTO audit_event_patient (seq, patient_id) SELECT e.seq, unnest(CAST(:patients AS text[])) FROM e) "
     "SELECT seq FROM e"
 ).bindparams(bindparam("recorded", type_=UtcDateTime()), bindparam("gap_first", type_=BigInteger()),
-             bindparam("gap_last", type_=BigInteger()))
-
-# The same statement for psycopg used directly (``dui.audit.writer.PostgresEntries``): psycopg's placeholders.
-PG_RECORD_SQL = (
-    f"WITH e AS (INSERT INTO audit_event ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)}) RETURNING seq), "
-    "p AS (INSERT INTO audit_event_patient (seq, patient_id) SELECT e.seq, unnest(%(patients)s::text[]) FROM e) "
-    "SELECT seq FROM e"
-)
+             bindparam("gap_last", type_=BigInteger())))
+PG_RECORD_SQL = _PG_RECORD.sql  # psycopg's placeholders (%(name)s)
 
 
 def pg_parameters(entry: AuditEntry, now: datetime) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from dui.audit import trail
 from dui.audit.keys import AuditKeys, audit_keys
@@ -55,6 +55,32 @@ def test_every_access_is_recorded_with_the_resident(app: Flask, client: FhirClie
     third = rows(app)[2][0]
     assert third["request_id"] == "req-0000001" and third["actor_kind"] == "anonymous"
     assert rows(app)[3][0]["count"] == 1
+
+
+def test_an_entry_is_written_in_its_units_transaction_and_never_with_a_naive_time(app: Flask, backend: str) -> None:
+    """``trail.record`` in a writing unit (on PostgreSQL on the unit's own connection, not through the session):
+    its number comes back, it rolls back with the unit, and a time without a zone is refused on both backends."""
+    from datetime import UTC, datetime
+
+    from dui.auth.actor import SYSTEM
+
+    svc: Services = app.extensions["dui"]
+    entry = trail.AuditEntry("read", "success", SYSTEM, "Patient", "p1", patients=("p1", "p1", "p2"))
+    before = len(rows(app))
+    with pytest.raises(RuntimeError), svc.unit_of_work() as session:
+        assert trail.record(session, entry, datetime.now(UTC)) > 0
+        raise RuntimeError("the unit fails")
+    assert len(rows(app)) == before
+    with svc.unit_of_work() as session:
+        first = trail.record(session, entry, datetime.now(UTC))
+        second = trail.record(session, entry, datetime.now(UTC))
+    assert second > first
+    written = rows(app)[-2:]
+    assert [(r["seq"], r["resource_id"], tuple(p)) for r, p in written] == [
+        (first, "p1", ("p1", "p2")), (second, "p1", ("p1", "p2"))]
+    with pytest.raises((ValueError, StatementError), match="naive"), svc.unit_of_work() as session:
+        trail.record(session, entry, datetime.now())  # SQLAlchemy wraps the column type's ValueError
+    assert len(rows(app)) == before + 2, backend
 
 
 def test_a_refused_write_leaves_no_success_entry(app: Flask, client: FhirClient) -> None:

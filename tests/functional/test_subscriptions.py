@@ -393,37 +393,37 @@ def test_in_production_an_endpoint_on_a_private_address_is_not_called(
     assert isinstance(wired, partial) and wired.keywords["public_only"] is svc.settings.is_prod
 
 
-def test_whether_a_subscription_is_active_is_asked_once_per_transaction(app: Flask, client: FhirClient) -> None:
+def test_whether_a_subscription_is_active_is_asked_once_per_transaction(app: Flask, client: FhirClient,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """An import stores 200 Observations a transaction: one question, not 200; a Subscription written in the
-    transaction makes the next Observation ask again, and its match is queued (``client``: an empty database)."""
-    from sqlalchemy import event
-
+    transaction makes the next Observation ask again, and its match is queued (``client``: an empty database). The
+    question runs on the writing unit's own connection: it sees the Subscription the unit wrote."""
     from dui.auth.actor import SYSTEM
+    from dui.subscriptions import matching
 
     svc = app.extensions["dui"]
-    asked: list[str] = []
+    asked: list[bool] = []
+    question = matching._ANY_ACTIVE
 
-    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.startswith("SELECT search_token.rid") and "Subscription" in str(parameters) \
-                and "active" in str(parameters):
-            asked.append(statement)
+    class Counted:
+        def rows_writing(self, session: Any, params: Any) -> Any:
+            rows = question.rows_writing(session, params)
+            asked.append(bool(rows[0][0]))
+            return rows
 
+    monkeypatch.setattr(matching, "_ANY_ACTIVE", Counted())
     fall = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/x"},
             "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1912002"}]}}
-    event.listen(svc.engine, "before_cursor_execute", count)
-    try:
-        with svc.unit_of_work() as session:
-            store = svc.fhir_context(session, SYSTEM).internal
-            for _ in range(5):
-                store.create("Observation", dict(fall))
-            assert len(asked) == 1 and queue.list_jobs(session, limit=10) == []
-            store.create("Subscription", {**subscription("https://example.org/hook"), "status": "active"})
-            store.flush()  # type: ignore[attr-defined]
+    with svc.unit_of_work() as session:
+        store = svc.fhir_context(session, SYSTEM).internal
+        for _ in range(5):
             store.create("Observation", dict(fall))
-            assert len(asked) == 2
-            assert [j.kind for j in queue.list_jobs(session, limit=10)] == ["subscription.match"]
-        with svc.unit_of_work() as session:  # a new transaction asks again
-            svc.fhir_context(session, SYSTEM).internal.create("Observation", dict(fall))
-            assert len(asked) == 3
-    finally:
-        event.remove(svc.engine, "before_cursor_execute", count)
+        assert asked == [False] and queue.list_jobs(session, limit=10) == []
+        store.create("Subscription", {**subscription("https://example.org/hook"), "status": "active"})
+        store.flush()  # type: ignore[attr-defined]
+        store.create("Observation", dict(fall))
+        assert asked == [False, True]
+        assert [j.kind for j in queue.list_jobs(session, limit=10)] == ["subscription.match"]
+    with svc.unit_of_work() as session:  # a new transaction asks again
+        svc.fhir_context(session, SYSTEM).internal.create("Observation", dict(fall))
+        assert asked == [False, True, True]

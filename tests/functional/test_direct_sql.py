@@ -108,6 +108,30 @@ def test_a_failing_statement_becomes_sqlalchemys_error_and_its_connection_is_reu
     assert direct_sql.run(svc.engine, "SELECT 2", {}) == [(2,)]
 
 
+def test_a_pooled_connection_keeps_one_cursor_and_a_replaced_connection_gets_its_own(pg_app: Flask) -> None:
+    """The direct statements of a pooled connection run on the one cursor kept with it; a statement without rows
+    (an UPDATE) gives none; a connection the pool replaced under the same entry gets a cursor of its own."""
+    svc = _services(pg_app)
+    svc.engine.dispose()
+    assert direct_sql.run(svc.engine, "SELECT 1", {}) == [(1,)]
+    fairy = svc.engine.raw_connection()
+    kept = fairy.info[direct_sql._CURSOR]
+    assert kept.connection is fairy.driver_connection
+    fairy.close()
+    assert direct_sql.run(svc.engine, "SELECT %(x)s::int", {"x": 5}) == [(5,)]
+    assert direct_sql.run(svc.engine, "SET LOCAL statement_timeout = 1000", {}) == []  # no rows: none fetched
+    fairy = svc.engine.raw_connection()
+    assert fairy.info[direct_sql._CURSOR] is kept  # the same cursor, statement after statement
+    fairy.invalidate()  # closed: the entry opens a new connection when next lent
+    assert direct_sql.run(svc.engine, "SELECT 6", {}) == [(6,)]
+    fairy = svc.engine.raw_connection()
+    try:
+        assert fairy.info[direct_sql._CURSOR] is not kept and kept.connection is not fairy.driver_connection
+        assert fairy.info[direct_sql._CURSOR].connection is fairy.driver_connection
+    finally:
+        fairy.close()
+
+
 class _Landed(BaseException):
     """What ``dui.web.budget`` raises in a request's thread at its deadline, wherever it is."""
 

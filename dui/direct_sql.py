@@ -24,6 +24,9 @@ locked; the advisory lock that serialises the creators of one id; the insert of 
 everything else the unit does, and commit or roll back with it. A PUT that creates a resource ran four of them
 through the session, about 0.15 ms of CPU each on top of the statement.
 
+Each pooled connection keeps one psycopg cursor for these statements (in its pool entry's ``info``): a new cursor
+per statement cost about 11 µs of CPU, a seventh of a one-row SELECT.
+
 On SQLite every statement runs through the session.
 """
 
@@ -123,8 +126,8 @@ def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, 
 
 def _cursor(info: dict[str, Any], connection: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
     """The cursor kept for ``connection`` in its pool entry's ``info`` (which lives as long as the pooled
-    connection): a new psycopg cursor per statement cost a fifth of a read's SELECT. A pooled connection serves one
-    thread at a time, so its cursor does too. A connection replaced under the same entry gets a cursor of its own."""
+    connection; see the module). A pooled connection serves one thread at a time, so its cursor does too. A
+    connection replaced under the same entry gets a cursor of its own."""
     cursor: psycopg.Cursor[Any] | None = info.get(_CURSOR)
     if cursor is None or cursor.connection is not connection or cursor.closed:
         cursor = info[_CURSOR] = connection.cursor()

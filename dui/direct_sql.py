@@ -25,7 +25,9 @@ everything else the unit does, and commit or roll back with it. A PUT that creat
 through the session, about 0.15 ms of CPU each on top of the statement.
 
 Each pooled connection keeps one psycopg cursor for these statements (in its pool entry's ``info``): a new cursor
-per statement cost about 11 µs of CPU, a seventh of a one-row SELECT.
+per statement cost about 11 µs of CPU, a seventh of a one-row SELECT. A cursor holds its last result until its next
+statement: after a result of more than 8 rows or 64 KiB (a page of a search, a large Binary) the cursor is closed,
+freeing it, and the next statement takes a new one.
 
 On SQLite every statement runs through the session.
 """
@@ -49,6 +51,7 @@ from dui.db import DIRECT_ENGINE
 
 _DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
 _CURSOR = "dui.direct_sql.cursor"  # in a pooled connection's info: the cursor its direct statements run on
+KEEP_ROWS, KEEP_BYTES = 8, 64 * 1024  # the largest result a kept cursor holds on to (``_small``)
 
 
 class DirectQuery:
@@ -96,7 +99,7 @@ def run_on(held: Connection, engine: Engine, sql: str, params: Mapping[str, Any]
     its transaction)."""
     connection: psycopg.Connection[Any] = held.connection.driver_connection  # type: ignore[assignment]
     try:
-        return _fetch(_cursor(held.connection.info, connection), sql, params)
+        return _fetch(held.connection.info, connection, sql, params)
     except psycopg.Error as exc:
         raise _error(engine, held.connection, exc, sql, params) from exc
 
@@ -108,7 +111,7 @@ def run(engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, 
     clean = False
     try:
         connection.autocommit = True
-        rows = _fetch(_cursor(fairy.info, connection), sql, params)
+        rows = _fetch(fairy.info, connection, sql, params)
         clean = True
         return rows
     except psycopg.Error as exc:
@@ -134,10 +137,32 @@ def _cursor(info: dict[str, Any], connection: psycopg.Connection[Any]) -> psycop
     return cursor
 
 
-def _fetch(cursor: psycopg.Cursor[Any], sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+def _fetch(info: dict[str, Any], connection: psycopg.Connection[Any], sql: str,
+           params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    cursor = _cursor(info, connection)
     cursor.execute(sql, params)
     result = cursor.pgresult  # its status, not ``description``, which builds a column object per column each time
-    return cursor.fetchall() if result is not None and result.status == ExecStatus.TUPLES_OK else []
+    if result is None or result.status != ExecStatus.TUPLES_OK:
+        return []
+    rows = cursor.fetchall()
+    if not _small(rows):  # a kept cursor keeps its last result: a large one is freed now, with its cursor
+        cursor.close()
+        info.pop(_CURSOR, None)
+    return rows
+
+
+def _small(rows: list[tuple[Any, ...]]) -> bool:
+    """Whether a result is small enough to stay in memory with its kept cursor until the connection's next
+    statement: at most ``KEEP_ROWS`` rows whose texts and bytes come to ``KEEP_BYTES`` in all (a read by id, an
+    identifier search's page of one), so that ten pooled connections never hold more than ten such results."""
+    if len(rows) > KEEP_ROWS:
+        return False
+    size = 0
+    for row in rows:
+        for value in row:
+            if isinstance(value, (str, bytes)):
+                size += len(value)
+    return size <= KEEP_BYTES
 
 
 def _error(engine: Engine, fairy: Any, exc: psycopg.Error, sql: str, params: Mapping[str, Any]) -> DBAPIError:

@@ -132,6 +132,35 @@ def test_a_pooled_connection_keeps_one_cursor_and_a_replaced_connection_gets_its
         fairy.close()
 
 
+def test_a_large_result_is_not_kept_with_its_cursor(pg_app: Flask) -> None:
+    """A kept cursor holds its last result until its next statement: past ``KEEP_ROWS`` rows or ``KEEP_BYTES``
+    (a search's page, a large Binary) the cursor is closed at once, and the next statement takes a new one."""
+    svc = _services(pg_app)
+    svc.engine.dispose()
+
+    def kept() -> Any:
+        fairy = svc.engine.raw_connection()
+        try:
+            return fairy.info.get(direct_sql._CURSOR)
+        finally:
+            fairy.close()
+
+    assert direct_sql.run(svc.engine, "SELECT %(x)s::int", {"x": 1}) == [(1,)]
+    small = kept()
+    assert small is not None and not small.closed
+    many = direct_sql.KEEP_ROWS + 1
+    assert len(direct_sql.run(svc.engine, "SELECT generate_series(1, %(n)s)", {"n": many})) == many
+    assert kept() is None and small.closed
+    assert direct_sql.run(svc.engine, "SELECT 2", {}) == [(2,)]
+    assert kept() is not None
+    big = direct_sql.KEEP_BYTES + 1
+    assert [len(r[0]) for r in direct_sql.run(svc.engine, "SELECT repeat('x', %(n)s)", {"n": big})] == [big]
+    assert kept() is None
+    fits = direct_sql.KEEP_BYTES // 2
+    assert [len(r[0]) for r in direct_sql.run(svc.engine, "SELECT repeat('x', %(n)s)", {"n": fits})] == [fits]
+    assert kept() is not None
+
+
 class _Landed(BaseException):
     """What ``dui.web.budget`` raises in a request's thread at its deadline, wherever it is."""
 

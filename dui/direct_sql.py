@@ -67,13 +67,28 @@ class DirectQuery:
         assert isinstance(compiled, SQLCompiler)
         assert not compiled.literal_execute_params and not compiled.post_compile_params, \
             "a direct statement takes its lists as array parameters (= ANY), not expanding ones"
-        self.sql = str(compiled)  # named placeholders: %(name)s
+        sql = str(compiled)  # named placeholders: %(name)s
+        # The values the statement holds itself (a comparison with a literal, ``x == "Patient"``): a text written
+        # into the SQL, so that the plan PostgreSQL keeps for the prepared statement knows it as the statement built
+        # per request did; anything else given with every run, beside the caller's parameters.
+        self.values: dict[str, Any] = {}
+        for bind, name in compiled.bind_names.items():
+            if bind.required:
+                continue
+            value = bind.effective_value
+            if isinstance(value, str):
+                sql = sql.replace(f"%({name})s", "'" + value.replace("'", "''").replace("%", "%%") + "'")
+            else:
+                self.values[name] = value
+        self.sql = sql
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> Sequence[Any]:
         """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise."""
         engine: Engine | None = session.info.get(DIRECT_ENGINE)
         if engine is None:
             return session.execute(self.statement, params).all()
+        if self.values:
+            params = {**self.values, **params}
         if session.in_transaction():
             # The session holds a connection already (in autocommit: a read-only unit's): the statement runs on it.
             # Borrowing a second one would hold two per thread, past the pool's size, and the pool would open and
@@ -91,7 +106,7 @@ class DirectQuery:
                 return []
             return result.all()
         engine = bind.engine if isinstance(bind, Connection) else bind
-        return run_on(session.connection(), engine, self.sql, params)
+        return run_on(session.connection(), engine, self.sql, {**self.values, **params} if self.values else params)
 
 
 def run_on(held: Connection, engine: Engine, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

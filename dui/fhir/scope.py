@@ -62,6 +62,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     or_,
     select,
 )
@@ -256,8 +257,9 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
                   ref.c.target_id.in_(orgs)]
     if status:
         tok = search_token.alias()
+        statuses = [literal(v) for v in status]  # written in the statement: a prebuilt one takes no list parameter
         conditions.append(ref.c.rid.in_(select(tok.c.rid).where(tok.c.res_type == rtype, tok.c.param == "status",
-                                                                 tok.c.code.in_(status)).correlate(None)))
+                                                                 tok.c.code.in_(statuses)).correlate(None)))
     if now is not None:  # a consent outside its period grants nothing
         period = search_date.alias()
         conditions.append(ref.c.rid.not_in(select(period.c.rid).where(
@@ -281,6 +283,12 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
 _SEEN = granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()))
 _SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
                                        among=bindparam("among", expanding=True)).subquery().c[0])
+# The rows of the Patients an establishment sees: the scope of a search of Patients (``Sight.keep``), and the one
+# condition a prebuilt page statement carries for a scoped search (``dui.fhir.sql``; ``Sight.page_scope``).
+_SEEN_PATIENT = resource.alias("seen_patient")
+SEEN_PATIENT_ROWS = select(_SEEN_PATIENT.c.rid).where(
+    _SEEN_PATIENT.c.res_type == "Patient", _SEEN_PATIENT.c.deleted == false(),
+    _SEEN_PATIENT.c.res_id.in_(_SEEN)).correlate(None)
 
 
 class Sight:
@@ -300,6 +308,7 @@ class Sight:
         self.flush = flush  # the store's queued rows must be written before the grants are read
         self._known: dict[str, bool] = {}
         self._sql: CompoundSelect[Any] | None = None
+        self._patients: Select[Any] | None = None
         self._organizations: set[str] | None = None
 
     def invalidate(self) -> None:
@@ -368,10 +377,9 @@ class Sight:
         residents read once per statement. The work follows the rows the search keeps, not everything the actor
         sees."""
         if rtype == "Patient":
-            patient = resource.alias()
-            seen = select(patient.c.rid).where(patient.c.res_type == "Patient", patient.c.deleted == false(),
-                                               patient.c.res_id.in_(self._residents()))
-            return select(candidates.c.rid).where(candidates.c.rid.in_(seen))
+            if self._patients is None:
+                self._patients = SEEN_PATIENT_ROWS.params(self.page_scope("Patient"))
+            return select(candidates.c.rid).where(candidates.c.rid.in_(self._patients))
         if rtype not in compartment_params():  # never a resident's (Subscription): owned, or hidden
             return select(candidates.c.rid).where(candidates.c.rid.in_(self._owned(rtype)))
         ref = search_reference.alias()
@@ -390,6 +398,10 @@ class Sight:
                                     anyone.c.param.in_(compartment_params()[rtype])).correlate(candidates)
         return select(candidates.c.rid).where(or_(candidates.c.rid.in_(residents.correlate(None)),
                                                   and_(candidates.c.rid.in_(owned), of_nobody)))
+
+    def page_scope(self, rtype: str) -> dict[str, Any] | None:
+        """For ``Patient``, the parameters of ``SEEN_PATIENT_ROWS``, the whole of ``keep`` on that type."""
+        return {"finess": self.scope.finess, "now": self.scope.now} if rtype == "Patient" else None
 
     def _owned(self, rtype: str) -> Select[Any]:
         """Row ids of the resources of ``rtype`` (of ``OWNED_TYPES``) whose owner is one of the establishment's

@@ -57,6 +57,7 @@ from dui.errors import Conflict
 from dui.fhir import jsontext
 from dui.fhir.bodies import Bodies
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult, iter_chunks
+from dui.fhir.scope import SEEN_PATIENT_ROWS
 from dui.fhir.search import compartment, includes, order
 from dui.fhir.search.indexer import Indexer
 from dui.fhir.search.normalize import normalize
@@ -255,10 +256,10 @@ class SqlFhirRepository:
             named = _simple_string(plan) if simple is None else None
             if simple is not None:  # the commonest search (by identifier): a statement built once
                 simple["limit"] = plan.count + 1
-                rows = list(_TOKEN_PAGES[windowed, "system" in simple].rows(self.session, simple))
+                rows = list(_TOKEN_PAGES[windowed, "system" in simple, "finess" in simple].rows(self.session, simple))
             elif named is not None:  # the next (by name): likewise
                 named["limit"] = plan.count + 1
-                rows = list(_STRING_PAGES[windowed, "exact" in named].rows(self.session, named))
+                rows = list(_STRING_PAGES[windowed, "exact" in named, "finess" in named].rows(self.session, named))
             else:
                 stmt, backwards = order.page_query(plan, criteria.matches(plan), plan.count + 1, with_total=windowed)
                 rows = list(self.session.execute(stmt).all())
@@ -474,15 +475,21 @@ def _versions() -> Select[Any]:
 
 def _one_value(plan: SearchPlan, kind: str, modifiers: tuple[str | None, ...]) -> tuple[Leaf, dict[str, Any]] | None:
     """The plan's one criterion when a prebuilt page statement can serve it: one value of a ``kind`` parameter
-    with one of ``modifiers``, no sort, no scope (the prebuilt statements know none), a page forward; with the
-    parameters every such statement takes."""
-    if len(plan.criteria) != 1 or plan.sort or plan.within is not None or (
-            plan.cursor is not None and plan.cursor.get("d") == "p"):
+    with one of ``modifiers``, no sort, a page forward, and no scope or the one scope a prebuilt statement carries
+    (the Patients an establishment sees: ``Scoped.page_scope``); with the parameters every such statement takes
+    (the scope's among them)."""
+    if len(plan.criteria) != 1 or plan.sort or (plan.cursor is not None and plan.cursor.get("d") == "p"):
         return None
     leaf = plan.criteria[0]
     if not isinstance(leaf, Leaf) or leaf.kind != kind or leaf.modifier not in modifiers or len(leaf.values) != 1:
         return None
-    return leaf, {"rtype": leaf.rtype, "param": leaf.code, "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    params = {"rtype": leaf.rtype, "param": leaf.code, "after": int(plan.cursor["r"]) if plan.cursor else 0}
+    if plan.within is not None and plan.within.hides(leaf.rtype):
+        scope = plan.within.page_scope(leaf.rtype)
+        if scope is None:
+            return None
+        params.update(scope)  # :finess, :now
+    return leaf, params
 
 
 def _simple_token(plan: SearchPlan) -> dict[str, Any] | None:
@@ -517,31 +524,36 @@ def _simple_string(plan: SearchPlan) -> dict[str, Any] | None:
     return params
 
 
-def _page(table: Table, conditions: list[Any], windowed: bool) -> Select[Any]:
+def _page(table: Table, conditions: list[Any], windowed: bool, scoped: bool) -> Select[Any]:
     """A page of the row ids of ``table`` meeting ``conditions``: after ``:after``, by row id, ``:limit`` of them
-    (and the total, ``windowed``), as ``order.page_query`` builds it for one unsorted criterion."""
+    (and the total, ``windowed``), as ``order.page_query`` builds it for one unsorted criterion; ``scoped``: of the
+    Patients an establishment sees (``:finess``, ``:now``), as ``Sight.keep`` adds it."""
+    if scoped:
+        conditions = [*conditions, table.c.rid.in_(SEEN_PATIENT_ROWS)]
     matches = select(table.c.rid).where(*conditions, table.c.rid > bindparam("after")).distinct().subquery("matches")
     columns = [matches.c.rid, func.count().over().label("total")] if windowed else [matches.c.rid]
     return select(*columns).order_by(matches.c.rid).limit(bindparam("limit"))
 
 
-def _token_page(windowed: bool, with_system: bool) -> Select[Any]:
+def _token_page(windowed: bool, with_system: bool, scoped: bool) -> Select[Any]:
     conditions = [search_token.c.res_type == bindparam("rtype"), search_token.c.param == bindparam("param"),
                   search_token.c.code == bindparam("code")]
     if with_system:
         conditions.append(search_token.c.system == bindparam("system"))
-    return _page(search_token, conditions, windowed)
+    return _page(search_token, conditions, windowed, scoped)
 
 
-def _string_page(windowed: bool, exact: bool) -> Select[Any]:
+def _string_page(windowed: bool, exact: bool, scoped: bool) -> Select[Any]:
     conditions = [search_string.c.res_type == bindparam("rtype"), search_string.c.param == bindparam("param"),
                   search_string.c.exact == bindparam("exact") if exact else
                   search_string.c.value.startswith(bindparam("prefix"), escape="/")]
-    return _page(search_string, conditions, windowed)
+    return _page(search_string, conditions, windowed, scoped)
 
 
-_TOKEN_PAGES = {(w, s): DirectQuery(_token_page(w, s)) for w in (True, False) for s in (True, False)}
-_STRING_PAGES = {(w, e): DirectQuery(_string_page(w, e)) for w in (True, False) for e in (True, False)}
+# Keyed by (windowed, with a system / exact, scoped)
+_FLAGS = [(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)]
+_TOKEN_PAGES = {flags: DirectQuery(_token_page(*flags)) for flags in _FLAGS}
+_STRING_PAGES = {flags: DirectQuery(_string_page(*flags)) for flags in _FLAGS}
 
 # The hottest statements, built once: constructing a statement costs more than running it here. In a read-only unit on
 # PostgreSQL they run on psycopg directly (``dui.direct_sql``).

@@ -252,6 +252,23 @@ def test_every_hot_statement_is_one_psycopg_runs_as_it_is() -> None:
         assert "%(" in query.sql and "POSTCOMPILE" not in query.sql
 
 
+def test_a_direct_statements_own_texts_are_written_into_it_and_its_other_values_given_each_run(pg_app: Flask) -> None:
+    """A literal in a prebuilt statement (``x == "Patient"``) is written into its SQL, quotes and ``%`` escaped, so
+    that PostgreSQL's kept plan knows it; a literal of another type is given with every run."""
+    from sqlalchemy import bindparam, literal, select
+
+    query = direct_sql.DirectQuery(select(literal("it's 100%"), literal(7), bindparam("x")))
+    assert "'it''s 100%%'" in query.sql and query.values == {"param_2": 7}
+    assert "param_1" not in query.sql
+    svc = _services(pg_app)
+    with svc.unit_of_work(write=False) as session:
+        assert [tuple(r) for r in query.rows(session, {"x": "mine"})] == [("it's 100%", 7, "mine")]
+    with svc.unit_of_work() as session:
+        assert [tuple(r) for r in query.rows_writing(session, {"x": "mine"})] == [("it's 100%", 7, "mine")]
+    scoped = sql._TOKEN_PAGES[True, True, True]
+    assert "'Patient'" in scoped.sql and "%(finess)s" in scoped.sql and "%(now)s" in scoped.sql
+
+
 def _pages(client: FhirClient, query: str) -> list[tuple[list[str], Any, list[str]]]:
     """Every page of a search, following its next links: the ids, the total and the relations of its links."""
     found = []

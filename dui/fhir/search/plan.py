@@ -104,6 +104,11 @@ class Scoped(Protocol):
 
     def keep(self, rtype: str, candidates: Any) -> Any: ...
 
+    def page_scope(self, rtype: str) -> dict[str, Any] | None:
+        """The parameters of ``dui.fhir.scope.SEEN_PATIENT_ROWS`` when ``keep`` on ``rtype`` is exactly that
+        condition (a prebuilt page statement can then carry it); None otherwise."""
+        ...
+
 
 @dataclass(frozen=True)
 class SortKey:

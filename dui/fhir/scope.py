@@ -67,9 +67,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from dui.auth.actor import Actor
 from dui.auth.roles import ADMINISTRATEUR, ADMINISTRATIF, DIRECTION
+from dui.direct_sql import DirectQuery
 from dui.fhir.definitions import patient_compartment
 from dui.fhir.search.indexer import Indexer, IndexRows
 from dui.fhir.tables import UtcDateTime, resource, search_date, search_reference, search_token
@@ -239,7 +241,8 @@ def organizations_of(finess: Any) -> Select[Any]:
 
 def granted_residents(orgs: Any, now: Any, among: Any = None) -> CompoundSelect[Any]:
     """Ids of the Patients that the Organizations ``orgs`` (a query of ids, or a list) see by a grant; ``among``:
-    only those of these ids (a list or an expanding bound parameter)."""
+    only those of these ids (a list or an expanding bound parameter), or only that one (a bound parameter that is
+    not expanding)."""
     managed = _referrers("Patient", "organization", orgs, among=among)
     consent = _referrers("Consent", "actor", orgs, status=("active",), patient_param="patient", now=now, among=among)
     stay = _referrers("Encounter", "service-provider", orgs, status=CURRENT_ENCOUNTER, patient_param="patient",
@@ -267,15 +270,21 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
             or_(period.c.high <= now, period.c.low > now)).correlate(None)))
     if patient_param is None:
         owner = resource.alias()
-        mine = [owner.c.res_type == "Patient", owner.c.res_id.in_(among)] if among is not None else []
+        mine = [owner.c.res_type == "Patient", _among(owner.c.res_id, among)] if among is not None else []
         return (select(owner.c.res_id).join(ref, ref.c.rid == owner.c.rid)
                 .where(*conditions, *mine, owner.c.deleted == false()).correlate(None))
     pat = search_reference.alias()
-    mine = [pat.c.target_id.in_(among)] if among is not None else []
+    mine = [_among(pat.c.target_id, among)] if among is not None else []
     return (select(pat.c.target_id)
             .where(pat.c.res_type == rtype, pat.c.param == patient_param, pat.c.target_type == "Patient", *mine,
                    pat.c.rid.in_(select(ref.c.rid).where(*conditions).correlate(None)))
             .correlate(None))
+
+
+def _among(column: Any, among: Any) -> Any:
+    if isinstance(among, BindParameter) and not among.expanding:
+        return column == among
+    return column.in_(among)
 
 
 # The residents an establishment sees, and which of some residents it sees: built once, with bound parameters (a
@@ -283,6 +292,11 @@ def _referrers(rtype: str, param: str, orgs: Any, *, status: tuple[str, ...] = (
 _SEEN = granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()))
 _SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
                                        among=bindparam("among", expanding=True)).subquery().c[0])
+# Whether it sees one resident (a read: one resident's resource), on psycopg directly in a read-only unit. Not the
+# list form with ``= ANY(array)``: deep in the union, PostgreSQL's plan for it read three times the buffers.
+_SEEN_ONE = DirectQuery(select(granted_residents(organizations_of(bindparam("finess")),
+                                                 bindparam("now", type_=UtcDateTime()),
+                                                 among=bindparam("among")).subquery().c[0]))
 # The rows of the Patients an establishment sees: the scope of a search of Patients (``Sight.keep``), and the one
 # condition a prebuilt page statement carries for a scoped search (``dui.fhir.sql``; ``Sight.page_scope``).
 _SEEN_PATIENT = resource.alias("seen_patient")
@@ -323,8 +337,11 @@ class Sight:
         unknown = sorted(wanted - self._known.keys())
         if unknown:
             self.flush()
-            found = {str(i) for i in self.session.execute(
-                _SEEN_AMONG, {"finess": self.scope.finess, "now": self.scope.now, "among": unknown}).scalars()}
+            params = {"finess": self.scope.finess, "now": self.scope.now}
+            if len(unknown) == 1:
+                found = {str(row[0]) for row in _SEEN_ONE.rows(self.session, {**params, "among": unknown[0]})}
+            else:
+                found = {str(i) for i in self.session.execute(_SEEN_AMONG, {**params, "among": unknown}).scalars()}
             self._known.update((pid, pid in found) for pid in unknown)
         return {pid for pid in wanted if self._known[pid]}
 

@@ -77,3 +77,41 @@ def test_a_scoped_search_answers_the_same_on_its_prebuilt_statement(world: World
         assert len(seen) == RESIDENTS
     elif who in ("t.medecin", "p.infirmier"):
         assert 0 < len(seen) < RESIDENTS  # one EHPAD's residents: the scope did keep some out
+
+
+def test_whether_an_establishment_sees_one_resident_is_answered_as_for_many(world: World) -> None:
+    """A read asks about one resident: its prebuilt statement (``_SEEN_ONE``, on psycopg directly in a read-only
+    unit) answers as the statement for a list of residents does, for each establishment and each resident, on a
+    read-only unit and on a writing one."""
+    from datetime import UTC, datetime
+
+    from dui.fhir import scope
+    from tests.attack.conftest import HOSPITAL_FINESS, PARC, TILLEULS
+
+    svc = world.app.extensions["dui"]
+    residents = [f"demo-resident-{n:03d}" for n in range(1, RESIDENTS + 1)] + ["nobody"]
+    asked: list[int] = []
+    one = scope._SEEN_ONE
+
+    class Counted:
+        def rows(self, session: Any, params: Any) -> Any:
+            asked.append(1)
+            return one.rows(session, params)
+
+    for finess in (TILLEULS, PARC, HOSPITAL_FINESS):
+        for write in (False, True):
+            with svc.unit_of_work(write=write) as session:
+                at = scope.Scope(finess, datetime.now(UTC))
+                seen_together = scope.Sight(at, session, svc.residents).seen(residents)
+                singly = set()
+                for resident in residents:
+                    sight = scope.Sight(at, session, svc.residents)
+                    scope._SEEN_ONE = Counted()  # type: ignore[assignment]
+                    try:
+                        singly |= sight.seen([resident])
+                    finally:
+                        scope._SEEN_ONE = one
+                assert singly == seen_together, (finess, write)
+                if finess in (TILLEULS, PARC):
+                    assert 0 < len(seen_together) < RESIDENTS, finess
+    assert len(asked) == 3 * 2 * len(residents)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -219,6 +219,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def begin_write(session: Session) -> None:
     """Start the session's transaction as a writer. Call first, before any statement."""
     session.connection(execution_options={_WRITE_OPTION: True})
+
+
+@contextmanager
+def begin_writing(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` in a transaction begun as a writer (``engine.begin()`` otherwise): on SQLite the
+    write lock is taken first, so that a transaction that reads before it writes waits for another writer instead of
+    failing at once when that one wrote in between (SQLite's "database is locked" on a stale read snapshot)."""
+    with engine.connect() as plain:
+        conn = plain.execution_options(**{_WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
 
 
 # In ``Session.info``: set on the session of a read-only unit of work (``read_session``); on PostgreSQL, the engine

@@ -17,12 +17,12 @@ the engine's own pool for that one statement, in autocommit, and gives back row 
   pool as SQLAlchemy does (``connection_invalidated``: the web layer runs the read once more), and a connection left
   in an unknown state (an exception landed mid-statement, ``dui.web.budget``) is closed, never reused.
 
-In a writing unit the hot reads run through the session as before (they must see the unit's own queued writes,
-which the repository flushes before them). The few statements of a write itself (the current row of a resource,
-locked; the advisory lock that serialises the creators of one id; the insert of a new resource row) take
+In a writing unit the same statements, and those of a write itself (the current row of a resource, locked; the
+advisory lock that serialises the creators of one id; the insert of a new resource row; its audit entry), take
 ``DirectQuery.rows_writing``: on the unit's own connection, in its transaction, so that they see and are seen by
-everything else the unit does, and commit or roll back with it. A PUT that creates a resource ran four of them
-through the session, about 0.15 ms of CPU each on top of the statement.
+everything else the unit does (the repository writes its queued rows before it reads), and commit or roll back with
+it. Through the session each cost about 0.15 ms of CPU on top of the statement; nothing in the service writes
+through the ORM's own objects, so the session has nothing of its own to flush first.
 
 Each pooled connection keeps one psycopg cursor for these statements (in its pool entry's ``info``): a new cursor
 per statement cost about 11 µs of CPU, a seventh of a one-row SELECT. A cursor holds its last result until its next
@@ -83,10 +83,12 @@ class DirectQuery:
         self.sql = sql
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> Sequence[Any]:
-        """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise."""
+        """The rows: tuples when run directly, SQLAlchemy rows (which index the same) otherwise. In a read-only unit
+        on PostgreSQL, on a connection of the pool (below); in a writing unit, on its own connection
+        (``rows_writing``)."""
         engine: Engine | None = session.info.get(DIRECT_ENGINE)
         if engine is None:
-            return session.execute(self.statement, params).all()
+            return self.rows_writing(session, params)
         if self.values:
             params = {**self.values, **params}
         if session.in_transaction():

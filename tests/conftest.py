@@ -30,7 +30,7 @@ import dui.staff.tables  # noqa: F401  (and the staff alerts tables)
 from dui import migrations
 from dui.app import create_app
 from dui.crypto.master import KEY_BYTES, write_key_file
-from dui.db import make_engine, normalize_url
+from dui.db import begin_writing, make_engine, normalize_url
 from dui.fhir import tables
 from dui.settings import AuditSettings, EncryptionSettings, InsiSettings, Limits, Settings
 from tests import logscan
@@ -195,7 +195,8 @@ def empty_database(app: Flask) -> None:
     role whatever its session says; they are lifted here the way only the database's owner can
     (``tests.auditkit.owner_maintenance``)."""
     engine = app.extensions["dui"].engine
-    with engine.begin() as conn, owner_maintenance(conn):
+    # As a writer from the start: a `dui serve` of tests/server that has just started writes too (its first sync)
+    with begin_writing(engine) as conn, owner_maintenance(conn):
         if engine.dialect.name == "postgresql":
             # A TRUNCATE costs some milliseconds a table, empty or not (70 to 90 ms for them all, before each of the
             # thousand tests on PostgreSQL): the same TRUNCATE, on the tables that hold a row or whose numbering has

@@ -21,9 +21,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from dui.auth.actor import Actor
+from dui.direct_sql import DirectQuery
 from dui.errors import Forbidden
 from dui.fhir.interactions.base import not_found
 from dui.fhir.repository import Current, HistoryPage, ResourceVersion, SearchResult
@@ -46,6 +47,12 @@ from dui.fhir.tables import resource, search_reference, search_token
 
 # Types whose writes may change who sees whom: the grants, and the Organizations (FINESS) they name.
 SIGHT_TYPES = GRANTING_TYPES | {"Organization"}
+
+
+# The row of one live resource (a reference a write makes): built once, on the unit's own connection (dui.direct_sql).
+_LIVE_ROW = DirectQuery(select(resource.c.rid).where(resource.c.res_type == bindparam("rtype"),
+                                                     resource.c.deleted.is_(False),
+                                                     resource.c.res_id == bindparam("id")))
 
 
 class ScopedRepository:
@@ -220,9 +227,13 @@ class ScopedRepository:
         self.inner.flush()
         rows: list[int] = []
         for rtype in sorted({t for t, _ in wanted}):
+            ids = [i for t, i in wanted if t == rtype]
+            if len(ids) == 1:  # most often: the one resident a resource is about
+                rows += [row[0] for row in _LIVE_ROW.rows(self.inner.session, {"rtype": rtype, "id": ids[0]})]
+                continue
             rows += self.inner.session.execute(
                 select(resource.c.rid).where(resource.c.res_type == rtype, resource.c.deleted.is_(False),
-                                             resource.c.res_id.in_([i for t, i in wanted if t == rtype]))).scalars()
+                                             resource.c.res_id.in_(ids))).scalars()
         seen = {(v.type, v.id) for v in self._keep(self.inner.fetch(rows)) if v.body is not None}
         for rtype, rid in wanted:
             if (rtype, rid) not in seen:

@@ -17,12 +17,17 @@ from dui.fhir.search.plan import Include
 from dui.fhir.tables import resource, search_reference
 
 MAX_ROUNDS = 4
+# The aliases each step's statement uses, made once: SQLAlchemy builds an alias's column collection (a copy of every
+# column of the table, its foreign keys included) when it is first used, which cost more than the rest of the
+# statement. Each statement of this module stands alone, never nested in another, so one alias of each role serves
+# them all.
+_TARGET, _POINTED, _SOURCE = resource.alias("target"), resource.alias("pointed"), resource.alias("source")
+_REF = search_reference.alias("ref")
 
 
 def forward(include: Include, rids: Sequence[int]) -> Select[Any]:
     """Row ids of the resources that the references ``include`` names, of the rows ``rids``, point at."""
-    target = resource.alias()
-    ref = search_reference.alias()
+    target, ref = _TARGET, _REF
     conditions = [ref.c.rid.in_(rids), ref.c.res_type == include.source, target.c.deleted == false()]
     if include.code != "*":
         conditions.append(ref.c.param == include.code)
@@ -35,9 +40,7 @@ def forward(include: Include, rids: Sequence[int]) -> Select[Any]:
 
 def reverse(include: Include, rids: Sequence[int]) -> Select[Any]:
     """Row ids of the ``include.source`` resources whose reference ``include.code`` points at ``rids``."""
-    pointed = resource.alias()
-    source = resource.alias()
-    ref = search_reference.alias()
+    pointed, source, ref = _POINTED, _SOURCE, _REF
     conditions = [pointed.c.rid.in_(rids), source.c.deleted == false()]
     if include.source != "*":
         conditions.append(ref.c.res_type == include.source)

@@ -292,7 +292,7 @@ def _among(column: Any, among: Any) -> Any:
 _SEEN = granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()))
 _SEEN_AMONG = select(granted_residents(organizations_of(bindparam("finess")), bindparam("now", type_=UtcDateTime()),
                                        among=bindparam("among", expanding=True)).subquery().c[0])
-# Whether it sees one resident (a read: one resident's resource), on psycopg directly in a read-only unit. Not the
+# Whether it sees one resident (a read: one resident's resource), on psycopg directly (``dui.direct_sql``). Not the
 # list form with ``= ANY(array)``: deep in the union, PostgreSQL's plan for it read three times the buffers.
 _SEEN_ONE = DirectQuery(select(granted_residents(organizations_of(bindparam("finess")),
                                                  bindparam("now", type_=UtcDateTime()),

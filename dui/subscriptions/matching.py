@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from dui.auth.actor import SYSTEM, Actor
@@ -46,9 +46,7 @@ ContextOf = Callable[[Session, Actor], FhirContext]
 _ACTIVE = "dui.subscriptions.any_active"  # in Session.info: (the transaction, whether a Subscription was active)
 # Asked by every write of an Observation or a Flag: on the writing unit's own connection (``dui.direct_sql``).
 _ANY_ACTIVE = DirectQuery(select(exists().where(
-    search_token.c.res_type == bindparam("rtype"), search_token.c.param == bindparam("param"),
-    search_token.c.code == bindparam("code"))))
-_ANY_ACTIVE_PARAMS = {"rtype": "Subscription", "param": "status", "code": "active"}
+    search_token.c.res_type == "Subscription", search_token.c.param == "status", search_token.c.code == "active")))
 
 
 def on_change(repo: SqlFhirRepository, version: ResourceVersion) -> None:
@@ -68,7 +66,7 @@ def any_active(session: Session) -> bool:
     known = session.info.get(_ACTIVE)
     if transaction is not None and known is not None and known[0] is transaction:
         return bool(known[1])
-    found = bool(_ANY_ACTIVE.rows_writing(session, _ANY_ACTIVE_PARAMS)[0][0])
+    found = bool(_ANY_ACTIVE.rows_writing(session, {})[0][0])
     session.info[_ACTIVE] = (transaction, found)
     return found
 
